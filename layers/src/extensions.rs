@@ -1,0 +1,66 @@
+//! The typed request and response extensions through which layers talk.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::{pattern::Class, store::Entry};
+
+/// How a path was classified by the pattern guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classification(pub Class);
+
+/// The cache key of the request, set by the cache lookup for the layers below it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(pub Arc<str>);
+
+/// An expired entry found by the cache lookup; the layers below may revalidate
+/// it or serve it when upstream fails.
+#[derive(Debug, Clone)]
+pub struct StaleEntry(pub Arc<Entry>);
+
+/// Where an answer came from, as told in `X-Cache-Status` (nginx's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from a fresh cache entry.
+    Hit,
+    /// Not cached: fetched from upstream.
+    Miss,
+    /// Cached but expired: fetched again from upstream.
+    Expired,
+    /// Expired, upstream failed, the old copy was served.
+    Stale,
+    /// Expired, upstream confirmed the copy is current.
+    Revalidated,
+}
+
+impl CacheStatus {
+    /// The header value for `X-Cache-Status`.
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Expired => "EXPIRED",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Revalidated => "REVALIDATED",
+        })
+    }
+
+    /// The value of the seed's `X-Artifact-Source` header for this status.
+    pub fn source(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            CacheStatus::Miss | CacheStatus::Expired => "remote",
+            _ => "cache",
+        })
+    }
+}
+
+/// Header names this crate sets on answers.
+pub mod headers {
+    use http::HeaderName;
+
+    /// `X-Artifact-Source: cache|remote|local` (the seed's header).
+    pub const X_ARTIFACT_SOURCE: HeaderName = HeaderName::from_static("x-artifact-source");
+    /// `X-Cache-Status: HIT|MISS|EXPIRED|STALE|REVALIDATED`.
+    pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
+}

@@ -1,0 +1,42 @@
+//! Tower layers for a caching artifact proxy.
+//!
+//! A request for `/{remote}/{path}` passes, outermost first, through
+//! [`RemoteResolveLayer`] (which remote, which path), [`PatternGuardLayer`]
+//! (is the path allowed, and is it mutable or immutable), [`CacheLookupLayer`]
+//! (serve a fresh entry from the store) and [`S3TeeLayer`] (fetch once from
+//! upstream, stream to every waiting client and into the store at once, and
+//! commit only a complete body). The innermost service fetches from upstream;
+//! it is any `tower::Service` that answers an upstream response.
+//!
+//! The layers talk to each other only through typed request extensions
+//! ([`ResolvedRemote`], [`ArtifactPath`], [`Classification`], [`CacheKey`],
+//! [`StaleEntry`]), and storage sits behind the [`store::Index`] and
+//! [`store::BlobStore`] traits, so this crate has no database, S3 or Redis
+//! dependency and the layers can be reused in any axum or tower application.
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
+
+pub mod body;
+pub mod cache_lookup;
+pub mod content_type;
+pub mod error;
+pub mod extensions;
+pub mod path;
+pub mod pattern;
+pub mod pattern_guard;
+pub mod range;
+pub mod remote;
+pub mod remote_resolve;
+mod respond;
+pub mod store;
+pub mod tee;
+
+pub use body::ArtifactBody;
+pub use cache_lookup::{CacheLookup, CacheLookupLayer};
+pub use error::{BoxError, UpstreamError, UpstreamErrorKind};
+pub use extensions::{CacheKey, CacheStatus, Classification, StaleEntry};
+pub use path::{ArtifactPath, PathError};
+pub use pattern::{Class, Classifier, Decision, Pattern};
+pub use pattern_guard::{PatternGuard, PatternGuardLayer};
+pub use remote::{Credentials, Package, Remote, RemoteKind, Remotes, Ttl};
+pub use remote_resolve::{RemoteResolve, RemoteResolveLayer, ResolvedRemote};
+pub use tee::{S3Tee, S3TeeLayer};

@@ -1,0 +1,345 @@
+//! Path patterns and classification.
+//!
+//! Patterns follow Python's `re.search`: unanchored unless written with `^` or
+//! `$`. They compile with the `regex` crate (linear time); only a pattern that
+//! `regex` cannot express (look-around such as `^(?!.*\.tgz$).*`) falls back
+//! to `fancy-regex`, with a bounded backtracking budget. A pattern that errors
+//! while matching denies the request: policy fails closed.
+//!
+//! Precedence: a path matching a mutable pattern (the user's, then the
+//! package type's built-in ones) is mutable even when an immutable pattern
+//! matches too; otherwise a path matching an immutable pattern is immutable;
+//! otherwise, on a remote without `immutable_patterns`, immutable; otherwise
+//! denied.
+
+use std::fmt;
+
+use crate::remote::Package;
+
+/// How many backtracking steps a look-around pattern may take on one path
+/// before it counts as failed (and so denies).
+const BACKTRACK_LIMIT: usize = 100_000;
+
+/// One compiled pattern, keeping its source text for messages.
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    matcher: Matcher,
+}
+
+#[derive(Clone)]
+enum Matcher {
+    Linear(regex::Regex),
+    Backtracking(Box<fancy_regex::Regex>),
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.source)
+    }
+}
+
+/// A pattern that does not compile, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternError {
+    /// The pattern as written.
+    pub pattern: String,
+    /// Why it does not compile.
+    pub reason: String,
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pattern {:?} does not compile: {}", self.pattern, self.reason)
+    }
+}
+
+impl std::error::Error for PatternError {}
+
+impl Pattern {
+    /// Compiles `source`, with `regex` where it can and `fancy-regex` where it must.
+    pub fn new(source: &str) -> Result<Self, PatternError> {
+        let matcher = match regex::Regex::new(source) {
+            Ok(re) => Matcher::Linear(re),
+            Err(linear_err) => {
+                match fancy_regex::RegexBuilder::new(source)
+                    .backtrack_limit(BACKTRACK_LIMIT)
+                    .build()
+                {
+                    Ok(re) => Matcher::Backtracking(Box::new(re)),
+                    Err(fancy_err) => {
+                        // A size limit or syntax error: report what the linear
+                        // engine said, unless only look-around was missing.
+                        let reason = match linear_err {
+                            regex::Error::Syntax(s) if s.contains("look-around") => {
+                                fancy_err.to_string()
+                            }
+                            other => other.to_string(),
+                        };
+                        return Err(PatternError {
+                            pattern: source.to_owned(),
+                            reason: reason.lines().last().unwrap_or_default().trim().to_owned(),
+                        });
+                    }
+                }
+            }
+        };
+        Ok(Self {
+            source: source.to_owned(),
+            matcher,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the pattern matches anywhere in `path`; `Err` when the
+    /// backtracking engine gave up.
+    pub fn is_match(&self, path: &str) -> Result<bool, String> {
+        match &self.matcher {
+            Matcher::Linear(re) => Ok(re.is_match(path)),
+            Matcher::Backtracking(re) => re.is_match(path).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The class of an allowed path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Never changes once published; cached for `immutable_ttl` (0 = forever).
+    Immutable,
+    /// Changes over time; cached for `mutable_ttl`.
+    Mutable {
+        /// Matched by a package type's built-in pattern rather than the user's.
+        builtin: bool,
+    },
+}
+
+impl Class {
+    /// The class's name, as listed to operators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Immutable => "immutable",
+            Class::Mutable { .. } => "mutable",
+        }
+    }
+}
+
+/// The outcome of classifying a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed, with its class.
+    Allow(Class),
+    /// Denied, with the reason given to the client.
+    Deny(String),
+}
+
+/// A remote's compiled patterns.
+#[derive(Debug, Clone, Default)]
+pub struct Classifier {
+    immutable: Option<Vec<Pattern>>,
+    user_mutable: Vec<Pattern>,
+    builtin_mutable: Vec<Pattern>,
+}
+
+impl Classifier {
+    /// A classifier from the user's patterns plus `package`'s built-in mutable
+    /// ones. `immutable: None` (the key absent) allows every path.
+    pub fn new(immutable: Option<Vec<Pattern>>, mutable: Vec<Pattern>, package: Package) -> Self {
+        let builtin_mutable = builtin_mutable_patterns(package)
+            .iter()
+            .filter(|b| !mutable.iter().any(|m| m.as_str() == **b))
+            .map(|b| Pattern::new(b).expect("built-in patterns compile"))
+            .collect();
+        Self {
+            immutable,
+            user_mutable: mutable,
+            builtin_mutable,
+        }
+    }
+
+    /// Classifies a decoded artifact path.
+    pub fn classify(&self, path: &str) -> Decision {
+        let groups = [(&self.user_mutable, false), (&self.builtin_mutable, true)];
+        for (patterns, builtin) in groups {
+            for p in patterns {
+                match p.is_match(path) {
+                    Ok(true) => return Decision::Allow(Class::Mutable { builtin }),
+                    Ok(false) => {}
+                    Err(e) => return Decision::Deny(failed(p, &e)),
+                }
+            }
+        }
+        let Some(immutable) = &self.immutable else {
+            return Decision::Allow(Class::Immutable);
+        };
+        for p in immutable {
+            match p.is_match(path) {
+                Ok(true) => return Decision::Allow(Class::Immutable),
+                Ok(false) => {}
+                Err(e) => return Decision::Deny(failed(p, &e)),
+            }
+        }
+        Decision::Deny("path matches none of the remote's patterns".to_owned())
+    }
+
+    /// The user's immutable patterns (`None` when the key is absent).
+    pub fn immutable_patterns(&self) -> Option<&[Pattern]> {
+        self.immutable.as_deref()
+    }
+
+    /// The user's mutable patterns.
+    pub fn mutable_patterns(&self) -> &[Pattern] {
+        &self.user_mutable
+    }
+}
+
+fn failed(p: &Pattern, e: &str) -> String {
+    format!("pattern {:?} could not be evaluated ({e}); denied", p.as_str())
+}
+
+/// The mutable patterns every remote of a package type has without configuration.
+pub fn builtin_mutable_patterns(package: Package) -> &'static [&'static str] {
+    match package {
+        Package::Alpine => &[r"APKINDEX\.tar\.gz$"],
+        Package::Rpm => &[
+            r"repomd\.xml(\.asc|\.key)?$",
+            r"repodata/[^/]+\.(xml|sqlite|yaml|asc|txt)(\.(gz|bz2|xz|zst))?$",
+            r"Packages\.gz$",
+        ],
+        Package::Docker => &[r"/manifests/(?!sha256:)", r"/tags/list$"],
+        Package::Pypi => &[r"^simple(/|$)"],
+        Package::Npm | Package::Generic => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pats(list: &[&str]) -> Vec<Pattern> {
+        list.iter().map(|p| Pattern::new(p).unwrap()).collect()
+    }
+
+    fn classifier(imm: Option<&[&str]>, mutable: &[&str], package: Package) -> Classifier {
+        Classifier::new(imm.map(pats), pats(mutable), package)
+    }
+
+    #[test]
+    fn patterns_search_anywhere_unless_anchored() {
+        let p = Pattern::new(r"terragrunt_linux").unwrap();
+        assert_eq!(p.is_match("a/b/terragrunt_linux_amd64"), Ok(true));
+        let anchored = Pattern::new(r"^terragrunt").unwrap();
+        assert_eq!(anchored.is_match("a/terragrunt"), Ok(false));
+    }
+
+    #[test]
+    fn a_remote_without_immutable_patterns_allows_everything_as_immutable() {
+        let c = classifier(None, &[], Package::Generic);
+        assert_eq!(c.classify("any/thing"), Decision::Allow(Class::Immutable));
+    }
+
+    #[test]
+    fn unmatched_paths_are_denied_when_immutable_patterns_exist() {
+        let c = classifier(Some(&[r"\.tar\.gz$"]), &[], Package::Generic);
+        assert_eq!(c.classify("a.tar.gz"), Decision::Allow(Class::Immutable));
+        assert!(matches!(c.classify("a.zip"), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn mutable_wins_over_immutable() {
+        let c = classifier(Some(&[r"\.tar\.gz$"]), &[r"heads/main\.tar\.gz$"], Package::Generic);
+        assert_eq!(
+            c.classify("x/archive/refs/heads/main.tar.gz"),
+            Decision::Allow(Class::Mutable { builtin: false })
+        );
+        assert_eq!(
+            c.classify("x/archive/refs/tags/v1.tar.gz"),
+            Decision::Allow(Class::Immutable)
+        );
+    }
+
+    #[test]
+    fn builtin_patterns_apply_per_package_and_allow_without_user_patterns() {
+        let rpm = classifier(Some(&[r"\.rpm$"]), &[], Package::Rpm);
+        for path in [
+            "el9/repodata/repomd.xml",
+            "el9/repodata/repomd.xml.asc",
+            "el9/repodata/abc-primary.xml.gz",
+            "el9/repodata/abc-comps.xml.zst",
+            "deb/Packages.gz",
+        ] {
+            assert_eq!(rpm.classify(path), Decision::Allow(Class::Mutable { builtin: true }), "{path}");
+        }
+        assert_eq!(rpm.classify("x86_64/a.rpm"), Decision::Allow(Class::Immutable));
+
+        let alpine = classifier(Some(&[r"\.apk$"]), &[], Package::Alpine);
+        assert_eq!(
+            alpine.classify("v3.20/main/x86_64/APKINDEX.tar.gz"),
+            Decision::Allow(Class::Mutable { builtin: true })
+        );
+        let pypi = classifier(None, &[], Package::Pypi);
+        assert_eq!(pypi.classify("simple/requests/"), Decision::Allow(Class::Mutable { builtin: true }));
+        assert_eq!(pypi.classify("simple"), Decision::Allow(Class::Mutable { builtin: true }));
+        assert_eq!(pypi.classify("packages/x.whl"), Decision::Allow(Class::Immutable));
+        let generic = classifier(None, &[], Package::Generic);
+        assert_eq!(generic.classify("simple/x"), Decision::Allow(Class::Immutable));
+        let npm = classifier(None, &[], Package::Npm);
+        assert_eq!(npm.classify("express"), Decision::Allow(Class::Immutable));
+    }
+
+    #[test]
+    fn docker_tags_are_mutable_and_digests_immutable() {
+        let c = classifier(None, &[], Package::Docker);
+        assert_eq!(
+            c.classify("library/nginx/manifests/latest"),
+            Decision::Allow(Class::Mutable { builtin: true })
+        );
+        assert_eq!(
+            c.classify("library/nginx/manifests/sha256:abc"),
+            Decision::Allow(Class::Immutable)
+        );
+        assert_eq!(
+            c.classify("library/nginx/tags/list"),
+            Decision::Allow(Class::Mutable { builtin: true })
+        );
+    }
+
+    #[test]
+    fn user_mutable_is_reported_as_user_even_when_builtin_matches_too() {
+        let c = classifier(None, &[r"repomd\.xml$"], Package::Rpm);
+        assert_eq!(
+            c.classify("repodata/repomd.xml"),
+            Decision::Allow(Class::Mutable { builtin: false })
+        );
+    }
+
+    #[test]
+    fn look_around_falls_back_to_the_backtracking_engine() {
+        let c = classifier(Some(&[r"\.tgz$"]), &[r"^(?!.*\.tgz$).*"], Package::Npm);
+        assert_eq!(c.classify("express"), Decision::Allow(Class::Mutable { builtin: false }));
+        assert_eq!(c.classify("@babel/core"), Decision::Allow(Class::Mutable { builtin: false }));
+        assert_eq!(c.classify("express/-/express-4.18.2.tgz"), Decision::Allow(Class::Immutable));
+    }
+
+    #[test]
+    fn a_pattern_that_fails_while_matching_denies() {
+        // Catastrophic backtracking: the budget runs out and the path is denied,
+        // even though a later pattern would allow it.
+        let c = classifier(Some(&[r"(a*)*\1(?=b)", r"a"]), &[], Package::Generic);
+        let path = "a".repeat(64);
+        match c.classify(&path) {
+            Decision::Deny(reason) => assert!(reason.contains("could not be evaluated"), "{reason}"),
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_patterns_say_why() {
+        let err = Pattern::new(r"([a-z]").unwrap_err();
+        assert_eq!(err.pattern, "([a-z]");
+        assert!(!err.reason.is_empty());
+    }
+}

@@ -1,0 +1,197 @@
+//! A compiled remote: where it fetches from, what it allows, how long it keeps.
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+
+use url::Url;
+
+use crate::pattern::{Class, Classifier};
+
+/// The package type of a remote, which brings built-in patterns and formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Package {
+    /// Plain files (release pages, archives).
+    Generic,
+    /// Alpine `apk` repositories.
+    Alpine,
+    /// RPM repositories (dnf, yum).
+    Rpm,
+    /// Docker / OCI registries.
+    Docker,
+    /// Python package indexes.
+    Pypi,
+    /// npm registries.
+    Npm,
+}
+
+impl Package {
+    /// The name used in `remotes.yaml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Package::Generic => "generic",
+            Package::Alpine => "alpine",
+            Package::Rpm => "rpm",
+            Package::Docker => "docker",
+            Package::Pypi => "pypi",
+            Package::Npm => "npm",
+        }
+    }
+
+    /// Parses the name used in `remotes.yaml`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Package::Generic,
+            Package::Alpine,
+            Package::Rpm,
+            Package::Docker,
+            Package::Pypi,
+            Package::Npm,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+}
+
+/// Whether a remote proxies an upstream or stores its own artifacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteKind {
+    /// A caching proxy of `base_url`.
+    Remote {
+        /// The upstream every path of this remote is fetched from.
+        base_url: Url,
+    },
+    /// A local repository: artifacts are uploaded, never fetched.
+    Local,
+}
+
+/// Upstream credentials. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub username: String,
+    /// The password or token.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// How long entries stay fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl {
+    /// For immutable paths; `None` keeps them forever.
+    pub immutable: Option<Duration>,
+    /// For mutable paths; zero checks upstream on every request.
+    pub mutable: Duration,
+}
+
+impl Default for Ttl {
+    fn default() -> Self {
+        Self {
+            immutable: None,
+            mutable: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Ttl {
+    /// How long an entry of `class` stays fresh (`None`: forever).
+    pub fn for_class(&self, class: Class) -> Option<Duration> {
+        match class {
+            Class::Immutable => self.immutable,
+            Class::Mutable { .. } => Some(self.mutable),
+        }
+    }
+}
+
+/// Where a package type's metadata points its files, and which remote of ours
+/// serves them instead (PyPI `pypi_files_*`, npm `npm_files_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesRewrite {
+    /// The URL prefix written in upstream metadata.
+    pub url: String,
+    /// The name of the remote that serves those files through this proxy.
+    pub remote: String,
+}
+
+/// A remote, compiled from configuration once at start-up.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// The name in paths (`/api/{name}/...`).
+    pub name: String,
+    /// Proxy of an upstream, or local repository.
+    pub kind: RemoteKind,
+    /// The package type.
+    pub package: Package,
+    /// Free text for people.
+    pub description: String,
+    /// The compiled patterns.
+    pub classifier: Classifier,
+    /// Freshness lifetimes.
+    pub ttl: Ttl,
+    /// Revalidate expired user-mutable entries with a conditional request.
+    pub check_mutable_updates: bool,
+    /// Credentials sent to this remote's upstream host only.
+    pub credentials: Option<Credentials>,
+    /// Metadata file-URL rewriting for PyPI and npm.
+    pub files: Option<FilesRewrite>,
+}
+
+impl Remote {
+    /// A remote named `name` proxying `base_url`, allowing every path, with
+    /// default lifetimes: the starting point for tests and examples.
+    pub fn proxy(name: &str, base_url: Url) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: RemoteKind::Remote { base_url },
+            package: Package::Generic,
+            description: String::new(),
+            classifier: Classifier::default(),
+            ttl: Ttl::default(),
+            check_mutable_updates: false,
+            credentials: None,
+            files: None,
+        }
+    }
+
+    /// The upstream base URL, for a proxying remote.
+    pub fn base_url(&self) -> Option<&Url> {
+        match &self.kind {
+            RemoteKind::Remote { base_url } => Some(base_url),
+            RemoteKind::Local => None,
+        }
+    }
+}
+
+/// All remotes by name.
+#[derive(Debug, Clone, Default)]
+pub struct Remotes {
+    by_name: BTreeMap<String, Arc<Remote>>,
+}
+
+impl Remotes {
+    /// A table of `remotes`; a later remote of the same name replaces an earlier one.
+    pub fn new(remotes: impl IntoIterator<Item = Remote>) -> Self {
+        Self {
+            by_name: remotes
+                .into_iter()
+                .map(|r| (r.name.clone(), Arc::new(r)))
+                .collect(),
+        }
+    }
+
+    /// The remote called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Remote>> {
+        self.by_name.get(name)
+    }
+
+    /// Every remote, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Remote>> {
+        self.by_name.values()
+    }
+}

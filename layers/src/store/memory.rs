@@ -1,0 +1,114 @@
+//! In-memory index and blob store, for tests and examples.
+
+use std::{collections::HashMap, ops::Range, path::Path, sync::Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream;
+
+use super::{BlobStore, BlobStream, Entry, Index, StoreError};
+
+/// An index kept in a `HashMap`.
+#[derive(Debug, Default)]
+pub struct MemoryIndex {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl MemoryIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("index lock").len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl Index for MemoryIndex {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        Ok(self.entries.lock().expect("index lock").get(key).cloned())
+    }
+
+    async fn put(&self, entry: Entry) -> Result<Option<Entry>, StoreError> {
+        let mut entries = self.entries.lock().expect("index lock");
+        Ok(entries.insert(entry.key.clone(), entry))
+    }
+
+    async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        Ok(self.entries.lock().expect("index lock").remove(key))
+    }
+}
+
+/// A blob store kept in a `HashMap`.
+#[derive(Debug, Default)]
+pub struct MemoryBlobs {
+    blobs: Mutex<HashMap<String, Bytes>>,
+}
+
+impl MemoryBlobs {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bytes under `key`.
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.blobs.lock().expect("blob lock").get(key).cloned()
+    }
+
+    /// How many blobs there are.
+    pub fn len(&self) -> usize {
+        self.blobs.lock().expect("blob lock").len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stores `bytes` under `key` directly.
+    pub fn insert(&self, key: &str, bytes: impl Into<Bytes>) {
+        self.blobs
+            .lock()
+            .expect("blob lock")
+            .insert(key.to_owned(), bytes.into());
+    }
+}
+
+#[async_trait]
+impl BlobStore for MemoryBlobs {
+    async fn put_file(&self, key: &str, file: &Path, size: u64) -> Result<(), StoreError> {
+        let bytes = tokio::fs::read(file).await?;
+        tokio::fs::remove_file(file).await?;
+        if bytes.len() as u64 != size {
+            return Err(StoreError::Backend(format!(
+                "file has {} bytes, expected {size}",
+                bytes.len()
+            )));
+        }
+        self.insert(key, bytes);
+        Ok(())
+    }
+
+    async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobStream, StoreError> {
+        let bytes = self.get(key).ok_or(StoreError::NotFound)?;
+        let bytes = match range {
+            Some(r) => bytes.slice(r.start as usize..(r.end as usize).min(bytes.len())),
+            None => bytes,
+        };
+        Ok(Box::pin(stream::once(async move { Ok(bytes) })))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.blobs.lock().expect("blob lock").remove(key);
+        Ok(())
+    }
+}

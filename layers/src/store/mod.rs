@@ -1,0 +1,170 @@
+//! Storage behind the cache: an [`Index`] of entries (the source of truth for
+//! what is cached and until when) and a [`BlobStore`] of their bytes.
+//!
+//! The split follows http-cache's storage traits: a body is stored once, and
+//! an entry's metadata can change (a refreshed TTL) without touching it. A
+//! blob key is unique to one fill, so replacing an entry never rewrites bytes
+//! a reader may be streaming; the entry becomes visible only when the index
+//! row pointing at a complete blob is written.
+
+pub mod memory;
+
+use std::{
+    io,
+    ops::Range,
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+/// A stream of a blob's bytes.
+pub type BlobStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// What kind of entry an index row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryClass {
+    /// Cached, never changes upstream.
+    Immutable,
+    /// Cached, changes upstream; expires.
+    Mutable,
+    /// Uploaded to a local repository; not a cache entry.
+    Local,
+}
+
+impl EntryClass {
+    /// The name stored in indexes and listed to operators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryClass::Immutable => "immutable",
+            EntryClass::Mutable => "mutable",
+            EntryClass::Local => "local",
+        }
+    }
+
+    /// Parses [`EntryClass::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "immutable" => Some(EntryClass::Immutable),
+            "mutable" => Some(EntryClass::Mutable),
+            "local" => Some(EntryClass::Local),
+            _ => None,
+        }
+    }
+}
+
+/// One cached (or stored) artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The cache key (see [`crate::ArtifactPath::cache_key`]).
+    pub key: String,
+    /// The remote's name.
+    pub remote: String,
+    /// The decoded path with its query, as listed to operators.
+    pub path: String,
+    /// Where the bytes are in the blob store.
+    pub blob: String,
+    /// The exact length of the bytes.
+    pub size: u64,
+    /// Its class.
+    pub class: EntryClass,
+    /// The response headers to answer with (`Content-Type`, `ETag`, ...).
+    pub headers: Vec<(String, String)>,
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub cached_at_ms: i64,
+    /// When it stops being fresh, in milliseconds since the Unix epoch; `None` never.
+    pub expires_at_ms: Option<i64>,
+}
+
+impl Entry {
+    /// Whether the entry is fresh at `now_ms`.
+    pub fn is_fresh(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_none_or(|at| now_ms < at)
+    }
+
+    /// The stored value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// A failure of the store itself (not of upstream).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such blob or entry.
+    #[error("not found in the store")]
+    NotFound,
+    /// A local file operation failed.
+    #[error("store I/O failed: {0}")]
+    Io(#[from] io::Error),
+    /// The backend (database, object store) failed.
+    #[error("store backend failed: {0}")]
+    Backend(String),
+}
+
+/// The index of entries.
+#[async_trait]
+pub trait Index: Send + Sync + 'static {
+    /// The entry under `key`, fresh or not.
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+    /// Inserts or replaces the entry under `entry.key`; returns the one replaced,
+    /// so that its blob can be deleted.
+    async fn put(&self, entry: Entry) -> Result<Option<Entry>, StoreError>;
+    /// Removes the entry under `key`, returning it.
+    async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+}
+
+/// The blob store.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Makes the complete file at `file` (of `size` bytes) durable under `key`.
+    /// The file is consumed: moved or copied, then gone from `file`.
+    async fn put_file(&self, key: &str, file: &Path, size: u64) -> Result<(), StoreError>;
+    /// Streams the blob under `key`, or the `range` of it.
+    async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobStream, StoreError>;
+    /// Deletes the blob under `key`; deleting a missing blob is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// An index and a blob store together: what the cache layers are given.
+#[derive(Clone)]
+pub struct Store {
+    /// The index of entries.
+    pub index: std::sync::Arc<dyn Index>,
+    /// The bytes.
+    pub blobs: std::sync::Arc<dyn BlobStore>,
+}
+
+impl Store {
+    /// A store of `index` and `blobs`.
+    pub fn new(index: std::sync::Arc<dyn Index>, blobs: std::sync::Arc<dyn BlobStore>) -> Self {
+        Self { index, blobs }
+    }
+
+    /// An in-memory store, for tests and examples.
+    pub fn memory() -> Self {
+        Self::new(
+            std::sync::Arc::new(memory::MemoryIndex::new()),
+            std::sync::Arc::new(memory::MemoryBlobs::new()),
+        )
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}

@@ -1,0 +1,351 @@
+//! One fill per cache key: fetch, spool, publish progress, commit.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    hash::{Hash, Hasher},
+    io::Write,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+use tower::{Service, ServiceExt};
+
+use super::spool;
+use crate::{
+    body::ArtifactBody,
+    error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
+    path::ArtifactPath,
+    pattern::Class,
+    remote::Remote,
+    respond,
+    store::{now_ms, Entry, EntryClass, Store, StoreError},
+};
+
+/// What a fill has got to, as seen by every client of it.
+#[derive(Debug, Clone)]
+pub(crate) enum FillStatus {
+    /// Waiting for upstream's answer.
+    Pending,
+    /// Upstream answered 200; `written` bytes are in the spool so far.
+    Streaming { head: Arc<Head>, written: u64 },
+    /// The whole body is in the spool and checked.
+    Complete { head: Arc<Head>, written: u64 },
+    /// The fill failed; nothing is cached.
+    Failed(FillError),
+}
+
+/// The answer's head, and the spool its body is in.
+#[derive(Debug)]
+pub(crate) struct Head {
+    /// The headers to answer (and store) with.
+    pub(crate) headers: Vec<(String, String)>,
+    /// Upstream's `Content-Length`, when it sent one.
+    pub(crate) content_length: Option<u64>,
+    /// The spool file.
+    pub(crate) file: Arc<File>,
+}
+
+/// Why a fill failed. Cloned to every client of the fill.
+#[derive(Debug, Clone)]
+pub(crate) enum FillError {
+    Upstream(UpstreamError),
+    Status(UpstreamStatus),
+    Store(Arc<str>),
+}
+
+impl FillError {
+    pub(crate) fn into_box(self) -> BoxError {
+        match self {
+            FillError::Upstream(e) => Box::new(e),
+            FillError::Status(e) => Box::new(e),
+            FillError::Store(e) => Box::new(StoreError::Backend(e.to_string())),
+        }
+    }
+
+    fn from_box(e: BoxError, kind: UpstreamErrorKind) -> Self {
+        match find_cause::<UpstreamError>(&*e) {
+            Some(upstream) => FillError::Upstream(upstream.clone()),
+            None => FillError::Upstream(UpstreamError::new(kind, e.to_string())),
+        }
+    }
+}
+
+/// What a fill fetches and how it is stored.
+pub(crate) struct FillJob {
+    pub(crate) key: Arc<str>,
+    pub(crate) remote: Arc<Remote>,
+    pub(crate) path: ArtifactPath,
+    pub(crate) class: Class,
+}
+
+/// The fills in flight, by cache key.
+pub(crate) struct Fills {
+    store: Store,
+    spool_dir: PathBuf,
+    inflight: Mutex<HashMap<Arc<str>, watch::Receiver<FillStatus>>>,
+}
+
+impl std::fmt::Debug for Fills {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fills").field("spool_dir", &self.spool_dir).finish()
+    }
+}
+
+impl Fills {
+    pub(crate) fn new(store: Store, spool_dir: PathBuf) -> Self {
+        Self {
+            store,
+            spool_dir,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Joins the fill in flight for the job's key, or starts one that sends
+    /// `req` to `inner`.
+    pub(crate) fn join_or_start<S, B>(
+        self: &Arc<Self>,
+        inner: S,
+        req: Request<B>,
+        job: FillJob,
+    ) -> watch::Receiver<FillStatus>
+    where
+        S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Send + 'static,
+        S::Future: Send,
+        B: Send + 'static,
+    {
+        let mut inflight = self.inflight.lock().expect("fill map lock");
+        if let Some(rx) = inflight.get(&job.key) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(FillStatus::Pending);
+        inflight.insert(job.key.clone(), rx.clone());
+        drop(inflight);
+        let guard = InflightGuard {
+            fills: self.clone(),
+            key: job.key.clone(),
+            rx: rx.clone(),
+        };
+        tokio::spawn(async move {
+            // The guard leaves the map however the task ends, panics included,
+            // so a key is never stuck behind a dead fill.
+            let _guard = guard;
+            run(_guard.fills.clone(), inner, req, tx, job).await;
+        });
+        rx
+    }
+}
+
+struct InflightGuard {
+    fills: Arc<Fills>,
+    key: Arc<str>,
+    rx: watch::Receiver<FillStatus>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut inflight) = self.fills.inflight.lock() {
+            if inflight.get(&self.key).is_some_and(|rx| rx.same_channel(&self.rx)) {
+                inflight.remove(&self.key);
+            }
+        }
+    }
+}
+
+async fn run<S, B>(fills: Arc<Fills>, inner: S, req: Request<B>, tx: watch::Sender<FillStatus>, job: FillJob)
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
+{
+    let response = match inner.oneshot(req).await {
+        Ok(response) => response,
+        Err(e) => {
+            tx.send_replace(FillStatus::Failed(FillError::from_box(e, UpstreamErrorKind::Other)));
+            return;
+        }
+    };
+    if response.status() != StatusCode::OK {
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+        let status = UpstreamStatus::new(response.status(), retry_after);
+        tx.send_replace(FillStatus::Failed(FillError::Status(status)));
+        return;
+    }
+    let (parts, body) = response.into_parts();
+    let (spool_path, file) = match spool::create(&fills.spool_dir) {
+        Ok(created) => created,
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %fills.spool_dir.display(), "cannot create a spool file");
+            tx.send_replace(FillStatus::Failed(FillError::Store(format!("cannot spool: {e}").into())));
+            return;
+        }
+    };
+    let head = Arc::new(Head {
+        headers: respond::stored_headers(&parts.headers, &job.path),
+        content_length: parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        file: Arc::new(file),
+    });
+    tx.send_replace(FillStatus::Streaming {
+        head: head.clone(),
+        written: 0,
+    });
+    let written = match spool_body(body, &head, &tx).await {
+        Ok(written) => written,
+        Err(e) => {
+            tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = ?e, "fill failed; nothing cached");
+            tx.send_replace(FillStatus::Failed(e));
+            let _ = tokio::fs::remove_file(&spool_path).await;
+            return;
+        }
+    };
+    tx.send_replace(FillStatus::Complete {
+        head: head.clone(),
+        written,
+    });
+    if let Err(e) = commit(&fills.store, &job, &head, &spool_path, written).await {
+        tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = %e, "could not store a complete body; served uncached");
+        let _ = tokio::fs::remove_file(&spool_path).await;
+    }
+}
+
+/// Copies the body into the spool, publishing progress after each write.
+/// Frames that are already there are written together, up to a chunk.
+async fn spool_body(mut body: ArtifactBody, head: &Head, tx: &watch::Sender<FillStatus>) -> Result<u64, FillError> {
+    let mut written = 0u64;
+    let mut ended = false;
+    while !ended {
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0;
+        match body.frame().await {
+            None => break,
+            Some(Err(e)) => return Err(FillError::from_box(e, UpstreamErrorKind::Body)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    batch_len += data.len();
+                    batch.push(data);
+                }
+            }
+        }
+        while batch_len < spool::CHUNK {
+            match body.frame().now_or_never() {
+                None => break,
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                Some(Some(Err(e))) => return Err(FillError::from_box(e, UpstreamErrorKind::Body)),
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        batch_len += data.len();
+                        batch.push(data);
+                    }
+                }
+            }
+        }
+        if batch_len == 0 {
+            continue;
+        }
+        let file = head.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut f: &File = &file;
+            batch.iter().try_for_each(|b| f.write_all(b))
+        })
+        .await
+        .map_err(|e| FillError::Store(e.to_string().into()))?
+        .map_err(|e| FillError::Store(format!("spool write failed: {e}").into()))?;
+        written += batch_len as u64;
+        tx.send_modify(|status| {
+            if let FillStatus::Streaming { written: w, .. } = status {
+                *w = written;
+            }
+        });
+    }
+    if let Some(expected) = head.content_length {
+        if expected != written {
+            return Err(FillError::Upstream(UpstreamError::new(
+                UpstreamErrorKind::Body,
+                format!("upstream sent {written} of the {expected} bytes it announced"),
+            )));
+        }
+    }
+    Ok(written)
+}
+
+/// Makes the spool durable as a blob, then writes the index row: only then
+/// is the entry visible.
+async fn commit(store: &Store, job: &FillJob, head: &Head, spool_path: &std::path::Path, size: u64) -> Result<(), StoreError> {
+    let file = head.file.clone();
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
+    let blob = blob_key(job);
+    store.blobs.put_file(&blob, spool_path, size).await?;
+    let now = now_ms();
+    let ttl = job.remote.ttl.for_class(job.class);
+    let entry = Entry {
+        key: job.key.to_string(),
+        remote: job.remote.name.clone(),
+        path: job.path.display(),
+        blob: blob.clone(),
+        size,
+        class: match job.class {
+            Class::Immutable => EntryClass::Immutable,
+            Class::Mutable { .. } => EntryClass::Mutable,
+        },
+        headers: head.headers.clone(),
+        cached_at_ms: now,
+        expires_at_ms: ttl.map(|d| now.saturating_add(d.as_millis() as i64)),
+    };
+    match store.index.put(entry).await {
+        Ok(Some(old)) if old.blob != blob => {
+            if let Err(e) = store.blobs.delete(&old.blob).await {
+                tracing::warn!(blob = %old.blob, error = %e, "could not delete a replaced blob");
+            }
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = store.blobs.delete(&blob).await;
+            Err(e)
+        }
+    }
+}
+
+/// `{remote}/{hash of key}/{unique}/{file name}`: readable, and unique per fill
+/// so that replacing an entry never rewrites bytes being read.
+fn blob_key(job: &FillJob) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    job.key.hash(&mut hasher);
+    let name: String = job
+        .path
+        .file_name()
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-+@=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = if name.is_empty() || name.starts_with('.') {
+        format!("blob{name}")
+    } else {
+        name
+    };
+    format!(
+        "{}/{:016x}/{}/{}",
+        job.remote.name,
+        hasher.finish(),
+        spool::unique_id(),
+        name
+    )
+}

@@ -1,0 +1,31 @@
+use std::{path::PathBuf, sync::Arc};
+
+use tower::Layer;
+
+use super::{fill::Fills, S3Tee};
+use crate::store::Store;
+
+/// Applies [`S3Tee`] to a service.
+#[derive(Debug, Clone)]
+pub struct S3TeeLayer {
+    fills: Arc<Fills>,
+}
+
+impl S3TeeLayer {
+    /// Fills go into `store`, spooling through files in `spool_dir` (which
+    /// should be on the same filesystem as a file blob store, so that a commit
+    /// is a rename).
+    pub fn new(store: Store, spool_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            fills: Arc::new(Fills::new(store, spool_dir.into())),
+        }
+    }
+}
+
+impl<S> Layer<S> for S3TeeLayer {
+    type Service = S3Tee<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        S3Tee::new(inner, self.fills.clone())
+    }
+}

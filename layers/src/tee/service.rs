@@ -1,0 +1,235 @@
+use std::{
+    io,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_util::{future::BoxFuture, stream};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use tokio::sync::watch;
+use tower::{Service, ServiceExt};
+
+use super::{
+    fill::{FillJob, FillStatus, Fills, Head},
+    spool,
+};
+use crate::{
+    body::{self, ArtifactBody},
+    error::{BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
+    extensions::{CacheKey, CacheStatus, Classification, StaleEntry},
+    path::ArtifactPath,
+    remote_resolve::ResolvedRemote,
+    respond::{self, Source, Stored},
+};
+
+/// Middleware that fills the cache from the inner (upstream) service.
+#[derive(Debug, Clone)]
+pub struct S3Tee<S> {
+    inner: S,
+    fills: Arc<Fills>,
+}
+
+impl<S> S3Tee<S> {
+    pub(crate) fn new(inner: S, fills: Arc<Fills>) -> Self {
+        Self { inner, fills }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for S3Tee<S>
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ArtifactBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The ready service goes with this request; a clone stays for the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(handle(self.fills.clone(), inner, req))
+    }
+}
+
+async fn handle<S, B>(fills: Arc<Fills>, inner: S, mut req: Request<B>) -> Result<Response<ArtifactBody>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    let ext = req.extensions();
+    let (Some(ResolvedRemote(remote)), Some(path), Some(Classification(class))) = (
+        ext.get::<ResolvedRemote>(),
+        ext.get::<ArtifactPath>(),
+        ext.get::<Classification>(),
+    ) else {
+        // Not a classified artifact request: nothing to cache.
+        return inner.oneshot(req).await;
+    };
+    let (remote, path, class) = (remote.clone(), path.clone(), *class);
+    let key = match ext.get::<CacheKey>() {
+        Some(CacheKey(key)) => key.clone(),
+        None => Arc::from(path.cache_key(&remote.name)),
+    };
+    let status = if ext.get::<StaleEntry>().is_some() {
+        CacheStatus::Expired
+    } else {
+        CacheStatus::Miss
+    };
+
+    if req.method() == Method::HEAD {
+        return head_miss(inner, req, &path, status).await;
+    }
+    if req.method() != Method::GET {
+        return inner.oneshot(req).await;
+    }
+
+    // The fill fetches the whole, unconditional body; the client's range and
+    // conditions are answered here.
+    let client_headers = req.headers().clone();
+    for name in [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+    ] {
+        req.headers_mut().remove(name);
+    }
+    let job = FillJob {
+        key,
+        remote,
+        path,
+        class,
+    };
+    let mut rx = fills.join_or_start(inner, req, job);
+
+    if client_headers.contains_key(header::RANGE) {
+        let (head, written) = wait_complete(&mut rx).await?;
+        let stored = Stored {
+            headers: &head.headers,
+            size: written,
+            status,
+        };
+        let source = Source::Spool(head.file.clone());
+        return Ok(stored.answer(&Method::GET, &client_headers, source).await?);
+    }
+
+    let (head, complete) = wait_head(&mut rx).await?;
+    let mut response = Response::new(tail(rx, &head));
+    respond::put_headers(response.headers_mut(), &head.headers, status);
+    if let Some(len) = complete.or(head.content_length) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Ok(response)
+}
+
+async fn head_miss<S, B>(inner: S, req: Request<B>, path: &ArtifactPath, status: CacheStatus) -> Result<Response<ArtifactBody>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
+{
+    let upstream = inner.oneshot(req).await?;
+    if upstream.status() != StatusCode::OK {
+        let retry_after = upstream.headers().get(header::RETRY_AFTER).cloned();
+        return Err(Box::new(UpstreamStatus::new(upstream.status(), retry_after)));
+    }
+    let mut response = Response::new(body::empty());
+    let stored = respond::stored_headers(upstream.headers(), path);
+    respond::put_headers(response.headers_mut(), &stored, status);
+    if let Some(len) = upstream.headers().get(header::CONTENT_LENGTH) {
+        response.headers_mut().insert(header::CONTENT_LENGTH, len.clone());
+    }
+    Ok(response)
+}
+
+fn abandoned() -> BoxError {
+    Box::new(UpstreamError::new(UpstreamErrorKind::Other, "the fill was abandoned"))
+}
+
+/// Waits for upstream's answer: the head of a body being spooled (with its
+/// length if already complete), or the fill's failure.
+async fn wait_head(rx: &mut watch::Receiver<FillStatus>) -> Result<(Arc<Head>, Option<u64>), BoxError> {
+    loop {
+        match &*rx.borrow_and_update() {
+            FillStatus::Pending => {}
+            FillStatus::Streaming { head, .. } => return Ok((head.clone(), None)),
+            FillStatus::Complete { head, written } => return Ok((head.clone(), Some(*written))),
+            FillStatus::Failed(e) => return Err(e.clone().into_box()),
+        }
+        if rx.changed().await.is_err() && matches!(*rx.borrow(), FillStatus::Pending) {
+            return Err(abandoned());
+        }
+    }
+}
+
+/// Waits for the whole body to be in the spool.
+async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<(Arc<Head>, u64), BoxError> {
+    loop {
+        match &*rx.borrow_and_update() {
+            FillStatus::Complete { head, written } => return Ok((head.clone(), *written)),
+            FillStatus::Failed(e) => return Err(e.clone().into_box()),
+            FillStatus::Pending | FillStatus::Streaming { .. } => {}
+        }
+        if rx.changed().await.is_err()
+            && matches!(*rx.borrow(), FillStatus::Pending | FillStatus::Streaming { .. })
+        {
+            return Err(abandoned());
+        }
+    }
+}
+
+/// A body that reads the spool as the fill writes it, and fails if the fill does.
+fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
+    let state = (rx, head.file.clone(), 0u64);
+    body::from_stream(stream::try_unfold(state, |(mut rx, file, offset)| async move {
+        loop {
+            let (available, complete) = match &*rx.borrow_and_update() {
+                FillStatus::Pending => (0, false),
+                FillStatus::Streaming { written, .. } => (*written, false),
+                FillStatus::Complete { written, .. } => (*written, true),
+                FillStatus::Failed(e) => return Err(io::Error::other(e.clone().into_box())),
+            };
+            if offset < available {
+                let len = ((available - offset) as usize).min(spool::CHUNK);
+                let bytes = spool::read_at(file.clone(), offset, len).await?;
+                if bytes.is_empty() {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file is short"));
+                }
+                let next = offset + bytes.len() as u64;
+                return Ok(Some((bytes, (rx, file, next))));
+            }
+            if complete {
+                return Ok(None);
+            }
+            if rx.changed().await.is_err()
+                && matches!(*rx.borrow(), FillStatus::Pending | FillStatus::Streaming { .. })
+            {
+                return Err(io::Error::other(abandoned()));
+            }
+        }
+    }))
+}
