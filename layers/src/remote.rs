@@ -88,6 +88,8 @@ pub struct Ttl {
     pub immutable: Option<Duration>,
     /// For mutable paths; zero checks upstream on every request.
     pub mutable: Duration,
+    /// How long an upstream 404 is remembered.
+    pub negative: Duration,
 }
 
 impl Default for Ttl {
@@ -95,6 +97,7 @@ impl Default for Ttl {
         Self {
             immutable: None,
             mutable: Duration::from_secs(3600),
+            negative: Duration::from_secs(30),
         }
     }
 }

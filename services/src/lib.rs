@@ -1,1 +1,13 @@
+//! The backends behind artifactapi's layers.
+//!
+//! [`upstream::UpstreamFetch`] is the innermost service of the stack: a
+//! reqwest client (with reqwest-middleware for retries) that streams upstream
+//! bodies untouched. [`blob::FsBlobStore`] and [`index::SqliteIndex`] are the
+//! embedded default store: files under `DATA_DIR` and a SQLite index, so that
+//! one machine needs no set-up. Each implements a storage trait of
+//! `artifactapi-layers`, where the layers that use them live.
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
 
+pub mod blob;
+pub mod index;
+pub mod upstream;

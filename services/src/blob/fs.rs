@@ -1,0 +1,159 @@
+//! Blobs as files under a directory: the embedded default.
+//!
+//! A blob is committed by renaming a complete, fsynced spool file into place
+//! and fsyncing its directory, so after a crash a blob is either whole or
+//! absent. Readers hold open descriptors, so deleting or replacing a blob
+//! never cuts a download short.
+
+use std::{
+    io::{self, SeekFrom},
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use artifactapi_layers::store::{BlobStore, BlobStream, StoreError};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+/// Read size for serving blobs.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A blob store of files under `root`.
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// A store under `root`, created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    /// The directory blobs live under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let safe = !key.is_empty()
+            && key
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\\') && !s.contains('\0'));
+        if !safe {
+            return Err(StoreError::Backend(format!("invalid blob key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn put_file(&self, key: &str, file: &Path, size: u64) -> Result<(), StoreError> {
+        let dest = self.path(key)?;
+        let src = file.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let len = std::fs::metadata(&src)?.len();
+            if len != size {
+                return Err(StoreError::Backend(format!("file has {len} bytes, expected {size}")));
+            }
+            std::fs::File::open(&src)?.sync_all()?;
+            let dir = dest.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            match std::fs::rename(&src, &dest) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(18) => {
+                    // EXDEV: the spool is on another filesystem; copy to a
+                    // temporary name beside the blob, then rename.
+                    let tmp = dest.with_extension("part");
+                    std::fs::copy(&src, &tmp)?;
+                    std::fs::File::open(&tmp)?.sync_all()?;
+                    std::fs::rename(&tmp, &dest)?;
+                    std::fs::remove_file(&src)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobStream, StoreError> {
+        let path = self.path(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let stream = match range {
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.start)).await?;
+                ReaderStream::with_capacity(file.take(r.end - r.start), READ_CHUNK).boxed()
+            }
+            None => ReaderStream::with_capacity(file, READ_CHUNK).boxed(),
+        };
+        Ok(stream)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Tidy the now-empty directories of this blob, never the root.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt;
+
+    async fn read(store: &FsBlobStore, key: &str, range: Option<Range<u64>>) -> Vec<u8> {
+        let chunks: Vec<_> = store.open(key, range).await.unwrap().try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn put_open_range_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::new(dir.path().join("blobs")).unwrap();
+        let spool = dir.path().join("spool.part");
+        std::fs::write(&spool, b"0123456789").unwrap();
+        store.put_file("r/ab/1/file.tgz", &spool, 10).await.unwrap();
+        assert!(!spool.exists(), "the spool file is consumed");
+        assert_eq!(read(&store, "r/ab/1/file.tgz", None).await, b"0123456789");
+        assert_eq!(read(&store, "r/ab/1/file.tgz", Some(2..5)).await, b"234");
+        store.delete("r/ab/1/file.tgz").await.unwrap();
+        assert!(matches!(store.open("r/ab/1/file.tgz", None).await, Err(StoreError::NotFound)));
+        assert!(!dir.path().join("blobs/r").exists(), "empty directories are tidied");
+        store.delete("r/ab/1/file.tgz").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_a_short_file_and_unsafe_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::new(dir.path()).unwrap();
+        let spool = dir.path().join("s.part");
+        std::fs::write(&spool, b"abc").unwrap();
+        assert!(store.put_file("k/x", &spool, 4).await.is_err());
+        assert!(store.open("../etc/passwd", None).await.is_err());
+        assert!(store.open("/etc/passwd", None).await.is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! Blob stores.
+
+mod fs;
+
+pub use fs::FsBlobStore;

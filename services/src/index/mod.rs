@@ -1,0 +1,5 @@
+//! Indexes of cache entries.
+
+mod sqlite;
+
+pub use sqlite::SqliteIndex;

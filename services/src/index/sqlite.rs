@@ -1,0 +1,154 @@
+//! The index in SQLite: the embedded default.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use artifactapi_layers::store::{Entry, EntryClass, Index, StoreError};
+use async_trait::async_trait;
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    Row, SqlitePool,
+};
+
+/// An index in a SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteIndex {
+    pool: SqlitePool,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteIndex {
+    /// Opens (creating if missing) the database at `path` and migrates it.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(backend)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(backend)?;
+        Ok(Self { pool })
+    }
+}
+
+/// The columns of an entry, as a literal for `concat!`.
+macro_rules! columns {
+    () => {
+        "key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms"
+    };
+}
+
+fn entry(row: &SqliteRow) -> Result<Entry, StoreError> {
+    let class: String = row.try_get("class").map_err(backend)?;
+    let headers: String = row.try_get("headers").map_err(backend)?;
+    Ok(Entry {
+        key: row.try_get("key").map_err(backend)?,
+        remote: row.try_get("remote").map_err(backend)?,
+        path: row.try_get("path").map_err(backend)?,
+        blob: row.try_get("blob").map_err(backend)?,
+        size: row.try_get::<i64, _>("size").map_err(backend)? as u64,
+        class: EntryClass::parse(&class).ok_or_else(|| backend(format!("unknown class {class:?}")))?,
+        headers: serde_json::from_str(&headers).map_err(backend)?,
+        cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
+        expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
+    })
+}
+
+#[async_trait]
+impl Index for SqliteIndex {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = ?"))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(entry).transpose()
+    }
+
+    async fn put(&self, e: Entry) -> Result<Option<Entry>, StoreError> {
+        let headers = serde_json::to_string(&e.headers).map_err(backend)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let old = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = ?"))
+            .bind(&e.key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET remote = excluded.remote, path = excluded.path, \
+             blob = excluded.blob, size = excluded.size, class = excluded.class, headers = excluded.headers, \
+             cached_at_ms = excluded.cached_at_ms, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(&e.key)
+        .bind(&e.remote)
+        .bind(&e.path)
+        .bind(&e.blob)
+        .bind(e.size as i64)
+        .bind(e.class.as_str())
+        .bind(headers)
+        .bind(e.cached_at_ms)
+        .bind(e.expires_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        old.as_ref().map(entry).transpose()
+    }
+
+    async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let row = sqlx::query(concat!("DELETE FROM entries WHERE key = ? RETURNING ", columns!()))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(entry).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: &str, blob: &str) -> Entry {
+        Entry {
+            key: key.into(),
+            remote: "r".into(),
+            path: "a/b.tgz".into(),
+            blob: blob.into(),
+            size: 3,
+            class: EntryClass::Mutable,
+            headers: vec![("etag".into(), "\"x\"".into())],
+            cached_at_ms: 1,
+            expires_at_ms: Some(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn put_get_replace_remove_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let index = SqliteIndex::open(&db).await.unwrap();
+        assert_eq!(index.get("k").await.unwrap(), None);
+        assert_eq!(index.put(sample("k", "b1")).await.unwrap(), None);
+        assert_eq!(index.get("k").await.unwrap(), Some(sample("k", "b1")));
+        let replaced = index.put(sample("k", "b2")).await.unwrap();
+        assert_eq!(replaced.map(|e| e.blob), Some("b1".into()));
+        drop(index);
+        let index = SqliteIndex::open(&db).await.unwrap();
+        assert_eq!(index.get("k").await.unwrap().map(|e| e.blob), Some("b2".into()));
+        assert_eq!(index.remove("k").await.unwrap().map(|e| e.blob), Some("b2".into()));
+        assert_eq!(index.remove("k").await.unwrap(), None);
+    }
+}

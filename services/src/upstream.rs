@@ -1,0 +1,327 @@
+//! The upstream client: the innermost service of the stack.
+//!
+//! It sends the request's artifact path (as the client encoded it) and query
+//! to the resolved remote's `base_url`, and answers upstream's response with
+//! the body streaming, untouched: no `Accept-Encoding` is sent on the client's
+//! behalf and nothing is decompressed, so what is stored is exactly what
+//! upstream sent, with its `Content-Encoding`.
+//!
+//! Redirects are followed (release files and blobs live on CDNs), at most ten,
+//! and never from a public host to a loopback or private address. A remote's
+//! credentials go to its own host only: reqwest drops `Authorization` when a
+//! redirect leaves the origin. Connection failures of idempotent requests are
+//! retried twice with backoff. Proxies come from `HTTPS_PROXY`/`NO_PROXY`.
+
+use std::{
+    net::IpAddr,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use artifactapi_layers::{
+    body::{self, ArtifactBody},
+    error::{BoxError, UpstreamError, UpstreamErrorKind},
+    path::ArtifactPath,
+    remote_resolve::ResolvedRemote,
+};
+use futures_util::{future::BoxFuture, TryStreamExt};
+use http::{header, Method, Request, Response};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use tower::Service;
+use url::{Host, Url};
+
+/// Request headers passed on to upstream; everything else stays here.
+const FORWARDED: [header::HeaderName; 5] = [
+    header::ACCEPT,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::RANGE,
+    header::USER_AGENT,
+];
+
+/// How the upstream client behaves.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Limit for establishing a connection (`UPSTREAM_CONNECT_TIMEOUT`).
+    pub connect_timeout: Duration,
+    /// Limit for any single read, headers or body (`UPSTREAM_READ_TIMEOUT`).
+    pub read_timeout: Duration,
+    /// Retries of an idempotent request whose connection failed.
+    pub connect_retries: u32,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            connect_retries: 2,
+        }
+    }
+}
+
+/// The service that fetches from upstream.
+#[derive(Clone, Debug)]
+pub struct UpstreamFetch {
+    client: ClientWithMiddleware,
+}
+
+impl UpstreamFetch {
+    /// A client configured by `config`.
+    pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .redirect(redirect_policy())
+            .user_agent(concat!("artifactapi/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let client = ClientBuilder::new(client)
+            .with(RetryConnect {
+                retries: config.connect_retries,
+            })
+            .build();
+        Ok(Self { client })
+    }
+}
+
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > 10 {
+            return attempt.error("more than 10 redirects");
+        }
+        let from_private = attempt.previous().first().is_some_and(is_private);
+        if !from_private && is_private(attempt.url()) {
+            return attempt.error("redirect to a loopback or private address refused");
+        }
+        attempt.follow()
+    })
+}
+
+/// Whether `url` names a loopback, private, link-local or unspecified address.
+pub fn is_private(url: &Url) -> bool {
+    let ip = match url.host() {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(Host::Ipv6(ip)) => match ip.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(ip),
+        },
+        Some(Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            return d == "localhost" || d.ends_with(".localhost");
+        }
+        None => return false,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The upstream URL of `path` on `base`: string concatenation, never URL
+/// joining (which would let `//host` or `..` escape), then a check that
+/// scheme, host and port are still the remote's.
+pub fn upstream_url(base: &Url, path: &ArtifactPath) -> Result<Url, UpstreamError> {
+    let mut s = base.as_str().trim_end_matches('/').to_owned();
+    s.push('/');
+    s.push_str(path.raw());
+    if let Some(q) = path.query() {
+        s.push('?');
+        s.push_str(q);
+    }
+    let url = Url::parse(&s).map_err(|e| UpstreamError::new(UpstreamErrorKind::Other, format!("bad upstream URL: {e}")))?;
+    if url.scheme() != base.scheme()
+        || url.host() != base.host()
+        || url.port_or_known_default() != base.port_or_known_default()
+    {
+        return Err(UpstreamError::new(
+            UpstreamErrorKind::Other,
+            "the path would leave the remote's host",
+        ));
+    }
+    Ok(url)
+}
+
+impl<B> Service<Request<B>> for UpstreamFetch {
+    type Response = Response<ArtifactBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let prepared = prepare(&self.client, &req);
+        Box::pin(async move {
+            let response = prepared?.send().await.map_err(classify)?;
+            let mut answer = Response::new(body::empty());
+            *answer.status_mut() = response.status();
+            *answer.headers_mut() = response.headers().clone();
+            *answer.body_mut() = body::from_stream(
+                response
+                    .bytes_stream()
+                    .map_err(|e| classify(reqwest_middleware::Error::Reqwest(e))),
+            );
+            Ok(answer)
+        })
+    }
+}
+
+fn prepare<B>(client: &ClientWithMiddleware, req: &Request<B>) -> Result<reqwest_middleware::RequestBuilder, BoxError> {
+    let (Some(ResolvedRemote(remote)), Some(path)) = (
+        req.extensions().get::<ResolvedRemote>(),
+        req.extensions().get::<ArtifactPath>(),
+    ) else {
+        return Err(Box::new(UpstreamError::new(
+            UpstreamErrorKind::Other,
+            "request reached upstream without a resolved remote",
+        )));
+    };
+    let Some(base) = remote.base_url() else {
+        return Err(Box::new(UpstreamError::new(
+            UpstreamErrorKind::Other,
+            format!("remote {} is a local repository and has no upstream", remote.name),
+        )));
+    };
+    let url = upstream_url(base, path)?;
+    let method = if req.method() == Method::HEAD {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    let mut builder = client.request(method, url);
+    for name in FORWARDED {
+        for value in req.headers().get_all(&name) {
+            builder = builder.header(&name, value.clone());
+        }
+    }
+    if let Some(creds) = &remote.credentials {
+        builder = builder.basic_auth(&creds.username, Some(&creds.password));
+    }
+    Ok(builder)
+}
+
+fn classify(e: reqwest_middleware::Error) -> BoxError {
+    let (kind, message) = match e {
+        reqwest_middleware::Error::Reqwest(e) => {
+            let kind = if e.is_timeout() {
+                UpstreamErrorKind::Timeout
+            } else if e.is_connect() {
+                UpstreamErrorKind::Connect
+            } else if e.is_redirect() {
+                UpstreamErrorKind::Redirect
+            } else if e.is_body() || e.is_decode() {
+                UpstreamErrorKind::Body
+            } else {
+                UpstreamErrorKind::Other
+            };
+            (kind, chain(&e.without_url()))
+        }
+        reqwest_middleware::Error::Middleware(e) => (UpstreamErrorKind::Other, e.to_string()),
+    };
+    Box::new(UpstreamError::new(kind, message))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+/// Retries idempotent requests whose connection could not be made.
+struct RetryConnect {
+    retries: u32,
+}
+
+#[async_trait::async_trait]
+impl Middleware for RetryConnect {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let idempotent = matches!(*req.method(), Method::GET | Method::HEAD);
+        let mut attempt = 0;
+        let mut req = req;
+        loop {
+            let again = if idempotent { req.try_clone() } else { None };
+            let result = next.clone().run(req, extensions).await;
+            match (result, again) {
+                (Err(reqwest_middleware::Error::Reqwest(e)), Some(again))
+                    if e.is_connect() && !e.is_timeout() && attempt < self.retries =>
+                {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %e.without_url(), "upstream connection failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * 3u64.pow(attempt - 1))).await;
+                    req = again;
+                }
+                (result, _) => return result,
+            }
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_urls_by_concatenation_and_keeps_the_host() {
+        let base: Url = "https://mirror.example.com/almalinux/".parse().unwrap();
+        let path = ArtifactPath::parse("9/BaseOS/x86_64/os/repodata/repomd.xml", Some("a=1")).unwrap();
+        assert_eq!(
+            upstream_url(&base, &path).unwrap().as_str(),
+            "https://mirror.example.com/almalinux/9/BaseOS/x86_64/os/repodata/repomd.xml?a=1"
+        );
+        let scoped = ArtifactPath::parse("@scope%2Fname", None).unwrap();
+        assert_eq!(
+            upstream_url(&base, &scoped).unwrap().as_str(),
+            "https://mirror.example.com/almalinux/@scope%2Fname"
+        );
+        let at = ArtifactPath::parse("@evil.example/x", None).unwrap();
+        assert_eq!(upstream_url(&base, &at).unwrap().host_str(), Some("mirror.example.com"));
+    }
+
+    #[test]
+    fn private_addresses_are_recognised() {
+        for url in [
+            "http://127.0.0.1/",
+            "http://10.1.2.3/",
+            "http://192.168.0.1/",
+            "http://172.16.0.1/",
+            "http://169.254.169.254/",
+            "http://[::1]/",
+            "http://[fd00::1]/",
+            "http://localhost/",
+            "http://0.0.0.0/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            assert!(is_private(&url.parse().unwrap()), "{url}");
+        }
+        for url in ["https://github.com/", "http://8.8.8.8/", "http://[2001:db8::1]/"] {
+            assert!(!is_private(&url.parse().unwrap()), "{url}");
+        }
+    }
+}

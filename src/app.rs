@@ -1,0 +1,198 @@
+//! Assembles the stacks and the routes.
+
+use std::{
+    convert::Infallible,
+    path::Path,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use artifactapi_layers::{
+    error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
+    store::{Store, StoreError},
+    ArtifactBody, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind, RemoteResolveLayer, Remotes,
+    S3TeeLayer,
+};
+use artifactapi_services::{blob::FsBlobStore, index::SqliteIndex, upstream::UpstreamFetch};
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header, HeaderValue, Method, Request, Response, StatusCode},
+    response::IntoResponse,
+    routing::get,
+    Json, Router,
+};
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+
+use crate::{config::Config, settings::Settings};
+
+/// Shared by the management handlers.
+#[derive(Clone)]
+struct AppState {
+    remotes: Arc<Remotes>,
+}
+
+/// Opens the embedded store under `DATA_DIR`: blobs as files, the index in
+/// SQLite, spool files in `tmp/` (left-overs of a previous run are removed:
+/// they were never committed).
+pub async fn open_store(data_dir: &Path) -> Result<(Store, std::path::PathBuf), BoxError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create DATA_DIR {}: {e}", data_dir.display()))?;
+    let spool = data_dir.join("tmp");
+    if let Ok(entries) = std::fs::read_dir(&spool) {
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "part") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    std::fs::create_dir_all(&spool)?;
+    let blobs = FsBlobStore::new(data_dir.join("blobs"))?;
+    let index = SqliteIndex::open(&data_dir.join("index.db"))
+        .await
+        .map_err(|e| format!("cannot open the index in {}: {e}", data_dir.display()))?;
+    Ok((Store::new(Arc::new(index), Arc::new(blobs)), spool))
+}
+
+/// The whole application: management endpoints and the artifact routes.
+pub async fn build(settings: &Settings, config: &Config) -> Result<Router, BoxError> {
+    let remotes = Arc::new(config.remotes.clone());
+    let (store, spool) = open_store(&settings.data_dir).await?;
+    let upstream = UpstreamFetch::new(&settings.upstream)?;
+
+    // Outermost first; each layer may answer on its own.
+    let artifacts = ServiceBuilder::new()
+        // 404 for an unknown remote, 400 for a refused path.
+        .layer(RemoteResolveLayer::new(remotes.clone()))
+        // 403 when no pattern allows the path; attaches its class.
+        .layer(PatternGuardLayer::new())
+        // Fresh entries answered from the store.
+        .layer(CacheLookupLayer::new(store.clone()))
+        // One fill per key, streamed to every client and into the store.
+        .layer(S3TeeLayer::new(store, spool))
+        .service(upstream);
+    let artifacts = Rescue {
+        inner: artifacts,
+        remotes: remotes.clone(),
+    };
+
+    Ok(Router::new()
+        .route("/", get(root))
+        .route("/health", get(health))
+        .nest_service("/api/v1/remote", artifacts.clone())
+        .nest_service("/api", artifacts)
+        .with_state(AppState { remotes })
+        .layer(CatchPanicLayer::custom(|_| {
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "", "").map(Body::new)
+        }))
+        .layer(TraceLayer::new_for_http()))
+}
+
+async fn root(State(state): State<AppState>) -> impl IntoResponse {
+    let remotes: Vec<_> = state
+        .remotes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "type": match r.kind { RemoteKind::Remote { .. } => "remote", RemoteKind::Local => "local" },
+                "package": r.package.as_str(),
+                "description": r.description,
+            })
+        })
+        .collect();
+    Json(json!({ "name": "artifactapi", "version": env!("CARGO_PKG_VERSION"), "remotes": remotes }))
+}
+
+async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok", "backends": { "index": "sqlite", "blobs": "filesystem" } }))
+}
+
+/// The edge of the artifact stack: checks the method, and turns every error
+/// the stack raised into its HTTP answer, by asking what caused it.
+#[derive(Clone)]
+struct Rescue<S> {
+    inner: S,
+    remotes: Arc<Remotes>,
+}
+
+impl<S> Service<Request<Body>> for Rescue<S>
+where
+    S: Service<Request<Body>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let full = req.uri().path().trim_start_matches('/');
+        let (remote, path) = full.split_once('/').unwrap_or((full, ""));
+        let (remote, path) = (remote.to_owned(), path.to_owned());
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            let mut answer = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", &remote, &path);
+            answer
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return Box::pin(async move { Ok(answer.map(Body::new)) });
+        }
+        if self
+            .remotes
+            .get(&remote)
+            .is_some_and(|r| r.kind == RemoteKind::Local)
+        {
+            let answer = json_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "local repositories are not served yet",
+                &remote,
+                &path,
+            );
+            return Box::pin(async move { Ok(answer.map(Body::new)) });
+        }
+        let call = self.inner.clone().oneshot(req);
+        Box::pin(async move {
+            let answer = match call.await {
+                Ok(answer) => answer,
+                Err(e) => rescue(&*e, &remote, &path),
+            };
+            Ok(answer.map(Body::new))
+        })
+    }
+}
+
+fn rescue(e: &(dyn std::error::Error + 'static), remote: &str, path: &str) -> Response<ArtifactBody> {
+    let path = percent_decoded(path);
+    if let Some(status) = find_cause::<UpstreamStatus>(e) {
+        let mut answer = json_error(status.client_status(), &status.to_string(), remote, &path);
+        if let Some(retry_after) = status.retry_after() {
+            answer.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
+        }
+        return answer;
+    }
+    if let Some(upstream) = find_cause::<UpstreamError>(e) {
+        tracing::warn!(remote, path = %path, error = %upstream, "upstream failed");
+        return json_error(upstream.status(), &upstream.to_string(), remote, &path);
+    }
+    if let Some(bad) = find_cause::<PathError>(e) {
+        return json_error(bad.status(), &bad.to_string(), remote, &path);
+    }
+    if let Some(store) = find_cause::<StoreError>(e) {
+        tracing::error!(remote, path = %path, error = %store, "store failed");
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "cache store unavailable", remote, &path);
+    }
+    tracing::error!(remote, path = %path, error = %e, "request failed");
+    json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", remote, &path)
+}
+
+fn percent_decoded(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}

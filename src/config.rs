@@ -1,0 +1,517 @@
+//! `remotes.yaml`: the seed's configuration surface, parsed strictly and
+//! compiled once at start-up.
+//!
+//! Every key of the seed is accepted, plus the older aliases
+//! (`include_patterns`, `index_patterns`, `cache.file_ttl`, `cache.index_ttl`)
+//! with a warning. Any other key is an error: a typo such as
+//! `imutable_patterns` would otherwise silently open a remote to every path.
+//! Errors name the remote, the key and the reason, and all of them are
+//! reported at once.
+
+use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
+
+use artifactapi_layers::{
+    remote::FilesRewrite, Classifier, Credentials, Package, Pattern, Remote, RemoteKind, Remotes, Ttl,
+};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The remotes by name.
+    pub remotes: BTreeMap<String, RemoteConfig>,
+}
+
+/// One remote as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Upstream URL (remotes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// `remote` (default) or `local`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `generic` (default), `alpine`, `rpm`, `docker`, `pypi` or `npm`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Paths cached for `immutable_ttl`; when present, other paths are denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub immutable_patterns: Option<Vec<String>>,
+    /// Paths cached for `mutable_ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutable_patterns: Option<Vec<String>>,
+    /// Legacy name of `immutable_patterns`.
+    #[serde(skip_serializing)]
+    pub include_patterns: Option<Vec<String>>,
+    /// Legacy name of `mutable_patterns`.
+    #[serde(skip_serializing)]
+    pub index_patterns: Option<Vec<String>>,
+    /// Revalidate expired user-mutable entries conditionally.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_mutable_updates: Option<bool>,
+    /// Lifetimes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
+    /// Upstream user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Upstream password or token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PyPI: the files URL written in index pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pypi_files_url: Option<String>,
+    /// PyPI: our remote that serves those files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pypi_files_remote: Option<String>,
+    /// npm: the tarball URL prefix written in metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub npm_files_url: Option<String>,
+    /// npm: our remote that serves those tarballs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub npm_files_remote: Option<String>,
+}
+
+/// The `cache:` block as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Seconds immutable entries stay fresh; 0 keeps them forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub immutable_ttl: Option<u64>,
+    /// Seconds mutable entries stay fresh; 0 checks upstream every time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutable_ttl: Option<u64>,
+    /// Seconds an upstream 404 is remembered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_ttl: Option<u64>,
+    /// Legacy name of `immutable_ttl`.
+    #[serde(skip_serializing)]
+    pub file_ttl: Option<u64>,
+    /// Legacy name of `mutable_ttl`.
+    #[serde(skip_serializing)]
+    pub index_ttl: Option<u64>,
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Each problem, naming where it is.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(problem: impl Into<String>) -> Self {
+        Self {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+/// A compiled configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file as written (for `/config`, with credentials masked).
+    pub file: ConfigFile,
+    /// The compiled remotes.
+    pub remotes: Remotes,
+    /// Things that work but deserve attention (legacy keys).
+    pub warnings: Vec<String>,
+}
+
+/// Reads and compiles the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::one(format!("cannot read {}: {e}", path.display())))?;
+    parse(&text)
+}
+
+/// Parses and compiles configuration text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let file: ConfigFile = serde_yaml_ng::from_str(text).map_err(|e| {
+        let mut message = format!("remotes.yaml: {e}");
+        if message.contains("escape") {
+            message.push_str(
+                " (in YAML double quotes a backslash starts an escape: write regular expressions in single quotes, e.g. '\\.tgz$')",
+            );
+        }
+        ConfigError::one(message)
+    })?;
+    compile(file)
+}
+
+fn compile(file: ConfigFile) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut remotes = Vec::new();
+    for (name, rc) in &file.remotes {
+        let mut ctx = Ctx {
+            name,
+            problems: &mut problems,
+            warnings: &mut warnings,
+        };
+        if let Some(remote) = ctx.remote(rc, &file.remotes) {
+            remotes.push(remote);
+        }
+    }
+    if problems.is_empty() {
+        Ok(Config {
+            file,
+            remotes: Remotes::new(remotes),
+            warnings,
+        })
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+struct Ctx<'a> {
+    name: &'a str,
+    problems: &'a mut Vec<String>,
+    warnings: &'a mut Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn problem(&mut self, key: &str, reason: impl fmt::Display) {
+        self.problems
+            .push(format!("remotes.{}.{key}: {reason}", self.name));
+    }
+
+    fn legacy<T: Clone>(&mut self, key: &str, new: &Option<T>, old_key: &str, old: &Option<T>) -> Option<T> {
+        match (new, old) {
+            (Some(_), Some(_)) => {
+                self.problem(old_key, format!("both `{key}` and its legacy name `{old_key}` are set; keep `{key}`"));
+                None
+            }
+            (None, Some(v)) => {
+                self.warnings.push(format!(
+                    "remotes.{}.{old_key} is a legacy name; write `{key}`",
+                    self.name
+                ));
+                Some(v.clone())
+            }
+            (v, None) => v.clone(),
+        }
+    }
+
+    fn patterns(&mut self, key: &str, list: Option<Vec<String>>) -> Option<Vec<Pattern>> {
+        let list = list?;
+        let mut compiled = Vec::new();
+        for (i, source) in list.iter().enumerate() {
+            match Pattern::new(source) {
+                Ok(p) => compiled.push(p),
+                Err(e) => self.problem(&format!("{key}[{i}]"), e),
+            }
+        }
+        Some(compiled)
+    }
+
+    fn url(&mut self, key: &str, value: &str) -> Option<Url> {
+        match Url::parse(value) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                self.problem(key, format!("{value:?} is not an http or https URL"));
+                None
+            }
+            Ok(url) if url.host().is_none() => {
+                self.problem(key, format!("{value:?} has no host"));
+                None
+            }
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                self.problem(key, "credentials in the URL are not allowed; use `username` and `password`");
+                None
+            }
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                self.problem(key, format!("{value:?} must not have a query or fragment"));
+                None
+            }
+            Ok(url) => Some(url),
+            Err(e) => {
+                self.problem(key, format!("{value:?} is not a valid URL: {e}"));
+                None
+            }
+        }
+    }
+
+    fn remote(&mut self, rc: &RemoteConfig, all: &BTreeMap<String, RemoteConfig>) -> Option<Remote> {
+        let before = self.problems.len();
+        let valid_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && self.name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !valid_name {
+            self.problems.push(format!(
+                "remotes.{}: a remote name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                self.name
+            ));
+        }
+        let package = match rc.package.as_deref() {
+            None => Package::Generic,
+            Some(p) => Package::parse(p).unwrap_or_else(|| {
+                self.problem("package", format!("{p:?} is not one of generic, alpine, rpm, docker, pypi, npm"));
+                Package::Generic
+            }),
+        };
+        let kind = match (rc.kind.as_deref().unwrap_or("remote"), &rc.base_url) {
+            ("remote", Some(url)) => self.url("base_url", url).map(|base_url| RemoteKind::Remote { base_url }),
+            ("remote", None) => {
+                self.problem("base_url", "a remote of type `remote` needs a base_url");
+                None
+            }
+            ("local", Some(_)) => {
+                self.problem("base_url", "a local repository stores uploads and has no base_url");
+                None
+            }
+            ("local", None) => Some(RemoteKind::Local),
+            (other, _) => {
+                self.problem("type", format!("{other:?} is not `remote` or `local`"));
+                None
+            }
+        };
+        let immutable = self.legacy("immutable_patterns", &rc.immutable_patterns, "include_patterns", &rc.include_patterns);
+        let mutable = self.legacy("mutable_patterns", &rc.mutable_patterns, "index_patterns", &rc.index_patterns);
+        if immutable.as_ref().is_some_and(Vec::is_empty) {
+            self.warnings.push(format!(
+                "remotes.{}.immutable_patterns is empty, which (as in the seed) allows every path; remove it or list patterns",
+                self.name
+            ));
+        }
+        let immutable = self.patterns("immutable_patterns", immutable.filter(|l| !l.is_empty()));
+        let mutable = self.patterns("mutable_patterns", mutable).unwrap_or_default();
+
+        let cache = rc.cache.clone().unwrap_or_default();
+        let immutable_ttl = self.legacy("cache.immutable_ttl", &cache.immutable_ttl, "cache.file_ttl", &cache.file_ttl);
+        let mutable_ttl = self.legacy("cache.mutable_ttl", &cache.mutable_ttl, "cache.index_ttl", &cache.index_ttl);
+        let defaults = Ttl::default();
+        let ttl = Ttl {
+            immutable: immutable_ttl.filter(|s| *s > 0).map(Duration::from_secs),
+            mutable: mutable_ttl.map(Duration::from_secs).unwrap_or(defaults.mutable),
+            negative: cache.negative_ttl.map(Duration::from_secs).unwrap_or(defaults.negative),
+        };
+
+        let credentials = match (&rc.username, &rc.password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem("password", "`username` is set without `password`");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("username", "`password` is set without `username`");
+                None
+            }
+        };
+
+        let mut files = None;
+        for (url_key, url, remote_key, target) in [
+            ("pypi_files_url", &rc.pypi_files_url, "pypi_files_remote", &rc.pypi_files_remote),
+            ("npm_files_url", &rc.npm_files_url, "npm_files_remote", &rc.npm_files_remote),
+        ] {
+            if let Some(url) = url {
+                self.url(url_key, url);
+            }
+            if let Some(target) = target {
+                if !all.contains_key(target) {
+                    self.problem(remote_key, format!("names no remote: {target:?}"));
+                }
+            }
+            match (url, target) {
+                (Some(url), Some(target)) => {
+                    files = Some(FilesRewrite {
+                        url: url.clone(),
+                        remote: target.clone(),
+                    })
+                }
+                (Some(_), None) => self.problem(remote_key, format!("`{url_key}` is set without `{remote_key}`")),
+                (None, Some(_)) => self.problem(url_key, format!("`{remote_key}` is set without `{url_key}`")),
+                (None, None) => {}
+            }
+        }
+
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Remote {
+            name: self.name.to_owned(),
+            kind: kind?,
+            package,
+            description: rc.description.clone().unwrap_or_default(),
+            classifier: Classifier::new(immutable, mutable, package),
+            ttl,
+            check_mutable_updates: rc.check_mutable_updates.unwrap_or(false),
+            credentials,
+            files,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use artifactapi_layers::{Class, Decision};
+
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        parse(text).expect_err("should be rejected").problems
+    }
+
+    #[test]
+    fn the_example_file_compiles() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/remotes.yaml")).unwrap();
+        let config = parse(&text).unwrap();
+        assert!(config.remotes.iter().count() >= 5);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn every_seed_key_is_understood() {
+        let config = parse(
+            r#"
+remotes:
+  pypi:
+    base_url: "https://pypi.example.internal"
+    type: "remote"
+    package: "pypi"
+    description: "Python packages"
+    pypi_files_url: "https://files.example.internal"
+    pypi_files_remote: "pypi-files"
+    check_mutable_updates: true
+    username: "u"
+    password: "p"
+    cache:
+      immutable_ttl: 0
+      mutable_ttl: 600
+      negative_ttl: 5
+  pypi-files:
+    base_url: "https://files.example.internal"
+    immutable_patterns: ['packages/.*\.whl$']
+  npm:
+    base_url: "https://npm.example.internal"
+    package: npm
+    npm_files_url: "https://npm.example.internal"
+    npm_files_remote: npm
+    immutable_patterns: ['\.tgz$']
+    mutable_patterns: ['^(?!.*\.tgz$).*']
+    cache: { immutable_ttl: 100 }
+  local-generic:
+    type: local
+"#,
+        )
+        .unwrap();
+        let pypi = config.remotes.get("pypi").unwrap();
+        assert_eq!(pypi.package, Package::Pypi);
+        assert!(pypi.check_mutable_updates);
+        assert_eq!(pypi.ttl.mutable, Duration::from_secs(600));
+        assert_eq!(pypi.ttl.immutable, None, "0 keeps immutable entries forever");
+        assert_eq!(pypi.ttl.negative, Duration::from_secs(5));
+        assert_eq!(pypi.credentials.as_ref().unwrap().password, "p");
+        assert_eq!(pypi.files.as_ref().unwrap().remote, "pypi-files");
+        assert_eq!(pypi.classifier.classify("simple/x/"), Decision::Allow(Class::Mutable { builtin: true }));
+        let npm = config.remotes.get("npm").unwrap();
+        assert_eq!(npm.ttl.immutable, Some(Duration::from_secs(100)));
+        assert_eq!(npm.ttl.mutable, Duration::from_secs(3600), "mutable_ttl defaults to an hour");
+        assert_eq!(npm.classifier.classify("@babel/core"), Decision::Allow(Class::Mutable { builtin: false }));
+        assert_eq!(config.remotes.get("local-generic").unwrap().kind, RemoteKind::Local);
+    }
+
+    #[test]
+    fn legacy_keys_are_aliases_with_a_warning() {
+        let config = parse(
+            r#"
+remotes:
+  old:
+    base_url: https://example.com
+    include_patterns: ['\.tar\.gz$']
+    index_patterns: ['index\.yaml$']
+    cache: { file_ttl: 0, index_ttl: 60 }
+"#,
+        )
+        .unwrap();
+        let old = config.remotes.get("old").unwrap();
+        assert_eq!(old.classifier.classify("a.tar.gz"), Decision::Allow(Class::Immutable));
+        assert_eq!(old.classifier.classify("index.yaml"), Decision::Allow(Class::Mutable { builtin: false }));
+        assert!(matches!(old.classifier.classify("a.zip"), Decision::Deny(_)));
+        assert_eq!(old.ttl.mutable, Duration::from_secs(60));
+        assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
+        assert!(config.warnings[0].contains("legacy"));
+
+        let p = problems("remotes:\n  x:\n    base_url: https://e.com\n    include_patterns: []\n    immutable_patterns: []\n");
+        assert!(p[0].contains("both `immutable_patterns` and its legacy name"), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let p = problems("remotes:\n  gh:\n    base_url: https://github.com\n    imutable_patterns: ['x']\n");
+        assert!(p[0].contains("imutable_patterns"), "{p:?}");
+        let p = problems("remotes:\n  gh:\n    base_url: https://github.com\n    cache: { mutable_tll: 3 }\n");
+        assert!(p[0].contains("mutable_tll"), "{p:?}");
+        let p = problems("remote:\n  gh: {}\n");
+        assert!(p[0].contains("remote"), "{p:?}");
+    }
+
+    #[test]
+    fn double_quoted_regexes_get_a_hint() {
+        let p = problems("remotes:\n  npm:\n    base_url: https://e.com\n    immutable_patterns:\n      - \"\\.tgz$\"\n");
+        assert!(p[0].contains("single quotes"), "{p:?}");
+    }
+
+    #[test]
+    fn bad_values_name_remote_key_and_reason() {
+        let p = problems(
+            r#"
+remotes:
+  a: { base_url: "not a url" }
+  b: { base_url: "ftp://e.com" }
+  c: { base_url: "https://u:p@e.com" }
+  d: { base_url: "https://e.com", immutable_patterns: ['ok', '([a-z]'] }
+  e: { type: local, base_url: "https://e.com" }
+  f: { base_url: "https://e.com", package: pypi, pypi_files_url: "https://f.com", pypi_files_remote: nowhere }
+  g: { type: remote }
+  h: { base_url: "https://e.com", package: maven }
+  i: { base_url: "https://e.com", username: u }
+  "bad name": { base_url: "https://e.com" }
+"#,
+        );
+        let all = p.join("\n");
+        for expected in [
+            "remotes.a.base_url: \"not a url\" is not a valid URL",
+            "remotes.b.base_url: \"ftp://e.com\" is not an http or https URL",
+            "remotes.c.base_url: credentials in the URL",
+            "remotes.d.immutable_patterns[1]: pattern \"([a-z]\" does not compile",
+            "remotes.e.base_url: a local repository",
+            "remotes.f.pypi_files_remote: names no remote: \"nowhere\"",
+            "remotes.g.base_url: a remote of type `remote` needs a base_url",
+            "remotes.h.package: \"maven\" is not one of",
+            "remotes.i.password: `username` is set without `password`",
+            "remotes.bad name: a remote name",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_yaml_or_not_there_is_an_error() {
+        assert!(!problems("remotes: [").is_empty());
+        assert!(load(Path::new("/nonexistent/remotes.yaml")).is_err());
+    }
+}
