@@ -10,8 +10,8 @@ use std::{
 use artifactapi_layers::{
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
     store::{Store, StoreError},
-    ArtifactBody, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind, RemoteResolveLayer, Remotes,
-    S3TeeLayer,
+    ArtifactBody, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind, RemoteResolveLayer,
+    Remotes, S3TeeLayer,
 };
 use artifactapi_services::{blob::FsBlobStore, index::SqliteIndex, upstream::UpstreamFetch};
 use axum::{
@@ -121,7 +121,10 @@ struct Rescue<S> {
 
 impl<S> Service<Request<Body>> for Rescue<S>
 where
-    S: Service<Request<Body>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<ArtifactBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
     type Response = Response<Body>;
@@ -137,7 +140,12 @@ where
         let (remote, path) = full.split_once('/').unwrap_or((full, ""));
         let (remote, path) = (remote.to_owned(), path.to_owned());
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
-            let mut answer = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", &remote, &path);
+            let mut answer = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+                &remote,
+                &path,
+            );
             answer
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -167,12 +175,18 @@ where
     }
 }
 
-fn rescue(e: &(dyn std::error::Error + 'static), remote: &str, path: &str) -> Response<ArtifactBody> {
+fn rescue(
+    e: &(dyn std::error::Error + 'static),
+    remote: &str,
+    path: &str,
+) -> Response<ArtifactBody> {
     let path = percent_decoded(path);
     if let Some(status) = find_cause::<UpstreamStatus>(e) {
         let mut answer = json_error(status.client_status(), &status.to_string(), remote, &path);
         if let Some(retry_after) = status.retry_after() {
-            answer.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
+            answer
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.clone());
         }
         return answer;
     }
@@ -185,10 +199,20 @@ fn rescue(e: &(dyn std::error::Error + 'static), remote: &str, path: &str) -> Re
     }
     if let Some(store) = find_cause::<StoreError>(e) {
         tracing::error!(remote, path = %path, error = %store, "store failed");
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "cache store unavailable", remote, &path);
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cache store unavailable",
+            remote,
+            &path,
+        );
     }
     tracing::error!(remote, path = %path, error = %e, "request failed");
-    json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", remote, &path)
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error",
+        remote,
+        &path,
+    )
 }
 
 fn percent_decoded(path: &str) -> String {

@@ -255,7 +255,13 @@ mod tests {
 
     #[test]
     fn refuses_empty_segments_and_absolute_urls() {
-        for raw in ["a//b", "http://evil.example/x", "https:%2F%2Fevil.example/x", "a/", "/a"] {
+        for raw in [
+            "a//b",
+            "http://evil.example/x",
+            "https:%2F%2Fevil.example/x",
+            "a/",
+            "/a",
+        ] {
             assert_eq!(err(raw), PathError::EmptySegment, "{raw}");
         }
     }

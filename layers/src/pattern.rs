@@ -50,7 +50,11 @@ pub struct PatternError {
 
 impl fmt::Display for PatternError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pattern {:?} does not compile: {}", self.pattern, self.reason)
+        write!(
+            f,
+            "pattern {:?} does not compile: {}",
+            self.pattern, self.reason
+        )
     }
 }
 
@@ -197,7 +201,10 @@ impl Classifier {
 }
 
 fn failed(p: &Pattern, e: &str) -> String {
-    format!("pattern {:?} could not be evaluated ({e}); denied", p.as_str())
+    format!(
+        "pattern {:?} could not be evaluated ({e}); denied",
+        p.as_str()
+    )
 }
 
 /// The mutable patterns every remote of a package type has without configuration.
@@ -250,7 +257,11 @@ mod tests {
 
     #[test]
     fn mutable_wins_over_immutable() {
-        let c = classifier(Some(&[r"\.tar\.gz$"]), &[r"heads/main\.tar\.gz$"], Package::Generic);
+        let c = classifier(
+            Some(&[r"\.tar\.gz$"]),
+            &[r"heads/main\.tar\.gz$"],
+            Package::Generic,
+        );
         assert_eq!(
             c.classify("x/archive/refs/heads/main.tar.gz"),
             Decision::Allow(Class::Mutable { builtin: false })
@@ -271,9 +282,16 @@ mod tests {
             "el9/repodata/abc-comps.xml.zst",
             "deb/Packages.gz",
         ] {
-            assert_eq!(rpm.classify(path), Decision::Allow(Class::Mutable { builtin: true }), "{path}");
+            assert_eq!(
+                rpm.classify(path),
+                Decision::Allow(Class::Mutable { builtin: true }),
+                "{path}"
+            );
         }
-        assert_eq!(rpm.classify("x86_64/a.rpm"), Decision::Allow(Class::Immutable));
+        assert_eq!(
+            rpm.classify("x86_64/a.rpm"),
+            Decision::Allow(Class::Immutable)
+        );
 
         let alpine = classifier(Some(&[r"\.apk$"]), &[], Package::Alpine);
         assert_eq!(
@@ -281,11 +299,23 @@ mod tests {
             Decision::Allow(Class::Mutable { builtin: true })
         );
         let pypi = classifier(None, &[], Package::Pypi);
-        assert_eq!(pypi.classify("simple/requests/"), Decision::Allow(Class::Mutable { builtin: true }));
-        assert_eq!(pypi.classify("simple"), Decision::Allow(Class::Mutable { builtin: true }));
-        assert_eq!(pypi.classify("packages/x.whl"), Decision::Allow(Class::Immutable));
+        assert_eq!(
+            pypi.classify("simple/requests/"),
+            Decision::Allow(Class::Mutable { builtin: true })
+        );
+        assert_eq!(
+            pypi.classify("simple"),
+            Decision::Allow(Class::Mutable { builtin: true })
+        );
+        assert_eq!(
+            pypi.classify("packages/x.whl"),
+            Decision::Allow(Class::Immutable)
+        );
         let generic = classifier(None, &[], Package::Generic);
-        assert_eq!(generic.classify("simple/x"), Decision::Allow(Class::Immutable));
+        assert_eq!(
+            generic.classify("simple/x"),
+            Decision::Allow(Class::Immutable)
+        );
         let npm = classifier(None, &[], Package::Npm);
         assert_eq!(npm.classify("express"), Decision::Allow(Class::Immutable));
     }
@@ -319,9 +349,18 @@ mod tests {
     #[test]
     fn look_around_falls_back_to_the_backtracking_engine() {
         let c = classifier(Some(&[r"\.tgz$"]), &[r"^(?!.*\.tgz$).*"], Package::Npm);
-        assert_eq!(c.classify("express"), Decision::Allow(Class::Mutable { builtin: false }));
-        assert_eq!(c.classify("@babel/core"), Decision::Allow(Class::Mutable { builtin: false }));
-        assert_eq!(c.classify("express/-/express-4.18.2.tgz"), Decision::Allow(Class::Immutable));
+        assert_eq!(
+            c.classify("express"),
+            Decision::Allow(Class::Mutable { builtin: false })
+        );
+        assert_eq!(
+            c.classify("@babel/core"),
+            Decision::Allow(Class::Mutable { builtin: false })
+        );
+        assert_eq!(
+            c.classify("express/-/express-4.18.2.tgz"),
+            Decision::Allow(Class::Immutable)
+        );
     }
 
     #[test]
@@ -331,7 +370,9 @@ mod tests {
         let c = classifier(Some(&[r"(a*)*\1(?=b)", r"a"]), &[], Package::Generic);
         let path = "a".repeat(64);
         match c.classify(&path) {
-            Decision::Deny(reason) => assert!(reason.contains("could not be evaluated"), "{reason}"),
+            Decision::Deny(reason) => {
+                assert!(reason.contains("could not be evaluated"), "{reason}")
+            }
             other => panic!("expected a denial, got {other:?}"),
         }
     }

@@ -54,13 +54,23 @@ fn disposition(file_name: &str) -> Option<String> {
     }
     let safe: String = file_name
         .chars()
-        .map(|c| if c == '"' || c.is_ascii_control() { '_' } else { c })
+        .map(|c| {
+            if c == '"' || c.is_ascii_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     Some(format!("attachment; filename=\"{safe}\""))
 }
 
 /// Writes stored headers and the cache headers onto `headers`.
-pub(crate) fn put_headers(headers: &mut HeaderMap, stored: &[(String, String)], status: CacheStatus) {
+pub(crate) fn put_headers(
+    headers: &mut HeaderMap,
+    stored: &[(String, String)],
+    status: CacheStatus,
+) {
     for (name, value) in stored {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
@@ -121,7 +131,10 @@ impl Stored<'_> {
             return Ok(response);
         }
         let wanted = if self.if_range_holds(req) {
-            range::parse(req.get(header::RANGE).and_then(|v| v.to_str().ok()), self.size)
+            range::parse(
+                req.get(header::RANGE).and_then(|v| v.to_str().ok()),
+                self.size,
+            )
         } else {
             RangeRequest::Full
         };
@@ -143,13 +156,16 @@ impl Stored<'_> {
                     header::CONTENT_RANGE,
                     HeaderValue::from_str(&content_range).expect("digits are a valid header"),
                 );
-                response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
                 return Ok(response);
             }
         };
-        response
-            .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
+        response.headers_mut().insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(range.end - range.start),
+        );
         if method != Method::HEAD && !range.is_empty() {
             *response.body_mut() = source.open(range).await?;
         }

@@ -140,7 +140,9 @@ pub fn upstream_url(base: &Url, path: &ArtifactPath) -> Result<Url, UpstreamErro
         s.push('?');
         s.push_str(q);
     }
-    let url = Url::parse(&s).map_err(|e| UpstreamError::new(UpstreamErrorKind::Other, format!("bad upstream URL: {e}")))?;
+    let url = Url::parse(&s).map_err(|e| {
+        UpstreamError::new(UpstreamErrorKind::Other, format!("bad upstream URL: {e}"))
+    })?;
     if url.scheme() != base.scheme()
         || url.host() != base.host()
         || url.port_or_known_default() != base.port_or_known_default()
@@ -179,7 +181,10 @@ impl<B> Service<Request<B>> for UpstreamFetch {
     }
 }
 
-fn prepare<B>(client: &ClientWithMiddleware, req: &Request<B>) -> Result<reqwest_middleware::RequestBuilder, BoxError> {
+fn prepare<B>(
+    client: &ClientWithMiddleware,
+    req: &Request<B>,
+) -> Result<reqwest_middleware::RequestBuilder, BoxError> {
     let (Some(ResolvedRemote(remote)), Some(path)) = (
         req.extensions().get::<ResolvedRemote>(),
         req.extensions().get::<ArtifactPath>(),
@@ -192,7 +197,10 @@ fn prepare<B>(client: &ClientWithMiddleware, req: &Request<B>) -> Result<reqwest
     let Some(base) = remote.base_url() else {
         return Err(Box::new(UpstreamError::new(
             UpstreamErrorKind::Other,
-            format!("remote {} is a local repository and has no upstream", remote.name),
+            format!(
+                "remote {} is a local repository and has no upstream",
+                remote.name
+            ),
         )));
     };
     let url = upstream_url(base, path)?;
@@ -282,7 +290,6 @@ impl Middleware for RetryConnect {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,7 +297,8 @@ mod tests {
     #[test]
     fn builds_urls_by_concatenation_and_keeps_the_host() {
         let base: Url = "https://mirror.example.com/almalinux/".parse().unwrap();
-        let path = ArtifactPath::parse("9/BaseOS/x86_64/os/repodata/repomd.xml", Some("a=1")).unwrap();
+        let path =
+            ArtifactPath::parse("9/BaseOS/x86_64/os/repodata/repomd.xml", Some("a=1")).unwrap();
         assert_eq!(
             upstream_url(&base, &path).unwrap().as_str(),
             "https://mirror.example.com/almalinux/9/BaseOS/x86_64/os/repodata/repomd.xml?a=1"
@@ -301,7 +309,10 @@ mod tests {
             "https://mirror.example.com/almalinux/@scope%2Fname"
         );
         let at = ArtifactPath::parse("@evil.example/x", None).unwrap();
-        assert_eq!(upstream_url(&base, &at).unwrap().host_str(), Some("mirror.example.com"));
+        assert_eq!(
+            upstream_url(&base, &at).unwrap().host_str(),
+            Some("mirror.example.com")
+        );
     }
 
     #[test]
@@ -320,7 +331,11 @@ mod tests {
         ] {
             assert!(is_private(&url.parse().unwrap()), "{url}");
         }
-        for url in ["https://github.com/", "http://8.8.8.8/", "http://[2001:db8::1]/"] {
+        for url in [
+            "https://github.com/",
+            "http://8.8.8.8/",
+            "http://[2001:db8::1]/",
+        ] {
             assert!(!is_private(&url.parse().unwrap()), "{url}");
         }
     }

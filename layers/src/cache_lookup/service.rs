@@ -48,7 +48,10 @@ impl<S> CacheLookup<S> {
 
 impl<S, B> Service<Request<B>> for CacheLookup<S>
 where
-    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -190,17 +193,21 @@ mod tests {
                     let stale = req.extensions().get::<StaleEntry>().is_some();
                     let keyed = req.extensions().get::<CacheKey>().is_some();
                     async move {
-                        Ok::<_, BoxError>(Response::new(body::full(format!("upstream stale={stale} keyed={keyed}"))))
+                        Ok::<_, BoxError>(Response::new(body::full(format!(
+                            "upstream stale={stale} keyed={keyed}"
+                        ))))
                     }
                 }),
                 self.store.clone(),
             );
             let mut req = req.body(()).unwrap();
-            req.extensions_mut().insert(ResolvedRemote(Arc::new(Remote::proxy(
-                "r",
-                "http://127.0.0.1:9".parse().unwrap(),
-            ))));
-            req.extensions_mut().insert(ArtifactPath::parse(path, None).unwrap());
+            req.extensions_mut()
+                .insert(ResolvedRemote(Arc::new(Remote::proxy(
+                    "r",
+                    "http://127.0.0.1:9".parse().unwrap(),
+                ))));
+            req.extensions_mut()
+                .insert(ArtifactPath::parse(path, None).unwrap());
             svc.oneshot(req).await.unwrap()
         }
     }
@@ -231,21 +238,32 @@ mod tests {
         assert_eq!(res.headers()[header::CONTENT_LENGTH], "11");
         assert_eq!(text(res).await, "");
 
-        let res = f.call(Request::get("/").header("range", "bytes=6-"), "a.txt").await;
+        let res = f
+            .call(Request::get("/").header("range", "bytes=6-"), "a.txt")
+            .await;
         assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(res.headers()[header::CONTENT_RANGE], "bytes 6-10/11");
         assert_eq!(text(res).await, "world");
 
-        let res = f.call(Request::get("/").header("range", "bytes=20-"), "a.txt").await;
+        let res = f
+            .call(Request::get("/").header("range", "bytes=20-"), "a.txt")
+            .await;
         assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(res.headers()[header::CONTENT_RANGE], "bytes */11");
 
-        let res = f.call(Request::get("/").header("if-none-match", "\"v1\""), "a.txt").await;
+        let res = f
+            .call(Request::get("/").header("if-none-match", "\"v1\""), "a.txt")
+            .await;
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
 
         // If-Range with another validator: the whole body.
         let res = f
-            .call(Request::get("/").header("range", "bytes=0-0").header("if-range", "\"v0\""), "a.txt")
+            .call(
+                Request::get("/")
+                    .header("range", "bytes=0-0")
+                    .header("if-range", "\"v0\""),
+                "a.txt",
+            )
             .await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(f.upstream_calls.load(Ordering::SeqCst), 0);

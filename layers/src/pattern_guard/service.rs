@@ -104,8 +104,10 @@ mod tests {
 
     fn request(path: &str, remote: &Remote) -> Request<()> {
         let mut req = Request::get("/").body(()).unwrap();
-        req.extensions_mut().insert(ResolvedRemote(Arc::new(remote.clone())));
-        req.extensions_mut().insert(ArtifactPath::parse(path, None).unwrap());
+        req.extensions_mut()
+            .insert(ResolvedRemote(Arc::new(remote.clone())));
+        req.extensions_mut()
+            .insert(ArtifactPath::parse(path, None).unwrap());
         req
     }
 
@@ -125,18 +127,36 @@ mod tests {
             async move { Ok::<_, BoxError>(Response::new(body::full(class.as_str()))) }
         }));
 
-        let res = svc.clone().oneshot(request("x.zip", &remote)).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(request("x.zip", &remote))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
         let json: serde_json::Value =
             serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
         assert_eq!(json["remote"], "gh");
         assert_eq!(json["path"], "x.zip");
-        assert_eq!(calls.load(Ordering::SeqCst), 0, "a denied request never reaches the inner service");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "a denied request never reaches the inner service"
+        );
 
-        let res = svc.clone().oneshot(request("charts/index.yaml", &remote)).await.unwrap();
-        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "mutable");
+        let res = svc
+            .clone()
+            .oneshot(request("charts/index.yaml", &remote))
+            .await
+            .unwrap();
+        assert_eq!(
+            res.into_body().collect().await.unwrap().to_bytes(),
+            "mutable"
+        );
         let res = svc.oneshot(request("a.tar.gz", &remote)).await.unwrap();
-        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "immutable");
+        assert_eq!(
+            res.into_body().collect().await.unwrap().to_bytes(),
+            "immutable"
+        );
         assert_eq!(Class::Immutable.as_str(), "immutable");
     }
 
@@ -145,7 +165,10 @@ mod tests {
         let svc = PatternGuard::new(service_fn(|_req: Request<()>| async {
             Ok::<_, BoxError>(Response::new(body::empty()))
         }));
-        let res = svc.oneshot(Request::get("/x").body(()).unwrap()).await.unwrap();
+        let res = svc
+            .oneshot(Request::get("/x").body(()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
     }
 }

@@ -7,6 +7,7 @@ use std::{
     io::Write,
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -93,7 +94,9 @@ pub(crate) struct Fills {
 
 impl std::fmt::Debug for Fills {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fills").field("spool_dir", &self.spool_dir).finish()
+        f.debug_struct("Fills")
+            .field("spool_dir", &self.spool_dir)
+            .finish()
     }
 }
 
@@ -106,22 +109,35 @@ impl Fills {
         }
     }
 
+    /// The fill in flight for `key`, if any.
+    pub(crate) fn find(&self, key: &str) -> Option<watch::Receiver<FillStatus>> {
+        self.inflight
+            .lock()
+            .expect("fill map lock")
+            .get(key)
+            .cloned()
+    }
+
     /// Joins the fill in flight for the job's key, or starts one that sends
-    /// `req` to `inner`.
+    /// `req` to `inner`. Answers whether it joined one already complete:
+    /// such a request is served without asking upstream.
     pub(crate) fn join_or_start<S, B>(
         self: &Arc<Self>,
         inner: S,
         req: Request<B>,
         job: FillJob,
-    ) -> watch::Receiver<FillStatus>
+    ) -> (watch::Receiver<FillStatus>, bool)
     where
-        S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Send + 'static,
+        S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>
+            + Send
+            + 'static,
         S::Future: Send,
         B: Send + 'static,
     {
         let mut inflight = self.inflight.lock().expect("fill map lock");
         if let Some(rx) = inflight.get(&job.key) {
-            return rx.clone();
+            let complete = matches!(*rx.borrow(), FillStatus::Complete { .. });
+            return (rx.clone(), complete);
         }
         let (tx, rx) = watch::channel(FillStatus::Pending);
         inflight.insert(job.key.clone(), rx.clone());
@@ -134,10 +150,13 @@ impl Fills {
         tokio::spawn(async move {
             // The guard leaves the map however the task ends, panics included,
             // so a key is never stuck behind a dead fill.
-            let _guard = guard;
-            run(_guard.fills.clone(), inner, req, tx, job).await;
+            let guard = guard;
+            if let Some(linger) = run(guard.fills.clone(), inner, req, tx, job).await {
+                tokio::time::sleep(linger).await;
+            }
+            drop(guard);
         });
-        rx
+        (rx, false)
     }
 }
 
@@ -150,37 +169,57 @@ struct InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         if let Ok(mut inflight) = self.fills.inflight.lock() {
-            if inflight.get(&self.key).is_some_and(|rx| rx.same_channel(&self.rx)) {
+            if inflight
+                .get(&self.key)
+                .is_some_and(|rx| rx.same_channel(&self.rx))
+            {
                 inflight.remove(&self.key);
             }
         }
     }
 }
 
-async fn run<S, B>(fills: Arc<Fills>, inner: S, req: Request<B>, tx: watch::Sender<FillStatus>, job: FillJob)
+/// How long a committed fill stays joinable. A request that looked the key
+/// up in the index just before the commit finds the finished fill here
+/// instead of starting a second upstream fetch.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Runs one fill; answers how long it should stay joinable afterwards.
+async fn run<S, B>(
+    fills: Arc<Fills>,
+    inner: S,
+    req: Request<B>,
+    tx: watch::Sender<FillStatus>,
+    job: FillJob,
+) -> Option<Duration>
 where
     S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
 {
     let response = match inner.oneshot(req).await {
         Ok(response) => response,
         Err(e) => {
-            tx.send_replace(FillStatus::Failed(FillError::from_box(e, UpstreamErrorKind::Other)));
-            return;
+            tx.send_replace(FillStatus::Failed(FillError::from_box(
+                e,
+                UpstreamErrorKind::Other,
+            )));
+            return None;
         }
     };
     if response.status() != StatusCode::OK {
         let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
         let status = UpstreamStatus::new(response.status(), retry_after);
         tx.send_replace(FillStatus::Failed(FillError::Status(status)));
-        return;
+        return None;
     }
     let (parts, body) = response.into_parts();
     let (spool_path, file) = match spool::create(&fills.spool_dir) {
         Ok(created) => created,
         Err(e) => {
             tracing::warn!(error = %e, dir = %fills.spool_dir.display(), "cannot create a spool file");
-            tx.send_replace(FillStatus::Failed(FillError::Store(format!("cannot spool: {e}").into())));
-            return;
+            tx.send_replace(FillStatus::Failed(FillError::Store(
+                format!("cannot spool: {e}").into(),
+            )));
+            return None;
         }
     };
     let head = Arc::new(Head {
@@ -202,22 +241,34 @@ where
             tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = ?e, "fill failed; nothing cached");
             tx.send_replace(FillStatus::Failed(e));
             let _ = tokio::fs::remove_file(&spool_path).await;
-            return;
+            return None;
         }
     };
     tx.send_replace(FillStatus::Complete {
         head: head.clone(),
         written,
     });
-    if let Err(e) = commit(&fills.store, &job, &head, &spool_path, written).await {
-        tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = %e, "could not store a complete body; served uncached");
-        let _ = tokio::fs::remove_file(&spool_path).await;
+    match commit(&fills.store, &job, &head, &spool_path, written).await {
+        // Only an entry that stays fresh longer than the linger may be
+        // answered from the finished fill: `mutable_ttl: 0` means every
+        // request asks upstream.
+        Ok(ttl) if ttl.is_none_or(|t| t > LINGER) => Some(LINGER),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = %e, "could not store a complete body; served uncached");
+            let _ = tokio::fs::remove_file(&spool_path).await;
+            None
+        }
     }
 }
 
 /// Copies the body into the spool, publishing progress after each write.
 /// Frames that are already there are written together, up to a chunk.
-async fn spool_body(mut body: ArtifactBody, head: &Head, tx: &watch::Sender<FillStatus>) -> Result<u64, FillError> {
+async fn spool_body(
+    mut body: ArtifactBody,
+    head: &Head,
+    tx: &watch::Sender<FillStatus>,
+) -> Result<u64, FillError> {
     let mut written = 0u64;
     let mut ended = false;
     while !ended {
@@ -279,8 +330,14 @@ async fn spool_body(mut body: ArtifactBody, head: &Head, tx: &watch::Sender<Fill
 }
 
 /// Makes the spool durable as a blob, then writes the index row: only then
-/// is the entry visible.
-async fn commit(store: &Store, job: &FillJob, head: &Head, spool_path: &std::path::Path, size: u64) -> Result<(), StoreError> {
+/// is the entry visible. Answers the entry's time to live.
+async fn commit(
+    store: &Store,
+    job: &FillJob,
+    head: &Head,
+    spool_path: &std::path::Path,
+    size: u64,
+) -> Result<Option<Duration>, StoreError> {
     let file = head.file.clone();
     tokio::task::spawn_blocking(move || file.sync_all())
         .await
@@ -308,9 +365,9 @@ async fn commit(store: &Store, job: &FillJob, head: &Head, spool_path: &std::pat
             if let Err(e) = store.blobs.delete(&old.blob).await {
                 tracing::warn!(blob = %old.blob, error = %e, "could not delete a replaced blob");
             }
-            Ok(())
+            Ok(ttl)
         }
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(ttl),
         Err(e) => {
             let _ = store.blobs.delete(&blob).await;
             Err(e)

@@ -52,7 +52,10 @@ impl<S> S3Tee<S> {
 
 impl<S, B> Service<Request<B>> for S3Tee<S>
 where
-    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -72,7 +75,11 @@ where
     }
 }
 
-async fn handle<S, B>(fills: Arc<Fills>, inner: S, mut req: Request<B>) -> Result<Response<ArtifactBody>, BoxError>
+async fn handle<S, B>(
+    fills: Arc<Fills>,
+    inner: S,
+    mut req: Request<B>,
+) -> Result<Response<ArtifactBody>, BoxError>
 where
     S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Send + 'static,
     S::Future: Send,
@@ -99,6 +106,24 @@ where
     };
 
     if req.method() == Method::HEAD {
+        // A fill in flight already knows the answer's head.
+        if let Some(mut rx) = fills.find(&key) {
+            if let Ok((head, complete)) = wait_head(&mut rx).await {
+                let status = if complete.is_some() {
+                    CacheStatus::Hit
+                } else {
+                    status
+                };
+                let mut response = Response::new(body::empty());
+                respond::put_headers(response.headers_mut(), &head.headers, status);
+                if let Some(len) = complete.or(head.content_length) {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                }
+                return Ok(response);
+            }
+        }
         return head_miss(inner, req, &path, status).await;
     }
     if req.method() != Method::GET {
@@ -124,7 +149,14 @@ where
         path,
         class,
     };
-    let mut rx = fills.join_or_start(inner, req, job);
+    let (mut rx, joined_complete) = fills.join_or_start(inner, req, job);
+    // Joining a fill that had already finished is answering from the cache:
+    // upstream was not asked for this request.
+    let status = if joined_complete {
+        CacheStatus::Hit
+    } else {
+        status
+    };
 
     if client_headers.contains_key(header::RANGE) {
         let (head, written) = wait_complete(&mut rx).await?;
@@ -148,31 +180,46 @@ where
     Ok(response)
 }
 
-async fn head_miss<S, B>(inner: S, req: Request<B>, path: &ArtifactPath, status: CacheStatus) -> Result<Response<ArtifactBody>, BoxError>
+async fn head_miss<S, B>(
+    inner: S,
+    req: Request<B>,
+    path: &ArtifactPath,
+    status: CacheStatus,
+) -> Result<Response<ArtifactBody>, BoxError>
 where
     S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
 {
     let upstream = inner.oneshot(req).await?;
     if upstream.status() != StatusCode::OK {
         let retry_after = upstream.headers().get(header::RETRY_AFTER).cloned();
-        return Err(Box::new(UpstreamStatus::new(upstream.status(), retry_after)));
+        return Err(Box::new(UpstreamStatus::new(
+            upstream.status(),
+            retry_after,
+        )));
     }
     let mut response = Response::new(body::empty());
     let stored = respond::stored_headers(upstream.headers(), path);
     respond::put_headers(response.headers_mut(), &stored, status);
     if let Some(len) = upstream.headers().get(header::CONTENT_LENGTH) {
-        response.headers_mut().insert(header::CONTENT_LENGTH, len.clone());
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, len.clone());
     }
     Ok(response)
 }
 
 fn abandoned() -> BoxError {
-    Box::new(UpstreamError::new(UpstreamErrorKind::Other, "the fill was abandoned"))
+    Box::new(UpstreamError::new(
+        UpstreamErrorKind::Other,
+        "the fill was abandoned",
+    ))
 }
 
 /// Waits for upstream's answer: the head of a body being spooled (with its
 /// length if already complete), or the fill's failure.
-async fn wait_head(rx: &mut watch::Receiver<FillStatus>) -> Result<(Arc<Head>, Option<u64>), BoxError> {
+async fn wait_head(
+    rx: &mut watch::Receiver<FillStatus>,
+) -> Result<(Arc<Head>, Option<u64>), BoxError> {
     loop {
         match &*rx.borrow_and_update() {
             FillStatus::Pending => {}
@@ -195,7 +242,10 @@ async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<(Arc<Head
             FillStatus::Pending | FillStatus::Streaming { .. } => {}
         }
         if rx.changed().await.is_err()
-            && matches!(*rx.borrow(), FillStatus::Pending | FillStatus::Streaming { .. })
+            && matches!(
+                *rx.borrow(),
+                FillStatus::Pending | FillStatus::Streaming { .. }
+            )
         {
             return Err(abandoned());
         }
@@ -205,31 +255,40 @@ async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<(Arc<Head
 /// A body that reads the spool as the fill writes it, and fails if the fill does.
 fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
     let state = (rx, head.file.clone(), 0u64);
-    body::from_stream(stream::try_unfold(state, |(mut rx, file, offset)| async move {
-        loop {
-            let (available, complete) = match &*rx.borrow_and_update() {
-                FillStatus::Pending => (0, false),
-                FillStatus::Streaming { written, .. } => (*written, false),
-                FillStatus::Complete { written, .. } => (*written, true),
-                FillStatus::Failed(e) => return Err(io::Error::other(e.clone().into_box())),
-            };
-            if offset < available {
-                let len = ((available - offset) as usize).min(spool::CHUNK);
-                let bytes = spool::read_at(file.clone(), offset, len).await?;
-                if bytes.is_empty() {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file is short"));
+    body::from_stream(stream::try_unfold(
+        state,
+        |(mut rx, file, offset)| async move {
+            loop {
+                let (available, complete) = match &*rx.borrow_and_update() {
+                    FillStatus::Pending => (0, false),
+                    FillStatus::Streaming { written, .. } => (*written, false),
+                    FillStatus::Complete { written, .. } => (*written, true),
+                    FillStatus::Failed(e) => return Err(io::Error::other(e.clone().into_box())),
+                };
+                if offset < available {
+                    let len = ((available - offset) as usize).min(spool::CHUNK);
+                    let bytes = spool::read_at(file.clone(), offset, len).await?;
+                    if bytes.is_empty() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "spool file is short",
+                        ));
+                    }
+                    let next = offset + bytes.len() as u64;
+                    return Ok(Some((bytes, (rx, file, next))));
                 }
-                let next = offset + bytes.len() as u64;
-                return Ok(Some((bytes, (rx, file, next))));
+                if complete {
+                    return Ok(None);
+                }
+                if rx.changed().await.is_err()
+                    && matches!(
+                        *rx.borrow(),
+                        FillStatus::Pending | FillStatus::Streaming { .. }
+                    )
+                {
+                    return Err(io::Error::other(abandoned()));
+                }
             }
-            if complete {
-                return Ok(None);
-            }
-            if rx.changed().await.is_err()
-                && matches!(*rx.borrow(), FillStatus::Pending | FillStatus::Streaming { .. })
-            {
-                return Err(io::Error::other(abandoned()));
-            }
-        }
-    }))
+        },
+    ))
 }

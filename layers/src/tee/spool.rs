@@ -72,7 +72,10 @@ pub(crate) fn range_stream(file: Arc<File>, range: Range<u64>) -> BlobStream {
             let len = ((range.end - offset) as usize).min(CHUNK);
             let bytes = read_at(file.clone(), offset, len).await?;
             if bytes.is_empty() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file is short"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "spool file is short",
+                ));
             }
             let next = offset + bytes.len() as u64;
             Ok(Some((bytes, (file, next))))

@@ -5,7 +5,9 @@ use std::{path::Path, str::FromStr, time::Duration};
 use artifactapi_layers::store::{Entry, EntryClass, Index, StoreError};
 use async_trait::async_trait;
 use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
     Row, SqlitePool,
 };
 
@@ -58,7 +60,8 @@ fn entry(row: &SqliteRow) -> Result<Entry, StoreError> {
         path: row.try_get("path").map_err(backend)?,
         blob: row.try_get("blob").map_err(backend)?,
         size: row.try_get::<i64, _>("size").map_err(backend)? as u64,
-        class: EntryClass::parse(&class).ok_or_else(|| backend(format!("unknown class {class:?}")))?,
+        class: EntryClass::parse(&class)
+            .ok_or_else(|| backend(format!("unknown class {class:?}")))?,
         headers: serde_json::from_str(&headers).map_err(backend)?,
         cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
         expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
@@ -68,22 +71,30 @@ fn entry(row: &SqliteRow) -> Result<Entry, StoreError> {
 #[async_trait]
 impl Index for SqliteIndex {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = ?"))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM entries WHERE key = ?"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.as_ref().map(entry).transpose()
     }
 
     async fn put(&self, e: Entry) -> Result<Option<Entry>, StoreError> {
         let headers = serde_json::to_string(&e.headers).map_err(backend)?;
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let old = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = ?"))
-            .bind(&e.key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let old = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM entries WHERE key = ?"
+        ))
+        .bind(&e.key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
         sqlx::query(
             "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -108,11 +119,14 @@ impl Index for SqliteIndex {
     }
 
     async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let row = sqlx::query(concat!("DELETE FROM entries WHERE key = ? RETURNING ", columns!()))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(concat!(
+            "DELETE FROM entries WHERE key = ? RETURNING ",
+            columns!()
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.as_ref().map(entry).transpose()
     }
 }
@@ -147,8 +161,14 @@ mod tests {
         assert_eq!(replaced.map(|e| e.blob), Some("b1".into()));
         drop(index);
         let index = SqliteIndex::open(&db).await.unwrap();
-        assert_eq!(index.get("k").await.unwrap().map(|e| e.blob), Some("b2".into()));
-        assert_eq!(index.remove("k").await.unwrap().map(|e| e.blob), Some("b2".into()));
+        assert_eq!(
+            index.get("k").await.unwrap().map(|e| e.blob),
+            Some("b2".into())
+        );
+        assert_eq!(
+            index.remove("k").await.unwrap().map(|e| e.blob),
+            Some("b2".into())
+        );
         assert_eq!(index.remove("k").await.unwrap(), None);
     }
 }

@@ -1,0 +1,298 @@
+//! Test harness: a real upstream HTTP server on 127.0.0.1 that counts every
+//! request it sees, and the proxy itself served on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use artifactapi::{app, config, settings::Settings};
+use axum::{
+    body::Body,
+    extract::Request,
+    http::{header, HeaderMap, Method, Response, StatusCode},
+    Router,
+};
+use bytes::Bytes;
+use futures_util::stream;
+use sha2::{Digest, Sha256};
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+}
+
+#[derive(Clone)]
+struct File {
+    body: Bytes,
+    headers: Vec<(String, String)>,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    files: Arc<Mutex<HashMap<String, File>>>,
+}
+
+/// A counting upstream. Besides registered files it answers:
+/// - `/redirect/{rest}` with 302 to `/{rest}`; `/redirect-to/{port}/{rest}` to another port;
+/// - `/truncated/{name}`: announces 1000 bytes, sends 500, breaks the connection;
+/// - `/large/{bytes}/{name}`: a deterministic body of that size, streamed;
+/// - `/status/{code}/{name}`: that status with `Retry-After: 7`;
+/// - `/echo/{name}`: the query string as the body;
+/// - `/hang/{name}`: never answers.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    shared: Shared,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let shared = Shared::default();
+        let state = shared.clone();
+        let router = Router::new().fallback(move |req: Request| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(answer(&state, req).await) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { addr, shared }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves `body` at `path` (with a leading `/`), with extra headers.
+    pub fn put(&self, path: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) {
+        self.shared.files.lock().unwrap().insert(
+            path.to_owned(),
+            File {
+                body: body.into(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        );
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests of `method` reached `path` (without query).
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|s| s.method == method && s.path == path)
+            .count()
+    }
+
+    pub fn total(&self) -> usize {
+        self.shared.seen.lock().unwrap().len()
+    }
+}
+
+/// The deterministic body of `/large/{len}/...`.
+pub fn large_chunk(offset: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| {
+            let x = (offset + i).wrapping_mul(2654435761);
+            (x >> 13) as u8 ^ (x >> 29) as u8
+        })
+        .collect()
+}
+
+pub fn large_sha256(len: u64) -> String {
+    let mut hasher = Sha256::new();
+    let mut offset = 0;
+    while offset < len {
+        let n = (len - offset).min(1 << 20) as usize;
+        hasher.update(large_chunk(offset, n));
+        offset += n as u64;
+    }
+    hex::encode(hasher.finalize())
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+async fn answer(state: &Shared, req: Request) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    state.seen.lock().unwrap().push(Seen {
+        method: req.method().clone(),
+        path: path.clone(),
+        query: req.uri().query().map(str::to_owned),
+        headers: req.headers().clone(),
+    });
+    let head = req.method() == Method::HEAD;
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let builder = Response::builder();
+    match segments.as_slice() {
+        ["redirect", rest @ ..] => builder
+            .status(302)
+            .header(header::LOCATION, format!("/{}", rest.join("/")))
+            .body(Body::empty())
+            .unwrap(),
+        ["redirect-to", port, rest @ ..] => builder
+            .status(302)
+            .header(
+                header::LOCATION,
+                format!("http://127.0.0.1:{port}/{}", rest.join("/")),
+            )
+            .body(Body::empty())
+            .unwrap(),
+        ["truncated", ..] => {
+            // Headers and half the body go out; then the connection breaks.
+            let chunks = stream::unfold(0, |step| async move {
+                match step {
+                    0 => Some((Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 500])), 1)),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Some((Err(std::io::Error::other("upstream breaks off")), 2))
+                    }
+                    _ => None,
+                }
+            });
+            builder
+                .header(header::CONTENT_LENGTH, 1000)
+                .body(Body::from_stream(chunks))
+                .unwrap()
+        }
+        ["large", len, ..] => {
+            let len: u64 = len.parse().unwrap();
+            let body = if head {
+                Body::empty()
+            } else {
+                Body::from_stream(stream::unfold(0u64, move |offset| async move {
+                    if offset >= len {
+                        return None;
+                    }
+                    let n = (len - offset).min(64 * 1024) as usize;
+                    Some((
+                        Ok::<_, Infallible>(Bytes::from(large_chunk(offset, n))),
+                        offset + n as u64,
+                    ))
+                }))
+            };
+            builder
+                .header(header::CONTENT_LENGTH, len)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(body)
+                .unwrap()
+        }
+        ["status", code, ..] => builder
+            .status(code.parse::<u16>().unwrap())
+            .header(header::RETRY_AFTER, "7")
+            .body(Body::from("upstream says no"))
+            .unwrap(),
+        ["echo", ..] => builder
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(req.uri().query().unwrap_or_default().to_owned()))
+            .unwrap(),
+        ["hang", ..] => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            builder.body(Body::empty()).unwrap()
+        }
+        _ => {
+            let file = state.files.lock().unwrap().get(&path).cloned();
+            match file {
+                None => builder
+                    .status(StatusCode::NOT_FOUND)
+                    .body(Body::from("not found"))
+                    .unwrap(),
+                Some(file) => {
+                    let mut b = builder.header(header::CONTENT_LENGTH, file.body.len());
+                    for (k, v) in &file.headers {
+                        b = b.header(k.as_str(), v.as_str());
+                    }
+                    b.body(if head {
+                        Body::empty()
+                    } else {
+                        Body::from(file.body)
+                    })
+                    .unwrap()
+                }
+            }
+        }
+    }
+}
+
+/// The proxy, served in this process on 127.0.0.1.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts the proxy with `yaml`, where `{upstream}` stands for `upstream`'s URL.
+    pub async fn start(yaml: &str, upstream: &str) -> Self {
+        Self::start_with(yaml, upstream, &[]).await
+    }
+
+    /// Like [`Proxy::start`], with extra environment settings.
+    pub async fn start_with(yaml: &str, upstream: &str, env: &[(&str, &str)]) -> Self {
+        let config =
+            config::parse(&yaml.replace("{upstream}", upstream)).expect("test config is valid");
+        let data_dir = tempfile::tempdir().unwrap();
+        let dir = data_dir.path().to_str().unwrap().to_owned();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = Settings::from_lookup(|k| {
+            if k == "DATA_DIR" {
+                return Some(dir.clone());
+            }
+            env.get(k).cloned()
+        })
+        .unwrap();
+        let router = app::build(&settings, &config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { addr, data_dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends `request_line_path` exactly as written (no client normalises it)
+    /// and answers the status and body.
+    pub async fn raw_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut text = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut text))
+            .await
+            .expect("the proxy answers and closes")
+            .unwrap();
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (status, body)
+    }
+}
+
+/// A client that neither decompresses nor uses a proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
