@@ -302,10 +302,8 @@ async fn redirects_are_followed_and_credentials_stay_with_their_host() {
     let other = Upstream::start().await;
     other.put("/cdn/file.tar.gz", "from the cdn", &[]);
     upstream.put("/real/file.tar.gz", "moved here", &[]);
-    let config = format!(
-        "remotes:\n  files:\n    base_url: \"{{upstream}}\"\n    username: builder\n    password: s3cret\n  plain:\n    base_url: \"{{upstream}}\"\n"
-    );
-    let proxy = Proxy::start(&config, &upstream.url()).await;
+    let config = "remotes:\n  files:\n    base_url: \"{upstream}\"\n    username: builder\n    password: s3cret\n";
+    let proxy = Proxy::start(config, &upstream.url()).await;
 
     let res = client()
         .get(proxy.url("/api/files/redirect/real/file.tar.gz"))

@@ -27,17 +27,23 @@ const KEPT_HEADERS: [HeaderName; 6] = [
 ];
 
 /// The headers to store for an upstream answer: the kept ones, plus a
-/// `Content-Type` by extension and a `Content-Disposition` when upstream sent none.
+/// `Content-Type` by extension when upstream sent none or only the generic
+/// `application/octet-stream` (as object stores and release CDNs do), and a
+/// `Content-Disposition` when upstream sent none.
 pub(crate) fn stored_headers(upstream: &HeaderMap, path: &ArtifactPath) -> Vec<(String, String)> {
+    let guessed = content_type::guess(path.file_name());
+    let generic = |v: &str| v.trim().eq_ignore_ascii_case("application/octet-stream");
     let mut kept: Vec<(String, String)> = KEPT_HEADERS
         .iter()
         .filter_map(|name| {
             let value = upstream.get(name)?.to_str().ok()?;
+            if *name == header::CONTENT_TYPE && generic(value) {
+                return None;
+            }
             Some((name.as_str().to_owned(), value.to_owned()))
         })
         .collect();
-    if !upstream.contains_key(header::CONTENT_TYPE) {
-        let guessed = content_type::guess(path.file_name());
+    if !kept.iter().any(|(k, _)| k == header::CONTENT_TYPE.as_str()) {
         kept.push((header::CONTENT_TYPE.as_str().to_owned(), guessed.to_owned()));
     }
     if !upstream.contains_key(header::CONTENT_DISPOSITION) {
@@ -209,4 +215,54 @@ impl Stored<'_> {
 
 fn weak_eq(a: &str, b: &str) -> bool {
     a.trim_start_matches("W/") == b.trim_start_matches("W/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(upstream: &[(&str, &str)], path: &str) -> Vec<(String, String)> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in upstream {
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        stored_headers(&headers, &ArtifactPath::parse(path, None).unwrap())
+    }
+
+    fn get<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn keeps_upstream_types_and_guesses_for_missing_or_generic_ones() {
+        let h = stored(
+            &[
+                ("content-type", "text/html"),
+                ("etag", "\"1\""),
+                ("server", "x"),
+            ],
+            "a/b.tgz",
+        );
+        assert_eq!(get(&h, "content-type"), Some("text/html"));
+        assert_eq!(get(&h, "etag"), Some("\"1\""));
+        assert_eq!(get(&h, "server"), None, "only the kept headers are stored");
+        let h = stored(&[("content-type", "application/octet-stream")], "a/b.tgz");
+        assert_eq!(get(&h, "content-type"), Some("application/gzip"));
+        let h = stored(&[], "a/b.zip");
+        assert_eq!(get(&h, "content-type"), Some("application/zip"));
+        assert_eq!(
+            get(&h, "content-disposition"),
+            Some("attachment; filename=\"b.zip\"")
+        );
+        let h = stored(&[("content-disposition", "inline")], "a/b\"c.zip");
+        assert_eq!(get(&h, "content-disposition"), Some("inline"));
+        assert_eq!(
+            disposition("b\"c.zip").as_deref(),
+            Some("attachment; filename=\"b_c.zip\"")
+        );
+        assert_eq!(disposition("naïve.zip"), None);
+    }
 }
