@@ -19,6 +19,10 @@ remotes:
   short:
     base_url: "{upstream}"
     cache: { immutable_ttl: 1 }
+  always:
+    base_url: "{upstream}"
+    mutable_patterns: ['index\.yaml$']
+    cache: { mutable_ttl: 0 }
   local-generic:
     type: local
 "#;
@@ -538,6 +542,30 @@ async fn an_expired_entry_is_fetched_again() {
     assert_eq!(header(&res, "x-cache-status"), "HIT");
     assert_eq!(res.bytes().await.unwrap(), "v2");
     assert_eq!(upstream.count("GET", "/e.bin"), 2);
+}
+
+#[tokio::test]
+async fn mutable_ttl_zero_fetches_on_every_request_while_immutable_paths_stay_cached() {
+    let (upstream, proxy) = setup().await;
+    upstream.put("/charts/index.yaml", "v1", &[]);
+    upstream.put("/charts/app-1.0.tgz", "chart", &[]);
+    for _ in 0..3 {
+        let res = client()
+            .get(proxy.url("/api/always/charts/index.yaml"))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(header(&res, "x-cache-status"), "HIT");
+        res.bytes().await.unwrap();
+        let res = client()
+            .get(proxy.url("/api/always/charts/app-1.0.tgz"))
+            .send()
+            .await
+            .unwrap();
+        res.bytes().await.unwrap();
+    }
+    assert_eq!(upstream.count("GET", "/charts/index.yaml"), 3);
+    assert_eq!(upstream.count("GET", "/charts/app-1.0.tgz"), 1);
 }
 
 #[tokio::test]

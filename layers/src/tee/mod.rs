@@ -57,3 +57,6 @@ pub(crate) mod spool;
 
 pub use layer::S3TeeLayer;
 pub use service::S3Tee;
+
+#[cfg(test)]
+mod tests;

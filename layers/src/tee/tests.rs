@@ -1,0 +1,282 @@
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+use super::S3TeeLayer;
+use crate::{
+    body::{self, ArtifactBody},
+    error::{find_cause, BoxError, UpstreamStatus},
+    extensions::Classification,
+    path::ArtifactPath,
+    pattern::Class,
+    remote::Remote,
+    remote_resolve::ResolvedRemote,
+    store::{
+        memory::{MemoryBlobs, MemoryIndex},
+        EntryClass, Index, Store,
+    },
+};
+
+struct Fixture {
+    index: Arc<MemoryIndex>,
+    blobs: Arc<MemoryBlobs>,
+    store: Store,
+    spool: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let index = Arc::new(MemoryIndex::new());
+        let blobs = Arc::new(MemoryBlobs::new());
+        Self {
+            store: Store::new(index.clone(), blobs.clone()),
+            index,
+            blobs,
+            spool: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn layer(&self) -> S3TeeLayer {
+        S3TeeLayer::new(self.store.clone(), self.spool.path())
+    }
+
+    fn spool_files(&self) -> usize {
+        std::fs::read_dir(self.spool.path())
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Waits for the background commit of a fill.
+    async fn committed(&self, key: &str) -> bool {
+        for _ in 0..100 {
+            if self.index.get(key).await.unwrap().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+}
+
+fn request(path: &str) -> Request<()> {
+    let mut req = Request::get("/").body(()).unwrap();
+    req.extensions_mut()
+        .insert(ResolvedRemote(Arc::new(Remote::proxy(
+            "r",
+            "http://127.0.0.1:9".parse().unwrap(),
+        ))));
+    req.extensions_mut()
+        .insert(ArtifactPath::parse(path, None).unwrap());
+    req.extensions_mut()
+        .insert(Classification(Class::Immutable));
+    req
+}
+
+fn key(path: &str) -> String {
+    ArtifactPath::parse(path, None).unwrap().cache_key("r")
+}
+
+#[tokio::test]
+async fn a_miss_is_streamed_to_the_client_and_committed() {
+    let f = Fixture::new();
+    let upstream = service_fn(|_req: Request<()>| async {
+        let mut res = Response::new(body::full("payload"));
+        res.headers_mut()
+            .insert(header::ETAG, "\"e1\"".parse().unwrap());
+        Ok::<_, BoxError>(res)
+    });
+    let res = f
+        .layer()
+        .layer(upstream)
+        .oneshot(request("a/b.tgz"))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-cache-status"], "MISS");
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "payload"
+    );
+    assert!(f.committed(&key("a/b.tgz")).await);
+    let entry = f.index.get(&key("a/b.tgz")).await.unwrap().unwrap();
+    assert_eq!(entry.size, 7);
+    assert_eq!(entry.class, EntryClass::Immutable);
+    assert_eq!(entry.expires_at_ms, None);
+    assert_eq!(entry.header("etag"), Some("\"e1\""));
+    assert_eq!(f.blobs.get(&entry.blob).unwrap(), "payload");
+    assert_eq!(f.spool_files(), 0, "the spool became the blob");
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_fails_the_client_and_stores_nothing() {
+    let f = Fixture::new();
+    let upstream = service_fn(|_req: Request<()>| async {
+        let chunks = stream::unfold(0, |step| async move {
+            match step {
+                0 => Some((Ok::<_, BoxError>(Bytes::from_static(b"first half")), 1)),
+                1 => {
+                    // Late enough that the client already has the head.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Some((Err("connection reset".into()), 2))
+                }
+                _ => None,
+            }
+        });
+        Ok::<_, BoxError>(Response::new(body::from_stream(chunks)))
+    });
+    let res = f
+        .layer()
+        .layer(upstream)
+        .oneshot(request("x.bin"))
+        .await
+        .unwrap();
+    assert!(res.into_body().collect().await.is_err());
+    assert!(!f.committed(&key("x.bin")).await);
+    assert!(f.blobs.is_empty());
+    assert_eq!(f.spool_files(), 0, "the spool file is removed");
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_is_not_stored() {
+    let f = Fixture::new();
+    let upstream = service_fn(|_req: Request<()>| async {
+        let mut res = Response::new(body::full("12345"));
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, "10".parse().unwrap());
+        Ok::<_, BoxError>(res)
+    });
+    let res = f
+        .layer()
+        .layer(upstream)
+        .oneshot(request("short.bin"))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[header::CONTENT_LENGTH], "10");
+    assert!(res.into_body().collect().await.is_err());
+    assert!(!f.committed(&key("short.bin")).await);
+}
+
+#[tokio::test]
+async fn other_statuses_are_errors_and_never_stored() {
+    let f = Fixture::new();
+    let upstream = service_fn(|_req: Request<()>| async {
+        let mut res = Response::new(body::full("nope"));
+        *res.status_mut() = StatusCode::NOT_FOUND;
+        Ok::<_, BoxError>(res)
+    });
+    let err = f
+        .layer()
+        .layer(upstream)
+        .oneshot(request("gone.bin"))
+        .await
+        .unwrap_err();
+    let status = find_cause::<UpstreamStatus>(&*err).expect("an upstream status error");
+    assert_eq!(status.upstream(), StatusCode::NOT_FOUND);
+    assert!(f.index.is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_upstream_call_and_all_get_the_bytes() {
+    let f = Fixture::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let seen = calls.clone();
+    let upstream = service_fn(move |_req: Request<()>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let gate = gate.clone();
+        async move {
+            // The body arrives in two parts; the second only when released.
+            let chunks = stream::unfold(0, move |step| {
+                let mut gate = gate.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok::<_, BoxError>(Bytes::from_static(b"part one, ")), 1)),
+                        1 => {
+                            let _ = gate.wait_for(|open| *open).await;
+                            Some((Ok(Bytes::from_static(b"part two")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            Ok::<_, BoxError>(Response::new(body::from_stream(chunks)))
+        }
+    });
+    let svc = f.layer().layer(upstream);
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let mut svc = svc.clone();
+        clients.push(tokio::spawn(async move {
+            let res: Response<ArtifactBody> = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(request("same.bin"))
+                .await
+                .unwrap();
+            res.into_body().collect().await.unwrap().to_bytes()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.send(true).unwrap();
+    for client in clients {
+        assert_eq!(client.await.unwrap(), "part one, part two");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(f.committed(&key("same.bin")).await);
+}
+
+#[tokio::test]
+async fn the_fill_completes_when_its_first_client_goes_away() {
+    let f = Fixture::new();
+    let upstream = service_fn(|_req: Request<()>| async {
+        let chunks = stream::unfold(0, |step| async move {
+            if step == 3 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Some((
+                Ok::<_, BoxError>(Bytes::from(vec![b'a' + step as u8; 1000])),
+                step + 1,
+            ))
+        });
+        Ok::<_, BoxError>(Response::new(body::from_stream(chunks)))
+    });
+    let res = f
+        .layer()
+        .layer(upstream)
+        .oneshot(request("left.bin"))
+        .await
+        .unwrap();
+    drop(res);
+    assert!(
+        f.committed(&key("left.bin")).await,
+        "the fill finished without its client"
+    );
+    let entry = f.index.get(&key("left.bin")).await.unwrap().unwrap();
+    assert_eq!(entry.size, 3000);
+}
+
+#[tokio::test]
+async fn without_a_classification_the_request_passes_through_uncached() {
+    let f = Fixture::new();
+    let upstream =
+        service_fn(|_req: Request<()>| async { Ok::<_, BoxError>(Response::new(body::full("x"))) });
+    let res = f
+        .layer()
+        .layer(upstream)
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    assert!(res.headers().get("x-cache-status").is_none());
+    assert!(f.index.is_empty());
+}
