@@ -9,9 +9,9 @@ use std::{
 
 use artifactapi_layers::{
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
-    store::{Store, StoreError},
-    ArtifactBody, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind, RemoteResolveLayer,
-    Remotes, S3TeeLayer,
+    store::{hot::HotIndex, Store, StoreError},
+    ArtifactBody, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind, RemoteResolveLayer, Remotes,
+    RevalidateLayer, S3TeeLayer, StaleOnErrorLayer,
 };
 use artifactapi_services::{blob::FsBlobStore, index::SqliteIndex, upstream::UpstreamFetch};
 use axum::{
@@ -35,9 +35,14 @@ struct AppState {
     remotes: Arc<Remotes>,
 }
 
+/// How many index entries are kept in memory for hits without a database
+/// round trip.
+const HOT_ENTRIES: usize = 20_000;
+
 /// Opens the embedded store under `DATA_DIR`: blobs as files, the index in
-/// SQLite, spool files in `tmp/` (left-overs of a previous run are removed:
-/// they were never committed).
+/// SQLite behind a bounded in-memory index of hot entries, spool files in
+/// `tmp/` (left-overs of a previous run are removed: they were never
+/// committed).
 pub async fn open_store(data_dir: &Path) -> Result<(Store, std::path::PathBuf), BoxError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create DATA_DIR {}: {e}", data_dir.display()))?;
@@ -54,6 +59,7 @@ pub async fn open_store(data_dir: &Path) -> Result<(Store, std::path::PathBuf), 
     let index = SqliteIndex::open(&data_dir.join("index.db"))
         .await
         .map_err(|e| format!("cannot open the index in {}: {e}", data_dir.display()))?;
+    let index = HotIndex::new(Arc::new(index), HOT_ENTRIES);
     Ok((Store::new(Arc::new(index), Arc::new(blobs)), spool))
 }
 
@@ -69,15 +75,16 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<Router, BoxEr
         .layer(RemoteResolveLayer::new(remotes.clone()))
         // 403 when no pattern allows the path; attaches its class.
         .layer(PatternGuardLayer::new())
-        // Fresh entries answered from the store.
+        // Fresh entries answered from the store; expired ones attached.
         .layer(CacheLookupLayer::new(store.clone()))
+        // Upstream failed (unreachable, timeout, 5xx, 429): the expired copy.
+        .layer(StaleOnErrorLayer::new(store.clone()))
+        // Expired mutable entries with validators: one conditional request.
+        .layer(RevalidateLayer::new(store.clone()))
         // One fill per key, streamed to every client and into the store.
         .layer(S3TeeLayer::new(store, spool))
         .service(upstream);
-    let artifacts = Rescue {
-        inner: artifacts,
-        remotes: remotes.clone(),
-    };
+    let artifacts = Rescue { inner: artifacts, remotes: remotes.clone() };
 
     Ok(Router::new()
         .route("/", get(root))
@@ -121,10 +128,7 @@ struct Rescue<S> {
 
 impl<S> Service<Request<Body>> for Rescue<S>
 where
-    S: Service<Request<Body>, Response = Response<ArtifactBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<Body>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
 {
     type Response = Response<Body>;
@@ -140,22 +144,11 @@ where
         let (remote, path) = full.split_once('/').unwrap_or((full, ""));
         let (remote, path) = (remote.to_owned(), path.to_owned());
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
-            let mut answer = json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed",
-                &remote,
-                &path,
-            );
-            answer
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            let mut answer = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", &remote, &path);
+            answer.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return Box::pin(async move { Ok(answer.map(Body::new)) });
         }
-        if self
-            .remotes
-            .get(&remote)
-            .is_some_and(|r| r.kind == RemoteKind::Local)
-        {
+        if self.remotes.get(&remote).is_some_and(|r| r.kind == RemoteKind::Local) {
             let answer = json_error(
                 StatusCode::NOT_IMPLEMENTED,
                 "local repositories are not served yet",
@@ -175,18 +168,12 @@ where
     }
 }
 
-fn rescue(
-    e: &(dyn std::error::Error + 'static),
-    remote: &str,
-    path: &str,
-) -> Response<ArtifactBody> {
+fn rescue(e: &(dyn std::error::Error + 'static), remote: &str, path: &str) -> Response<ArtifactBody> {
     let path = percent_decoded(path);
     if let Some(status) = find_cause::<UpstreamStatus>(e) {
         let mut answer = json_error(status.client_status(), &status.to_string(), remote, &path);
         if let Some(retry_after) = status.retry_after() {
-            answer
-                .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after.clone());
+            answer.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
         }
         return answer;
     }
@@ -199,24 +186,12 @@ fn rescue(
     }
     if let Some(store) = find_cause::<StoreError>(e) {
         tracing::error!(remote, path = %path, error = %store, "store failed");
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cache store unavailable",
-            remote,
-            &path,
-        );
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "cache store unavailable", remote, &path);
     }
     tracing::error!(remote, path = %path, error = %e, "request failed");
-    json_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error",
-        remote,
-        &path,
-    )
+    json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", remote, &path)
 }
 
 fn percent_decoded(path: &str) -> String {
-    percent_encoding::percent_decode_str(path)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned()
 }

@@ -11,8 +11,7 @@
 use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
 
 use artifactapi_layers::{
-    remote::FilesRewrite, Classifier, Credentials, Package, Pattern, Remote, RemoteKind, Remotes,
-    Ttl,
+    remote::FilesRewrite, Classifier, Credentials, Package, Pattern, Remote, RemoteKind, Remotes, Ttl,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -121,9 +120,7 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     fn one(problem: impl Into<String>) -> Self {
-        Self {
-            problems: vec![problem.into()],
-        }
+        Self { problems: vec![problem.into()] }
     }
 }
 
@@ -164,21 +161,13 @@ fn compile(file: ConfigFile) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     let mut remotes = Vec::new();
     for (name, rc) in &file.remotes {
-        let mut ctx = Ctx {
-            name,
-            problems: &mut problems,
-            warnings: &mut warnings,
-        };
+        let mut ctx = Ctx { name, problems: &mut problems, warnings: &mut warnings };
         if let Some(remote) = ctx.remote(rc, &file.remotes) {
             remotes.push(remote);
         }
     }
     if problems.is_empty() {
-        Ok(Config {
-            file,
-            remotes: Remotes::new(remotes),
-            warnings,
-        })
+        Ok(Config { file, remotes: Remotes::new(remotes), warnings })
     } else {
         Err(ConfigError { problems })
     }
@@ -192,17 +181,10 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn problem(&mut self, key: &str, reason: impl fmt::Display) {
-        self.problems
-            .push(format!("remotes.{}.{key}: {reason}", self.name));
+        self.problems.push(format!("remotes.{}.{key}: {reason}", self.name));
     }
 
-    fn legacy<T: Clone>(
-        &mut self,
-        key: &str,
-        new: &Option<T>,
-        old_key: &str,
-        old: &Option<T>,
-    ) -> Option<T> {
+    fn legacy<T: Clone>(&mut self, key: &str, new: &Option<T>, old_key: &str, old: &Option<T>) -> Option<T> {
         match (new, old) {
             (Some(_), Some(_)) => {
                 self.problem(
@@ -212,10 +194,8 @@ impl Ctx<'_> {
                 None
             }
             (None, Some(v)) => {
-                self.warnings.push(format!(
-                    "remotes.{}.{old_key} is a legacy name; write `{key}`",
-                    self.name
-                ));
+                self.warnings
+                    .push(format!("remotes.{}.{old_key} is a legacy name; write `{key}`", self.name));
                 Some(v.clone())
             }
             (v, None) => v.clone(),
@@ -245,10 +225,7 @@ impl Ctx<'_> {
                 None
             }
             Ok(url) if !url.username().is_empty() || url.password().is_some() => {
-                self.problem(
-                    key,
-                    "credentials in the URL are not allowed; use `username` and `password`",
-                );
+                self.problem(key, "credentials in the URL are not allowed; use `username` and `password`");
                 None
             }
             Ok(url) if url.query().is_some() || url.fragment().is_some() => {
@@ -263,23 +240,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn remote(
-        &mut self,
-        rc: &RemoteConfig,
-        all: &BTreeMap<String, RemoteConfig>,
-    ) -> Option<Remote> {
+    fn remote(&mut self, rc: &RemoteConfig, all: &BTreeMap<String, RemoteConfig>) -> Option<Remote> {
         let before = self.problems.len();
         let valid_name = !self.name.is_empty()
             && self.name.len() <= 64
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            && self
-                .name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric());
+            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && self.name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
         if !valid_name {
             self.problems.push(format!(
                 "remotes.{}: a remote name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -297,18 +263,15 @@ impl Ctx<'_> {
             }),
         };
         let kind = match (rc.kind.as_deref().unwrap_or("remote"), &rc.base_url) {
-            ("remote", Some(url)) => self
-                .url("base_url", url)
-                .map(|base_url| RemoteKind::Remote { base_url }),
+            ("remote", Some(url)) => {
+                self.url("base_url", url).map(|base_url| RemoteKind::Remote { base_url })
+            }
             ("remote", None) => {
                 self.problem("base_url", "a remote of type `remote` needs a base_url");
                 None
             }
             ("local", Some(_)) => {
-                self.problem(
-                    "base_url",
-                    "a local repository stores uploads and has no base_url",
-                );
+                self.problem("base_url", "a local repository stores uploads and has no base_url");
                 None
             }
             ("local", None) => Some(RemoteKind::Local),
@@ -323,12 +286,8 @@ impl Ctx<'_> {
             "include_patterns",
             &rc.include_patterns,
         );
-        let mutable = self.legacy(
-            "mutable_patterns",
-            &rc.mutable_patterns,
-            "index_patterns",
-            &rc.index_patterns,
-        );
+        let mutable =
+            self.legacy("mutable_patterns", &rc.mutable_patterns, "index_patterns", &rc.index_patterns);
         if immutable.as_ref().is_some_and(Vec::is_empty) {
             self.warnings.push(format!(
                 "remotes.{}.immutable_patterns is empty, which (as in the seed) allows every path; remove it or list patterns",
@@ -336,40 +295,22 @@ impl Ctx<'_> {
             ));
         }
         let immutable = self.patterns("immutable_patterns", immutable.filter(|l| !l.is_empty()));
-        let mutable = self
-            .patterns("mutable_patterns", mutable)
-            .unwrap_or_default();
+        let mutable = self.patterns("mutable_patterns", mutable).unwrap_or_default();
 
         let cache = rc.cache.clone().unwrap_or_default();
-        let immutable_ttl = self.legacy(
-            "cache.immutable_ttl",
-            &cache.immutable_ttl,
-            "cache.file_ttl",
-            &cache.file_ttl,
-        );
-        let mutable_ttl = self.legacy(
-            "cache.mutable_ttl",
-            &cache.mutable_ttl,
-            "cache.index_ttl",
-            &cache.index_ttl,
-        );
+        let immutable_ttl =
+            self.legacy("cache.immutable_ttl", &cache.immutable_ttl, "cache.file_ttl", &cache.file_ttl);
+        let mutable_ttl =
+            self.legacy("cache.mutable_ttl", &cache.mutable_ttl, "cache.index_ttl", &cache.index_ttl);
         let defaults = Ttl::default();
         let ttl = Ttl {
             immutable: immutable_ttl.filter(|s| *s > 0).map(Duration::from_secs),
-            mutable: mutable_ttl
-                .map(Duration::from_secs)
-                .unwrap_or(defaults.mutable),
-            negative: cache
-                .negative_ttl
-                .map(Duration::from_secs)
-                .unwrap_or(defaults.negative),
+            mutable: mutable_ttl.map(Duration::from_secs).unwrap_or(defaults.mutable),
+            negative: cache.negative_ttl.map(Duration::from_secs).unwrap_or(defaults.negative),
         };
 
         let credentials = match (&rc.username, &rc.password) {
-            (Some(u), Some(p)) => Some(Credentials {
-                username: u.clone(),
-                password: p.clone(),
-            }),
+            (Some(u), Some(p)) => Some(Credentials { username: u.clone(), password: p.clone() }),
             (None, None) => None,
             (Some(_), None) => {
                 self.problem("password", "`username` is set without `password`");
@@ -383,18 +324,8 @@ impl Ctx<'_> {
 
         let mut files = None;
         for (url_key, url, remote_key, target) in [
-            (
-                "pypi_files_url",
-                &rc.pypi_files_url,
-                "pypi_files_remote",
-                &rc.pypi_files_remote,
-            ),
-            (
-                "npm_files_url",
-                &rc.npm_files_url,
-                "npm_files_remote",
-                &rc.npm_files_remote,
-            ),
+            ("pypi_files_url", &rc.pypi_files_url, "pypi_files_remote", &rc.pypi_files_remote),
+            ("npm_files_url", &rc.npm_files_url, "npm_files_remote", &rc.npm_files_remote),
         ] {
             if let Some(url) = url {
                 self.url(url_key, url);
@@ -406,19 +337,14 @@ impl Ctx<'_> {
             }
             match (url, target) {
                 (Some(url), Some(target)) => {
-                    files = Some(FilesRewrite {
-                        url: url.clone(),
-                        remote: target.clone(),
-                    })
+                    files = Some(FilesRewrite { url: url.clone(), remote: target.clone() })
                 }
-                (Some(_), None) => self.problem(
-                    remote_key,
-                    format!("`{url_key}` is set without `{remote_key}`"),
-                ),
-                (None, Some(_)) => self.problem(
-                    url_key,
-                    format!("`{remote_key}` is set without `{url_key}`"),
-                ),
+                (Some(_), None) => {
+                    self.problem(remote_key, format!("`{url_key}` is set without `{remote_key}`"))
+                }
+                (None, Some(_)) => {
+                    self.problem(url_key, format!("`{remote_key}` is set without `{url_key}`"))
+                }
                 (None, None) => {}
             }
         }
@@ -452,8 +378,7 @@ mod tests {
 
     #[test]
     fn the_example_file_compiles() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/remotes.yaml")).unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/remotes.yaml")).unwrap();
         let config = parse(&text).unwrap();
         assert!(config.remotes.iter().count() >= 5);
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
@@ -498,32 +423,19 @@ remotes:
         assert_eq!(pypi.package, Package::Pypi);
         assert!(pypi.check_mutable_updates);
         assert_eq!(pypi.ttl.mutable, Duration::from_secs(600));
-        assert_eq!(
-            pypi.ttl.immutable, None,
-            "0 keeps immutable entries forever"
-        );
+        assert_eq!(pypi.ttl.immutable, None, "0 keeps immutable entries forever");
         assert_eq!(pypi.ttl.negative, Duration::from_secs(5));
         assert_eq!(pypi.credentials.as_ref().unwrap().password, "p");
         assert_eq!(pypi.files.as_ref().unwrap().remote, "pypi-files");
-        assert_eq!(
-            pypi.classifier.classify("simple/x/"),
-            Decision::Allow(Class::Mutable { builtin: true })
-        );
+        assert_eq!(pypi.classifier.classify("simple/x/"), Decision::Allow(Class::Mutable { builtin: true }));
         let npm = config.remotes.get("npm").unwrap();
         assert_eq!(npm.ttl.immutable, Some(Duration::from_secs(100)));
-        assert_eq!(
-            npm.ttl.mutable,
-            Duration::from_secs(3600),
-            "mutable_ttl defaults to an hour"
-        );
+        assert_eq!(npm.ttl.mutable, Duration::from_secs(3600), "mutable_ttl defaults to an hour");
         assert_eq!(
             npm.classifier.classify("@babel/core"),
             Decision::Allow(Class::Mutable { builtin: false })
         );
-        assert_eq!(
-            config.remotes.get("local-generic").unwrap().kind,
-            RemoteKind::Local
-        );
+        assert_eq!(config.remotes.get("local-generic").unwrap().kind, RemoteKind::Local);
     }
 
     #[test]
@@ -540,38 +452,23 @@ remotes:
         )
         .unwrap();
         let old = config.remotes.get("old").unwrap();
-        assert_eq!(
-            old.classifier.classify("a.tar.gz"),
-            Decision::Allow(Class::Immutable)
-        );
-        assert_eq!(
-            old.classifier.classify("index.yaml"),
-            Decision::Allow(Class::Mutable { builtin: false })
-        );
-        assert!(matches!(
-            old.classifier.classify("a.zip"),
-            Decision::Deny(_)
-        ));
+        assert_eq!(old.classifier.classify("a.tar.gz"), Decision::Allow(Class::Immutable));
+        assert_eq!(old.classifier.classify("index.yaml"), Decision::Allow(Class::Mutable { builtin: false }));
+        assert!(matches!(old.classifier.classify("a.zip"), Decision::Deny(_)));
         assert_eq!(old.ttl.mutable, Duration::from_secs(60));
         assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
         assert!(config.warnings[0].contains("legacy"));
 
         let p = problems("remotes:\n  x:\n    base_url: https://e.com\n    include_patterns: []\n    immutable_patterns: []\n");
-        assert!(
-            p[0].contains("both `immutable_patterns` and its legacy name"),
-            "{p:?}"
-        );
+        assert!(p[0].contains("both `immutable_patterns` and its legacy name"), "{p:?}");
     }
 
     #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
-        let p = problems(
-            "remotes:\n  gh:\n    base_url: https://github.com\n    imutable_patterns: ['x']\n",
-        );
+        let p = problems("remotes:\n  gh:\n    base_url: https://github.com\n    imutable_patterns: ['x']\n");
         assert!(p[0].contains("imutable_patterns"), "{p:?}");
-        let p = problems(
-            "remotes:\n  gh:\n    base_url: https://github.com\n    cache: { mutable_tll: 3 }\n",
-        );
+        let p =
+            problems("remotes:\n  gh:\n    base_url: https://github.com\n    cache: { mutable_tll: 3 }\n");
         assert!(p[0].contains("mutable_tll"), "{p:?}");
         let p = problems("remote:\n  gh: {}\n");
         assert!(p[0].contains("remote"), "{p:?}");
@@ -579,7 +476,9 @@ remotes:
 
     #[test]
     fn double_quoted_regexes_get_a_hint() {
-        let p = problems("remotes:\n  npm:\n    base_url: https://e.com\n    immutable_patterns:\n      - \"\\.tgz$\"\n");
+        let p = problems(
+            "remotes:\n  npm:\n    base_url: https://e.com\n    immutable_patterns:\n      - \"\\.tgz$\"\n",
+        );
         assert!(p[0].contains("single quotes"), "{p:?}");
     }
 

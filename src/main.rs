@@ -47,10 +47,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file.unwrap_or(settings.config_path)),
         Command::Serve => {
             init_logging();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
             runtime.block_on(serve(settings))
         }
     }
@@ -62,11 +60,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for w in &config.warnings {
                 eprintln!("warning: {w}");
             }
-            println!(
-                "{}: ok, {} remotes",
-                path.display(),
-                config.remotes.iter().count()
-            );
+            println!("{}: ok, {} remotes", path.display(), config.remotes.iter().count());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -107,10 +101,7 @@ async fn serve(settings: Settings) -> ExitCode {
         data_dir = %settings.data_dir.display(),
         "artifactapi listening"
     );
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-    {
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await {
         tracing::error!("server failed: {e}");
         return ExitCode::FAILURE;
     }

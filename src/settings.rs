@@ -29,13 +29,10 @@ impl Settings {
     /// Reads the settings through `var` (for tests).
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let listen_addr = var("LISTEN_ADDR").unwrap_or_else(|| "0.0.0.0:8000".into());
-        let listen_addr = listen_addr
-            .parse()
-            .map_err(|e| format!("LISTEN_ADDR {listen_addr:?} is not host:port: {e}"))?;
+        let listen_addr =
+            listen_addr.parse().map_err(|e| format!("LISTEN_ADDR {listen_addr:?} is not host:port: {e}"))?;
         let public_url = match var("PUBLIC_URL").filter(|s| !s.is_empty()) {
-            Some(s) => {
-                Some(Url::parse(&s).map_err(|e| format!("PUBLIC_URL {s:?} is not a URL: {e}"))?)
-            }
+            Some(s) => Some(Url::parse(&s).map_err(|e| format!("PUBLIC_URL {s:?} is not a URL: {e}"))?),
             None => None,
         };
         let seconds = |name: &str, default: u64| -> Result<Duration, String> {
@@ -53,9 +50,7 @@ impl Settings {
             listen_addr,
             data_dir: var("DATA_DIR").unwrap_or_else(|| "./data".into()).into(),
             public_url,
-            config_path: var("CONFIG_PATH")
-                .unwrap_or_else(|| "./remotes.yaml".into())
-                .into(),
+            config_path: var("CONFIG_PATH").unwrap_or_else(|| "./remotes.yaml".into()).into(),
             upstream: UpstreamConfig {
                 connect_timeout: seconds("UPSTREAM_CONNECT_TIMEOUT", 10)?,
                 read_timeout: seconds("UPSTREAM_READ_TIMEOUT", 60)?,
@@ -86,9 +81,6 @@ mod tests {
         assert_eq!(s.upstream.read_timeout, Duration::from_millis(500));
         assert!(s.public_url.is_some());
         assert!(Settings::from_lookup(|k| (k == "LISTEN_ADDR").then(|| "nope".into())).is_err());
-        assert!(
-            Settings::from_lookup(|k| (k == "UPSTREAM_CONNECT_TIMEOUT").then(|| "-1".into()))
-                .is_err()
-        );
+        assert!(Settings::from_lookup(|k| (k == "UPSTREAM_CONNECT_TIMEOUT").then(|| "-1".into())).is_err());
     }
 }

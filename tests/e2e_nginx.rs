@@ -23,11 +23,7 @@ impl Drop for Kill {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn nginx() -> PathBuf {
@@ -42,10 +38,8 @@ fn nginx() -> PathBuf {
 fn wait_for(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let ok = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", url])
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok =
+            Command::new("curl").args(["-sf", "-o", "/dev/null", url]).status().is_ok_and(|s| s.success());
         if ok {
             return;
         }
@@ -84,11 +78,7 @@ fn curl(args: &[&str], url: &str, dir: &Path) -> Curl {
     assert!(status.success(), "curl {args:?} {url} failed: {status}");
     let headers = std::fs::read_to_string(&hdr).unwrap();
     let code = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
-    Curl {
-        status: code,
-        headers,
-        body: std::fs::read(&out).unwrap_or_default(),
-    }
+    Curl { status: code, headers, body: std::fs::read(&out).unwrap_or_default() }
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -116,11 +106,7 @@ fn binary_proxies_nginx_to_curl_with_bounded_memory() {
     let www = root.join("www/releases/v1");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::create_dir_all(root.join("nginx-tmp")).unwrap();
-    std::fs::write(
-        www.join("tool_linux_amd64.tar.gz"),
-        b"a small release file\n",
-    )
-    .unwrap();
+    std::fs::write(www.join("tool_linux_amd64.tar.gz"), b"a small release file\n").unwrap();
 
     // 160 MiB: far more than any buffer, so buffering would show in the RSS.
     let big_len: u64 = 160 * 1024 * 1024;
@@ -159,13 +145,8 @@ fn binary_proxies_nginx_to_curl_with_bounded_memory() {
             .spawn()
             .unwrap(),
     );
-    wait_for(&format!(
-        "http://127.0.0.1:{nginx_port}/releases/v1/tool_linux_amd64.tar.gz"
-    ));
-    let before = access_count(
-        &root.join("access.log"),
-        "/releases/v1/tool_linux_amd64.tar.gz",
-    );
+    wait_for(&format!("http://127.0.0.1:{nginx_port}/releases/v1/tool_linux_amd64.tar.gz"));
+    let before = access_count(&root.join("access.log"), "/releases/v1/tool_linux_amd64.tar.gz");
 
     std::fs::write(
         root.join("remotes.yaml"),
@@ -207,10 +188,7 @@ fn binary_proxies_nginx_to_curl_with_bounded_memory() {
     assert_eq!(range.status, 206);
     assert_eq!(range.body, b"small");
     assert_eq!(
-        access_count(
-            &root.join("access.log"),
-            "/releases/v1/tool_linux_amd64.tar.gz"
-        ) - before,
+        access_count(&root.join("access.log"), "/releases/v1/tool_linux_amd64.tar.gz") - before,
         1,
         "nginx saw exactly one request for the file"
     );
@@ -224,10 +202,7 @@ fn binary_proxies_nginx_to_curl_with_bounded_memory() {
         assert_eq!(got.body.len() as u64, big_len);
         assert_eq!(sha256(&got.body), expected, "{status}");
     }
-    assert_eq!(
-        access_count(&root.join("access.log"), "/releases/v1/big.bin"),
-        1
-    );
+    assert_eq!(access_count(&root.join("access.log"), "/releases/v1/big.bin"), 1);
 
     let peak = peak_rss_kib(proxy.0.id());
     println!(
@@ -236,8 +211,5 @@ fn binary_proxies_nginx_to_curl_with_bounded_memory() {
         big_len >> 20,
         peak / 1024
     );
-    assert!(
-        peak < 64 * 1024,
-        "peak RSS {peak} KiB: memory per transfer must stay bounded"
-    );
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB: memory per transfer must stay bounded");
 }

@@ -20,22 +20,14 @@ async fn upstream_requests_go_through_the_configured_proxy_unless_excluded() {
     );
     let proxy = Proxy::start(&config, "").await;
 
-    let res = client()
-        .get(proxy.url("/api/far/via/proxy.tgz"))
-        .send()
-        .await
-        .unwrap();
+    let res = client().get(proxy.url("/api/far/via/proxy.tgz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap(), "through the proxy");
     let seen = forward_proxy.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].headers["host"], "artifacts-upstream.test");
 
-    let res = client()
-        .get(proxy.url("/api/near/direct.tgz"))
-        .send()
-        .await
-        .unwrap();
+    let res = client().get(proxy.url("/api/near/direct.tgz")).send().await.unwrap();
     assert_eq!(res.bytes().await.unwrap(), "direct");
     assert_eq!(direct.total(), 1, "NO_PROXY hosts are reached directly");
     assert_eq!(forward_proxy.total(), 1);

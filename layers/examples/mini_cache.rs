@@ -10,20 +10,15 @@
 use std::sync::Arc;
 
 use artifactapi_layers::{
-    body, store::Store, ArtifactBody, ArtifactPath, BoxError, CacheLookupLayer, Classifier,
-    Package, Pattern, PatternGuardLayer, Remote, RemoteResolveLayer, Remotes, S3TeeLayer,
+    body, store::Store, ArtifactBody, ArtifactPath, BoxError, CacheLookupLayer, Classifier, Package, Pattern,
+    PatternGuardLayer, Remote, RemoteResolveLayer, Remotes, S3TeeLayer,
 };
 use axum::{body::Body, http::Request, http::Response, Router};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
 /// A stand-in for an upstream that writes the path back.
 async fn fake_upstream(req: Request<Body>) -> Result<Response<ArtifactBody>, BoxError> {
-    let path = req
-        .extensions()
-        .get::<ArtifactPath>()
-        .unwrap()
-        .decoded()
-        .to_owned();
+    let path = req.extensions().get::<ArtifactPath>().unwrap().decoded().to_owned();
     println!("upstream fetch: {path}");
     Ok(Response::new(body::full(format!("contents of {path}\n"))))
 }
@@ -32,11 +27,7 @@ async fn fake_upstream(req: Request<Body>) -> Result<Response<ArtifactBody>, Box
 async fn main() {
     // One remote, "demo", that allows only .txt files.
     let mut demo = Remote::proxy("demo", "http://upstream.invalid".parse().unwrap());
-    demo.classifier = Classifier::new(
-        Some(vec![Pattern::new(r"\.txt$").unwrap()]),
-        vec![],
-        Package::Generic,
-    );
+    demo.classifier = Classifier::new(Some(vec![Pattern::new(r"\.txt$").unwrap()]), vec![], Package::Generic);
     let remotes = Arc::new(Remotes::new([demo]));
 
     // The innermost service is anything that answers a response.
@@ -56,18 +47,13 @@ async fn main() {
         async move {
             Ok::<_, std::convert::Infallible>(match call.await {
                 Ok(response) => response.map(Body::new),
-                Err(e) => Response::builder()
-                    .status(502)
-                    .body(Body::from(e.to_string()))
-                    .unwrap(),
+                Err(e) => Response::builder().status(502).body(Body::from(e.to_string())).unwrap(),
             })
         }
     });
 
     let app = Router::new().nest_service("/files", cached);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
-        .await
-        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
     println!("listening on http://127.0.0.1:3000/files/demo/hello.txt");
     axum::serve(listener, app).await.unwrap();
 }

@@ -16,16 +16,12 @@ pub type ArtifactBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body with no bytes.
 pub fn empty() -> ArtifactBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A body made of bytes already in memory.
 pub fn full(bytes: impl Into<Bytes>) -> ArtifactBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A body that yields the items of a stream of byte chunks.

@@ -39,10 +39,7 @@ pub struct UpstreamError {
 impl UpstreamError {
     /// An error of `kind`, described by `message` (never containing credentials).
     pub fn new(kind: UpstreamErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        Self { kind, message: message.into() }
     }
 
     /// What kind of failure this was.
@@ -87,19 +84,11 @@ pub fn find_cause<'a, E: StdError + 'static>(err: &'a (dyn StdError + 'static)) 
 }
 
 /// The JSON error answer: `{"error", "remote", "path"}`.
-pub fn json_error(
-    status: StatusCode,
-    error: &str,
-    remote: &str,
-    path: &str,
-) -> Response<ArtifactBody> {
+pub fn json_error(status: StatusCode, error: &str, remote: &str, path: &str) -> Response<ArtifactBody> {
     let body = serde_json::json!({ "error": error, "remote": remote, "path": path });
     let mut response = Response::new(body::full(body.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -113,10 +102,7 @@ pub struct UpstreamStatus {
 impl UpstreamStatus {
     /// Upstream's `status`, with its `Retry-After` if it sent one.
     pub fn new(status: StatusCode, retry_after: Option<HeaderValue>) -> Self {
-        Self {
-            status,
-            retry_after,
-        }
+        Self { status, retry_after }
     }
 
     /// The status upstream answered.

@@ -19,6 +19,16 @@ pub struct CacheKey(pub Arc<str>);
 #[derive(Debug, Clone)]
 pub struct StaleEntry(pub Arc<Entry>);
 
+/// Validators for a conditional upstream request (`If-None-Match`,
+/// `If-Modified-Since`), set by the revalidation layer for the fill below it.
+#[derive(Debug, Clone)]
+pub struct Conditional(pub http::HeaderMap);
+
+/// On a response: upstream answered 304 to the conditional request; these
+/// are the headers of that answer.
+#[derive(Debug, Clone)]
+pub struct NotModified(pub Arc<http::HeaderMap>);
+
 /// Where an answer came from, as told in `X-Cache-Status` (nginx's words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {

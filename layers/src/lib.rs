@@ -3,9 +3,11 @@
 //! A request for `/{remote}/{path}` passes, outermost first, through
 //! [`RemoteResolveLayer`] (which remote, which path), [`PatternGuardLayer`]
 //! (is the path allowed, and is it mutable or immutable), [`CacheLookupLayer`]
-//! (serve a fresh entry from the store) and [`S3TeeLayer`] (fetch once from
-//! upstream, stream to every waiting client and into the store at once, and
-//! commit only a complete body). The innermost service fetches from upstream;
+//! (serve a fresh entry from the store), [`StaleOnErrorLayer`] (serve the
+//! expired copy when upstream fails), [`RevalidateLayer`] (ask upstream
+//! conditionally whether an expired copy is still current) and [`S3TeeLayer`]
+//! (fetch once from upstream, stream to every waiting client and into the
+//! store at once, and commit only a complete body). The innermost service fetches from upstream;
 //! it is any `tower::Service` that answers an upstream response.
 //!
 //! The layers talk to each other only through typed request extensions
@@ -27,6 +29,8 @@ pub mod range;
 pub mod remote;
 pub mod remote_resolve;
 mod respond;
+pub mod revalidate;
+pub mod stale_on_error;
 pub mod store;
 pub mod tee;
 
@@ -39,4 +43,6 @@ pub use pattern::{Class, Classifier, Decision, Pattern};
 pub use pattern_guard::{PatternGuard, PatternGuardLayer};
 pub use remote::{Credentials, Package, Remote, RemoteKind, Remotes, Ttl};
 pub use remote_resolve::{RemoteResolve, RemoteResolveLayer, ResolvedRemote};
+pub use revalidate::{Revalidate, RevalidateLayer};
+pub use stale_on_error::{StaleOnError, StaleOnErrorLayer};
 pub use tee::{S3Tee, S3TeeLayer};

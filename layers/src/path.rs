@@ -60,9 +60,7 @@ impl fmt::Display for PathError {
             PathError::BadEncoding => "artifact path is not valid percent-encoded UTF-8",
             PathError::Traversal => "artifact path contains a '..' segment",
             PathError::EmptySegment => "artifact path contains an empty segment ('//')",
-            PathError::ForbiddenCharacter => {
-                "artifact path contains a control character, NUL or backslash"
-            }
+            PathError::ForbiddenCharacter => "artifact path contains a control character, NUL or backslash",
         })
     }
 }
@@ -113,11 +111,7 @@ impl ArtifactPath {
             }
             _ => None,
         };
-        Ok(Self {
-            decoded,
-            raw,
-            query,
-        })
+        Ok(Self { decoded, raw, query })
     }
 
     /// The percent-decoded path: what patterns see.
@@ -176,10 +170,7 @@ fn decode(s: &str) -> Result<String, PathError> {
             return Err(PathError::BadEncoding);
         }
     }
-    percent_decode_str(s)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| PathError::BadEncoding)
+    percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| PathError::BadEncoding)
 }
 
 #[cfg(test)]
@@ -211,10 +202,7 @@ mod tests {
 
     #[test]
     fn the_three_encodings_of_a_scoped_name_share_a_key() {
-        let keys: Vec<_> = ["@s%2fn", "@s%2Fn", "@s/n"]
-            .iter()
-            .map(|r| ok(r).cache_key("npm"))
-            .collect();
+        let keys: Vec<_> = ["@s%2fn", "@s%2Fn", "@s/n"].iter().map(|r| ok(r).cache_key("npm")).collect();
         assert_eq!(keys[0], keys[1]);
         assert_eq!(keys[1], keys[2]);
     }
@@ -255,13 +243,7 @@ mod tests {
 
     #[test]
     fn refuses_empty_segments_and_absolute_urls() {
-        for raw in [
-            "a//b",
-            "http://evil.example/x",
-            "https:%2F%2Fevil.example/x",
-            "a/",
-            "/a",
-        ] {
+        for raw in ["a//b", "http://evil.example/x", "https:%2F%2Fevil.example/x", "a/", "/a"] {
             assert_eq!(err(raw), PathError::EmptySegment, "{raw}");
         }
     }
@@ -271,10 +253,7 @@ mod tests {
         for raw in ["a%00b", "a%0Ab", "a%0db", "a%7Fb", "a%5Cb"] {
             assert_eq!(err(raw), PathError::ForbiddenCharacter, "{raw}");
         }
-        assert_eq!(
-            ArtifactPath::parse("a", Some("x=%00")).unwrap_err(),
-            PathError::ForbiddenCharacter
-        );
+        assert_eq!(ArtifactPath::parse("a", Some("x=%00")).unwrap_err(), PathError::ForbiddenCharacter);
     }
 
     #[test]

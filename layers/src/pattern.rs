@@ -50,11 +50,7 @@ pub struct PatternError {
 
 impl fmt::Display for PatternError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "pattern {:?} does not compile: {}",
-            self.pattern, self.reason
-        )
+        write!(f, "pattern {:?} does not compile: {}", self.pattern, self.reason)
     }
 }
 
@@ -66,18 +62,13 @@ impl Pattern {
         let matcher = match regex::Regex::new(source) {
             Ok(re) => Matcher::Linear(re),
             Err(linear_err) => {
-                match fancy_regex::RegexBuilder::new(source)
-                    .backtrack_limit(BACKTRACK_LIMIT)
-                    .build()
-                {
+                match fancy_regex::RegexBuilder::new(source).backtrack_limit(BACKTRACK_LIMIT).build() {
                     Ok(re) => Matcher::Backtracking(Box::new(re)),
                     Err(fancy_err) => {
                         // A size limit or syntax error: report what the linear
                         // engine said, unless only look-around was missing.
                         let reason = match linear_err {
-                            regex::Error::Syntax(s) if s.contains("look-around") => {
-                                fancy_err.to_string()
-                            }
+                            regex::Error::Syntax(s) if s.contains("look-around") => fancy_err.to_string(),
                             other => other.to_string(),
                         };
                         return Err(PatternError {
@@ -88,10 +79,7 @@ impl Pattern {
                 }
             }
         };
-        Ok(Self {
-            source: source.to_owned(),
-            matcher,
-        })
+        Ok(Self { source: source.to_owned(), matcher })
     }
 
     /// The pattern as written.
@@ -157,11 +145,7 @@ impl Classifier {
             .filter(|b| !mutable.iter().any(|m| m.as_str() == **b))
             .map(|b| Pattern::new(b).expect("built-in patterns compile"))
             .collect();
-        Self {
-            immutable,
-            user_mutable: mutable,
-            builtin_mutable,
-        }
+        Self { immutable, user_mutable: mutable, builtin_mutable }
     }
 
     /// Classifies a decoded artifact path.
@@ -201,10 +185,7 @@ impl Classifier {
 }
 
 fn failed(p: &Pattern, e: &str) -> String {
-    format!(
-        "pattern {:?} could not be evaluated ({e}); denied",
-        p.as_str()
-    )
+    format!("pattern {:?} could not be evaluated ({e}); denied", p.as_str())
 }
 
 /// The mutable patterns every remote of a package type has without configuration.
@@ -257,19 +238,12 @@ mod tests {
 
     #[test]
     fn mutable_wins_over_immutable() {
-        let c = classifier(
-            Some(&[r"\.tar\.gz$"]),
-            &[r"heads/main\.tar\.gz$"],
-            Package::Generic,
-        );
+        let c = classifier(Some(&[r"\.tar\.gz$"]), &[r"heads/main\.tar\.gz$"], Package::Generic);
         assert_eq!(
             c.classify("x/archive/refs/heads/main.tar.gz"),
             Decision::Allow(Class::Mutable { builtin: false })
         );
-        assert_eq!(
-            c.classify("x/archive/refs/tags/v1.tar.gz"),
-            Decision::Allow(Class::Immutable)
-        );
+        assert_eq!(c.classify("x/archive/refs/tags/v1.tar.gz"), Decision::Allow(Class::Immutable));
     }
 
     #[test]
@@ -282,16 +256,9 @@ mod tests {
             "el9/repodata/abc-comps.xml.zst",
             "deb/Packages.gz",
         ] {
-            assert_eq!(
-                rpm.classify(path),
-                Decision::Allow(Class::Mutable { builtin: true }),
-                "{path}"
-            );
+            assert_eq!(rpm.classify(path), Decision::Allow(Class::Mutable { builtin: true }), "{path}");
         }
-        assert_eq!(
-            rpm.classify("x86_64/a.rpm"),
-            Decision::Allow(Class::Immutable)
-        );
+        assert_eq!(rpm.classify("x86_64/a.rpm"), Decision::Allow(Class::Immutable));
 
         let alpine = classifier(Some(&[r"\.apk$"]), &[], Package::Alpine);
         assert_eq!(
@@ -299,23 +266,11 @@ mod tests {
             Decision::Allow(Class::Mutable { builtin: true })
         );
         let pypi = classifier(None, &[], Package::Pypi);
-        assert_eq!(
-            pypi.classify("simple/requests/"),
-            Decision::Allow(Class::Mutable { builtin: true })
-        );
-        assert_eq!(
-            pypi.classify("simple"),
-            Decision::Allow(Class::Mutable { builtin: true })
-        );
-        assert_eq!(
-            pypi.classify("packages/x.whl"),
-            Decision::Allow(Class::Immutable)
-        );
+        assert_eq!(pypi.classify("simple/requests/"), Decision::Allow(Class::Mutable { builtin: true }));
+        assert_eq!(pypi.classify("simple"), Decision::Allow(Class::Mutable { builtin: true }));
+        assert_eq!(pypi.classify("packages/x.whl"), Decision::Allow(Class::Immutable));
         let generic = classifier(None, &[], Package::Generic);
-        assert_eq!(
-            generic.classify("simple/x"),
-            Decision::Allow(Class::Immutable)
-        );
+        assert_eq!(generic.classify("simple/x"), Decision::Allow(Class::Immutable));
         let npm = classifier(None, &[], Package::Npm);
         assert_eq!(npm.classify("express"), Decision::Allow(Class::Immutable));
     }
@@ -327,40 +282,22 @@ mod tests {
             c.classify("library/nginx/manifests/latest"),
             Decision::Allow(Class::Mutable { builtin: true })
         );
-        assert_eq!(
-            c.classify("library/nginx/manifests/sha256:abc"),
-            Decision::Allow(Class::Immutable)
-        );
-        assert_eq!(
-            c.classify("library/nginx/tags/list"),
-            Decision::Allow(Class::Mutable { builtin: true })
-        );
+        assert_eq!(c.classify("library/nginx/manifests/sha256:abc"), Decision::Allow(Class::Immutable));
+        assert_eq!(c.classify("library/nginx/tags/list"), Decision::Allow(Class::Mutable { builtin: true }));
     }
 
     #[test]
     fn user_mutable_is_reported_as_user_even_when_builtin_matches_too() {
         let c = classifier(None, &[r"repomd\.xml$"], Package::Rpm);
-        assert_eq!(
-            c.classify("repodata/repomd.xml"),
-            Decision::Allow(Class::Mutable { builtin: false })
-        );
+        assert_eq!(c.classify("repodata/repomd.xml"), Decision::Allow(Class::Mutable { builtin: false }));
     }
 
     #[test]
     fn look_around_falls_back_to_the_backtracking_engine() {
         let c = classifier(Some(&[r"\.tgz$"]), &[r"^(?!.*\.tgz$).*"], Package::Npm);
-        assert_eq!(
-            c.classify("express"),
-            Decision::Allow(Class::Mutable { builtin: false })
-        );
-        assert_eq!(
-            c.classify("@babel/core"),
-            Decision::Allow(Class::Mutable { builtin: false })
-        );
-        assert_eq!(
-            c.classify("express/-/express-4.18.2.tgz"),
-            Decision::Allow(Class::Immutable)
-        );
+        assert_eq!(c.classify("express"), Decision::Allow(Class::Mutable { builtin: false }));
+        assert_eq!(c.classify("@babel/core"), Decision::Allow(Class::Mutable { builtin: false }));
+        assert_eq!(c.classify("express/-/express-4.18.2.tgz"), Decision::Allow(Class::Immutable));
     }
 
     #[test]

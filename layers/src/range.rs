@@ -66,22 +66,10 @@ mod tests {
     #[test]
     fn parses_the_forms_clients_send() {
         assert_eq!(parse(Some("bytes=0-9"), 100), RangeRequest::Partial(0..10));
-        assert_eq!(
-            parse(Some("bytes=90-"), 100),
-            RangeRequest::Partial(90..100)
-        );
-        assert_eq!(
-            parse(Some("bytes=-16"), 100),
-            RangeRequest::Partial(84..100)
-        );
-        assert_eq!(
-            parse(Some("bytes=-500"), 100),
-            RangeRequest::Partial(0..100)
-        );
-        assert_eq!(
-            parse(Some("bytes=50-5000"), 100),
-            RangeRequest::Partial(50..100)
-        );
+        assert_eq!(parse(Some("bytes=90-"), 100), RangeRequest::Partial(90..100));
+        assert_eq!(parse(Some("bytes=-16"), 100), RangeRequest::Partial(84..100));
+        assert_eq!(parse(Some("bytes=-500"), 100), RangeRequest::Partial(0..100));
+        assert_eq!(parse(Some("bytes=50-5000"), 100), RangeRequest::Partial(50..100));
     }
 
     #[test]

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 use url::Url;
 
-use crate::pattern::{Class, Classifier};
+use crate::{
+    pattern::{Class, Classifier},
+    store::EntryClass,
+};
 
 /// The package type of a remote, which brings built-in patterns and formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,16 +41,9 @@ impl Package {
 
     /// Parses the name used in `remotes.yaml`.
     pub fn parse(name: &str) -> Option<Self> {
-        [
-            Package::Generic,
-            Package::Alpine,
-            Package::Rpm,
-            Package::Docker,
-            Package::Pypi,
-            Package::Npm,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == name)
+        [Package::Generic, Package::Alpine, Package::Rpm, Package::Docker, Package::Pypi, Package::Npm]
+            .into_iter()
+            .find(|p| p.as_str() == name)
     }
 }
 
@@ -74,10 +70,7 @@ pub struct Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"***")
-            .finish()
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"***").finish()
     }
 }
 
@@ -94,11 +87,7 @@ pub struct Ttl {
 
 impl Default for Ttl {
     fn default() -> Self {
-        Self {
-            immutable: None,
-            mutable: Duration::from_secs(3600),
-            negative: Duration::from_secs(30),
-        }
+        Self { immutable: None, mutable: Duration::from_secs(3600), negative: Duration::from_secs(30) }
     }
 }
 
@@ -109,6 +98,16 @@ impl Ttl {
             Class::Immutable => self.immutable,
             Class::Mutable { .. } => Some(self.mutable),
         }
+    }
+
+    /// When a stored entry of `class`, refreshed at `now_ms`, expires next.
+    pub fn expiry(&self, class: EntryClass, now_ms: i64) -> Option<i64> {
+        let ttl = match class {
+            EntryClass::Immutable => self.immutable,
+            EntryClass::Mutable => Some(self.mutable),
+            EntryClass::Local => None,
+        };
+        ttl.map(|d| now_ms.saturating_add(d.as_millis() as i64))
     }
 }
 
@@ -180,12 +179,7 @@ pub struct Remotes {
 impl Remotes {
     /// A table of `remotes`; a later remote of the same name replaces an earlier one.
     pub fn new(remotes: impl IntoIterator<Item = Remote>) -> Self {
-        Self {
-            by_name: remotes
-                .into_iter()
-                .map(|r| (r.name.clone(), Arc::new(r)))
-                .collect(),
-        }
+        Self { by_name: remotes.into_iter().map(|r| (r.name.clone(), Arc::new(r))).collect() }
     }
 
     /// The remote called `name`.

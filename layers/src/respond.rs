@@ -12,7 +12,7 @@ use crate::{
     extensions::{headers::*, CacheStatus},
     path::ArtifactPath,
     range::{self, RangeRequest},
-    store::{BlobStore, StoreError},
+    store::{BlobStore, Entry, Store, StoreError},
     tee::spool,
 };
 
@@ -58,36 +58,35 @@ fn disposition(file_name: &str) -> Option<String> {
     if file_name.is_empty() || !file_name.is_ascii() {
         return None;
     }
-    let safe: String = file_name
-        .chars()
-        .map(|c| {
-            if c == '"' || c.is_ascii_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
+    let safe: String =
+        file_name.chars().map(|c| if c == '"' || c.is_ascii_control() { '_' } else { c }).collect();
     Some(format!("attachment; filename=\"{safe}\""))
 }
 
 /// Writes stored headers and the cache headers onto `headers`.
-pub(crate) fn put_headers(
-    headers: &mut HeaderMap,
-    stored: &[(String, String)],
-    status: CacheStatus,
-) {
+pub(crate) fn put_headers(headers: &mut HeaderMap, stored: &[(String, String)], status: CacheStatus) {
     for (name, value) in stored {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+        {
             headers.insert(name, value);
         }
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(X_ARTIFACT_SOURCE, status.source());
     headers.insert(X_CACHE_STATUS, status.header_value());
+}
+
+/// Answers a stored entry from the blob store.
+pub(crate) async fn serve_entry(
+    store: &Store,
+    entry: &Entry,
+    method: &Method,
+    headers: &HeaderMap,
+    status: CacheStatus,
+) -> Result<Response<ArtifactBody>, StoreError> {
+    let stored = Stored { headers: &entry.headers, size: entry.size, status };
+    let source = Source::Blob(store.blobs.clone(), entry.blob.clone());
+    stored.answer(method, headers, source).await
 }
 
 /// Where the bytes of an answer come from.
@@ -116,10 +115,7 @@ pub(crate) struct Stored<'a> {
 
 impl Stored<'_> {
     fn header(&self, name: &HeaderName) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.as_str() == name.as_str())
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.as_str() == name.as_str()).map(|(_, v)| v.as_str())
     }
 
     /// The answer to `method` with the client's `req` headers.
@@ -137,10 +133,7 @@ impl Stored<'_> {
             return Ok(response);
         }
         let wanted = if self.if_range_holds(req) {
-            range::parse(
-                req.get(header::RANGE).and_then(|v| v.to_str().ok()),
-                self.size,
-            )
+            range::parse(req.get(header::RANGE).and_then(|v| v.to_str().ok()), self.size)
         } else {
             RangeRequest::Full
         };
@@ -162,16 +155,11 @@ impl Stored<'_> {
                     header::CONTENT_RANGE,
                     HeaderValue::from_str(&content_range).expect("digits are a valid header"),
                 );
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
                 return Ok(response);
             }
         };
-        response.headers_mut().insert(
-            header::CONTENT_LENGTH,
-            HeaderValue::from(range.end - range.start),
-        );
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
         if method != Method::HEAD && !range.is_empty() {
             *response.body_mut() = source.open(range).await?;
         }
@@ -183,17 +171,13 @@ impl Stored<'_> {
             let Some(etag) = self.header(&header::ETAG) else {
                 return false;
             };
-            return inm
-                .split(',')
-                .map(str::trim)
-                .any(|tag| tag == "*" || weak_eq(tag, etag));
+            return inm.split(',').map(str::trim).any(|tag| tag == "*" || weak_eq(tag, etag));
         }
         match (
             req.get(header::IF_MODIFIED_SINCE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| httpdate::parse_http_date(v).ok()),
-            self.header(&header::LAST_MODIFIED)
-                .and_then(|v| httpdate::parse_http_date(v).ok()),
+            self.header(&header::LAST_MODIFIED).and_then(|v| httpdate::parse_http_date(v).ok()),
         ) {
             (Some(since), Some(modified)) => modified <= since,
             _ => false,
@@ -224,10 +208,7 @@ mod tests {
     fn stored(upstream: &[(&str, &str)], path: &str) -> Vec<(String, String)> {
         let mut headers = HeaderMap::new();
         for (k, v) in upstream {
-            headers.insert(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            headers.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         stored_headers(&headers, &ArtifactPath::parse(path, None).unwrap())
     }
@@ -238,14 +219,7 @@ mod tests {
 
     #[test]
     fn keeps_upstream_types_and_guesses_for_missing_or_generic_ones() {
-        let h = stored(
-            &[
-                ("content-type", "text/html"),
-                ("etag", "\"1\""),
-                ("server", "x"),
-            ],
-            "a/b.tgz",
-        );
+        let h = stored(&[("content-type", "text/html"), ("etag", "\"1\""), ("server", "x")], "a/b.tgz");
         assert_eq!(get(&h, "content-type"), Some("text/html"));
         assert_eq!(get(&h, "etag"), Some("\"1\""));
         assert_eq!(get(&h, "server"), None, "only the kept headers are stored");
@@ -253,16 +227,10 @@ mod tests {
         assert_eq!(get(&h, "content-type"), Some("application/gzip"));
         let h = stored(&[], "a/b.zip");
         assert_eq!(get(&h, "content-type"), Some("application/zip"));
-        assert_eq!(
-            get(&h, "content-disposition"),
-            Some("attachment; filename=\"b.zip\"")
-        );
+        assert_eq!(get(&h, "content-disposition"), Some("attachment; filename=\"b.zip\""));
         let h = stored(&[("content-disposition", "inline")], "a/b\"c.zip");
         assert_eq!(get(&h, "content-disposition"), Some("inline"));
-        assert_eq!(
-            disposition("b\"c.zip").as_deref(),
-            Some("attachment; filename=\"b_c.zip\"")
-        );
+        assert_eq!(disposition("b\"c.zip").as_deref(), Some("attachment; filename=\"b_c.zip\""));
         assert_eq!(disposition("naïve.zip"), None);
     }
 }

@@ -31,13 +31,8 @@ use tower::Service;
 use url::{Host, Url};
 
 /// Request headers passed on to upstream; everything else stays here.
-const FORWARDED: [header::HeaderName; 5] = [
-    header::ACCEPT,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::RANGE,
-    header::USER_AGENT,
-];
+const FORWARDED: [header::HeaderName; 5] =
+    [header::ACCEPT, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::RANGE, header::USER_AGENT];
 
 /// How the upstream client behaves.
 #[derive(Debug, Clone)]
@@ -75,11 +70,8 @@ impl UpstreamFetch {
             .redirect(redirect_policy())
             .user_agent(concat!("artifactapi/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let client = ClientBuilder::new(client)
-            .with(RetryConnect {
-                retries: config.connect_retries,
-            })
-            .build();
+        let client =
+            ClientBuilder::new(client).with(RetryConnect { retries: config.connect_retries }).build();
         Ok(Self { client })
     }
 }
@@ -140,17 +132,13 @@ pub fn upstream_url(base: &Url, path: &ArtifactPath) -> Result<Url, UpstreamErro
         s.push('?');
         s.push_str(q);
     }
-    let url = Url::parse(&s).map_err(|e| {
-        UpstreamError::new(UpstreamErrorKind::Other, format!("bad upstream URL: {e}"))
-    })?;
+    let url = Url::parse(&s)
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Other, format!("bad upstream URL: {e}")))?;
     if url.scheme() != base.scheme()
         || url.host() != base.host()
         || url.port_or_known_default() != base.port_or_known_default()
     {
-        return Err(UpstreamError::new(
-            UpstreamErrorKind::Other,
-            "the path would leave the remote's host",
-        ));
+        return Err(UpstreamError::new(UpstreamErrorKind::Other, "the path would leave the remote's host"));
     }
     Ok(url)
 }
@@ -172,9 +160,7 @@ impl<B> Service<Request<B>> for UpstreamFetch {
             *answer.status_mut() = response.status();
             *answer.headers_mut() = response.headers().clone();
             *answer.body_mut() = body::from_stream(
-                response
-                    .bytes_stream()
-                    .map_err(|e| classify(reqwest_middleware::Error::Reqwest(e))),
+                response.bytes_stream().map_err(|e| classify(reqwest_middleware::Error::Reqwest(e))),
             );
             Ok(answer)
         })
@@ -185,10 +171,9 @@ fn prepare<B>(
     client: &ClientWithMiddleware,
     req: &Request<B>,
 ) -> Result<reqwest_middleware::RequestBuilder, BoxError> {
-    let (Some(ResolvedRemote(remote)), Some(path)) = (
-        req.extensions().get::<ResolvedRemote>(),
-        req.extensions().get::<ArtifactPath>(),
-    ) else {
+    let (Some(ResolvedRemote(remote)), Some(path)) =
+        (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>())
+    else {
         return Err(Box::new(UpstreamError::new(
             UpstreamErrorKind::Other,
             "request reached upstream without a resolved remote",
@@ -197,18 +182,11 @@ fn prepare<B>(
     let Some(base) = remote.base_url() else {
         return Err(Box::new(UpstreamError::new(
             UpstreamErrorKind::Other,
-            format!(
-                "remote {} is a local repository and has no upstream",
-                remote.name
-            ),
+            format!("remote {} is a local repository and has no upstream", remote.name),
         )));
     };
     let url = upstream_url(base, path)?;
-    let method = if req.method() == Method::HEAD {
-        Method::HEAD
-    } else {
-        Method::GET
-    };
+    let method = if req.method() == Method::HEAD { Method::HEAD } else { Method::GET };
     let mut builder = client.request(method, url);
     for name in FORWARDED {
         for value in req.headers().get_all(&name) {
@@ -297,8 +275,7 @@ mod tests {
     #[test]
     fn builds_urls_by_concatenation_and_keeps_the_host() {
         let base: Url = "https://mirror.example.com/almalinux/".parse().unwrap();
-        let path =
-            ArtifactPath::parse("9/BaseOS/x86_64/os/repodata/repomd.xml", Some("a=1")).unwrap();
+        let path = ArtifactPath::parse("9/BaseOS/x86_64/os/repodata/repomd.xml", Some("a=1")).unwrap();
         assert_eq!(
             upstream_url(&base, &path).unwrap().as_str(),
             "https://mirror.example.com/almalinux/9/BaseOS/x86_64/os/repodata/repomd.xml?a=1"
@@ -309,10 +286,7 @@ mod tests {
             "https://mirror.example.com/almalinux/@scope%2Fname"
         );
         let at = ArtifactPath::parse("@evil.example/x", None).unwrap();
-        assert_eq!(
-            upstream_url(&base, &at).unwrap().host_str(),
-            Some("mirror.example.com")
-        );
+        assert_eq!(upstream_url(&base, &at).unwrap().host_str(), Some("mirror.example.com"));
     }
 
     #[test]
@@ -331,11 +305,7 @@ mod tests {
         ] {
             assert!(is_private(&url.parse().unwrap()), "{url}");
         }
-        for url in [
-            "https://github.com/",
-            "http://8.8.8.8/",
-            "http://[2001:db8::1]/",
-        ] {
+        for url in ["https://github.com/", "http://8.8.8.8/", "http://[2001:db8::1]/"] {
             assert!(!is_private(&url.parse().unwrap()), "{url}");
         }
     }

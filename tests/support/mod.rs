@@ -78,10 +78,7 @@ impl Upstream {
             path.to_owned(),
             File {
                 body: body.into(),
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             },
         );
     }
@@ -92,10 +89,7 @@ impl Upstream {
 
     /// How many requests of `method` reached `path` (without query).
     pub fn count(&self, method: &str, path: &str) -> usize {
-        self.requests()
-            .iter()
-            .filter(|s| s.method == method && s.path == path)
-            .count()
+        self.requests().iter().filter(|s| s.method == method && s.path == path).count()
     }
 
     pub fn total(&self) -> usize {
@@ -147,10 +141,7 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
             .unwrap(),
         ["redirect-to", port, rest @ ..] => builder
             .status(302)
-            .header(
-                header::LOCATION,
-                format!("http://127.0.0.1:{port}/{}", rest.join("/")),
-            )
+            .header(header::LOCATION, format!("http://127.0.0.1:{port}/{}", rest.join("/")))
             .body(Body::empty())
             .unwrap(),
         ["truncated", ..] => {
@@ -165,10 +156,7 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
                     _ => None,
                 }
             });
-            builder
-                .header(header::CONTENT_LENGTH, 1000)
-                .body(Body::from_stream(chunks))
-                .unwrap()
+            builder.header(header::CONTENT_LENGTH, 1000).body(Body::from_stream(chunks)).unwrap()
         }
         ["large", len, ..] => {
             let len: u64 = len.parse().unwrap();
@@ -180,10 +168,7 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
                         return None;
                     }
                     let n = (len - offset).min(64 * 1024) as usize;
-                    Some((
-                        Ok::<_, Infallible>(Bytes::from(large_chunk(offset, n))),
-                        offset + n as u64,
-                    ))
+                    Some((Ok::<_, Infallible>(Bytes::from(large_chunk(offset, n))), offset + n as u64))
                 }))
             };
             builder
@@ -208,21 +193,13 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
         _ => {
             let file = state.files.lock().unwrap().get(&path).cloned();
             match file {
-                None => builder
-                    .status(StatusCode::NOT_FOUND)
-                    .body(Body::from("not found"))
-                    .unwrap(),
+                None => builder.status(StatusCode::NOT_FOUND).body(Body::from("not found")).unwrap(),
                 Some(file) => {
                     let mut b = builder.header(header::CONTENT_LENGTH, file.body.len());
                     for (k, v) in &file.headers {
                         b = b.header(k.as_str(), v.as_str());
                     }
-                    b.body(if head {
-                        Body::empty()
-                    } else {
-                        Body::from(file.body)
-                    })
-                    .unwrap()
+                    b.body(if head { Body::empty() } else { Body::from(file.body) }).unwrap()
                 }
             }
         }
@@ -243,14 +220,10 @@ impl Proxy {
 
     /// Like [`Proxy::start`], with extra environment settings.
     pub async fn start_with(yaml: &str, upstream: &str, env: &[(&str, &str)]) -> Self {
-        let config =
-            config::parse(&yaml.replace("{upstream}", upstream)).expect("test config is valid");
+        let config = config::parse(&yaml.replace("{upstream}", upstream)).expect("test config is valid");
         let data_dir = tempfile::tempdir().unwrap();
         let dir = data_dir.path().to_str().unwrap().to_owned();
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let settings = Settings::from_lookup(|k| {
             if k == "DATA_DIR" {
                 return Some(dir.clone());
@@ -282,11 +255,7 @@ impl Proxy {
             .expect("the proxy answers and closes")
             .unwrap();
         let text = String::from_utf8_lossy(&text).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
         (status, body)
     }

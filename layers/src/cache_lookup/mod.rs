@@ -24,7 +24,7 @@
 //! index.put(Entry {
 //!     key: ArtifactPath::parse("a.txt", None).unwrap().cache_key("files"),
 //!     remote: "files".into(), path: "a.txt".into(), blob: "b1".into(), size: 12,
-//!     class: EntryClass::Immutable, headers: vec![], cached_at_ms: 0, expires_at_ms: None,
+//!     class: EntryClass::Immutable, headers: vec![], cached_at_ms: 0, expires_at_ms: None, policy: None,
 //! }).await.unwrap();
 //! let remotes = Arc::new(Remotes::new([Remote::proxy("files", "https://files.example.com".parse().unwrap())]));
 //! let svc = ServiceBuilder::new()

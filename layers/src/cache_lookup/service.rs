@@ -13,8 +13,8 @@ use crate::{
     extensions::{CacheKey, CacheStatus, StaleEntry},
     path::ArtifactPath,
     remote_resolve::ResolvedRemote,
-    respond::{Source, Stored},
-    store::{now_ms, Entry, Store, StoreError},
+    respond::serve_entry,
+    store::{now_ms, Store, StoreError},
 };
 
 /// Middleware that answers fresh entries from the store.
@@ -48,10 +48,7 @@ impl<S> CacheLookup<S> {
 
 impl<S, B> Service<Request<B>> for CacheLookup<S>
 where
-    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -66,10 +63,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let key = match (
-            req.extensions().get::<ResolvedRemote>(),
-            req.extensions().get::<ArtifactPath>(),
-        ) {
+        let key = match (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>()) {
             (Some(ResolvedRemote(remote)), Some(path))
                 if matches!(*req.method(), Method::GET | Method::HEAD) =>
             {
@@ -82,7 +76,7 @@ where
         Box::pin(async move {
             match store.index.get(&key).await {
                 Ok(Some(entry)) if entry.is_fresh(now_ms()) => {
-                    match serve(&store, &entry, req.method(), req.headers()).await {
+                    match serve_entry(&store, &entry, req.method(), req.headers(), CacheStatus::Hit).await {
                         Ok(response) => return Ok(response),
                         Err(StoreError::NotFound) => {
                             // The row outlived its blob: drop it and fetch again.
@@ -111,21 +105,6 @@ where
     }
 }
 
-async fn serve(
-    store: &Store,
-    entry: &Entry,
-    method: &Method,
-    headers: &http::HeaderMap,
-) -> Result<Response<ArtifactBody>, StoreError> {
-    let stored = Stored {
-        headers: &entry.headers,
-        size: entry.size,
-        status: CacheStatus::Hit,
-    };
-    let source = Source::Blob(store.blobs.clone(), entry.blob.clone());
-    stored.answer(method, headers, source).await
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -140,7 +119,7 @@ mod tests {
         remote::Remote,
         store::{
             memory::{MemoryBlobs, MemoryIndex},
-            EntryClass, Index,
+            Entry, EntryClass, Index,
         },
     };
 
@@ -180,6 +159,7 @@ mod tests {
                     ],
                     cached_at_ms: 0,
                     expires_at_ms,
+                    policy: None,
                 })
                 .await
                 .unwrap();
@@ -202,12 +182,8 @@ mod tests {
             );
             let mut req = req.body(()).unwrap();
             req.extensions_mut()
-                .insert(ResolvedRemote(Arc::new(Remote::proxy(
-                    "r",
-                    "http://127.0.0.1:9".parse().unwrap(),
-                ))));
-            req.extensions_mut()
-                .insert(ArtifactPath::parse(path, None).unwrap());
+                .insert(ResolvedRemote(Arc::new(Remote::proxy("r", "http://127.0.0.1:9".parse().unwrap()))));
+            req.extensions_mut().insert(ArtifactPath::parse(path, None).unwrap());
             svc.oneshot(req).await.unwrap()
         }
     }
@@ -238,32 +214,21 @@ mod tests {
         assert_eq!(res.headers()[header::CONTENT_LENGTH], "11");
         assert_eq!(text(res).await, "");
 
-        let res = f
-            .call(Request::get("/").header("range", "bytes=6-"), "a.txt")
-            .await;
+        let res = f.call(Request::get("/").header("range", "bytes=6-"), "a.txt").await;
         assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(res.headers()[header::CONTENT_RANGE], "bytes 6-10/11");
         assert_eq!(text(res).await, "world");
 
-        let res = f
-            .call(Request::get("/").header("range", "bytes=20-"), "a.txt")
-            .await;
+        let res = f.call(Request::get("/").header("range", "bytes=20-"), "a.txt").await;
         assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(res.headers()[header::CONTENT_RANGE], "bytes */11");
 
-        let res = f
-            .call(Request::get("/").header("if-none-match", "\"v1\""), "a.txt")
-            .await;
+        let res = f.call(Request::get("/").header("if-none-match", "\"v1\""), "a.txt").await;
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
 
         // If-Range with another validator: the whole body.
         let res = f
-            .call(
-                Request::get("/")
-                    .header("range", "bytes=0-0")
-                    .header("if-range", "\"v0\""),
-                "a.txt",
-            )
+            .call(Request::get("/").header("range", "bytes=0-0").header("if-range", "\"v0\""), "a.txt")
             .await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(f.upstream_calls.load(Ordering::SeqCst), 0);

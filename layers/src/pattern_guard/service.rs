@@ -54,28 +54,23 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let decision = match (
-            req.extensions().get::<ResolvedRemote>(),
-            req.extensions().get::<ArtifactPath>(),
-        ) {
-            (Some(ResolvedRemote(remote)), Some(path)) => {
-                match remote.classifier.classify(path.decoded()) {
-                    Decision::Allow(class) => Ok(class),
-                    Decision::Deny(reason) => Err(json_error(
-                        StatusCode::FORBIDDEN,
-                        &reason,
-                        &remote.name,
-                        path.decoded(),
-                    )),
+        let decision =
+            match (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>()) {
+                (Some(ResolvedRemote(remote)), Some(path)) => {
+                    match remote.classifier.classify(path.decoded()) {
+                        Decision::Allow(class) => Ok(class),
+                        Decision::Deny(reason) => {
+                            Err(json_error(StatusCode::FORBIDDEN, &reason, &remote.name, path.decoded()))
+                        }
+                    }
                 }
-            }
-            _ => Err(json_error(
-                StatusCode::FORBIDDEN,
-                "no remote resolved for this request",
-                "",
-                req.uri().path(),
-            )),
-        };
+                _ => Err(json_error(
+                    StatusCode::FORBIDDEN,
+                    "no remote resolved for this request",
+                    "",
+                    req.uri().path(),
+                )),
+            };
         match decision {
             Ok(class) => {
                 req.extensions_mut().insert(Classification(class));
@@ -104,10 +99,8 @@ mod tests {
 
     fn request(path: &str, remote: &Remote) -> Request<()> {
         let mut req = Request::get("/").body(()).unwrap();
-        req.extensions_mut()
-            .insert(ResolvedRemote(Arc::new(remote.clone())));
-        req.extensions_mut()
-            .insert(ArtifactPath::parse(path, None).unwrap());
+        req.extensions_mut().insert(ResolvedRemote(Arc::new(remote.clone())));
+        req.extensions_mut().insert(ArtifactPath::parse(path, None).unwrap());
         req
     }
 
@@ -127,36 +120,18 @@ mod tests {
             async move { Ok::<_, BoxError>(Response::new(body::full(class.as_str()))) }
         }));
 
-        let res = svc
-            .clone()
-            .oneshot(request("x.zip", &remote))
-            .await
-            .unwrap();
+        let res = svc.clone().oneshot(request("x.zip", &remote)).await.unwrap();
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
         let json: serde_json::Value =
             serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
         assert_eq!(json["remote"], "gh");
         assert_eq!(json["path"], "x.zip");
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            0,
-            "a denied request never reaches the inner service"
-        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "a denied request never reaches the inner service");
 
-        let res = svc
-            .clone()
-            .oneshot(request("charts/index.yaml", &remote))
-            .await
-            .unwrap();
-        assert_eq!(
-            res.into_body().collect().await.unwrap().to_bytes(),
-            "mutable"
-        );
+        let res = svc.clone().oneshot(request("charts/index.yaml", &remote)).await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "mutable");
         let res = svc.oneshot(request("a.tar.gz", &remote)).await.unwrap();
-        assert_eq!(
-            res.into_body().collect().await.unwrap().to_bytes(),
-            "immutable"
-        );
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "immutable");
         assert_eq!(Class::Immutable.as_str(), "immutable");
     }
 
@@ -165,10 +140,7 @@ mod tests {
         let svc = PatternGuard::new(service_fn(|_req: Request<()>| async {
             Ok::<_, BoxError>(Response::new(body::empty()))
         }));
-        let res = svc
-            .oneshot(Request::get("/x").body(()).unwrap())
-            .await
-            .unwrap();
+        let res = svc.oneshot(Request::get("/x").body(()).unwrap()).await.unwrap();
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
     }
 }

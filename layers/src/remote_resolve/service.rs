@@ -86,27 +86,13 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::{service_fn, ServiceExt};
 
-    fn svc(
-    ) -> impl Service<Request<()>, Response = Response<ArtifactBody>, Error = BoxError> + Clone
-    {
+    fn svc() -> impl Service<Request<()>, Response = Response<ArtifactBody>, Error = BoxError> + Clone {
         let remotes = Remotes::new([Remote::proxy("gh", "https://github.com".parse().unwrap())]);
         RemoteResolve::new(
             service_fn(|req: Request<()>| async move {
-                let remote = req
-                    .extensions()
-                    .get::<ResolvedRemote>()
-                    .expect("remote attached");
-                let path = req
-                    .extensions()
-                    .get::<ArtifactPath>()
-                    .expect("path attached");
-                let text = format!(
-                    "{}|{}|{}|{:?}",
-                    remote.0.name,
-                    path.decoded(),
-                    path.raw(),
-                    path.query()
-                );
+                let remote = req.extensions().get::<ResolvedRemote>().expect("remote attached");
+                let path = req.extensions().get::<ArtifactPath>().expect("path attached");
+                let text = format!("{}|{}|{}|{:?}", remote.0.name, path.decoded(), path.raw(), path.query());
                 Ok::<_, BoxError>(Response::new(body::full(text)))
             }),
             Arc::new(remotes),
@@ -114,10 +100,7 @@ mod tests {
     }
 
     async fn call(uri: &str) -> (StatusCode, String) {
-        let res = svc()
-            .oneshot(Request::get(uri).body(()).unwrap())
-            .await
-            .unwrap();
+        let res = svc().oneshot(Request::get(uri).body(()).unwrap()).await.unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
@@ -142,14 +125,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_paths_never_reach_the_inner_service() {
-        for uri in [
-            "/gh/a/../b",
-            "/gh/a/%2e%2e/b",
-            "/gh/a%00",
-            "/gh/",
-            "/gh",
-            "/gh/a//b",
-        ] {
+        for uri in ["/gh/a/../b", "/gh/a/%2e%2e/b", "/gh/a%00", "/gh/", "/gh", "/gh/a//b"] {
             let (status, text) = call(uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
             assert!(text.contains("\"error\""), "{uri}: {text}");

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
 
-use super::{BlobStore, BlobStream, Entry, Index, StoreError};
+use super::{BlobStore, BlobStream, Entry, Index, Refresh, StoreError};
 
 /// An index kept in a `HashMap`.
 #[derive(Debug, Default)]
@@ -45,6 +45,17 @@ impl Index for MemoryIndex {
     async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         Ok(self.entries.lock().expect("index lock").remove(key))
     }
+
+    async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
+        let mut entries = self.entries.lock().expect("index lock");
+        match entries.get_mut(key) {
+            Some(entry) if entry.blob == blob => {
+                *entry = entry.clone().refreshed(refresh);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
 }
 
 /// A blob store kept in a `HashMap`.
@@ -76,10 +87,7 @@ impl MemoryBlobs {
 
     /// Stores `bytes` under `key` directly.
     pub fn insert(&self, key: &str, bytes: impl Into<Bytes>) {
-        self.blobs
-            .lock()
-            .expect("blob lock")
-            .insert(key.to_owned(), bytes.into());
+        self.blobs.lock().expect("blob lock").insert(key.to_owned(), bytes.into());
     }
 }
 
@@ -89,10 +97,7 @@ impl BlobStore for MemoryBlobs {
         let bytes = tokio::fs::read(file).await?;
         tokio::fs::remove_file(file).await?;
         if bytes.len() as u64 != size {
-            return Err(StoreError::Backend(format!(
-                "file has {} bytes, expected {size}",
-                bytes.len()
-            )));
+            return Err(StoreError::Backend(format!("file has {} bytes, expected {size}", bytes.len())));
         }
         self.insert(key, bytes);
         Ok(())

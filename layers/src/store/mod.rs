@@ -7,6 +7,7 @@
 //! a reader may be streaming; the entry becomes visible only when the index
 //! row pointing at a complete blob is written.
 
+pub mod hot;
 pub mod memory;
 
 use std::{
@@ -76,6 +77,9 @@ pub struct Entry {
     pub cached_at_ms: i64,
     /// When it stops being fresh, in milliseconds since the Unix epoch; `None` never.
     pub expires_at_ms: Option<i64>,
+    /// The serialized HTTP cache policy (request and response headers) that
+    /// conditional revalidation is built from.
+    pub policy: Option<String>,
 }
 
 impl Entry {
@@ -86,19 +90,13 @@ impl Entry {
 
     /// The stored value of header `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
 /// The current time in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 /// A failure of the store itself (not of upstream).
@@ -115,6 +113,36 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// What a refresh changes in an entry whose bytes stay the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    /// The new expiry.
+    pub expires_at_ms: Option<i64>,
+    /// New response headers and policy, after upstream answered 304.
+    pub revalidated: Option<Revalidated>,
+}
+
+/// What a 304 from upstream changes in an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revalidated {
+    /// The response headers, with upstream's new validators.
+    pub headers: Vec<(String, String)>,
+    /// The new serialized cache policy.
+    pub policy: Option<String>,
+}
+
+impl Entry {
+    /// This entry with `refresh` applied.
+    pub fn refreshed(mut self, refresh: &Refresh) -> Self {
+        self.expires_at_ms = refresh.expires_at_ms;
+        if let Some(revalidated) = &refresh.revalidated {
+            self.headers = revalidated.headers.clone();
+            self.policy = revalidated.policy.clone();
+        }
+        self
+    }
+}
+
 /// The index of entries.
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
@@ -125,6 +153,9 @@ pub trait Index: Send + Sync + 'static {
     async fn put(&self, entry: Entry) -> Result<Option<Entry>, StoreError>;
     /// Removes the entry under `key`, returning it.
     async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+    /// Applies `refresh` to the entry under `key` if it still points at
+    /// `blob` (it was not replaced meanwhile); answers whether it did.
+    async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError>;
 }
 
 /// The blob store.

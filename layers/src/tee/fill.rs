@@ -7,13 +7,14 @@ use std::{
     io::Write,
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use http_cache_semantics::CachePolicy;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
@@ -39,6 +40,8 @@ pub(crate) enum FillStatus {
     Complete { head: Arc<Head>, written: u64 },
     /// The fill failed; nothing is cached.
     Failed(FillError),
+    /// The fill was conditional and upstream answered 304 with these headers.
+    NotModified(Arc<http::HeaderMap>),
 }
 
 /// The answer's head, and the spool its body is in.
@@ -50,6 +53,8 @@ pub(crate) struct Head {
     pub(crate) content_length: Option<u64>,
     /// The spool file.
     pub(crate) file: Arc<File>,
+    /// The serialized cache policy of the exchange, for later revalidation.
+    pub(crate) policy: Option<String>,
 }
 
 /// Why a fill failed. Cloned to every client of the fill.
@@ -83,6 +88,8 @@ pub(crate) struct FillJob {
     pub(crate) remote: Arc<Remote>,
     pub(crate) path: ArtifactPath,
     pub(crate) class: Class,
+    /// The request carries validators; a 304 is an answer, not a failure.
+    pub(crate) conditional: bool,
 }
 
 /// The fills in flight, by cache key.
@@ -90,32 +97,55 @@ pub(crate) struct Fills {
     store: Store,
     spool_dir: PathBuf,
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<FillStatus>>>,
+    /// Keys upstream answered 404 for, until when (the negative cache).
+    missing: Mutex<HashMap<Arc<str>, Instant>>,
 }
+
+/// At most this many remembered 404s; past it, new ones are not remembered.
+const MAX_MISSING: usize = 100_000;
 
 impl std::fmt::Debug for Fills {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fills")
-            .field("spool_dir", &self.spool_dir)
-            .finish()
+        f.debug_struct("Fills").field("spool_dir", &self.spool_dir).finish()
     }
 }
 
 impl Fills {
     pub(crate) fn new(store: Store, spool_dir: PathBuf) -> Self {
-        Self {
-            store,
-            spool_dir,
-            inflight: Mutex::new(HashMap::new()),
+        Self { store, spool_dir, inflight: Mutex::new(HashMap::new()), missing: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether upstream answered 404 for `key` within its negative TTL.
+    pub(crate) fn known_missing(&self, key: &str) -> bool {
+        let mut missing = self.missing.lock().expect("negative cache lock");
+        match missing.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                missing.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers that upstream answered 404 for `key`, for `ttl`.
+    pub(crate) fn remember_missing(&self, key: &Arc<str>, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let mut missing = self.missing.lock().expect("negative cache lock");
+        let now = Instant::now();
+        if missing.len() >= MAX_MISSING {
+            missing.retain(|_, until| *until > now);
+        }
+        if missing.len() < MAX_MISSING {
+            missing.insert(key.clone(), now + ttl);
         }
     }
 
     /// The fill in flight for `key`, if any.
     pub(crate) fn find(&self, key: &str) -> Option<watch::Receiver<FillStatus>> {
-        self.inflight
-            .lock()
-            .expect("fill map lock")
-            .get(key)
-            .cloned()
+        self.inflight.lock().expect("fill map lock").get(key).cloned()
     }
 
     /// Joins the fill in flight for the job's key, or starts one that sends
@@ -128,9 +158,7 @@ impl Fills {
         job: FillJob,
     ) -> (watch::Receiver<FillStatus>, bool)
     where
-        S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>
-            + Send
-            + 'static,
+        S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Send + 'static,
         S::Future: Send,
         B: Send + 'static,
     {
@@ -142,11 +170,7 @@ impl Fills {
         let (tx, rx) = watch::channel(FillStatus::Pending);
         inflight.insert(job.key.clone(), rx.clone());
         drop(inflight);
-        let guard = InflightGuard {
-            fills: self.clone(),
-            key: job.key.clone(),
-            rx: rx.clone(),
-        };
+        let guard = InflightGuard { fills: self.clone(), key: job.key.clone(), rx: rx.clone() };
         tokio::spawn(async move {
             // The guard leaves the map however the task ends, panics included,
             // so a key is never stuck behind a dead fill.
@@ -169,10 +193,7 @@ struct InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         if let Ok(mut inflight) = self.fills.inflight.lock() {
-            if inflight
-                .get(&self.key)
-                .is_some_and(|rx| rx.same_channel(&self.rx))
-            {
+            if inflight.get(&self.key).is_some_and(|rx| rx.same_channel(&self.rx)) {
                 inflight.remove(&self.key);
             }
         }
@@ -195,30 +216,38 @@ async fn run<S, B>(
 where
     S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
 {
+    // The exchange as the cache policy records it (for revalidation later).
+    let mut policy_req = Request::new(());
+    *policy_req.method_mut() = req.method().clone();
+    *policy_req.uri_mut() = req.uri().clone();
+    *policy_req.headers_mut() = req.headers().clone();
     let response = match inner.oneshot(req).await {
         Ok(response) => response,
         Err(e) => {
-            tx.send_replace(FillStatus::Failed(FillError::from_box(
-                e,
-                UpstreamErrorKind::Other,
-            )));
+            tx.send_replace(FillStatus::Failed(FillError::from_box(e, UpstreamErrorKind::Other)));
             return None;
         }
     };
+    if response.status() == StatusCode::NOT_MODIFIED && job.conditional {
+        tx.send_replace(FillStatus::NotModified(Arc::new(response.headers().clone())));
+        return None;
+    }
     if response.status() != StatusCode::OK {
+        if response.status() == StatusCode::NOT_FOUND {
+            fills.remember_missing(&job.key, job.remote.ttl.negative);
+        }
         let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
         let status = UpstreamStatus::new(response.status(), retry_after);
         tx.send_replace(FillStatus::Failed(FillError::Status(status)));
         return None;
     }
+    let policy = serde_json::to_string(&CachePolicy::new(&policy_req, &response)).ok();
     let (parts, body) = response.into_parts();
     let (spool_path, file) = match spool::create(&fills.spool_dir) {
         Ok(created) => created,
         Err(e) => {
             tracing::warn!(error = %e, dir = %fills.spool_dir.display(), "cannot create a spool file");
-            tx.send_replace(FillStatus::Failed(FillError::Store(
-                format!("cannot spool: {e}").into(),
-            )));
+            tx.send_replace(FillStatus::Failed(FillError::Store(format!("cannot spool: {e}").into())));
             return None;
         }
     };
@@ -230,11 +259,9 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok()),
         file: Arc::new(file),
+        policy,
     });
-    tx.send_replace(FillStatus::Streaming {
-        head: head.clone(),
-        written: 0,
-    });
+    tx.send_replace(FillStatus::Streaming { head: head.clone(), written: 0 });
     let written = match spool_body(body, &head, &tx).await {
         Ok(written) => written,
         Err(e) => {
@@ -244,10 +271,7 @@ where
             return None;
         }
     };
-    tx.send_replace(FillStatus::Complete {
-        head: head.clone(),
-        written,
-    });
+    tx.send_replace(FillStatus::Complete { head: head.clone(), written });
     match commit(&fills.store, &job, &head, &spool_path, written).await {
         // Only an entry that stays fresh longer than the linger may be
         // answered from the finished fill: `mutable_ttl: 0` means every
@@ -359,6 +383,7 @@ async fn commit(
         headers: head.headers.clone(),
         cached_at_ms: now,
         expires_at_ms: ttl.map(|d| now.saturating_add(d.as_millis() as i64)),
+        policy: head.policy.clone(),
     };
     match store.index.put(entry).await {
         Ok(Some(old)) if old.blob != blob => {
@@ -385,24 +410,8 @@ fn blob_key(job: &FillJob) -> String {
         .file_name()
         .chars()
         .take(100)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-+@=".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || "._-+@=".contains(c) { c } else { '_' })
         .collect();
-    let name = if name.is_empty() || name.starts_with('.') {
-        format!("blob{name}")
-    } else {
-        name
-    };
-    format!(
-        "{}/{:016x}/{}/{}",
-        job.remote.name,
-        hasher.finish(),
-        spool::unique_id(),
-        name
-    )
+    let name = if name.is_empty() || name.starts_with('.') { format!("blob{name}") } else { name };
+    format!("{}/{:016x}/{}/{}", job.remote.name, hasher.finish(), spool::unique_id(), name)
 }

@@ -16,9 +16,7 @@ impl S3TeeLayer {
     /// should be on the same filesystem as a file blob store, so that a commit
     /// is a rename).
     pub fn new(store: Store, spool_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            fills: Arc::new(Fills::new(store, spool_dir.into())),
-        }
+        Self { fills: Arc::new(Fills::new(store, spool_dir.into())) }
     }
 }
 

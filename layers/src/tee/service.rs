@@ -15,8 +15,8 @@ use super::{
 };
 use crate::{
     body::{self, ArtifactBody},
-    error::{BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
-    extensions::{CacheKey, CacheStatus, Classification, StaleEntry},
+    error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
+    extensions::{CacheKey, CacheStatus, Classification, Conditional, NotModified, StaleEntry},
     path::ArtifactPath,
     remote_resolve::ResolvedRemote,
     respond::{self, Source, Stored},
@@ -52,10 +52,7 @@ impl<S> S3Tee<S> {
 
 impl<S, B> Service<Request<B>> for S3Tee<S>
 where
-    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -86,11 +83,9 @@ where
     B: Send + 'static,
 {
     let ext = req.extensions();
-    let (Some(ResolvedRemote(remote)), Some(path), Some(Classification(class))) = (
-        ext.get::<ResolvedRemote>(),
-        ext.get::<ArtifactPath>(),
-        ext.get::<Classification>(),
-    ) else {
+    let (Some(ResolvedRemote(remote)), Some(path), Some(Classification(class))) =
+        (ext.get::<ResolvedRemote>(), ext.get::<ArtifactPath>(), ext.get::<Classification>())
+    else {
         // Not a classified artifact request: nothing to cache.
         return inner.oneshot(req).await;
     };
@@ -99,32 +94,34 @@ where
         Some(CacheKey(key)) => key.clone(),
         None => Arc::from(path.cache_key(&remote.name)),
     };
-    let status = if ext.get::<StaleEntry>().is_some() {
-        CacheStatus::Expired
-    } else {
-        CacheStatus::Miss
-    };
+    let status = if ext.get::<StaleEntry>().is_some() { CacheStatus::Expired } else { CacheStatus::Miss };
+
+    if matches!(*req.method(), Method::GET | Method::HEAD) && fills.known_missing(&key) {
+        // The negative cache: upstream said 404 moments ago.
+        return Err(Box::new(UpstreamStatus::new(StatusCode::NOT_FOUND, None)));
+    }
 
     if req.method() == Method::HEAD {
         // A fill in flight already knows the answer's head.
         if let Some(mut rx) = fills.find(&key) {
-            if let Ok((head, complete)) = wait_head(&mut rx).await {
-                let status = if complete.is_some() {
-                    CacheStatus::Hit
-                } else {
-                    status
-                };
+            if let Ok(Waited::Head(head, complete)) = wait_head(&mut rx).await {
+                let status = if complete.is_some() { CacheStatus::Hit } else { status };
                 let mut response = Response::new(body::empty());
                 respond::put_headers(response.headers_mut(), &head.headers, status);
                 if let Some(len) = complete.or(head.content_length) {
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
                 }
                 return Ok(response);
             }
         }
-        return head_miss(inner, req, &path, status).await;
+        let answer = head_miss(inner, req, &path, status).await;
+        if let Err(e) = &answer {
+            let status = find_cause::<UpstreamStatus>(&**e).map(UpstreamStatus::upstream);
+            if status == Some(StatusCode::NOT_FOUND) {
+                fills.remember_missing(&key, remote.ttl.negative);
+            }
+        }
+        return answer;
     }
     if req.method() != Method::GET {
         return inner.oneshot(req).await;
@@ -143,39 +140,37 @@ where
     ] {
         req.headers_mut().remove(name);
     }
-    let job = FillJob {
-        key,
-        remote,
-        path,
-        class,
-    };
+    // Validators set by the revalidation layer go upstream instead.
+    let conditional = req.extensions().get::<Conditional>().map(|c| c.0.clone());
+    if let Some(validators) = &conditional {
+        for (name, value) in validators {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    let job = FillJob { key, remote, path, class, conditional: conditional.is_some() };
     let (mut rx, joined_complete) = fills.join_or_start(inner, req, job);
     // Joining a fill that had already finished is answering from the cache:
     // upstream was not asked for this request.
-    let status = if joined_complete {
-        CacheStatus::Hit
-    } else {
-        status
-    };
+    let status = if joined_complete { CacheStatus::Hit } else { status };
 
     if client_headers.contains_key(header::RANGE) {
-        let (head, written) = wait_complete(&mut rx).await?;
-        let stored = Stored {
-            headers: &head.headers,
-            size: written,
-            status,
+        let (head, written) = match wait_complete(&mut rx).await? {
+            Waited::Head(head, written) => (head, written.unwrap_or_default()),
+            Waited::NotModified(headers) => return Ok(not_modified(headers)),
         };
+        let stored = Stored { headers: &head.headers, size: written, status };
         let source = Source::Spool(head.file.clone());
         return Ok(stored.answer(&Method::GET, &client_headers, source).await?);
     }
 
-    let (head, complete) = wait_head(&mut rx).await?;
+    let (head, complete) = match wait_head(&mut rx).await? {
+        Waited::Head(head, complete) => (head, complete),
+        Waited::NotModified(headers) => return Ok(not_modified(headers)),
+    };
     let mut response = Response::new(tail(rx, &head));
     respond::put_headers(response.headers_mut(), &head.headers, status);
     if let Some(len) = complete.or(head.content_length) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     Ok(response)
 }
@@ -192,40 +187,47 @@ where
     let upstream = inner.oneshot(req).await?;
     if upstream.status() != StatusCode::OK {
         let retry_after = upstream.headers().get(header::RETRY_AFTER).cloned();
-        return Err(Box::new(UpstreamStatus::new(
-            upstream.status(),
-            retry_after,
-        )));
+        return Err(Box::new(UpstreamStatus::new(upstream.status(), retry_after)));
     }
     let mut response = Response::new(body::empty());
     let stored = respond::stored_headers(upstream.headers(), path);
     respond::put_headers(response.headers_mut(), &stored, status);
     if let Some(len) = upstream.headers().get(header::CONTENT_LENGTH) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_LENGTH, len.clone());
+        response.headers_mut().insert(header::CONTENT_LENGTH, len.clone());
     }
     Ok(response)
 }
 
 fn abandoned() -> BoxError {
-    Box::new(UpstreamError::new(
-        UpstreamErrorKind::Other,
-        "the fill was abandoned",
-    ))
+    Box::new(UpstreamError::new(UpstreamErrorKind::Other, "the fill was abandoned"))
+}
+
+/// What a client of a fill waited for.
+enum Waited {
+    /// The head of a body being spooled, with its length once complete.
+    Head(Arc<Head>, Option<u64>),
+    /// Upstream answered the conditional request with 304.
+    NotModified(Arc<http::HeaderMap>),
+}
+
+/// A 304 from upstream, for the revalidation layer above to act on.
+fn not_modified(headers: Arc<http::HeaderMap>) -> Response<ArtifactBody> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    response.extensions_mut().insert(NotModified(headers));
+    response
 }
 
 /// Waits for upstream's answer: the head of a body being spooled (with its
-/// length if already complete), or the fill's failure.
-async fn wait_head(
-    rx: &mut watch::Receiver<FillStatus>,
-) -> Result<(Arc<Head>, Option<u64>), BoxError> {
+/// length if already complete), a 304, or the fill's failure.
+async fn wait_head(rx: &mut watch::Receiver<FillStatus>) -> Result<Waited, BoxError> {
     loop {
         match &*rx.borrow_and_update() {
             FillStatus::Pending => {}
-            FillStatus::Streaming { head, .. } => return Ok((head.clone(), None)),
-            FillStatus::Complete { head, written } => return Ok((head.clone(), Some(*written))),
+            FillStatus::Streaming { head, .. } => return Ok(Waited::Head(head.clone(), None)),
+            FillStatus::Complete { head, written } => return Ok(Waited::Head(head.clone(), Some(*written))),
             FillStatus::Failed(e) => return Err(e.clone().into_box()),
+            FillStatus::NotModified(h) => return Ok(Waited::NotModified(h.clone())),
         }
         if rx.changed().await.is_err() && matches!(*rx.borrow(), FillStatus::Pending) {
             return Err(abandoned());
@@ -233,19 +235,17 @@ async fn wait_head(
     }
 }
 
-/// Waits for the whole body to be in the spool.
-async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<(Arc<Head>, u64), BoxError> {
+/// Waits for the whole body to be in the spool (or a 304).
+async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<Waited, BoxError> {
     loop {
         match &*rx.borrow_and_update() {
-            FillStatus::Complete { head, written } => return Ok((head.clone(), *written)),
+            FillStatus::Complete { head, written } => return Ok(Waited::Head(head.clone(), Some(*written))),
             FillStatus::Failed(e) => return Err(e.clone().into_box()),
+            FillStatus::NotModified(h) => return Ok(Waited::NotModified(h.clone())),
             FillStatus::Pending | FillStatus::Streaming { .. } => {}
         }
         if rx.changed().await.is_err()
-            && matches!(
-                *rx.borrow(),
-                FillStatus::Pending | FillStatus::Streaming { .. }
-            )
+            && matches!(*rx.borrow(), FillStatus::Pending | FillStatus::Streaming { .. })
         {
             return Err(abandoned());
         }
@@ -255,40 +255,32 @@ async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<(Arc<Head
 /// A body that reads the spool as the fill writes it, and fails if the fill does.
 fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
     let state = (rx, head.file.clone(), 0u64);
-    body::from_stream(stream::try_unfold(
-        state,
-        |(mut rx, file, offset)| async move {
-            loop {
-                let (available, complete) = match &*rx.borrow_and_update() {
-                    FillStatus::Pending => (0, false),
-                    FillStatus::Streaming { written, .. } => (*written, false),
-                    FillStatus::Complete { written, .. } => (*written, true),
-                    FillStatus::Failed(e) => return Err(io::Error::other(e.clone().into_box())),
-                };
-                if offset < available {
-                    let len = ((available - offset) as usize).min(spool::CHUNK);
-                    let bytes = spool::read_at(file.clone(), offset, len).await?;
-                    if bytes.is_empty() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "spool file is short",
-                        ));
-                    }
-                    let next = offset + bytes.len() as u64;
-                    return Ok(Some((bytes, (rx, file, next))));
+    body::from_stream(stream::try_unfold(state, |(mut rx, file, offset)| async move {
+        loop {
+            let (available, complete) = match &*rx.borrow_and_update() {
+                FillStatus::Pending => (0, false),
+                FillStatus::Streaming { written, .. } => (*written, false),
+                FillStatus::Complete { written, .. } => (*written, true),
+                FillStatus::Failed(e) => return Err(io::Error::other(e.clone().into_box())),
+                FillStatus::NotModified(_) => return Err(io::Error::other(abandoned())),
+            };
+            if offset < available {
+                let len = ((available - offset) as usize).min(spool::CHUNK);
+                let bytes = spool::read_at(file.clone(), offset, len).await?;
+                if bytes.is_empty() {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file is short"));
                 }
-                if complete {
-                    return Ok(None);
-                }
-                if rx.changed().await.is_err()
-                    && matches!(
-                        *rx.borrow(),
-                        FillStatus::Pending | FillStatus::Streaming { .. }
-                    )
-                {
-                    return Err(io::Error::other(abandoned()));
-                }
+                let next = offset + bytes.len() as u64;
+                return Ok(Some((bytes, (rx, file, next))));
             }
-        },
-    ))
+            if complete {
+                return Ok(None);
+            }
+            if rx.changed().await.is_err()
+                && matches!(*rx.borrow(), FillStatus::Pending | FillStatus::Streaming { .. })
+            {
+                return Err(io::Error::other(abandoned()));
+            }
+        }
+    }))
 }

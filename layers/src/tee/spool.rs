@@ -27,10 +27,7 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 /// A name no other fill, process or replica will pick.
 pub(crate) fn unique_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or_default();
     let mut random = std::collections::hash_map::RandomState::new().build_hasher();
     random.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     random.write_u32(std::process::id());
@@ -41,11 +38,7 @@ pub(crate) fn unique_id() -> String {
 pub(crate) fn create(dir: &Path) -> io::Result<(PathBuf, File)> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{}.part", unique_id()));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
+    let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
     Ok((path, file))
 }
 
@@ -63,22 +56,16 @@ pub(crate) async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Res
 
 /// Streams `range` of a complete file.
 pub(crate) fn range_stream(file: Arc<File>, range: Range<u64>) -> BlobStream {
-    Box::pin(stream::try_unfold(
-        (file, range.start),
-        move |(file, offset)| async move {
-            if offset >= range.end {
-                return Ok(None);
-            }
-            let len = ((range.end - offset) as usize).min(CHUNK);
-            let bytes = read_at(file.clone(), offset, len).await?;
-            if bytes.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "spool file is short",
-                ));
-            }
-            let next = offset + bytes.len() as u64;
-            Ok(Some((bytes, (file, next))))
-        },
-    ))
+    Box::pin(stream::try_unfold((file, range.start), move |(file, offset)| async move {
+        if offset >= range.end {
+            return Ok(None);
+        }
+        let len = ((range.end - offset) as usize).min(CHUNK);
+        let bytes = read_at(file.clone(), offset, len).await?;
+        if bytes.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file is short"));
+        }
+        let next = offset + bytes.len() as u64;
+        Ok(Some((bytes, (file, next))))
+    }))
 }

@@ -51,9 +51,7 @@ impl Fixture {
     }
 
     fn spool_files(&self) -> usize {
-        std::fs::read_dir(self.spool.path())
-            .map(|d| d.count())
-            .unwrap_or(0)
+        std::fs::read_dir(self.spool.path()).map(|d| d.count()).unwrap_or(0)
     }
 
     /// Waits for the background commit of a fill.
@@ -71,14 +69,9 @@ impl Fixture {
 fn request(path: &str) -> Request<()> {
     let mut req = Request::get("/").body(()).unwrap();
     req.extensions_mut()
-        .insert(ResolvedRemote(Arc::new(Remote::proxy(
-            "r",
-            "http://127.0.0.1:9".parse().unwrap(),
-        ))));
-    req.extensions_mut()
-        .insert(ArtifactPath::parse(path, None).unwrap());
-    req.extensions_mut()
-        .insert(Classification(Class::Immutable));
+        .insert(ResolvedRemote(Arc::new(Remote::proxy("r", "http://127.0.0.1:9".parse().unwrap()))));
+    req.extensions_mut().insert(ArtifactPath::parse(path, None).unwrap());
+    req.extensions_mut().insert(Classification(Class::Immutable));
     req
 }
 
@@ -91,21 +84,12 @@ async fn a_miss_is_streamed_to_the_client_and_committed() {
     let f = Fixture::new();
     let upstream = service_fn(|_req: Request<()>| async {
         let mut res = Response::new(body::full("payload"));
-        res.headers_mut()
-            .insert(header::ETAG, "\"e1\"".parse().unwrap());
+        res.headers_mut().insert(header::ETAG, "\"e1\"".parse().unwrap());
         Ok::<_, BoxError>(res)
     });
-    let res = f
-        .layer()
-        .layer(upstream)
-        .oneshot(request("a/b.tgz"))
-        .await
-        .unwrap();
+    let res = f.layer().layer(upstream).oneshot(request("a/b.tgz")).await.unwrap();
     assert_eq!(res.headers()["x-cache-status"], "MISS");
-    assert_eq!(
-        res.into_body().collect().await.unwrap().to_bytes(),
-        "payload"
-    );
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "payload");
     assert!(f.committed(&key("a/b.tgz")).await);
     let entry = f.index.get(&key("a/b.tgz")).await.unwrap().unwrap();
     assert_eq!(entry.size, 7);
@@ -133,12 +117,7 @@ async fn a_body_that_breaks_off_fails_the_client_and_stores_nothing() {
         });
         Ok::<_, BoxError>(Response::new(body::from_stream(chunks)))
     });
-    let res = f
-        .layer()
-        .layer(upstream)
-        .oneshot(request("x.bin"))
-        .await
-        .unwrap();
+    let res = f.layer().layer(upstream).oneshot(request("x.bin")).await.unwrap();
     assert!(res.into_body().collect().await.is_err());
     assert!(!f.committed(&key("x.bin")).await);
     assert!(f.blobs.is_empty());
@@ -150,16 +129,10 @@ async fn a_body_shorter_than_its_content_length_is_not_stored() {
     let f = Fixture::new();
     let upstream = service_fn(|_req: Request<()>| async {
         let mut res = Response::new(body::full("12345"));
-        res.headers_mut()
-            .insert(header::CONTENT_LENGTH, "10".parse().unwrap());
+        res.headers_mut().insert(header::CONTENT_LENGTH, "10".parse().unwrap());
         Ok::<_, BoxError>(res)
     });
-    let res = f
-        .layer()
-        .layer(upstream)
-        .oneshot(request("short.bin"))
-        .await
-        .unwrap();
+    let res = f.layer().layer(upstream).oneshot(request("short.bin")).await.unwrap();
     assert_eq!(res.headers()[header::CONTENT_LENGTH], "10");
     assert!(res.into_body().collect().await.is_err());
     assert!(!f.committed(&key("short.bin")).await);
@@ -173,12 +146,7 @@ async fn other_statuses_are_errors_and_never_stored() {
         *res.status_mut() = StatusCode::NOT_FOUND;
         Ok::<_, BoxError>(res)
     });
-    let err = f
-        .layer()
-        .layer(upstream)
-        .oneshot(request("gone.bin"))
-        .await
-        .unwrap_err();
+    let err = f.layer().layer(upstream).oneshot(request("gone.bin")).await.unwrap_err();
     let status = find_cause::<UpstreamStatus>(&*err).expect("an upstream status error");
     assert_eq!(status.upstream(), StatusCode::NOT_FOUND);
     assert!(f.index.is_empty());
@@ -216,13 +184,8 @@ async fn concurrent_misses_share_one_upstream_call_and_all_get_the_bytes() {
     for _ in 0..10 {
         let mut svc = svc.clone();
         clients.push(tokio::spawn(async move {
-            let res: Response<ArtifactBody> = svc
-                .ready()
-                .await
-                .unwrap()
-                .call(request("same.bin"))
-                .await
-                .unwrap();
+            let res: Response<ArtifactBody> =
+                svc.ready().await.unwrap().call(request("same.bin")).await.unwrap();
             res.into_body().collect().await.unwrap().to_bytes()
         }));
     }
@@ -244,24 +207,13 @@ async fn the_fill_completes_when_its_first_client_goes_away() {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(30)).await;
-            Some((
-                Ok::<_, BoxError>(Bytes::from(vec![b'a' + step as u8; 1000])),
-                step + 1,
-            ))
+            Some((Ok::<_, BoxError>(Bytes::from(vec![b'a' + step as u8; 1000])), step + 1))
         });
         Ok::<_, BoxError>(Response::new(body::from_stream(chunks)))
     });
-    let res = f
-        .layer()
-        .layer(upstream)
-        .oneshot(request("left.bin"))
-        .await
-        .unwrap();
+    let res = f.layer().layer(upstream).oneshot(request("left.bin")).await.unwrap();
     drop(res);
-    assert!(
-        f.committed(&key("left.bin")).await,
-        "the fill finished without its client"
-    );
+    assert!(f.committed(&key("left.bin")).await, "the fill finished without its client");
     let entry = f.index.get(&key("left.bin")).await.unwrap().unwrap();
     assert_eq!(entry.size, 3000);
 }
@@ -271,12 +223,7 @@ async fn without_a_classification_the_request_passes_through_uncached() {
     let f = Fixture::new();
     let upstream =
         service_fn(|_req: Request<()>| async { Ok::<_, BoxError>(Response::new(body::full("x"))) });
-    let res = f
-        .layer()
-        .layer(upstream)
-        .oneshot(Request::get("/").body(()).unwrap())
-        .await
-        .unwrap();
+    let res = f.layer().layer(upstream).oneshot(Request::get("/").body(()).unwrap()).await.unwrap();
     assert!(res.headers().get("x-cache-status").is_none());
     assert!(f.index.is_empty());
 }

@@ -41,9 +41,9 @@ impl FsBlobStore {
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         let safe = !key.is_empty()
-            && key.split('/').all(|s| {
-                !s.is_empty() && s != "." && s != ".." && !s.contains('\\') && !s.contains('\0')
-            });
+            && key
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\\') && !s.contains('\0'));
         if !safe {
             return Err(StoreError::Backend(format!("invalid blob key {key:?}")));
         }
@@ -59,9 +59,7 @@ impl BlobStore for FsBlobStore {
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let len = std::fs::metadata(&src)?.len();
             if len != size {
-                return Err(StoreError::Backend(format!(
-                    "file has {len} bytes, expected {size}"
-                )));
+                return Err(StoreError::Backend(format!("file has {len} bytes, expected {size}")));
             }
             std::fs::File::open(&src)?.sync_all()?;
             let dir = dest.parent().expect("blob paths have a parent");
@@ -128,13 +126,7 @@ mod tests {
     use futures_util::TryStreamExt;
 
     async fn read(store: &FsBlobStore, key: &str, range: Option<Range<u64>>) -> Vec<u8> {
-        let chunks: Vec<_> = store
-            .open(key, range)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let chunks: Vec<_> = store.open(key, range).await.unwrap().try_collect().await.unwrap();
         chunks.concat()
     }
 
@@ -149,14 +141,8 @@ mod tests {
         assert_eq!(read(&store, "r/ab/1/file.tgz", None).await, b"0123456789");
         assert_eq!(read(&store, "r/ab/1/file.tgz", Some(2..5)).await, b"234");
         store.delete("r/ab/1/file.tgz").await.unwrap();
-        assert!(matches!(
-            store.open("r/ab/1/file.tgz", None).await,
-            Err(StoreError::NotFound)
-        ));
-        assert!(
-            !dir.path().join("blobs/r").exists(),
-            "empty directories are tidied"
-        );
+        assert!(matches!(store.open("r/ab/1/file.tgz", None).await, Err(StoreError::NotFound)));
+        assert!(!dir.path().join("blobs/r").exists(), "empty directories are tidied");
         store.delete("r/ab/1/file.tgz").await.unwrap();
     }
 

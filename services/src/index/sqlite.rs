@@ -2,12 +2,10 @@
 
 use std::{path::Path, str::FromStr, time::Duration};
 
-use artifactapi_layers::store::{Entry, EntryClass, Index, StoreError};
+use artifactapi_layers::store::{Entry, EntryClass, Index, Refresh, StoreError};
 use async_trait::async_trait;
 use sqlx::{
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-    },
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
     Row, SqlitePool,
 };
 
@@ -31,15 +29,9 @@ impl SqliteIndex {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(backend)?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(backend)?;
+        let pool =
+            SqlitePoolOptions::new().max_connections(8).connect_with(options).await.map_err(backend)?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(backend)?;
         Ok(Self { pool })
     }
 }
@@ -47,7 +39,7 @@ impl SqliteIndex {
 /// The columns of an entry, as a literal for `concat!`.
 macro_rules! columns {
     () => {
-        "key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms"
+        "key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy"
     };
 }
 
@@ -60,47 +52,39 @@ fn entry(row: &SqliteRow) -> Result<Entry, StoreError> {
         path: row.try_get("path").map_err(backend)?,
         blob: row.try_get("blob").map_err(backend)?,
         size: row.try_get::<i64, _>("size").map_err(backend)? as u64,
-        class: EntryClass::parse(&class)
-            .ok_or_else(|| backend(format!("unknown class {class:?}")))?,
+        class: EntryClass::parse(&class).ok_or_else(|| backend(format!("unknown class {class:?}")))?,
         headers: serde_json::from_str(&headers).map_err(backend)?,
         cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
         expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
+        policy: row.try_get("policy").map_err(backend)?,
     })
 }
 
 #[async_trait]
 impl Index for SqliteIndex {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM entries WHERE key = ?"
-        ))
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = ?"))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
         row.as_ref().map(entry).transpose()
     }
 
     async fn put(&self, e: Entry) -> Result<Option<Entry>, StoreError> {
         let headers = serde_json::to_string(&e.headers).map_err(backend)?;
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let old = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM entries WHERE key = ?"
-        ))
-        .bind(&e.key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
+        let old = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = ?"))
+            .bind(&e.key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
         sqlx::query(
-            "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+            "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (key) DO UPDATE SET remote = excluded.remote, path = excluded.path, \
              blob = excluded.blob, size = excluded.size, class = excluded.class, headers = excluded.headers, \
-             cached_at_ms = excluded.cached_at_ms, expires_at_ms = excluded.expires_at_ms",
+             cached_at_ms = excluded.cached_at_ms, expires_at_ms = excluded.expires_at_ms, policy = excluded.policy",
         )
         .bind(&e.key)
         .bind(&e.remote)
@@ -111,6 +95,7 @@ impl Index for SqliteIndex {
         .bind(headers)
         .bind(e.cached_at_ms)
         .bind(e.expires_at_ms)
+        .bind(&e.policy)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -119,20 +104,46 @@ impl Index for SqliteIndex {
     }
 
     async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let row = sqlx::query(concat!(
-            "DELETE FROM entries WHERE key = ? RETURNING ",
-            columns!()
-        ))
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        let row = sqlx::query(concat!("DELETE FROM entries WHERE key = ? RETURNING ", columns!()))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
         row.as_ref().map(entry).transpose()
+    }
+
+    async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
+        let done = match &refresh.revalidated {
+            None => {
+                sqlx::query("UPDATE entries SET expires_at_ms = ? WHERE key = ? AND blob = ?")
+                    .bind(refresh.expires_at_ms)
+                    .bind(key)
+                    .bind(blob)
+                    .execute(&self.pool)
+                    .await
+            }
+            Some(revalidated) => {
+                let headers = serde_json::to_string(&revalidated.headers).map_err(backend)?;
+                sqlx::query(
+                    "UPDATE entries SET expires_at_ms = ?, headers = ?, policy = ? WHERE key = ? AND blob = ?",
+                )
+                .bind(refresh.expires_at_ms)
+                .bind(headers)
+                .bind(&revalidated.policy)
+                .bind(key)
+                .bind(blob)
+                .execute(&self.pool)
+                .await
+            }
+        };
+        Ok(done.map_err(backend)?.rows_affected() == 1)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use artifactapi_layers::store::Revalidated;
+
     use super::*;
 
     fn sample(key: &str, blob: &str) -> Entry {
@@ -146,6 +157,7 @@ mod tests {
             headers: vec![("etag".into(), "\"x\"".into())],
             cached_at_ms: 1,
             expires_at_ms: Some(2),
+            policy: Some("{}".into()),
         }
     }
 
@@ -161,14 +173,18 @@ mod tests {
         assert_eq!(replaced.map(|e| e.blob), Some("b1".into()));
         drop(index);
         let index = SqliteIndex::open(&db).await.unwrap();
-        assert_eq!(
-            index.get("k").await.unwrap().map(|e| e.blob),
-            Some("b2".into())
-        );
-        assert_eq!(
-            index.remove("k").await.unwrap().map(|e| e.blob),
-            Some("b2".into())
-        );
+        assert_eq!(index.get("k").await.unwrap().map(|e| e.blob), Some("b2".into()));
+        let refresh = Refresh {
+            expires_at_ms: Some(99),
+            revalidated: Some(Revalidated { headers: vec![("etag".into(), "\"y\"".into())], policy: None }),
+        };
+        assert!(!index.refresh("k", "b1", &refresh).await.unwrap(), "a replaced entry is not refreshed");
+        assert!(index.refresh("k", "b2", &refresh).await.unwrap());
+        let got = index.get("k").await.unwrap().unwrap();
+        assert_eq!(got.expires_at_ms, Some(99));
+        assert_eq!(got.header("etag"), Some("\"y\""));
+        assert_eq!(got.policy, None);
+        assert_eq!(index.remove("k").await.unwrap().map(|e| e.blob), Some("b2".into()));
         assert_eq!(index.remove("k").await.unwrap(), None);
     }
 }

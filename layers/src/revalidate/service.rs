@@ -1,0 +1,164 @@
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use futures_util::future::BoxFuture;
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
+use tower::{Service, ServiceExt};
+
+use crate::{
+    body::ArtifactBody,
+    error::BoxError,
+    extensions::{CacheStatus, Classification, Conditional, NotModified, StaleEntry},
+    pattern::Class,
+    remote::{Package, Remote},
+    remote_resolve::ResolvedRemote,
+    respond::serve_entry,
+    store::{now_ms, Entry, EntryClass, Refresh, Revalidated, Store},
+};
+
+/// Middleware that revalidates expired mutable entries conditionally.
+#[derive(Debug, Clone)]
+pub struct Revalidate<S> {
+    inner: S,
+    store: Store,
+}
+
+impl<S> Revalidate<S> {
+    /// Wraps `inner`, refreshing entries in `store`.
+    pub fn new(inner: S, store: Store) -> Self {
+        Self { inner, store }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// What a revalidation needs to remember across the upstream call.
+struct Plan {
+    remote: Arc<Remote>,
+    entry: Arc<Entry>,
+    policy: CachePolicy,
+    policy_req: Request<()>,
+}
+
+/// Whether `entry`, expired, is revalidated rather than fetched again.
+fn revalidates(remote: &Remote, class: Class, entry: &Entry) -> bool {
+    let by_class = match class {
+        Class::Mutable { builtin: true } => remote.package != Package::Docker,
+        Class::Mutable { builtin: false } => remote.check_mutable_updates,
+        Class::Immutable => false,
+    };
+    by_class && entry.class == EntryClass::Mutable && entry.policy.is_some()
+}
+
+fn plan<B>(req: &Request<B>) -> Option<(Plan, HeaderMap)> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    let ResolvedRemote(remote) = req.extensions().get::<ResolvedRemote>()?;
+    let Classification(class) = req.extensions().get::<Classification>()?;
+    let StaleEntry(entry) = req.extensions().get::<StaleEntry>()?;
+    if !revalidates(remote, *class, entry) {
+        return None;
+    }
+    let policy: CachePolicy = serde_json::from_str(entry.policy.as_deref()?).ok()?;
+    let mut policy_req = Request::new(());
+    *policy_req.uri_mut() = req.uri().clone();
+    *policy_req.headers_mut() = req.headers().clone();
+    // Our lifetimes come from configuration, not from upstream's
+    // Cache-Control: ask the policy as if it were long expired.
+    let long_after = SystemTime::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let BeforeRequest::Stale { request, .. } = policy.before_request(&policy_req, long_after) else {
+        return None;
+    };
+    let mut validators = HeaderMap::new();
+    for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+        if let Some(value) = request.headers.get(&name) {
+            validators.insert(name, value.clone());
+        }
+    }
+    if validators.is_empty() {
+        return None;
+    }
+    let plan = Plan { remote: remote.clone(), entry: entry.clone(), policy, policy_req };
+    Some((plan, validators))
+}
+
+impl<S, B> Service<Request<B>> for Revalidate<S>
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ArtifactBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let Some((plan, validators)) = plan(&req) else {
+            return Box::pin(inner.oneshot(req));
+        };
+        req.extensions_mut().insert(Conditional(validators));
+        let method = req.method().clone();
+        let client_headers = req.headers().clone();
+        let store = self.store.clone();
+        Box::pin(async move {
+            let response = inner.oneshot(req).await?;
+            let Some(NotModified(answer)) = response.extensions().get::<NotModified>().cloned() else {
+                return Ok(response);
+            };
+            let entry = refresh(&store, &plan, &answer).await;
+            Ok(serve_entry(&store, &entry, &method, &client_headers, CacheStatus::Revalidated).await?)
+        })
+    }
+}
+
+/// Upstream confirmed the entry: new lifetime, validators and policy, same bytes.
+async fn refresh(store: &Store, plan: &Plan, answer: &HeaderMap) -> Entry {
+    let mut not_modified = Response::new(());
+    *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+    *not_modified.headers_mut() = answer.clone();
+    let policy = match plan.policy.after_response(&plan.policy_req, &not_modified, SystemTime::now()) {
+        AfterResponse::NotModified(policy, _) => policy,
+        // A 304 to exactly our validators, whatever it carries: the bytes we
+        // hold are current; keep the policy we had.
+        AfterResponse::Modified(..) => plan.policy.clone(),
+    };
+    let mut headers = plan.entry.headers.clone();
+    for name in [header::ETAG, header::LAST_MODIFIED] {
+        if let Some(value) = answer.get(&name).and_then(|v| v.to_str().ok()) {
+            headers.retain(|(k, _)| k != name.as_str());
+            headers.push((name.as_str().to_owned(), value.to_owned()));
+        }
+    }
+    let refresh = Refresh {
+        expires_at_ms: plan.remote.ttl.expiry(plan.entry.class, now_ms()),
+        revalidated: Some(Revalidated { headers, policy: serde_json::to_string(&policy).ok() }),
+    };
+    if let Err(e) = store.index.refresh(&plan.entry.key, &plan.entry.blob, &refresh).await {
+        tracing::warn!(path = %plan.entry.path, error = %e, "could not record a revalidation");
+    }
+    (*plan.entry).clone().refreshed(&refresh)
+}

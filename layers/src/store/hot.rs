@@ -1,0 +1,232 @@
+//! A bounded in-memory index of hot entries in front of another index, so a
+//! hit needs no database round trip.
+//!
+//! Writes go to the backing index first and then here; a replaced, refreshed
+//! or removed entry is updated or dropped here as it is written, so the hot
+//! copy is never staler than the write path (entries carry their expiry, so
+//! freshness is still checked on every hit). Replicas drop each other's hot
+//! copies through [`HotIndex::invalidate`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+
+use super::{Entry, Index, Refresh, StoreError};
+
+/// An index that keeps up to `capacity` recently used entries in memory.
+pub struct HotIndex {
+    inner: Arc<dyn Index>,
+    hot: Mutex<Hot>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Hot {
+    entries: HashMap<String, (Entry, u64)>,
+    tick: u64,
+}
+
+impl Hot {
+    fn touch(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    fn insert(&mut self, entry: Entry, capacity: usize) {
+        let tick = self.touch();
+        self.entries.insert(entry.key.clone(), (entry, tick));
+        if self.entries.len() > capacity {
+            // Drop the least recently used eighth at once: amortised, and no
+            // per-hit bookkeeping beyond a counter.
+            let mut ticks: Vec<u64> = self.entries.values().map(|(_, t)| *t).collect();
+            let cut = (capacity / 8).max(1);
+            ticks.select_nth_unstable(cut - 1);
+            let threshold = ticks[cut - 1];
+            self.entries.retain(|_, (_, t)| *t > threshold);
+        }
+    }
+}
+
+impl HotIndex {
+    /// Keeps up to `capacity` entries of `inner` in memory.
+    pub fn new(inner: Arc<dyn Index>, capacity: usize) -> Self {
+        Self { inner, hot: Mutex::new(Hot::default()), capacity: capacity.max(1) }
+    }
+
+    /// Forgets the hot copy of `key` (another replica changed it).
+    pub fn invalidate(&self, key: &str) {
+        self.hot.lock().expect("hot index lock").entries.remove(key);
+    }
+
+    /// Forgets every hot copy.
+    pub fn clear(&self) {
+        self.hot.lock().expect("hot index lock").entries.clear();
+    }
+
+    /// How many entries are hot.
+    pub fn len(&self) -> usize {
+        self.hot.lock().expect("hot index lock").entries.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl Index for HotIndex {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        {
+            let mut hot = self.hot.lock().expect("hot index lock");
+            let tick = hot.touch();
+            if let Some((entry, used)) = hot.entries.get_mut(key) {
+                *used = tick;
+                return Ok(Some(entry.clone()));
+            }
+        }
+        let found = self.inner.get(key).await?;
+        if let Some(entry) = &found {
+            let mut hot = self.hot.lock().expect("hot index lock");
+            // A write that raced this read has already put the newer entry here.
+            if !hot.entries.contains_key(key) {
+                hot.insert(entry.clone(), self.capacity);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn put(&self, entry: Entry) -> Result<Option<Entry>, StoreError> {
+        let key = entry.key.clone();
+        match self.inner.put(entry.clone()).await {
+            Ok(old) => {
+                self.hot.lock().expect("hot index lock").insert(entry, self.capacity);
+                Ok(old)
+            }
+            Err(e) => {
+                self.invalidate(&key);
+                Err(e)
+            }
+        }
+    }
+
+    async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.invalidate(key);
+        let removed = self.inner.remove(key).await;
+        self.invalidate(key);
+        removed
+    }
+
+    async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
+        let done = self.inner.refresh(key, blob, refresh).await;
+        let mut hot = self.hot.lock().expect("hot index lock");
+        match (&done, hot.entries.get_mut(key)) {
+            (Ok(true), Some((entry, _))) if entry.blob == blob => {
+                *entry = entry.clone().refreshed(refresh);
+            }
+            _ => {
+                hot.entries.remove(key);
+            }
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::store::{memory::MemoryIndex, EntryClass};
+
+    /// Counts reads that reach the backing index.
+    struct Counting {
+        inner: MemoryIndex,
+        gets: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Index for Counting {
+        async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(key).await
+        }
+        async fn put(&self, entry: Entry) -> Result<Option<Entry>, StoreError> {
+            self.inner.put(entry).await
+        }
+        async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+            self.inner.remove(key).await
+        }
+        async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
+            self.inner.refresh(key, blob, refresh).await
+        }
+    }
+
+    fn entry(key: &str, blob: &str) -> Entry {
+        Entry {
+            key: key.into(),
+            remote: "r".into(),
+            path: key.into(),
+            blob: blob.into(),
+            size: 1,
+            class: EntryClass::Mutable,
+            headers: vec![],
+            cached_at_ms: 0,
+            expires_at_ms: Some(10),
+            policy: None,
+        }
+    }
+
+    fn setup(capacity: usize) -> (Arc<Counting>, HotIndex) {
+        let backing = Arc::new(Counting { inner: MemoryIndex::new(), gets: AtomicUsize::new(0) });
+        let hot = HotIndex::new(backing.clone(), capacity);
+        (backing, hot)
+    }
+
+    #[tokio::test]
+    async fn hits_are_answered_from_memory() {
+        let (backing, hot) = setup(10);
+        hot.put(entry("k", "b1")).await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(hot.get("k").await.unwrap().unwrap().blob, "b1");
+        }
+        assert_eq!(backing.gets.load(Ordering::SeqCst), 0);
+        // Read-through for keys written elsewhere (another process).
+        backing.inner.put(entry("other", "b9")).await.unwrap();
+        assert_eq!(hot.get("other").await.unwrap().unwrap().blob, "b9");
+        assert_eq!(hot.get("other").await.unwrap().unwrap().blob, "b9");
+        assert_eq!(backing.gets.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn replace_refresh_and_remove_keep_the_hot_copy_correct() {
+        let (_, hot) = setup(10);
+        hot.put(entry("k", "b1")).await.unwrap();
+        hot.put(entry("k", "b2")).await.unwrap();
+        assert_eq!(hot.get("k").await.unwrap().unwrap().blob, "b2");
+
+        let refresh = Refresh { expires_at_ms: Some(500), revalidated: None };
+        assert!(!hot.refresh("k", "b1", &refresh).await.unwrap());
+        assert_eq!(hot.get("k").await.unwrap().unwrap().expires_at_ms, Some(10));
+        assert!(hot.refresh("k", "b2", &refresh).await.unwrap());
+        assert_eq!(hot.get("k").await.unwrap().unwrap().expires_at_ms, Some(500));
+
+        hot.remove("k").await.unwrap();
+        assert_eq!(hot.get("k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn stays_within_capacity_and_keeps_recently_used_entries() {
+        let (_, hot) = setup(16);
+        hot.put(entry("keep", "b")).await.unwrap();
+        for i in 0..100 {
+            hot.get("keep").await.unwrap();
+            hot.put(entry(&format!("k{i}"), "b")).await.unwrap();
+            assert!(hot.len() <= 16);
+        }
+        assert!(hot.hot.lock().unwrap().entries.contains_key("keep"));
+    }
+}

@@ -1,0 +1,2 @@
+-- The serialized HTTP cache policy that conditional revalidation is built from.
+ALTER TABLE entries ADD COLUMN policy TEXT;
