@@ -161,7 +161,7 @@ fn binary_proxies_nginx_to_curl_with_bounded_memory() {
             .env("CONFIG_PATH", root.join("remotes.yaml"))
             .env("DATA_DIR", root.join("data"))
             .env("LISTEN_ADDR", format!("127.0.0.1:{proxy_port}"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -190,7 +190,8 @@ fn binary_proxies_nginx_to_curl_with_bounded_memory() {
     assert_eq!(
         access_count(&root.join("access.log"), "/releases/v1/tool_linux_amd64.tar.gz") - before,
         1,
-        "nginx saw exactly one request for the file"
+        "nginx saw exactly one request for the file:\n{}",
+        std::fs::read_to_string(root.join("access.log")).unwrap_or_default()
     );
 
     let big_url = format!("{base}/api/v1/remote/releases/releases/v1/big.bin");

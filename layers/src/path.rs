@@ -5,9 +5,10 @@
 //! percent-decoded and without the query string. Upstream is sent the path as
 //! the client encoded it, so `%2F` inside a segment (npm scoped names) stays
 //! `%2F`. `.` segments are dropped (flat apt repositories ask for
-//! `repo/./Packages.gz`); `..` segments, empty segments (`//`, which is also
-//! how absolute URLs smuggled into a path look), control characters, NUL,
-//! backslashes and over-long paths are refused, in every encoding.
+//! `repo/./Packages.gz`); a trailing `/` is kept (PyPI's `simple/requests/`);
+//! `..` segments, empty segments (`//`, which is also how absolute URLs
+//! smuggled into a path look), control characters, NUL, backslashes and
+//! over-long paths are refused, in every encoding.
 
 use std::fmt;
 
@@ -74,6 +75,11 @@ impl ArtifactPath {
         if raw.len() > MAX_PATH_LEN || query.is_some_and(|q| q.len() > MAX_PATH_LEN) {
             return Err(PathError::TooLong);
         }
+        // A trailing slash names a directory-like resource (an index page).
+        let (raw, trailing_slash) = match raw.strip_suffix('/') {
+            Some(stripped) if !stripped.is_empty() => (stripped, true),
+            _ => (raw, false),
+        };
         let mut kept = Vec::new();
         for segment in raw.split('/') {
             let decoded = decode(segment)?;
@@ -89,8 +95,8 @@ impl ArtifactPath {
         if kept.is_empty() {
             return Err(PathError::Empty);
         }
-        let raw = kept.join("/");
-        let decoded = decode(&raw)?;
+        let mut raw = kept.join("/");
+        let mut decoded = decode(&raw)?;
         for segment in decoded.split('/') {
             match segment {
                 ".." => return Err(PathError::Traversal),
@@ -100,6 +106,10 @@ impl ArtifactPath {
         }
         if decoded.chars().any(|c| c.is_control() || c == '\\') {
             return Err(PathError::ForbiddenCharacter);
+        }
+        if trailing_slash {
+            raw.push('/');
+            decoded.push('/');
         }
         let query = match query {
             Some(q) if !q.is_empty() => {
@@ -217,6 +227,16 @@ mod tests {
     }
 
     #[test]
+    fn keeps_a_trailing_slash() {
+        let p = ok("simple/requests/");
+        assert_eq!(p.decoded(), "simple/requests/");
+        assert_eq!(p.raw(), "simple/requests/");
+        assert_ne!(p.cache_key("pypi"), ok("simple/requests").cache_key("pypi"));
+        assert_eq!(ok("simple/").decoded(), "simple/");
+        assert_eq!(p.file_name(), "");
+    }
+
+    #[test]
     fn drops_dot_segments() {
         let p = ok("repo/./Packages.gz");
         assert_eq!(p.decoded(), "repo/Packages.gz");
@@ -243,7 +263,7 @@ mod tests {
 
     #[test]
     fn refuses_empty_segments_and_absolute_urls() {
-        for raw in ["a//b", "http://evil.example/x", "https:%2F%2Fevil.example/x", "a/", "/a"] {
+        for raw in ["a//b", "http://evil.example/x", "https:%2F%2Fevil.example/x", "a//", "/a", "/"] {
             assert_eq!(err(raw), PathError::EmptySegment, "{raw}");
         }
     }

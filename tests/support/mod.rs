@@ -40,6 +40,10 @@ struct File {
 struct Shared {
     seen: Arc<Mutex<Vec<Seen>>>,
     files: Arc<Mutex<HashMap<String, File>>>,
+    /// Paths forced to answer a status instead.
+    failing: Arc<Mutex<HashMap<String, u16>>>,
+    /// Bodies of `/slow/...` that were sent to the end, by path.
+    finished: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 /// A counting upstream. Besides registered files it answers:
@@ -48,7 +52,11 @@ struct Shared {
 /// - `/large/{bytes}/{name}`: a deterministic body of that size, streamed;
 /// - `/status/{code}/{name}`: that status with `Retry-After: 7`;
 /// - `/echo/{name}`: the query string as the body;
-/// - `/hang/{name}`: never answers.
+/// - `/hang/{name}`: never answers;
+/// - `/slow/{chunks}/{delay_ms}/{name}`: `chunks` pieces of 64 KiB (the
+///   `/large` content), one every `delay_ms`;
+///
+/// Registered files answer `If-None-Match` and `If-Modified-Since` with 304.
 pub struct Upstream {
     pub addr: SocketAddr,
     shared: Shared,
@@ -81,6 +89,25 @@ impl Upstream {
                 headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             },
         );
+    }
+
+    /// Stops serving `path` (it answers 404 from now on).
+    pub fn remove(&self, path: &str) {
+        self.shared.files.lock().unwrap().remove(path);
+    }
+
+    /// Makes `path` answer `status` until [`Upstream::heal`].
+    pub fn fail(&self, path: &str, status: u16) {
+        self.shared.failing.lock().unwrap().insert(path.to_owned(), status);
+    }
+
+    pub fn heal(&self, path: &str) {
+        self.shared.failing.lock().unwrap().remove(path);
+    }
+
+    /// How many `/slow/...` bodies for `path` were sent to the end.
+    pub fn finished(&self, path: &str) -> usize {
+        self.shared.finished.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     pub fn requests(&self) -> Vec<Seen> {
@@ -131,6 +158,13 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
         headers: req.headers().clone(),
     });
     let head = req.method() == Method::HEAD;
+    if let Some(status) = state.failing.lock().unwrap().get(&path).copied() {
+        return Response::builder()
+            .status(status)
+            .header(header::RETRY_AFTER, "7")
+            .body(Body::from("failing on purpose"))
+            .unwrap();
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let builder = Response::builder();
     match segments.as_slice() {
@@ -186,6 +220,30 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
             .header(header::CONTENT_TYPE, "text/plain")
             .body(Body::from(req.uri().query().unwrap_or_default().to_owned()))
             .unwrap(),
+        ["slow", chunks, delay, ..] => {
+            let chunks: u64 = chunks.parse().unwrap();
+            let delay = Duration::from_millis(delay.parse().unwrap());
+            let len = chunks * 64 * 1024;
+            let finished = state.finished.clone();
+            let body = Body::from_stream(stream::unfold(0u64, move |offset| {
+                let finished = finished.clone();
+                let path = path.clone();
+                async move {
+                    if offset >= len {
+                        return None;
+                    }
+                    tokio::time::sleep(delay).await;
+                    let chunk = Bytes::from(large_chunk(offset, 64 * 1024));
+                    // Counted with the last chunk: with a Content-Length the
+                    // server need not poll the stream for its end.
+                    if offset + 64 * 1024 >= len {
+                        *finished.lock().unwrap().entry(path).or_default() += 1;
+                    }
+                    Some((Ok::<_, Infallible>(chunk), offset + 64 * 1024))
+                }
+            }));
+            builder.header(header::CONTENT_LENGTH, len).body(if head { Body::empty() } else { body }).unwrap()
+        }
         ["hang", ..] => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             builder.body(Body::empty()).unwrap()
@@ -194,6 +252,13 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
             let file = state.files.lock().unwrap().get(&path).cloned();
             match file {
                 None => builder.status(StatusCode::NOT_FOUND).body(Body::from("not found")).unwrap(),
+                Some(file) if not_modified(&file, req.headers()) => {
+                    let mut b = builder.status(StatusCode::NOT_MODIFIED);
+                    for (k, v) in file.headers.iter().filter(|(k, _)| k == "etag" || k == "last-modified") {
+                        b = b.header(k.as_str(), v.as_str());
+                    }
+                    b.body(Body::empty()).unwrap()
+                }
                 Some(file) => {
                     let mut b = builder.header(header::CONTENT_LENGTH, file.body.len());
                     for (k, v) in &file.headers {
@@ -203,6 +268,96 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
                 }
             }
         }
+    }
+}
+
+fn not_modified(file: &File, req: &HeaderMap) -> bool {
+    let stored = |name: &str| file.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        return stored("etag").is_some_and(|etag| inm.split(',').any(|t| t.trim() == etag));
+    }
+    match (req.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()), stored("last-modified")) {
+        (Some(since), Some(modified)) => since == modified,
+        _ => false,
+    }
+}
+
+/// A TCP gate in front of an upstream: forwards, refuses (nothing listens
+/// on its port), or accepts and never answers.
+pub struct Gate {
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum GateMode {
+    Forward,
+    Hang,
+}
+
+impl Gate {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gate = Self { addr: listener.local_addr().unwrap(), target, tasks: Default::default() };
+        gate.serve(listener, GateMode::Forward);
+        gate
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener, mode: GateMode) {
+        let target = self.target;
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                let conn = tokio::spawn(async move {
+                    if mode == GateMode::Hang {
+                        let mut sink = tokio::io::sink();
+                        let _ = tokio::io::copy(&mut client, &mut sink).await;
+                        std::future::pending::<()>().await;
+                    }
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Drops the listener and every connection: connections are refused.
+    pub fn close(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    async fn reopen(&self, mode: GateMode) {
+        self.close();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        let mut tries = 0;
+        while socket.bind(self.addr).is_err() {
+            tries += 1;
+            assert!(tries < 100, "cannot rebind {}", self.addr);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.serve(socket.listen(64).unwrap(), mode);
+    }
+
+    /// Forwards again.
+    pub async fn open(&self) {
+        self.reopen(GateMode::Forward).await;
+    }
+
+    /// Accepts connections and never answers.
+    pub async fn hang(&self) {
+        self.reopen(GateMode::Hang).await;
     }
 }
 
@@ -240,6 +395,24 @@ impl Proxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Every blob file in the store, with its modification time.
+    pub fn blob_files(&self) -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, std::time::SystemTime)>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push((path.clone(), entry.metadata().unwrap().modified().unwrap()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir.path().join("blobs"), &mut out);
+        out.sort();
+        out
     }
 
     /// Sends `request_line_path` exactly as written (no client normalises it)

@@ -162,3 +162,107 @@ async fn refresh(store: &Store, plan: &Plan, answer: &HeaderMap) -> Entry {
     }
     (*plan.entry).clone().refreshed(&refresh)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use http_body_util::BodyExt;
+    use tower::{service_fn, util::BoxCloneService};
+
+    type Upstream = BoxCloneService<Request<()>, Response<ArtifactBody>, BoxError>;
+
+    use super::*;
+    use crate::{
+        body,
+        store::{
+            memory::{MemoryBlobs, MemoryIndex},
+            Index,
+        },
+    };
+
+    fn policy_for(etag: &str) -> String {
+        let req = Request::get("/r/index.json").body(()).unwrap();
+        let res = Response::builder().header("etag", etag).body(()).unwrap();
+        serde_json::to_string(&CachePolicy::new(&req, &res)).unwrap()
+    }
+
+    async fn fixture(class: EntryClass) -> (Store, Arc<MemoryIndex>, Arc<Entry>) {
+        let index = Arc::new(MemoryIndex::new());
+        let blobs = Arc::new(MemoryBlobs::new());
+        blobs.insert("b", "cached");
+        let entry = Entry {
+            key: "k".into(),
+            remote: "r".into(),
+            path: "index.json".into(),
+            blob: "b".into(),
+            size: 6,
+            class,
+            headers: vec![("etag".into(), "\"e1\"".into())],
+            cached_at_ms: 0,
+            expires_at_ms: Some(1),
+            policy: Some(policy_for("\"e1\"")),
+        };
+        index.put(entry.clone()).await.unwrap();
+        (Store::new(index.clone(), blobs), index, Arc::new(entry))
+    }
+
+    fn request(entry: Arc<Entry>, class: Class, check: bool) -> Request<()> {
+        let mut remote = Remote::proxy("r", "http://127.0.0.1:9".parse().unwrap());
+        remote.check_mutable_updates = check;
+        let mut req = Request::get("/r/index.json").body(()).unwrap();
+        req.extensions_mut().insert(ResolvedRemote(Arc::new(remote)));
+        req.extensions_mut().insert(Classification(class));
+        req.extensions_mut().insert(StaleEntry(entry));
+        req
+    }
+
+    /// An upstream that records the validators it was handed and answers 304.
+    fn upstream(seen: Arc<Mutex<Vec<Option<HeaderMap>>>>) -> Upstream {
+        BoxCloneService::new(service_fn(move |req: Request<()>| {
+            let conditional = req.extensions().get::<Conditional>().map(|c| c.0.clone());
+            seen.lock().unwrap().push(conditional.clone());
+            async move {
+                let mut res = Response::new(body::empty());
+                if conditional.is_some() {
+                    *res.status_mut() = StatusCode::NOT_MODIFIED;
+                    let mut headers = HeaderMap::new();
+                    headers.insert(header::ETAG, "\"e1\"".parse().unwrap());
+                    res.extensions_mut().insert(NotModified(Arc::new(headers)));
+                }
+                Ok::<_, BoxError>(res)
+            }
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_304_refreshes_the_entry_and_serves_the_cached_bytes() {
+        let (store, index, entry) = fixture(EntryClass::Mutable).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let svc = Revalidate::new(upstream(seen.clone()), store);
+        let res = svc.oneshot(request(entry, Class::Mutable { builtin: false }, true)).await.unwrap();
+        assert_eq!(res.headers()["x-cache-status"], "REVALIDATED");
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "cached");
+        let validators = seen.lock().unwrap()[0].clone().expect("a conditional request");
+        assert_eq!(validators[header::IF_NONE_MATCH], "\"e1\"");
+        let refreshed = index.get("k").await.unwrap().unwrap();
+        assert!(refreshed.expires_at_ms.unwrap() > now_ms());
+        assert_eq!(refreshed.blob, "b");
+    }
+
+    #[tokio::test]
+    async fn which_entries_are_revalidated() {
+        let cases = [
+            (EntryClass::Mutable, Class::Mutable { builtin: false }, false, false),
+            (EntryClass::Mutable, Class::Mutable { builtin: true }, false, true),
+            (EntryClass::Immutable, Class::Immutable, true, false),
+        ];
+        for (entry_class, class, check, conditional) in cases {
+            let (store, _, entry) = fixture(entry_class).await;
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let svc = Revalidate::new(upstream(seen.clone()), store);
+            svc.oneshot(request(entry, class, check)).await.unwrap();
+            assert_eq!(seen.lock().unwrap()[0].is_some(), conditional, "{class:?} check={check}");
+        }
+    }
+}

@@ -132,9 +132,15 @@ async fn a_body_shorter_than_its_content_length_is_not_stored() {
         res.headers_mut().insert(header::CONTENT_LENGTH, "10".parse().unwrap());
         Ok::<_, BoxError>(res)
     });
-    let res = f.layer().layer(upstream).oneshot(request("short.bin")).await.unwrap();
-    assert_eq!(res.headers()[header::CONTENT_LENGTH], "10");
-    assert!(res.into_body().collect().await.is_err());
+    // Depending on timing the client sees the failure before the head (an
+    // error answer) or while streaming (a failed body); never a short 200.
+    match f.layer().layer(upstream).oneshot(request("short.bin")).await {
+        Ok(res) => {
+            assert_eq!(res.headers()[header::CONTENT_LENGTH], "10");
+            assert!(res.into_body().collect().await.is_err());
+        }
+        Err(e) => assert!(e.to_string().contains("5 of the 10 bytes"), "{e}"),
+    }
     assert!(!f.committed(&key("short.bin")).await);
 }
 
