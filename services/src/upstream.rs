@@ -258,7 +258,7 @@ impl Middleware for RetryConnect {
                     if e.is_connect() && !e.is_timeout() && attempt < self.retries =>
                 {
                     attempt += 1;
-                    tracing::debug!(attempt, error = %e.without_url(), "upstream connection failed; retrying");
+                    tracing::warn!(attempt, error = %e.without_url(), "upstream connection failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * 3u64.pow(attempt - 1))).await;
                     req = again;
                 }

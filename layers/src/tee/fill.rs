@@ -165,10 +165,16 @@ impl Fills {
         let mut inflight = self.inflight.lock().expect("fill map lock");
         if let Some(rx) = inflight.get(&job.key) {
             let complete = matches!(*rx.borrow(), FillStatus::Complete { .. });
-            return (rx.clone(), complete);
+            // An entry that is never fresh (`mutable_ttl: 0`) must be asked
+            // for upstream by every request: a finished fill does not answer it.
+            let never_fresh = job.remote.ttl.for_class(job.class) == Some(Duration::ZERO);
+            if !(complete && never_fresh) {
+                return (rx.clone(), complete);
+            }
         }
         let (tx, rx) = watch::channel(FillStatus::Pending);
         inflight.insert(job.key.clone(), rx.clone());
+        tracing::info!(remote = %job.remote.name, path = %job.path.display(), conditional = job.conditional, "fill started");
         drop(inflight);
         let guard = InflightGuard { fills: self.clone(), key: job.key.clone(), rx: rx.clone() };
         tokio::spawn(async move {

@@ -73,7 +73,10 @@ impl Index for SqliteIndex {
 
     async fn put(&self, e: Entry) -> Result<Option<Entry>, StoreError> {
         let headers = serde_json::to_string(&e.headers).map_err(backend)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // IMMEDIATE takes the write lock up front: a deferred transaction that
+        // reads and then writes fails at once (not after busy_timeout) when
+        // another connection committed in between.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
         let old = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = ?"))
             .bind(&e.key)
             .fetch_optional(&mut *tx)
@@ -158,6 +161,26 @@ mod tests {
             cached_at_ms: 1,
             expires_at_ms: Some(2),
             policy: Some("{}".into()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SqliteIndex::open(&dir.path().join("index.db")).await.unwrap();
+        let writers: Vec<_> = (0..40)
+            .map(|i| {
+                let index = index.clone();
+                tokio::spawn(async move {
+                    index.put(sample(&format!("k{}", i % 10), &format!("b{i}"))).await.map(|_| ())
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap().expect("a concurrent put succeeds");
+        }
+        for i in 0..10 {
+            assert!(index.get(&format!("k{i}")).await.unwrap().is_some());
         }
     }
 
