@@ -3,12 +3,13 @@
 use std::{
     convert::Infallible,
     path::Path,
-    sync::Arc,
+    sync::{atomic::AtomicBool, Arc},
     task::{Context, Poll},
 };
 
 use artifactapi_layers::{
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
+    local::LocalRepo,
     store::{hot::HotIndex, Store, StoreError},
     ArtifactBody, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind, RemoteResolveLayer, Remotes,
     RevalidateLayer, S3TeeLayer, StaleOnErrorLayer,
@@ -16,24 +17,21 @@ use artifactapi_layers::{
 use artifactapi_services::{blob::FsBlobStore, index::SqliteIndex, upstream::UpstreamFetch};
 use axum::{
     body::Body,
-    extract::State,
     http::{header, HeaderValue, Method, Request, Response, StatusCode},
-    response::IntoResponse,
-    routing::get,
-    Json, Router,
+    middleware::from_fn_with_state,
+    routing::{get, post, put},
+    Router,
 };
 use futures_util::future::BoxFuture;
-use serde_json::json;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
-use crate::{config::Config, settings::Settings};
-
-/// Shared by the management handlers.
-#[derive(Clone)]
-struct AppState {
-    remotes: Arc<Remotes>,
-}
+use crate::{
+    auth::{require_admin, AdminToken},
+    config::Config,
+    manage,
+    settings::Settings,
+};
 
 /// How many index entries are kept in memory for hits without a database
 /// round trip.
@@ -63,14 +61,26 @@ pub async fn open_store(data_dir: &Path) -> Result<(Store, std::path::PathBuf), 
     Ok((Store::new(Arc::new(index), Arc::new(blobs)), spool))
 }
 
+/// The running application: its routes, and the switch that tells `/ready`
+/// the process is draining.
+pub struct App {
+    /// Every route.
+    pub router: Router,
+    /// Set on shutdown: `/ready` answers 503 from then on.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// A boxed artifact stack.
+pub(crate) type Stack = BoxCloneSyncService<Request<Body>, Response<ArtifactBody>, BoxError>;
+
 /// The whole application: management endpoints and the artifact routes.
-pub async fn build(settings: &Settings, config: &Config) -> Result<Router, BoxError> {
+pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError> {
     let remotes = Arc::new(config.remotes.clone());
     let (store, spool) = open_store(&settings.data_dir).await?;
     let upstream = UpstreamFetch::new(&settings.upstream)?;
 
-    // Outermost first; each layer may answer on its own.
-    let artifacts = ServiceBuilder::new()
+    // Remotes. Outermost first; each layer may answer on its own.
+    let proxy = ServiceBuilder::new()
         // 404 for an unknown remote, 400 for a refused path.
         .layer(RemoteResolveLayer::new(remotes.clone()))
         // 403 when no pattern allows the path; attaches its class.
@@ -82,55 +92,65 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<Router, BoxEr
         // Expired mutable entries with validators: one conditional request.
         .layer(RevalidateLayer::new(store.clone()))
         // One fill per key, streamed to every client and into the store.
-        .layer(S3TeeLayer::new(store, spool))
+        .layer(S3TeeLayer::new(store.clone(), spool.clone()))
         .service(upstream);
-    let artifacts = Rescue { inner: artifacts, remotes: remotes.clone() };
 
-    Ok(Router::new()
-        .route("/", get(root))
-        .route("/health", get(health))
+    // Local repositories: the same path rules, then uploads and downloads.
+    let local = ServiceBuilder::new()
+        .layer(RemoteResolveLayer::new(remotes.clone()))
+        .layer(PatternGuardLayer::new())
+        .service(LocalRepo::new(store.clone(), spool, settings.max_upload_bytes));
+
+    let admin = AdminToken::new(settings.admin_token.clone());
+    let artifacts = Artifacts {
+        proxy: BoxCloneSyncService::new(proxy),
+        local: BoxCloneSyncService::new(local),
+        remotes: remotes.clone(),
+        admin: admin.clone(),
+    };
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = manage::State {
+        remotes,
+        config: Arc::new(config.masked()),
+        store,
+        artifacts: artifacts.clone(),
+        draining: draining.clone(),
+        backends: manage::Backends { index: "sqlite", blobs: "filesystem", coordination: "in-process" },
+    };
+
+    let router = Router::new()
+        .route("/", get(manage::root))
+        .route("/health", get(manage::health))
+        .route("/ready", get(manage::ready))
+        .route("/config", get(manage::config))
+        .route("/artifacts/{remote}", get(manage::list))
+        .route(
+            "/cache-artifact",
+            post(manage::cache_artifacts).route_layer(from_fn_with_state(admin.clone(), require_admin)),
+        )
+        .route("/cache/flush", put(manage::flush).route_layer(from_fn_with_state(admin, require_admin)))
         .nest_service("/api/v1/remote", artifacts.clone())
         .nest_service("/api", artifacts)
-        .with_state(AppState { remotes })
+        .with_state(state)
         .layer(CatchPanicLayer::custom(|_| {
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "", "").map(Body::new)
         }))
-        .layer(TraceLayer::new_for_http()))
+        .layer(TraceLayer::new_for_http());
+    Ok(App { router, draining })
 }
 
-async fn root(State(state): State<AppState>) -> impl IntoResponse {
-    let remotes: Vec<_> = state
-        .remotes
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.name,
-                "type": match r.kind { RemoteKind::Remote { .. } => "remote", RemoteKind::Local => "local" },
-                "package": r.package.as_str(),
-                "description": r.description,
-            })
-        })
-        .collect();
-    Json(json!({ "name": "artifactapi", "version": env!("CARGO_PKG_VERSION"), "remotes": remotes }))
-}
-
-async fn health() -> impl IntoResponse {
-    Json(json!({ "status": "ok", "backends": { "index": "sqlite", "blobs": "filesystem" } }))
-}
-
-/// The edge of the artifact stack: checks the method, and turns every error
-/// the stack raised into its HTTP answer, by asking what caused it.
+/// The edge of the artifact routes: sends each request to the stack of its
+/// remote's kind, checks methods and the admin token for writes, and turns
+/// every error a stack raised into its HTTP answer, by asking what caused it.
 #[derive(Clone)]
-struct Rescue<S> {
-    inner: S,
+pub(crate) struct Artifacts {
+    proxy: Stack,
+    local: Stack,
     remotes: Arc<Remotes>,
+    admin: AdminToken,
 }
 
-impl<S> Service<Request<Body>> for Rescue<S>
-where
-    S: Service<Request<Body>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send,
-{
+impl Service<Request<Body>> for Artifacts {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
@@ -143,21 +163,23 @@ where
         let full = req.uri().path().trim_start_matches('/');
         let (remote, path) = full.split_once('/').unwrap_or((full, ""));
         let (remote, path) = (remote.to_owned(), path.to_owned());
-        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let local = self.remotes.get(&remote).is_some_and(|r| r.kind == RemoteKind::Local);
+        let refuse = |allow: &'static str| {
             let mut answer = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", &remote, &path);
-            answer.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return Box::pin(async move { Ok(answer.map(Body::new)) });
-        }
-        if self.remotes.get(&remote).is_some_and(|r| r.kind == RemoteKind::Local) {
-            let answer = json_error(
-                StatusCode::NOT_IMPLEMENTED,
-                "local repositories are not served yet",
-                &remote,
-                &path,
-            );
-            return Box::pin(async move { Ok(answer.map(Body::new)) });
-        }
-        let call = self.inner.clone().oneshot(req);
+            answer.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            answer
+        };
+        let stack = match (local, req.method().clone()) {
+            (false, Method::GET | Method::HEAD) => self.proxy.clone(),
+            (false, _) => return ready(refuse("GET, HEAD")),
+            (true, Method::GET | Method::HEAD) => self.local.clone(),
+            (true, Method::PUT | Method::DELETE) => match self.admin.check(req.headers()) {
+                Ok(()) => self.local.clone(),
+                Err(refusal) => return ready(refusal),
+            },
+            (true, _) => return ready(refuse("GET, HEAD, PUT, DELETE")),
+        };
+        let call = stack.oneshot(req);
         Box::pin(async move {
             let answer = match call.await {
                 Ok(answer) => answer,
@@ -166,6 +188,10 @@ where
             Ok(answer.map(Body::new))
         })
     }
+}
+
+fn ready(answer: Response<ArtifactBody>) -> BoxFuture<'static, Result<Response<Body>, Infallible>> {
+    Box::pin(async move { Ok(answer.map(Body::new)) })
 }
 
 fn rescue(e: &(dyn std::error::Error + 'static), remote: &str, path: &str) -> Response<ArtifactBody> {

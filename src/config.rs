@@ -135,6 +135,21 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+impl Config {
+    /// The configuration as written, with every credential replaced by `***`.
+    pub fn masked(&self) -> serde_json::Value {
+        let mut file = self.file.clone();
+        for remote in file.remotes.values_mut() {
+            for secret in [&mut remote.username, &mut remote.password] {
+                if secret.is_some() {
+                    *secret = Some("***".to_owned());
+                }
+            }
+        }
+        serde_json::to_value(&file).unwrap_or_default()
+    }
+}
+
 /// Reads and compiles the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -144,6 +159,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and compiles configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with_env(text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and compiles configuration text, reading `${VAR}` credentials
+/// through `env`.
+pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let file: ConfigFile = serde_yaml_ng::from_str(text).map_err(|e| {
         let mut message = format!("remotes.yaml: {e}");
         if message.contains("escape") {
@@ -153,15 +174,15 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         }
         ConfigError::one(message)
     })?;
-    compile(file)
+    compile(file, env)
 }
 
-fn compile(file: ConfigFile) -> Result<Config, ConfigError> {
+fn compile(file: ConfigFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut remotes = Vec::new();
     for (name, rc) in &file.remotes {
-        let mut ctx = Ctx { name, problems: &mut problems, warnings: &mut warnings };
+        let mut ctx = Ctx { name, problems: &mut problems, warnings: &mut warnings, env };
         if let Some(remote) = ctx.remote(rc, &file.remotes) {
             remotes.push(remote);
         }
@@ -177,6 +198,7 @@ struct Ctx<'a> {
     name: &'a str,
     problems: &'a mut Vec<String>,
     warnings: &'a mut Vec<String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Ctx<'_> {
@@ -199,6 +221,28 @@ impl Ctx<'_> {
                 Some(v.clone())
             }
             (v, None) => v.clone(),
+        }
+    }
+
+    /// A credential as written, or `${VAR}` read from the environment (so
+    /// that secrets stay out of ConfigMaps).
+    fn secret(&mut self, key: &str, value: &str) -> String {
+        let Some(var) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
+            return value.to_owned();
+        };
+        let valid = !var.is_empty()
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !var.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            self.problem(key, format!("`${{{var}}}` is not a valid environment variable reference"));
+            return String::new();
+        }
+        match (self.env)(var) {
+            Some(v) => v,
+            None => {
+                self.problem(key, format!("environment variable {var} is not set"));
+                String::new()
+            }
         }
     }
 
@@ -309,7 +353,9 @@ impl Ctx<'_> {
             negative: cache.negative_ttl.map(Duration::from_secs).unwrap_or(defaults.negative),
         };
 
-        let credentials = match (&rc.username, &rc.password) {
+        let username = rc.username.as_deref().map(|u| self.secret("username", u));
+        let password = rc.password.as_deref().map(|p| self.secret("password", p));
+        let credentials = match (&username, &password) {
             (Some(u), Some(p)) => Some(Credentials { username: u.clone(), password: p.clone() }),
             (None, None) => None,
             (Some(_), None) => {
@@ -436,6 +482,34 @@ remotes:
             Decision::Allow(Class::Mutable { builtin: false })
         );
         assert_eq!(config.remotes.get("local-generic").unwrap().kind, RemoteKind::Local);
+    }
+
+    #[test]
+    fn credentials_can_come_from_the_environment() {
+        let yaml = "remotes:\n  hub:\n    base_url: https://registry.example.com\n    username: '${HUB_USER}'\n    password: '${HUB_TOKEN}'\n";
+        let env = |name: &str| match name {
+            "HUB_USER" => Some("robot".to_owned()),
+            "HUB_TOKEN" => Some("t0ken".to_owned()),
+            _ => None,
+        };
+        let config = parse_with_env(yaml, &env).unwrap();
+        let creds = config.remotes.get("hub").unwrap().credentials.clone().unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("robot", "t0ken"));
+        assert_eq!(
+            config.file.remotes["hub"].password.as_deref(),
+            Some("${HUB_TOKEN}"),
+            "the file keeps the reference"
+        );
+
+        let problems = parse_with_env(yaml, &|_| None).unwrap_err().problems;
+        assert!(
+            problems.iter().any(|p| p == "remotes.hub.password: environment variable HUB_TOKEN is not set"),
+            "{problems:?}"
+        );
+        assert!(problems.iter().any(|p| p.contains("HUB_USER")), "{problems:?}");
+        let bad =
+            "remotes:\n  hub:\n    base_url: https://e.com\n    username: u\n    password: '${1BAD-NAME}'\n";
+        assert!(parse_with_env(bad, &|_| None).is_err());
     }
 
     #[test]

@@ -7,5 +7,7 @@
 #![deny(missing_docs, unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod config;
+mod manage;
 pub mod settings;

@@ -83,8 +83,11 @@ async fn serve(settings: Settings) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let router = match app::build(&settings, &config).await {
-        Ok(r) => r,
+    if settings.admin_token.is_none() {
+        tracing::warn!("ADMIN_TOKEN is not set: uploads, deletions, warming and flushing are open to anyone who can reach this port");
+    }
+    let app = match app::build(&settings, &config).await {
+        Ok(app) => app,
         Err(e) => {
             tracing::error!("cannot start: {e}");
             return ExitCode::from(2);
@@ -103,7 +106,9 @@ async fn serve(settings: Settings) -> ExitCode {
         data_dir = %settings.data_dir.display(),
         "artifactapi listening"
     );
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await {
+    if let Err(e) =
+        axum::serve(listener, app.router).with_graceful_shutdown(shutdown_signal(app.draining)).await
+    {
         tracing::error!("server failed: {e}");
         return ExitCode::FAILURE;
     }
@@ -111,7 +116,7 @@ async fn serve(settings: Settings) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(draining: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -127,5 +132,6 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -18,6 +18,10 @@ pub struct Settings {
     pub config_path: PathBuf,
     /// `UPSTREAM_CONNECT_TIMEOUT` and `UPSTREAM_READ_TIMEOUT` (seconds).
     pub upstream: UpstreamConfig,
+    /// `ADMIN_TOKEN`: when set, writes need `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+    /// `MAX_UPLOAD_BYTES`, default 10 GiB: the largest local upload.
+    pub max_upload_bytes: u64,
 }
 
 impl Settings {
@@ -46,7 +50,17 @@ impl Settings {
                     .ok_or_else(|| format!("{name} {s:?} is not a positive number of seconds")),
             }
         };
+        let max_upload_bytes = match var("MAX_UPLOAD_BYTES").filter(|s| !s.is_empty()) {
+            None => 10 << 30,
+            Some(s) => s
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("MAX_UPLOAD_BYTES {s:?} is not a positive number of bytes"))?,
+        };
         Ok(Self {
+            admin_token: var("ADMIN_TOKEN").filter(|s| !s.is_empty()),
+            max_upload_bytes,
             listen_addr,
             data_dir: var("DATA_DIR").unwrap_or_else(|| "./data".into()).into(),
             public_url,
@@ -72,6 +86,9 @@ mod tests {
         assert_eq!(s.config_path, PathBuf::from("./remotes.yaml"));
         assert_eq!(s.upstream.connect_timeout, Duration::from_secs(10));
         assert_eq!(s.upstream.read_timeout, Duration::from_secs(60));
+        assert_eq!(s.admin_token, None);
+        assert_eq!(s.max_upload_bytes, 10 << 30);
+        assert!(Settings::from_lookup(|k| (k == "MAX_UPLOAD_BYTES").then(|| "lots".into())).is_err());
         let s = Settings::from_lookup(|k| match k {
             "UPSTREAM_READ_TIMEOUT" => Some("0.5".into()),
             "PUBLIC_URL" => Some("https://artifacts.example.com".into()),

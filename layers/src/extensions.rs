@@ -42,6 +42,8 @@ pub enum CacheStatus {
     Stale,
     /// Expired, upstream confirmed the copy is current.
     Revalidated,
+    /// Stored in a local repository: not a cache at all.
+    Local,
 }
 
 impl CacheStatus {
@@ -53,6 +55,7 @@ impl CacheStatus {
             CacheStatus::Expired => "EXPIRED",
             CacheStatus::Stale => "STALE",
             CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Local => "LOCAL",
         })
     }
 
@@ -60,6 +63,7 @@ impl CacheStatus {
     pub fn source(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             CacheStatus::Miss | CacheStatus::Expired => "remote",
+            CacheStatus::Local => "local",
             _ => "cache",
         })
     }

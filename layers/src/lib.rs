@@ -22,6 +22,7 @@ pub mod cache_lookup;
 pub mod content_type;
 pub mod error;
 pub mod extensions;
+pub mod local;
 pub mod path;
 pub mod pattern;
 pub mod pattern_guard;

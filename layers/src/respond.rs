@@ -73,7 +73,9 @@ pub(crate) fn put_headers(headers: &mut HeaderMap, stored: &[(String, String)], 
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(X_ARTIFACT_SOURCE, status.source());
-    headers.insert(X_CACHE_STATUS, status.header_value());
+    if status != CacheStatus::Local {
+        headers.insert(X_CACHE_STATUS, status.header_value());
+    }
 }
 
 /// Answers a stored entry from the blob store.

@@ -386,7 +386,7 @@ impl Proxy {
             env.get(k).cloned()
         })
         .unwrap();
-        let router = app::build(&settings, &config).await.unwrap();
+        let router = app::build(&settings, &config).await.unwrap().router;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

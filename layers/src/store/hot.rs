@@ -14,7 +14,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Entry, Index, Refresh, StoreError};
+use super::{Entry, Flushed, Index, Refresh, StoreError};
 
 /// An index that keeps up to `capacity` recently used entries in memory.
 pub struct HotIndex {
@@ -133,6 +133,26 @@ impl Index for HotIndex {
         }
         done
     }
+
+    async fn list(&self, remote: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.inner.list(remote, after, limit).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn flush(
+        &self,
+        remote: Option<&str>,
+        drop_immutable: bool,
+        now_ms: i64,
+    ) -> Result<Flushed, StoreError> {
+        let flushed = self.inner.flush(remote, drop_immutable, now_ms).await;
+        // Whatever happened, nothing hot may be trusted any more.
+        self.clear();
+        flushed
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +182,17 @@ mod tests {
         }
         async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
             self.inner.refresh(key, blob, refresh).await
+        }
+        async fn list(
+            &self,
+            remote: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.list(remote, after, limit).await
+        }
+        async fn flush(&self, remote: Option<&str>, all: bool, now: i64) -> Result<Flushed, StoreError> {
+            self.inner.flush(remote, all, now).await
         }
     }
 

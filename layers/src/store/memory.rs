@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
 
-use super::{BlobStore, BlobStream, Entry, Index, Refresh, StoreError};
+use super::{BlobStore, BlobStream, Entry, EntryClass, Flushed, Index, Refresh, StoreError};
 
 /// An index kept in a `HashMap`.
 #[derive(Debug, Default)]
@@ -55,6 +55,46 @@ impl Index for MemoryIndex {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn list(&self, remote: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let entries = self.entries.lock().expect("index lock");
+        let mut page: Vec<Entry> = entries
+            .values()
+            .filter(|e| e.remote == remote && after.is_none_or(|a| e.path.as_str() > a))
+            .cloned()
+            .collect();
+        page.sort_by(|a, b| a.path.cmp(&b.path));
+        page.truncate(limit);
+        Ok(page)
+    }
+
+    async fn flush(
+        &self,
+        remote: Option<&str>,
+        drop_immutable: bool,
+        now_ms: i64,
+    ) -> Result<Flushed, StoreError> {
+        let mut entries = self.entries.lock().expect("index lock");
+        let mut flushed = Flushed::default();
+        entries.retain(|_, e| {
+            if remote.is_some_and(|r| r != e.remote) {
+                return true;
+            }
+            match e.class {
+                EntryClass::Mutable => {
+                    e.expires_at_ms = Some(now_ms);
+                    flushed.expired += 1;
+                    true
+                }
+                EntryClass::Immutable if drop_immutable => {
+                    flushed.removed.push(e.clone());
+                    false
+                }
+                _ => true,
+            }
+        });
+        Ok(flushed)
     }
 }
 

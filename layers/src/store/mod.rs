@@ -156,6 +156,47 @@ pub trait Index: Send + Sync + 'static {
     /// Applies `refresh` to the entry under `key` if it still points at
     /// `blob` (it was not replaced meanwhile); answers whether it did.
     async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError>;
+    /// Up to `limit` entries of `remote` whose path sorts after `after`, by path.
+    async fn list(&self, remote: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError>;
+    /// Expires the mutable entries of `remote` (every remote when `None`)
+    /// at `now_ms`; with `drop_immutable`, also removes its immutable entries
+    /// and answers them, so that their blobs can be deleted. Local entries
+    /// are never touched: they are data, not cache.
+    async fn flush(
+        &self,
+        remote: Option<&str>,
+        drop_immutable: bool,
+        now_ms: i64,
+    ) -> Result<Flushed, StoreError>;
+    /// Whether the index answers at all (for health and readiness).
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.get("\0ping").await.map(|_| ())
+    }
+}
+
+/// What a flush did.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// How many mutable entries were expired.
+    pub expired: u64,
+    /// The immutable entries removed (their blobs are still to be deleted).
+    pub removed: Vec<Entry>,
+}
+
+/// The blob key for a new body of the entry under `key`:
+/// `{remote}/{hash of key}/{unique}/{file name}` — readable, and unique per
+/// write, so that replacing an entry never rewrites bytes being read.
+pub fn new_blob_key(remote: &str, key: &str, file_name: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    let name: String = file_name
+        .chars()
+        .take(100)
+        .map(|c| if c.is_ascii_alphanumeric() || "._-+@=".contains(c) { c } else { '_' })
+        .collect();
+    let name = if name.is_empty() || name.starts_with('.') { format!("blob{name}") } else { name };
+    format!("{remote}/{:016x}/{}/{name}", hasher.finish(), crate::tee::spool::unique_id())
 }
 
 /// The blob store.
@@ -168,6 +209,10 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobStream, StoreError>;
     /// Deletes the blob under `key`; deleting a missing blob is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Whether the store can be used at all (for health and readiness).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// An index and a blob store together: what the cache layers are given.

@@ -3,7 +3,6 @@
 use std::{
     collections::HashMap,
     fs::File,
-    hash::{Hash, Hasher},
     io::Write,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -26,7 +25,7 @@ use crate::{
     pattern::Class,
     remote::Remote,
     respond,
-    store::{now_ms, Entry, EntryClass, Store, StoreError},
+    store::{new_blob_key, now_ms, Entry, EntryClass, Store, StoreError},
 };
 
 /// What a fill has got to, as seen by every client of it.
@@ -372,7 +371,7 @@ async fn commit(
     tokio::task::spawn_blocking(move || file.sync_all())
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
-    let blob = blob_key(job);
+    let blob = new_blob_key(&job.remote.name, &job.key, job.path.file_name());
     store.blobs.put_file(&blob, spool_path, size).await?;
     let now = now_ms();
     let ttl = job.remote.ttl.for_class(job.class);
@@ -404,20 +403,4 @@ async fn commit(
             Err(e)
         }
     }
-}
-
-/// `{remote}/{hash of key}/{unique}/{file name}`: readable, and unique per fill
-/// so that replacing an entry never rewrites bytes being read.
-fn blob_key(job: &FillJob) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    job.key.hash(&mut hasher);
-    let name: String = job
-        .path
-        .file_name()
-        .chars()
-        .take(100)
-        .map(|c| if c.is_ascii_alphanumeric() || "._-+@=".contains(c) { c } else { '_' })
-        .collect();
-    let name = if name.is_empty() || name.starts_with('.') { format!("blob{name}") } else { name };
-    format!("{}/{:016x}/{}/{}", job.remote.name, hasher.finish(), spool::unique_id(), name)
 }

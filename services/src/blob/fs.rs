@@ -101,6 +101,15 @@ impl BlobStore for FsBlobStore {
         Ok(stream)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let meta = tokio::fs::metadata(&self.root).await?;
+        if meta.is_dir() {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!("{} is not a directory", self.root.display())))
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path(key)?;
         match tokio::fs::remove_file(&path).await {

@@ -2,7 +2,7 @@
 
 use std::{path::Path, str::FromStr, time::Duration};
 
-use artifactapi_layers::store::{Entry, EntryClass, Index, Refresh, StoreError};
+use artifactapi_layers::store::{Entry, EntryClass, Flushed, Index, Refresh, StoreError};
 use async_trait::async_trait;
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
@@ -141,6 +141,59 @@ impl Index for SqliteIndex {
         };
         Ok(done.map_err(backend)?.rows_affected() == 1)
     }
+
+    async fn list(&self, remote: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM entries WHERE remote = ? AND (? IS NULL OR path > ?) ORDER BY path LIMIT ?"
+        ))
+        .bind(remote)
+        .bind(after)
+        .bind(after)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(entry).collect()
+    }
+
+    async fn flush(
+        &self,
+        remote: Option<&str>,
+        drop_immutable: bool,
+        now_ms: i64,
+    ) -> Result<Flushed, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+        let expired = sqlx::query(
+            "UPDATE entries SET expires_at_ms = ? WHERE class = 'mutable' AND (? IS NULL OR remote = ?)",
+        )
+        .bind(now_ms)
+        .bind(remote)
+        .bind(remote)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        let removed = if drop_immutable {
+            sqlx::query(concat!(
+                "DELETE FROM entries WHERE class = 'immutable' AND (? IS NULL OR remote = ?) RETURNING ",
+                columns!()
+            ))
+            .bind(remote)
+            .bind(remote)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(entry)
+            .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(Flushed { expired, removed })
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +235,39 @@ mod tests {
         for i in 0..10 {
             assert!(index.get(&format!("k{i}")).await.unwrap().is_some());
         }
+    }
+
+    #[tokio::test]
+    async fn lists_by_path_in_pages_and_flushes_without_touching_local_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SqliteIndex::open(&dir.path().join("index.db")).await.unwrap();
+        for (i, class) in [EntryClass::Mutable, EntryClass::Immutable, EntryClass::Local].iter().enumerate() {
+            for j in 0..3 {
+                let mut e = sample(&format!("k{i}{j}"), "b");
+                e.path = format!("p{i}{j}");
+                e.class = *class;
+                index.put(e).await.unwrap();
+            }
+        }
+        let mut other = sample("other", "b");
+        other.remote = "elsewhere".into();
+        index.put(other).await.unwrap();
+
+        let page = index.list("r", None, 4).await.unwrap();
+        let paths: Vec<_> = page.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["p00", "p01", "p02", "p10"]);
+        let page = index.list("r", Some("p10"), 100).await.unwrap();
+        assert_eq!(page.len(), 5);
+
+        let flushed = index.flush(Some("r"), false, 5).await.unwrap();
+        assert_eq!((flushed.expired, flushed.removed.len()), (3, 0));
+        assert_eq!(index.get("k00").await.unwrap().unwrap().expires_at_ms, Some(5));
+        let flushed = index.flush(None, true, 6).await.unwrap();
+        assert_eq!(flushed.removed.len(), 3);
+        assert_eq!(flushed.expired, 4, "every remote's mutable entries");
+        assert!(index.get("k10").await.unwrap().is_none());
+        assert!(index.get("k20").await.unwrap().is_some(), "local entries survive a flush");
+        assert!(index.get("other").await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -1,0 +1,315 @@
+//! The management API: what is configured, what is cached, warming and
+//! flushing the cache, health and readiness.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use artifactapi_layers::{
+    error::json_error,
+    store::{now_ms, Entry, Store},
+    RemoteKind, Remotes,
+};
+use axum::{
+    body::Body,
+    extract::{Path, Query, State as Shared},
+    http::{Request, Response, StatusCode},
+    response::IntoResponse,
+    Json,
+};
+use futures_util::{stream, StreamExt};
+use http_body_util::BodyExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::app::Artifacts;
+
+/// What the management handlers share.
+#[derive(Clone)]
+pub(crate) struct State {
+    pub(crate) remotes: Arc<Remotes>,
+    pub(crate) config: Arc<Value>,
+    pub(crate) store: Store,
+    pub(crate) artifacts: Artifacts,
+    pub(crate) draining: Arc<AtomicBool>,
+    pub(crate) backends: Backends,
+}
+
+/// Which backend plays each role, for `/health`.
+#[derive(Clone, Copy)]
+pub(crate) struct Backends {
+    pub(crate) index: &'static str,
+    pub(crate) blobs: &'static str,
+    pub(crate) coordination: &'static str,
+}
+
+/// How many paths `POST /cache-artifact` fetches at once.
+const WARM_CONCURRENCY: usize = 4;
+
+type Answer = Response<Body>;
+
+fn error(status: StatusCode, message: &str, remote: &str) -> Answer {
+    json_error(status, message, remote, "").map(Body::new)
+}
+
+/// `GET /`: name, version and the configured remotes.
+pub(crate) async fn root(Shared(state): Shared<State>) -> impl IntoResponse {
+    let remotes: Vec<_> = state
+        .remotes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "type": match r.kind { RemoteKind::Remote { .. } => "remote", RemoteKind::Local => "local" },
+                "package": r.package.as_str(),
+                "description": r.description,
+            })
+        })
+        .collect();
+    Json(json!({ "name": "artifactapi", "version": env!("CARGO_PKG_VERSION"), "remotes": remotes }))
+}
+
+/// Each backend's state: `"ok"` or what is wrong.
+async fn backend_states(state: &State) -> (bool, Value) {
+    let index = state.store.index.ping().await;
+    let blobs = state.store.blobs.ping().await;
+    let describe = |kind: &str, r: &Result<(), _>| match r {
+        Ok(()) => json!({ "kind": kind, "state": "ok" }),
+        Err(e) => json!({ "kind": kind, "state": format!("error: {e}") }),
+    };
+    let healthy = index.is_ok() && blobs.is_ok();
+    let backends = json!({
+        "index": describe(state.backends.index, &index),
+        "blobs": describe(state.backends.blobs, &blobs),
+        "coordination": { "kind": state.backends.coordination, "state": "ok" },
+    });
+    (healthy, backends)
+}
+
+/// `GET /health`: liveness. 200 while the process can answer at all, even
+/// degraded; the body says how each backend is.
+pub(crate) async fn health(Shared(state): Shared<State>) -> impl IntoResponse {
+    let (healthy, backends) = backend_states(&state).await;
+    let status = if healthy { "ok" } else { "degraded" };
+    Json(json!({ "status": status, "backends": backends }))
+}
+
+/// `GET /ready`: readiness. 503 while draining or while the index or the
+/// blob store is down, so that traffic goes to other replicas.
+pub(crate) async fn ready(Shared(state): Shared<State>) -> impl IntoResponse {
+    if state.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })));
+    }
+    let (healthy, backends) = backend_states(&state).await;
+    if healthy {
+        (StatusCode::OK, Json(json!({ "status": "ready", "backends": backends })))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "backends": backends })))
+    }
+}
+
+/// `GET /config`: the effective configuration, credentials masked.
+pub(crate) async fn config(Shared(state): Shared<State>) -> impl IntoResponse {
+    Json((*state.config).clone())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// `GET /artifacts/{remote}?limit=N&after=PATH`: one page of entries, by path.
+pub(crate) async fn list(
+    Shared(state): Shared<State>,
+    Path(remote): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Answer {
+    if state.remotes.get(&remote).is_none() {
+        return error(StatusCode::NOT_FOUND, "unknown remote", &remote);
+    }
+    let limit = match query.limit.as_deref().map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 1000", &remote),
+    };
+    let mut page = match state.store.index.list(&remote, query.after.as_deref(), limit + 1).await {
+        Ok(page) => page,
+        Err(e) => {
+            tracing::error!(remote, error = %e, "cannot list the index");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "index unavailable", &remote);
+        }
+    };
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|e| e.path.clone())
+    } else {
+        None
+    };
+    let items: Vec<Value> = page.iter().map(item).collect();
+    Json(json!({ "items": items, "next": next })).into_response()
+}
+
+fn item(e: &Entry) -> Value {
+    json!({
+        "path": e.path,
+        "size": e.size,
+        "class": e.class.as_str(),
+        "cached_at": rfc3339(e.cached_at_ms),
+        "expires_at": e.expires_at_ms.map(rfc3339),
+    })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CacheRequest {
+    remote: String,
+    paths: Vec<String>,
+}
+
+/// Characters a path segment may not carry raw in a URI.
+const PATH_ESCAPES: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
+
+/// `POST /cache-artifact`: fetches each path into the cache through the
+/// normal artifact stack (so patterns, single flight and verification all
+/// apply), a few at a time.
+pub(crate) async fn cache_artifacts(
+    Shared(state): Shared<State>,
+    body: Result<Json<CacheRequest>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, &format!("expected {{\"remote\", \"paths\"}}: {e}"), "")
+        }
+    };
+    let remote = request.remote;
+    match state.remotes.get(&remote) {
+        None => return error(StatusCode::NOT_FOUND, "unknown remote", &remote),
+        Some(r) if r.kind == RemoteKind::Local => {
+            return error(StatusCode::BAD_REQUEST, "a local repository has nothing to fetch", &remote)
+        }
+        Some(_) => {}
+    }
+    let results: Vec<Value> = stream::iter(request.paths)
+        .map(|path| {
+            let artifacts = state.artifacts.clone();
+            let remote = remote.clone();
+            async move { warm(artifacts, &remote, path).await }
+        })
+        .buffered(WARM_CONCURRENCY)
+        .collect()
+        .await;
+    Json(json!({ "results": results })).into_response()
+}
+
+async fn warm(artifacts: Artifacts, remote: &str, path: String) -> Value {
+    let encoded = utf8_percent_encode(path.trim_start_matches('/'), PATH_ESCAPES).to_string();
+    let failure = |message: String| json!({ "path": path, "status": "error", "error": message });
+    let Ok(req) = Request::get(format!("/{remote}/{encoded}")).body(Body::empty()) else {
+        return failure("not a valid path".into());
+    };
+    let Ok(answer) = artifacts.oneshot(req).await;
+    let status = answer.status();
+    let body = answer.into_body().collect().await;
+    match (status, body) {
+        (StatusCode::OK, Ok(_)) => json!({ "path": path, "status": "cached" }),
+        (StatusCode::OK, Err(e)) => failure(format!("the transfer failed: {e}")),
+        (status, Ok(body)) => {
+            let detail = serde_json::from_slice::<Value>(&body.to_bytes())
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| status.to_string());
+            failure(format!("{}: {detail}", status.as_u16()))
+        }
+        (status, Err(e)) => failure(format!("{status}: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FlushQuery {
+    remote: Option<String>,
+    all: Option<bool>,
+}
+
+/// `PUT /cache/flush?remote=R&all=true`: expires mutable entries; with
+/// `all=true` removes immutable ones too. Local repositories are never touched.
+pub(crate) async fn flush(Shared(state): Shared<State>, Query(query): Query<FlushQuery>) -> Answer {
+    if let Some(remote) = &query.remote {
+        if state.remotes.get(remote).is_none() {
+            return error(StatusCode::NOT_FOUND, "unknown remote", remote);
+        }
+    }
+    let remote = query.remote.as_deref();
+    let flushed = match state.store.index.flush(remote, query.all.unwrap_or(false), now_ms() - 1).await {
+        Ok(flushed) => flushed,
+        Err(e) => {
+            tracing::error!(error = %e, "flush failed");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "index unavailable", remote.unwrap_or_default());
+        }
+    };
+    for entry in &flushed.removed {
+        if let Err(e) = state.store.blobs.delete(&entry.blob).await {
+            tracing::warn!(blob = %entry.blob, error = %e, "could not delete a flushed blob");
+        }
+    }
+    tracing::info!(
+        remote = remote.unwrap_or("*"),
+        expired = flushed.expired,
+        removed = flushed.removed.len(),
+        "cache flushed"
+    );
+    Json(json!({ "expired": flushed.expired, "removed": flushed.removed.len() })).into_response()
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC (`2026-11-25T23:20:27.123Z`).
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_651_227_123), "2026-11-26T00:00:27.123Z");
+        assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+}
