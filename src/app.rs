@@ -175,7 +175,7 @@ impl Service<Request<Body>> for Artifacts {
             (true, Method::GET | Method::HEAD) => self.local.clone(),
             (true, Method::PUT | Method::DELETE) => match self.admin.check(req.headers()) {
                 Ok(()) => self.local.clone(),
-                Err(refusal) => return ready(refusal),
+                Err(refused) => return ready(refused.response()),
             },
             (true, _) => return ready(refuse("GET, HEAD, PUT, DELETE")),
         };

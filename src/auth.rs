@@ -29,7 +29,7 @@ impl AdminToken {
     }
 
     /// Checks a request's `Authorization` header.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Response<ArtifactBody>> {
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
         let Some(expected) = &self.0 else { return Ok(()) };
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -37,14 +37,33 @@ impl AdminToken {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
         match presented {
-            None => {
+            None => Err(Refused::Missing),
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(Refused::Wrong),
+        }
+    }
+}
+
+/// Why a write was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No bearer token: 401.
+    Missing,
+    /// Not the token: 403.
+    Wrong,
+}
+
+impl Refused {
+    /// The answer to the client.
+    pub fn response(self) -> Response<ArtifactBody> {
+        match self {
+            Refused::Missing => {
                 let mut refusal =
                     json_error(StatusCode::UNAUTHORIZED, "this operation needs the admin token", "", "");
                 refusal.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                Err(refusal)
+                refusal
             }
-            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(json_error(StatusCode::FORBIDDEN, "wrong admin token", "", "")),
+            Refused::Wrong => json_error(StatusCode::FORBIDDEN, "wrong admin token", "", ""),
         }
     }
 }
@@ -65,7 +84,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub async fn require_admin(State(token): State<AdminToken>, req: Request, next: Next) -> Response<Body> {
     match token.check(req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(refusal) => refusal.map(Body::new),
+        Err(refused) => refused.response().map(Body::new),
     }
 }
 
@@ -84,15 +103,21 @@ mod tests {
     #[test]
     fn missing_wrong_and_right_tokens() {
         let token = AdminToken::new(Some("s3cret".into()));
-        assert_eq!(token.check(&headers(None)).unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(token.check(&headers(None)).unwrap_err().response().status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            token.check(&headers(Some("Basic s3cret"))).unwrap_err().status(),
+            token.check(&headers(Some("Basic s3cret"))).unwrap_err().response().status(),
             StatusCode::UNAUTHORIZED
         );
-        assert_eq!(token.check(&headers(Some("Bearer nope"))).unwrap_err().status(), StatusCode::FORBIDDEN);
-        assert_eq!(token.check(&headers(Some("Bearer s3cre"))).unwrap_err().status(), StatusCode::FORBIDDEN);
         assert_eq!(
-            token.check(&headers(Some("Bearer s3cret!"))).unwrap_err().status(),
+            token.check(&headers(Some("Bearer nope"))).unwrap_err().response().status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            token.check(&headers(Some("Bearer s3cre"))).unwrap_err().response().status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            token.check(&headers(Some("Bearer s3cret!"))).unwrap_err().response().status(),
             StatusCode::FORBIDDEN
         );
         assert!(token.check(&headers(Some("Bearer s3cret"))).is_ok());
