@@ -2,7 +2,7 @@
 
 use std::{
     convert::Infallible,
-    path::Path,
+    path::PathBuf,
     sync::{atomic::AtomicBool, Arc},
     task::{Context, Poll},
 };
@@ -10,11 +10,16 @@ use std::{
 use artifactapi_layers::{
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
     local::LocalRepo,
-    store::{hot::HotIndex, Store, StoreError},
+    store::{hot::HotIndex, now_ms, BlobStore, Index, Store, StoreError},
     ArtifactBody, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind, RemoteResolveLayer, Remotes,
     RevalidateLayer, S3TeeLayer, StaleOnErrorLayer,
 };
-use artifactapi_services::{blob::FsBlobStore, index::SqliteIndex, upstream::UpstreamFetch};
+use artifactapi_services::{
+    blob::{FsBlobStore, S3BlobStore},
+    coord::RedisCoordinator,
+    index::{PostgresIndex, SqliteIndex},
+    upstream::UpstreamFetch,
+};
 use axum::{
     body::Body,
     http::{header, HeaderValue, Method, Request, Response, StatusCode},
@@ -37,11 +42,23 @@ use crate::{
 /// round trip.
 const HOT_ENTRIES: usize = 20_000;
 
-/// Opens the embedded store under `DATA_DIR`: blobs as files, the index in
-/// SQLite behind a bounded in-memory index of hot entries, spool files in
-/// `tmp/` (left-overs of a previous run are removed: they were never
-/// committed).
-pub async fn open_store(data_dir: &Path) -> Result<(Store, std::path::PathBuf), BoxError> {
+/// The store and coordination this process runs on.
+pub(crate) struct Backends {
+    pub(crate) store: Store,
+    pub(crate) spool: PathBuf,
+    pub(crate) coordinator: Option<Arc<RedisCoordinator>>,
+    pub(crate) kinds: manage::Kinds,
+}
+
+/// Opens the backends the environment asks for: blobs in S3 (`MINIO_*`) or
+/// files under `DATA_DIR`; the index in PostgreSQL (`DATABASE_URL`/`DBHOST`)
+/// or SQLite under `DATA_DIR`; coordination through Redis (`REDIS_URL`) or
+/// none. A configured S3 or PostgreSQL that cannot be reached stops start-up;
+/// an unreachable Redis only warns (requests work without it). Spool files
+/// live in `DATA_DIR/tmp` whatever the backends; left-overs of a previous run
+/// are removed (they were never committed).
+pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxError> {
+    let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create DATA_DIR {}: {e}", data_dir.display()))?;
     let spool = data_dir.join("tmp");
@@ -53,12 +70,60 @@ pub async fn open_store(data_dir: &Path) -> Result<(Store, std::path::PathBuf), 
         }
     }
     std::fs::create_dir_all(&spool)?;
-    let blobs = FsBlobStore::new(data_dir.join("blobs"))?;
-    let index = SqliteIndex::open(&data_dir.join("index.db"))
-        .await
-        .map_err(|e| format!("cannot open the index in {}: {e}", data_dir.display()))?;
-    let index = HotIndex::new(Arc::new(index), HOT_ENTRIES);
-    Ok((Store::new(Arc::new(index), Arc::new(blobs)), spool))
+
+    let (blobs, blobs_kind): (Arc<dyn BlobStore>, _) = match &settings.s3 {
+        Some(s3) => {
+            let store = S3BlobStore::connect(s3)
+                .await
+                .map_err(|e| format!("cannot use S3 at {} (bucket {}): {e}", s3.endpoint, s3.bucket))?;
+            (Arc::new(store), "s3")
+        }
+        None => (Arc::new(FsBlobStore::new(data_dir.join("blobs"))?), "filesystem"),
+    };
+    let (index, index_kind): (Arc<dyn Index>, _) = match &settings.postgres {
+        Some(pg) => {
+            let index = PostgresIndex::connect(pg.options()?)
+                .await
+                .map_err(|e| format!("cannot use PostgreSQL ({pg:?}): {e}"))?;
+            (Arc::new(index), "postgres")
+        }
+        None => {
+            let index = SqliteIndex::open(&data_dir.join("index.db"))
+                .await
+                .map_err(|e| format!("cannot open the index in {}: {e}", data_dir.display()))?;
+            (Arc::new(index), "sqlite")
+        }
+    };
+    let coordinator = match &settings.redis_url {
+        Some(url) => {
+            let replica = format!("{}-{}", std::process::id(), now_ms());
+            let redis = Arc::new(RedisCoordinator::new(url, &settings.redis_prefix, &replica)?);
+            if let Err(e) = redis.ping().await {
+                tracing::warn!(error = %e, "Redis is not reachable; working without coordination until it is");
+            }
+            Some(redis)
+        }
+        None => None,
+    };
+    let mut hot = HotIndex::new(index, HOT_ENTRIES);
+    if let Some(redis) = &coordinator {
+        hot = hot.with_coordinator(redis.clone());
+    }
+    let hot = Arc::new(hot);
+    if let Some(redis) = &coordinator {
+        // Other replicas' writes make our hot copies stale.
+        let hot = hot.clone();
+        redis.listen(move |key| match key {
+            Some(key) => hot.invalidate(key),
+            None => hot.clear(),
+        });
+    }
+    let kinds = manage::Kinds {
+        index: index_kind,
+        blobs: blobs_kind,
+        coordination: if coordinator.is_some() { "redis" } else { "in-process" },
+    };
+    Ok(Backends { store: Store::new(hot, blobs), spool, coordinator, kinds })
 }
 
 /// The running application: its routes, and the switch that tells `/ready`
@@ -76,7 +141,7 @@ pub(crate) type Stack = BoxCloneSyncService<Request<Body>, Response<ArtifactBody
 /// The whole application: management endpoints and the artifact routes.
 pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError> {
     let remotes = Arc::new(config.remotes.clone());
-    let (store, spool) = open_store(&settings.data_dir).await?;
+    let Backends { store, spool, coordinator, kinds } = open_backends(settings).await?;
     let upstream = UpstreamFetch::new(&settings.upstream)?;
 
     // Remotes. Outermost first; each layer may answer on its own.
@@ -91,8 +156,12 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(StaleOnErrorLayer::new(store.clone()))
         // Expired mutable entries with validators: one conditional request.
         .layer(RevalidateLayer::new(store.clone()))
-        // One fill per key, streamed to every client and into the store.
-        .layer(S3TeeLayer::new(store.clone(), spool.clone()))
+        // One fill per key (across replicas with Redis), streamed to every
+        // client and into the store.
+        .layer(match &coordinator {
+            Some(redis) => S3TeeLayer::with_coordinator(store.clone(), spool.clone(), redis.clone()),
+            None => S3TeeLayer::new(store.clone(), spool.clone()),
+        })
         .service(upstream);
 
     // Local repositories: the same path rules, then uploads and downloads.
@@ -115,7 +184,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         store,
         artifacts: artifacts.clone(),
         draining: draining.clone(),
-        backends: manage::Backends { index: "sqlite", blobs: "filesystem", coordination: "in-process" },
+        kinds,
+        coordinator,
     };
 
     let router = Router::new()

@@ -25,6 +25,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use artifactapi_services::coord::RedisCoordinator;
+
 use crate::app::Artifacts;
 
 /// What the management handlers share.
@@ -35,12 +37,13 @@ pub(crate) struct State {
     pub(crate) store: Store,
     pub(crate) artifacts: Artifacts,
     pub(crate) draining: Arc<AtomicBool>,
-    pub(crate) backends: Backends,
+    pub(crate) kinds: Kinds,
+    pub(crate) coordinator: Option<Arc<RedisCoordinator>>,
 }
 
 /// Which backend plays each role, for `/health`.
 #[derive(Clone, Copy)]
-pub(crate) struct Backends {
+pub(crate) struct Kinds {
     pub(crate) index: &'static str,
     pub(crate) blobs: &'static str,
     pub(crate) coordination: &'static str,
@@ -80,11 +83,16 @@ async fn backend_states(state: &State) -> (bool, Value) {
         Ok(()) => json!({ "kind": kind, "state": "ok" }),
         Err(e) => json!({ "kind": kind, "state": format!("error: {e}") }),
     };
+    // Redis is not needed to serve: it shows in health, never in readiness.
+    let coordination = match &state.coordinator {
+        Some(redis) => redis.ping().await.map_err(artifactapi_layers::store::StoreError::Backend),
+        None => Ok(()),
+    };
     let healthy = index.is_ok() && blobs.is_ok();
     let backends = json!({
-        "index": describe(state.backends.index, &index),
-        "blobs": describe(state.backends.blobs, &blobs),
-        "coordination": { "kind": state.backends.coordination, "state": "ok" },
+        "index": describe(state.kinds.index, &index),
+        "blobs": describe(state.kinds.blobs, &blobs),
+        "coordination": describe(state.kinds.coordination, &coordination),
     });
     (healthy, backends)
 }

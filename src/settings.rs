@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use artifactapi_services::upstream::UpstreamConfig;
+use artifactapi_services::{blob::S3Config, upstream::UpstreamConfig};
 use url::Url;
 
 /// Everything that is not in `remotes.yaml`.
@@ -22,6 +22,114 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// `MAX_UPLOAD_BYTES`, default 10 GiB: the largest local upload.
     pub max_upload_bytes: u64,
+    /// `MINIO_*`: blobs in an S3-compatible store instead of `DATA_DIR`.
+    pub s3: Option<S3Config>,
+    /// `DATABASE_URL` or `DBHOST`...: the index in PostgreSQL instead of SQLite.
+    pub postgres: Option<PostgresConfig>,
+    /// `REDIS_URL`: coordination between replicas.
+    pub redis_url: Option<String>,
+    /// `REDIS_PREFIX`, default `artifactapi:`: the Redis key namespace.
+    pub redis_prefix: String,
+}
+
+/// Where PostgreSQL is. `Debug` never shows the password.
+#[derive(Clone)]
+pub enum PostgresConfig {
+    /// `DATABASE_URL`.
+    Url(String),
+    /// `DBHOST`, `DBPORT`, `DBUSER`, `DBPASS`, `DBNAME`.
+    Parts {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// User.
+        user: String,
+        /// Password, if any.
+        password: Option<String>,
+        /// Database.
+        database: String,
+    },
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PostgresConfig::Url(_) => f.write_str("PostgresConfig::Url(***)"),
+            PostgresConfig::Parts { host, port, user, database, .. } => {
+                write!(f, "PostgresConfig {{ {user}@{host}:{port}/{database} }}")
+            }
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The connection options.
+    pub fn options(&self) -> Result<sqlx::postgres::PgConnectOptions, String> {
+        match self {
+            PostgresConfig::Url(url) => {
+                url.parse().map_err(|e| format!("DATABASE_URL is not a PostgreSQL URL: {e}"))
+            }
+            PostgresConfig::Parts { host, port, user, password, database } => {
+                let mut options = sqlx::postgres::PgConnectOptions::new()
+                    .host(host)
+                    .port(*port)
+                    .username(user)
+                    .database(database);
+                if let Some(password) = password {
+                    options = options.password(password);
+                }
+                Ok(options)
+            }
+        }
+    }
+}
+
+fn s3_from(var: &impl Fn(&str) -> Option<String>) -> Result<Option<S3Config>, String> {
+    let Some(endpoint) = var("MINIO_ENDPOINT").filter(|s| !s.is_empty()) else { return Ok(None) };
+    let need = |name: &str| {
+        var(name).filter(|s| !s.is_empty()).ok_or_else(|| format!("MINIO_ENDPOINT is set but {name} is not"))
+    };
+    let secure = match var("MINIO_SECURE").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "" | "false" | "0" | "no" => false,
+        "true" | "1" | "yes" => true,
+        other => return Err(format!("MINIO_SECURE {other:?} is not true or false")),
+    };
+    let endpoint = if endpoint.contains("://") {
+        endpoint
+    } else {
+        format!("{}://{endpoint}", if secure { "https" } else { "http" })
+    };
+    url::Url::parse(&endpoint)
+        .map_err(|e| format!("MINIO_ENDPOINT {endpoint:?} is not host:port or a URL: {e}"))?;
+    Ok(Some(S3Config {
+        endpoint,
+        access_key: need("MINIO_ACCESS_KEY")?,
+        secret_key: need("MINIO_SECRET_KEY")?,
+        bucket: need("MINIO_BUCKET")?,
+        region: var("MINIO_REGION").filter(|s| !s.is_empty()).unwrap_or_else(|| "us-east-1".into()),
+    }))
+}
+
+fn postgres_from(var: &impl Fn(&str) -> Option<String>) -> Result<Option<PostgresConfig>, String> {
+    if let Some(url) = var("DATABASE_URL").filter(|s| !s.is_empty()) {
+        return Ok(Some(PostgresConfig::Url(url)));
+    }
+    let Some(host) = var("DBHOST").filter(|s| !s.is_empty()) else { return Ok(None) };
+    let need = |name: &str| {
+        var(name).filter(|s| !s.is_empty()).ok_or_else(|| format!("DBHOST is set but {name} is not"))
+    };
+    let port = match var("DBPORT").filter(|s| !s.is_empty()) {
+        None => 5432,
+        Some(p) => p.parse().map_err(|_| format!("DBPORT {p:?} is not a port number"))?,
+    };
+    Ok(Some(PostgresConfig::Parts {
+        host,
+        port,
+        user: need("DBUSER")?,
+        password: var("DBPASS").filter(|s| !s.is_empty()),
+        database: need("DBNAME")?,
+    }))
 }
 
 impl Settings {
@@ -59,6 +167,12 @@ impl Settings {
                 .ok_or_else(|| format!("MAX_UPLOAD_BYTES {s:?} is not a positive number of bytes"))?,
         };
         Ok(Self {
+            s3: s3_from(&var)?,
+            postgres: postgres_from(&var)?,
+            redis_url: var("REDIS_URL").filter(|s| !s.is_empty()),
+            redis_prefix: var("REDIS_PREFIX")
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "artifactapi:".into()),
             admin_token: var("ADMIN_TOKEN").filter(|s| !s.is_empty()),
             max_upload_bytes,
             listen_addr,
@@ -89,6 +203,52 @@ mod tests {
         assert_eq!(s.admin_token, None);
         assert_eq!(s.max_upload_bytes, 10 << 30);
         assert!(Settings::from_lookup(|k| (k == "MAX_UPLOAD_BYTES").then(|| "lots".into())).is_err());
+        assert!(s.s3.is_none() && s.postgres.is_none() && s.redis_url.is_none(), "the embedded default");
+    }
+
+    #[test]
+    fn production_backends_switch_on_by_their_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let s = Settings::from_lookup(env(&[
+            ("MINIO_ENDPOINT", "minio-service:9000"),
+            ("MINIO_ACCESS_KEY", "ak"),
+            ("MINIO_SECRET_KEY", "sk"),
+            ("MINIO_BUCKET", "artifacts"),
+            ("DBHOST", "postgres-service"),
+            ("DBUSER", "artifacts"),
+            ("DBPASS", "artifacts123"),
+            ("DBNAME", "artifacts"),
+            ("REDIS_URL", "redis://redis-service:6379"),
+        ]))
+        .unwrap();
+        let s3 = s.s3.unwrap();
+        assert_eq!(s3.endpoint, "http://minio-service:9000");
+        assert_eq!(s3.region, "us-east-1");
+        assert!(!format!("{s3:?}").contains("sk\""), "the secret key is not shown");
+        let pg = s.postgres.unwrap();
+        assert!(!format!("{pg:?}").contains("artifacts123"));
+        assert!(pg.options().is_ok());
+        assert_eq!(s.redis_url.as_deref(), Some("redis://redis-service:6379"));
+
+        let s = Settings::from_lookup(env(&[
+            ("MINIO_ENDPOINT", "https://s3.example.com"),
+            ("MINIO_ACCESS_KEY", "ak"),
+            ("MINIO_SECRET_KEY", "sk"),
+            ("MINIO_BUCKET", "b"),
+            ("MINIO_SECURE", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(s.s3.unwrap().endpoint, "https://s3.example.com");
+
+        let err = Settings::from_lookup(env(&[("MINIO_ENDPOINT", "m:9000"), ("MINIO_ACCESS_KEY", "a")]))
+            .unwrap_err();
+        assert!(err.contains("MINIO_SECRET_KEY"), "{err}");
+        let err = Settings::from_lookup(env(&[("DBHOST", "db")])).unwrap_err();
+        assert!(err.contains("DBUSER"), "{err}");
+        let s = Settings::from_lookup(env(&[("DATABASE_URL", "postgres://u:p@h/db")])).unwrap();
+        assert!(s.postgres.unwrap().options().is_ok());
         let s = Settings::from_lookup(|k| match k {
             "UPSTREAM_READ_TIMEOUT" => Some("0.5".into()),
             "PUBLIC_URL" => Some("https://artifacts.example.com".into()),

@@ -4,10 +4,13 @@
 //! reqwest client (with reqwest-middleware for retries) that streams upstream
 //! bodies untouched. [`blob::FsBlobStore`] and [`index::SqliteIndex`] are the
 //! embedded default store: files under `DATA_DIR` and a SQLite index, so that
-//! one machine needs no set-up. Each implements a storage trait of
+//! one machine needs no set-up. [`blob::S3BlobStore`], [`index::PostgresIndex`]
+//! and [`coord::RedisCoordinator`] are the production backends that let
+//! several replicas act as one cache. Each implements a storage trait of
 //! `artifactapi-layers`, where the layers that use them live.
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
 pub mod blob;
+pub mod coord;
 pub mod index;
 pub mod upstream;

@@ -15,12 +15,14 @@ use std::{
 use async_trait::async_trait;
 
 use super::{Entry, Flushed, Index, Refresh, StoreError};
+use crate::coord::Coordinator;
 
 /// An index that keeps up to `capacity` recently used entries in memory.
 pub struct HotIndex {
     inner: Arc<dyn Index>,
     hot: Mutex<Hot>,
     capacity: usize,
+    coordinator: Option<Arc<dyn Coordinator>>,
 }
 
 #[derive(Default)]
@@ -53,7 +55,21 @@ impl Hot {
 impl HotIndex {
     /// Keeps up to `capacity` entries of `inner` in memory.
     pub fn new(inner: Arc<dyn Index>, capacity: usize) -> Self {
-        Self { inner, hot: Mutex::new(Hot::default()), capacity: capacity.max(1) }
+        Self { inner, hot: Mutex::new(Hot::default()), capacity: capacity.max(1), coordinator: None }
+    }
+
+    /// Tells other replicas (through `coordinator`) of every change written
+    /// here, so they drop their hot copies.
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn Coordinator>) -> Self {
+        self.coordinator = Some(coordinator);
+        self
+    }
+
+    fn announce(&self, key: Option<&str>) {
+        if let Some(coord) = self.coordinator.clone() {
+            let key = key.map(str::to_owned);
+            tokio::spawn(async move { coord.invalidate(key.as_deref()).await });
+        }
     }
 
     /// Forgets the hot copy of `key` (another replica changed it).
@@ -104,6 +120,7 @@ impl Index for HotIndex {
         match self.inner.put(entry.clone()).await {
             Ok(old) => {
                 self.hot.lock().expect("hot index lock").insert(entry, self.capacity);
+                self.announce(Some(&key));
                 Ok(old)
             }
             Err(e) => {
@@ -117,6 +134,7 @@ impl Index for HotIndex {
         self.invalidate(key);
         let removed = self.inner.remove(key).await;
         self.invalidate(key);
+        self.announce(Some(key));
         removed
     }
 
@@ -130,6 +148,10 @@ impl Index for HotIndex {
             _ => {
                 hot.entries.remove(key);
             }
+        }
+        drop(hot);
+        if matches!(done, Ok(true)) {
+            self.announce(Some(key));
         }
         done
     }
@@ -151,6 +173,7 @@ impl Index for HotIndex {
         let flushed = self.inner.flush(remote, drop_immutable, now_ms).await;
         // Whatever happened, nothing hot may be trusted any more.
         self.clear();
+        self.announce(None);
         flushed
     }
 }

@@ -20,6 +20,7 @@ use tower::{Service, ServiceExt};
 use super::spool;
 use crate::{
     body::ArtifactBody,
+    coord::Coordinator,
     error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
     path::ArtifactPath,
     pattern::Class,
@@ -89,7 +90,12 @@ pub(crate) struct FillJob {
     pub(crate) class: Class,
     /// The request carries validators; a 304 is an answer, not a failure.
     pub(crate) conditional: bool,
+    /// This replica holds the coordination lease for the key.
+    pub(crate) lease: bool,
 }
+
+/// How long a fill lease lives unless renewed (renewed every third of it).
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// The fills in flight, by cache key.
 pub(crate) struct Fills {
@@ -98,6 +104,8 @@ pub(crate) struct Fills {
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<FillStatus>>>,
     /// Keys upstream answered 404 for, until when (the negative cache).
     missing: Mutex<HashMap<Arc<str>, Instant>>,
+    /// Coordination with other replicas, when there are any.
+    coordinator: Option<Arc<dyn Coordinator>>,
 }
 
 /// At most this many remembered 404s; past it, new ones are not remembered.
@@ -110,8 +118,22 @@ impl std::fmt::Debug for Fills {
 }
 
 impl Fills {
-    pub(crate) fn new(store: Store, spool_dir: PathBuf) -> Self {
-        Self { store, spool_dir, inflight: Mutex::new(HashMap::new()), missing: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(store: Store, spool_dir: PathBuf, coordinator: Option<Arc<dyn Coordinator>>) -> Self {
+        Self {
+            store,
+            spool_dir,
+            inflight: Mutex::new(HashMap::new()),
+            missing: Mutex::new(HashMap::new()),
+            coordinator,
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn coordinator(&self) -> Option<&Arc<dyn Coordinator>> {
+        self.coordinator.as_ref()
     }
 
     /// Whether upstream answered 404 for `key` within its negative TTL.
@@ -168,6 +190,13 @@ impl Fills {
             // for upstream by every request: a finished fill does not answer it.
             let never_fresh = job.remote.ttl.for_class(job.class) == Some(Duration::ZERO);
             if !(complete && never_fresh) {
+                if job.lease {
+                    // A local fill is already at it: the lease is not needed.
+                    if let Some(coord) = self.coordinator.clone() {
+                        let key = job.key.clone();
+                        tokio::spawn(async move { coord.release(&key).await });
+                    }
+                }
                 return (rx.clone(), complete);
             }
         }
@@ -180,7 +209,29 @@ impl Fills {
             // The guard leaves the map however the task ends, panics included,
             // so a key is never stuck behind a dead fill.
             let guard = guard;
-            if let Some(linger) = run(guard.fills.clone(), inner, req, tx, job).await {
+            let lease = match (job.lease, guard.fills.coordinator.clone()) {
+                (true, Some(coord)) => Some((coord, job.key.clone())),
+                _ => None,
+            };
+            // Keep the lease alive for as long as the fill runs.
+            let renewal = lease.clone().map(|(coord, key)| {
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(LEASE_TTL / 3).await;
+                        if !matches!(coord.renew(&key, LEASE_TTL).await, Ok(true)) {
+                            break;
+                        }
+                    }
+                })
+            });
+            let linger = run(guard.fills.clone(), inner, req, tx, job).await;
+            if let Some(renewal) = renewal {
+                renewal.abort();
+            }
+            if let Some((coord, key)) = lease {
+                coord.release(&key).await;
+            }
+            if let Some(linger) = linger {
                 tokio::time::sleep(linger).await;
             }
             drop(guard);

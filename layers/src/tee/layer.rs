@@ -3,7 +3,7 @@ use std::{path::PathBuf, sync::Arc};
 use tower::Layer;
 
 use super::{fill::Fills, S3Tee};
-use crate::store::Store;
+use crate::{coord::Coordinator, store::Store};
 
 /// Applies [`S3Tee`] to a service.
 #[derive(Debug, Clone)]
@@ -16,7 +16,18 @@ impl S3TeeLayer {
     /// should be on the same filesystem as a file blob store, so that a commit
     /// is a rename).
     pub fn new(store: Store, spool_dir: impl Into<PathBuf>) -> Self {
-        Self { fills: Arc::new(Fills::new(store, spool_dir.into())) }
+        Self { fills: Arc::new(Fills::new(store, spool_dir.into(), None)) }
+    }
+
+    /// Like [`S3TeeLayer::new`], coordinating fills with other replicas: a
+    /// miss takes the key's lease before fetching, and a replica that finds
+    /// the lease taken waits for the holder's commit instead of fetching too.
+    pub fn with_coordinator(
+        store: Store,
+        spool_dir: impl Into<PathBuf>,
+        coordinator: Arc<dyn Coordinator>,
+    ) -> Self {
+        Self { fills: Arc::new(Fills::new(store, spool_dir.into(), Some(coordinator))) }
     }
 }
 

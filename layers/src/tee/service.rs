@@ -2,6 +2,7 @@ use std::{
     io,
     sync::Arc,
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use futures_util::{future::BoxFuture, stream};
@@ -10,16 +11,18 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 use super::{
-    fill::{FillJob, FillStatus, Fills, Head},
+    fill::{FillJob, FillStatus, Fills, Head, LEASE_TTL},
     spool,
 };
 use crate::{
     body::{self, ArtifactBody},
+    coord::Coordinator,
     error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
     extensions::{CacheKey, CacheStatus, Classification, Conditional, NotModified, StaleEntry},
     path::ArtifactPath,
     remote_resolve::ResolvedRemote,
-    respond::{self, Source, Stored},
+    respond::{self, serve_entry, Source, Stored},
+    store::{now_ms, Entry},
 };
 
 /// Middleware that fills the cache from the inner (upstream) service.
@@ -147,7 +150,18 @@ where
             req.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    let job = FillJob { key, remote, path, class, conditional: conditional.is_some() };
+    let mut lease = false;
+    if let (None, Some(coord)) = (fills.find(&key), fills.coordinator().cloned()) {
+        match coordinate(&fills, &*coord, &key).await {
+            Coordinated::Fetch { leased } => lease = leased,
+            Coordinated::Committed(entry) => {
+                // Another replica fetched it while this one waited.
+                let store = fills.store();
+                return Ok(serve_entry(store, &entry, &Method::GET, &client_headers, CacheStatus::Hit).await?);
+            }
+        }
+    }
+    let job = FillJob { key, remote, path, class, conditional: conditional.is_some(), lease };
     let (mut rx, joined_complete) = fills.join_or_start(inner, req, job);
     // Joining a fill that had already finished is answering from the cache:
     // upstream was not asked for this request.
@@ -173,6 +187,50 @@ where
         response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     Ok(response)
+}
+
+/// How long a replica waits for another replica's fill before fetching itself.
+const MAX_REMOTE_WAIT: Duration = Duration::from_secs(600);
+
+enum Coordinated {
+    /// Fetch from upstream, holding the lease or (coordination failed) not.
+    Fetch { leased: bool },
+    /// Another replica committed the entry.
+    Committed(Entry),
+}
+
+/// Takes the key's lease, or waits for the replica that holds it to commit.
+/// Fails open: whenever coordination cannot answer, this replica fetches.
+async fn coordinate(fills: &Fills, coord: &dyn Coordinator, key: &str) -> Coordinated {
+    let started = Instant::now();
+    let started_ms = now_ms();
+    loop {
+        match coord.acquire(key, LEASE_TTL).await {
+            Ok(true) => return Coordinated::Fetch { leased: true },
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "coordination unavailable; fetching without a lease");
+                return Coordinated::Fetch { leased: false };
+            }
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok(Some(entry)) = fills.store().index.get(key).await {
+                if entry.cached_at_ms >= started_ms || entry.is_fresh(now_ms()) {
+                    return Coordinated::Committed(entry);
+                }
+            }
+            if started.elapsed() > MAX_REMOTE_WAIT {
+                return Coordinated::Fetch { leased: false };
+            }
+            match coord.held(key).await {
+                Ok(true) => continue,
+                // Released without a fresh entry (the holder failed): try to take it.
+                Ok(false) => break,
+                Err(_) => return Coordinated::Fetch { leased: false },
+            }
+        }
+    }
 }
 
 async fn head_miss<S, B>(

@@ -1,0 +1,29 @@
+//! Coordination between replicas: who fetches a key, and who must forget a
+//! hot entry.
+//!
+//! One process needs none of this (its fills are single-flight already); with
+//! several replicas a [`Coordinator`] (Redis in production) hands out a lease
+//! per cache key, so concurrent misses across replicas make one upstream
+//! request, and carries invalidations of hot index entries. Coordination
+//! fails open: when it cannot answer, a replica fetches by itself (possibly a
+//! duplicate fetch, never an error).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// The coordination backend.
+#[async_trait]
+pub trait Coordinator: Send + Sync + 'static {
+    /// Takes the fill lease for `key` for `ttl`: `Ok(true)` when this replica
+    /// is to fetch, `Ok(false)` when another holds it.
+    async fn acquire(&self, key: &str, ttl: Duration) -> Result<bool, String>;
+    /// Extends a lease this replica holds; `Ok(false)` if it is no longer ours.
+    async fn renew(&self, key: &str, ttl: Duration) -> Result<bool, String>;
+    /// Gives a lease up, if it is still ours.
+    async fn release(&self, key: &str);
+    /// Whether any replica holds the lease for `key`.
+    async fn held(&self, key: &str) -> Result<bool, String>;
+    /// Tells the other replicas that the entry under `key` changed (`None`: all).
+    async fn invalidate(&self, key: Option<&str>);
+}

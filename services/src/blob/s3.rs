@@ -1,0 +1,258 @@
+//! Blobs in an S3-compatible object store (MinIO, Garage, Ceph, AWS).
+//!
+//! Path-style addressing, request checksums only when an operation requires
+//! them (S3-compatible servers reject some of the newer defaults), and the
+//! bucket is created when missing. A complete spool file is uploaded in one
+//! `PutObject` when small, otherwise as a multipart upload of 16 MiB parts
+//! read from the file (memory stays at a part in flight); an upload that fails
+//! is aborted, so no partial object ever becomes visible. Reads stream, and
+//! `Range` reads are ranged `GetObject`s.
+
+use std::{io, ops::Range, path::Path, time::Duration};
+
+use artifactapi_layers::store::{BlobStore, BlobStream, StoreError};
+use async_trait::async_trait;
+use aws_sdk_s3::{
+    config::{
+        timeout::TimeoutConfig, BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation,
+    },
+    error::DisplayErrorContext,
+    primitives::{ByteStream, Length},
+    types::{CompletedMultipartUpload, CompletedPart},
+    Client,
+};
+use futures_util::StreamExt;
+use tokio_util::io::ReaderStream;
+
+/// Parts of a multipart upload (S3 wants at least 5 MiB but the last).
+const PART_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Where the object store is and how to reach it.
+#[derive(Clone)]
+pub struct S3Config {
+    /// `http(s)://host:port`.
+    pub endpoint: String,
+    /// Access key.
+    pub access_key: String,
+    /// Secret key.
+    pub secret_key: String,
+    /// The bucket blobs go in.
+    pub bucket: String,
+    /// The region the server expects in signatures.
+    pub region: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"***")
+            .finish()
+    }
+}
+
+/// A blob store in one bucket.
+#[derive(Debug, Clone)]
+pub struct S3BlobStore {
+    client: Client,
+    bucket: String,
+}
+
+fn backend(what: &str, e: impl std::error::Error) -> StoreError {
+    StoreError::Backend(format!("{what}: {}", DisplayErrorContext(e)))
+}
+
+impl S3BlobStore {
+    /// Connects, checks the server answers, and creates the bucket when missing.
+    pub async fn connect(config: &S3Config) -> Result<Self, StoreError> {
+        let credentials = Credentials::new(&config.access_key, &config.secret_key, None, None, "artifactapi");
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(60))
+            .build();
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&config.endpoint)
+            .region(Region::new(config.region.clone()))
+            .credentials_provider(credentials)
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(timeouts)
+            .build();
+        let store = Self { client: Client::from_conf(conf), bucket: config.bucket.clone() };
+        store.ensure_bucket().await?;
+        Ok(store)
+    }
+
+    async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
+            Err(e) => return Err(backend("cannot reach the bucket", e)),
+        }
+        match self.client.create_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(backend("cannot create the bucket", e)),
+        }
+    }
+
+    async fn multipart(&self, key: &str, file: &Path, size: u64) -> Result<(), StoreError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| backend("cannot start an upload", e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let uploaded = self.upload_parts(key, &upload_id, file, size).await;
+        let completed = match uploaded {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| backend("cannot complete an upload", e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            // Never leave a half-uploaded object (or its parts) behind.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        completed
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        file: &Path,
+        size: u64,
+    ) -> Result<Vec<CompletedPart>, StoreError> {
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number = 1;
+        while offset < size {
+            let len = (size - offset).min(PART_SIZE);
+            let body = ByteStream::read_from()
+                .path(file)
+                .offset(offset)
+                .length(Length::Exact(len))
+                .build()
+                .await
+                .map_err(|e| StoreError::Io(io::Error::other(e)))?;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(len as i64)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| backend("cannot upload a part", e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_owned))
+                    .build(),
+            );
+            offset += len;
+            number += 1;
+        }
+        Ok(parts)
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn put_file(&self, key: &str, file: &Path, size: u64) -> Result<(), StoreError> {
+        let len = tokio::fs::metadata(file).await?.len();
+        if len != size {
+            return Err(StoreError::Backend(format!("file has {len} bytes, expected {size}")));
+        }
+        let stored = if size <= PART_SIZE {
+            let body = ByteStream::from_path(file).await.map_err(|e| StoreError::Io(io::Error::other(e)))?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_length(size as i64)
+                .body(body)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| backend("cannot store an object", e))
+        } else {
+            self.multipart(key, file, size).await
+        };
+        // The spool file is consumed either way: on failure the fill cleans
+        // up, on success the bytes live in the bucket now.
+        if stored.is_ok() {
+            let _ = tokio::fs::remove_file(file).await;
+        }
+        stored
+    }
+
+    async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobStream, StoreError> {
+        let mut request = self.client.get_object().bucket(&self.bucket).key(key);
+        if let Some(r) = range {
+            if r.is_empty() {
+                return Ok(futures_util::stream::empty().boxed());
+            }
+            request = request.range(format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        match request.send().await {
+            Ok(object) => Ok(ReaderStream::with_capacity(object.body.into_async_read(), 256 * 1024).boxed()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(StoreError::NotFound),
+            Err(e) => Err(backend("cannot read an object", e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| backend("cannot delete an object", e))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| backend("the bucket does not answer", e))
+    }
+}

@@ -1,0 +1,5 @@
+//! Coordination between replicas.
+
+mod redis;
+
+pub use self::redis::RedisCoordinator;

@@ -1,0 +1,191 @@
+//! Coordination through Redis: fill leases and hot-entry invalidation.
+//!
+//! A lease is `SET {prefix}lease:{key} {replica} NX PX ttl`, renewed while
+//! the fill runs and released (only by its holder, atomically) when the
+//! entry is committed; if the holder dies the lease simply expires.
+//! Invalidations go out on one pub/sub channel, and each replica drops the
+//! hot copies other replicas changed. Every call has a short deadline: when
+//! Redis is down or slow, callers go on without it.
+
+use std::{sync::Arc, time::Duration};
+
+use artifactapi_layers::coord::Coordinator;
+use async_trait::async_trait;
+use deadpool_redis::{
+    redis::{self, AsyncCommands},
+    Config, PoolConfig, Runtime, Timeouts,
+};
+use futures_util::StreamExt;
+
+/// How long any one Redis call may take before the caller goes on without it.
+const OP_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Coordination through one Redis server.
+pub struct RedisCoordinator {
+    pool: deadpool_redis::Pool,
+    client: redis::Client,
+    prefix: String,
+    replica: String,
+}
+
+impl std::fmt::Debug for RedisCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCoordinator")
+            .field("prefix", &self.prefix)
+            .field("replica", &self.replica)
+            .finish()
+    }
+}
+
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+impl RedisCoordinator {
+    /// Coordination through the Redis at `url`, with every key under
+    /// `prefix`. Connects lazily: an unreachable Redis is not an error here.
+    pub fn new(url: &str, prefix: &str, replica: &str) -> Result<Self, String> {
+        let mut config = Config::from_url(url);
+        let mut pool = PoolConfig::new(32);
+        pool.timeouts =
+            Timeouts { wait: Some(OP_TIMEOUT), create: Some(OP_TIMEOUT), recycle: Some(OP_TIMEOUT) };
+        config.pool = Some(pool);
+        let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(|e| format!("REDIS_URL: {e}"))?;
+        let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+        Ok(Self { pool, client, prefix: prefix.to_owned(), replica: replica.to_owned() })
+    }
+
+    fn lease(&self, key: &str) -> Vec<u8> {
+        [self.prefix.as_bytes(), b"lease:", key.as_bytes()].concat()
+    }
+
+    fn channel(&self) -> String {
+        format!("{}invalidate", self.prefix)
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, String> {
+        self.pool.get().await.map_err(|e| format!("redis: {e}"))
+    }
+
+    /// Answers once Redis answers a PING.
+    pub async fn ping(&self) -> Result<(), String> {
+        with_deadline(async {
+            let mut conn = self.conn().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Listens for other replicas' invalidations for as long as the process
+    /// runs, reconnecting after failures; `on` gets the key, or `None` for all.
+    pub fn listen(self: &Arc<Self>, on: impl Fn(Option<&str>) + Send + Sync + 'static) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match this.client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(this.channel()).await.is_ok() {
+                            delay = Duration::from_millis(100);
+                            // Anything may have changed while we were not listening.
+                            on(None);
+                            let mut messages = pubsub.into_on_message();
+                            while let Some(message) = messages.next().await {
+                                let Ok(payload) = message.get_payload::<String>() else { continue };
+                                let Some((from, key)) = payload.split_once('\n') else { continue };
+                                if from != this.replica {
+                                    on(if key == "*" { None } else { Some(key) });
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "redis subscription failed; retrying"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+}
+
+async fn with_deadline<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(OP_TIMEOUT, f).await.map_err(|_| "redis did not answer in time".to_owned())?
+}
+
+#[async_trait]
+impl Coordinator for RedisCoordinator {
+    async fn acquire(&self, key: &str, ttl: Duration) -> Result<bool, String> {
+        with_deadline(async {
+            let mut conn = self.conn().await?;
+            let set: Option<String> = redis::cmd("SET")
+                .arg(self.lease(key))
+                .arg(&self.replica)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
+    async fn renew(&self, key: &str, ttl: Duration) -> Result<bool, String> {
+        with_deadline(async {
+            let mut conn = self.conn().await?;
+            let renewed: i64 = redis::cmd("EVAL")
+                .arg(RENEW)
+                .arg(1)
+                .arg(self.lease(key))
+                .arg(&self.replica)
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(renewed == 1)
+        })
+        .await
+    }
+
+    async fn release(&self, key: &str) {
+        let released = with_deadline(async {
+            let mut conn = self.conn().await?;
+            let _: i64 = redis::cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(self.lease(key))
+                .arg(&self.replica)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = released {
+            tracing::debug!(error = %e, "could not release a fill lease; it will expire");
+        }
+    }
+
+    async fn held(&self, key: &str) -> Result<bool, String> {
+        with_deadline(async {
+            let mut conn = self.conn().await?;
+            conn.exists(self.lease(key)).await.map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn invalidate(&self, key: Option<&str>) {
+        let message = format!("{}\n{}", self.replica, key.unwrap_or("*"));
+        let sent = with_deadline(async {
+            let mut conn = self.conn().await?;
+            conn.publish::<_, _, i64>(self.channel(), message).await.map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not publish an invalidation");
+        }
+    }
+}

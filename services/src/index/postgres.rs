@@ -1,0 +1,196 @@
+//! The index in PostgreSQL: shared by every replica.
+//!
+//! Migrations run at start-up; sqlx serialises them across replicas with an
+//! advisory lock, so two replicas starting at once is safe. Queries are built
+//! at run time: the build needs no database.
+
+use std::time::Duration;
+
+use artifactapi_layers::store::{Entry, EntryClass, Flushed, Index, Refresh, StoreError};
+use async_trait::async_trait;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    PgPool, Row,
+};
+
+/// An index in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresIndex {
+    pool: PgPool,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+macro_rules! columns {
+    () => {
+        "key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy"
+    };
+}
+
+fn entry(row: &PgRow) -> Result<Entry, StoreError> {
+    let class: String = row.try_get("class").map_err(backend)?;
+    let headers: String = row.try_get("headers").map_err(backend)?;
+    Ok(Entry {
+        key: row.try_get("key").map_err(backend)?,
+        remote: row.try_get("remote").map_err(backend)?,
+        path: row.try_get("path").map_err(backend)?,
+        blob: row.try_get("blob").map_err(backend)?,
+        size: row.try_get::<i64, _>("size").map_err(backend)? as u64,
+        class: EntryClass::parse(&class).ok_or_else(|| backend(format!("unknown class {class:?}")))?,
+        headers: serde_json::from_str(&headers).map_err(backend)?,
+        cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
+        expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
+        policy: row.try_get("policy").map_err(backend)?,
+    })
+}
+
+impl PostgresIndex {
+    /// Connects with `options`, failing fast when the server cannot be
+    /// reached, and migrates the schema.
+    pub async fn connect(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(backend)?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Index for PostgresIndex {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = $1"))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(entry).transpose()
+    }
+
+    async fn put(&self, e: Entry) -> Result<Option<Entry>, StoreError> {
+        let headers = serde_json::to_string(&e.headers).map_err(backend)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let old = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = $1 FOR UPDATE"))
+            .bind(&e.key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (key) DO UPDATE SET remote = excluded.remote, path = excluded.path, \
+             blob = excluded.blob, size = excluded.size, class = excluded.class, headers = excluded.headers, \
+             cached_at_ms = excluded.cached_at_ms, expires_at_ms = excluded.expires_at_ms, policy = excluded.policy",
+        )
+        .bind(&e.key)
+        .bind(&e.remote)
+        .bind(&e.path)
+        .bind(&e.blob)
+        .bind(e.size as i64)
+        .bind(e.class.as_str())
+        .bind(headers)
+        .bind(e.cached_at_ms)
+        .bind(e.expires_at_ms)
+        .bind(&e.policy)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        old.as_ref().map(entry).transpose()
+    }
+
+    async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let row = sqlx::query(concat!("DELETE FROM entries WHERE key = $1 RETURNING ", columns!()))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(entry).transpose()
+    }
+
+    async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
+        let done = match &refresh.revalidated {
+            None => {
+                sqlx::query("UPDATE entries SET expires_at_ms = $1 WHERE key = $2 AND blob = $3")
+                    .bind(refresh.expires_at_ms)
+                    .bind(key)
+                    .bind(blob)
+                    .execute(&self.pool)
+                    .await
+            }
+            Some(revalidated) => {
+                let headers = serde_json::to_string(&revalidated.headers).map_err(backend)?;
+                sqlx::query(
+                    "UPDATE entries SET expires_at_ms = $1, headers = $2, policy = $3 WHERE key = $4 AND blob = $5",
+                )
+                .bind(refresh.expires_at_ms)
+                .bind(headers)
+                .bind(&revalidated.policy)
+                .bind(key)
+                .bind(blob)
+                .execute(&self.pool)
+                .await
+            }
+        };
+        Ok(done.map_err(backend)?.rows_affected() == 1)
+    }
+
+    async fn list(&self, remote: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM entries WHERE remote = $1 AND ($2::text IS NULL OR path > $2) ORDER BY path LIMIT $3"
+        ))
+        .bind(remote)
+        .bind(after)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(entry).collect()
+    }
+
+    async fn flush(
+        &self,
+        remote: Option<&str>,
+        drop_immutable: bool,
+        now_ms: i64,
+    ) -> Result<Flushed, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let expired = sqlx::query(
+            "UPDATE entries SET expires_at_ms = $1 WHERE class = 'mutable' AND ($2::text IS NULL OR remote = $2)",
+        )
+        .bind(now_ms)
+        .bind(remote)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        let removed = if drop_immutable {
+            sqlx::query(concat!(
+                "DELETE FROM entries WHERE class = 'immutable' AND ($1::text IS NULL OR remote = $1) RETURNING ",
+                columns!()
+            ))
+            .bind(remote)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(entry)
+            .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(Flushed { expired, removed })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(backend)
+    }
+}
