@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need
-# (nginx and curl from Debian, cargo-nextest from the crates registry), then
-# runs every unit, integration, end-to-end and documentation test and prints
-# one summary line. Exits non-zero if anything failed.
+# (nginx, curl, the PostgreSQL client and redis-server from Debian;
+# cargo-nextest and the Garage S3 server from the crates registry, once per
+# machine), then runs every unit, integration, end-to-end and documentation
+# test and prints one summary line. Exits non-zero if anything failed.
+# PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are expected to be
+# running, as they are on these machines; tests make their own databases,
+# key prefixes and private instances.
 set -uo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
@@ -13,6 +17,8 @@ install_apt() {
   local missing=()
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
@@ -24,6 +30,12 @@ install_cargo_tools() {
   if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --locked cargo-nextest || { echo "cargo install cargo-nextest failed" >&2; exit 1; }
+  fi
+  # Garage, the S3 server the production-backend tests run against (about
+  # 15 minutes to build on two cores; only when missing).
+  if ! { [ -x "$HOME/.cargo/bin/garage" ] && "$HOME/.cargo/bin/garage" --version 2>/dev/null | grep -q 'v2\.5\.0'; }; then
+    log "installing garage 2.5.0 (once per machine)"
+    cargo install --locked garage --version 2.5.0 || { echo "cargo install garage failed" >&2; exit 1; }
   fi
 }
 

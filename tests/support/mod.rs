@@ -2,6 +2,8 @@
 //! request it sees, and the proxy itself served on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod backends;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -437,4 +439,67 @@ impl Proxy {
 /// A client that neither decompresses nor uses a proxy.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// The built `artifactapi` binary, running with its own config and data
+/// directory, on a port it chose itself.
+pub struct Binary {
+    child: std::process::Child,
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    /// Starts the binary with `yaml` (where `{upstream}` stands for
+    /// `upstream`) and extra environment; answers once it listens.
+    pub fn start(yaml: &str, upstream: &str, env: &[(String, String)]) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("remotes.yaml"), yaml.replace("{upstream}", upstream)).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_artifactapi"))
+            .env("CONFIG_PATH", dir.path().join("remotes.yaml"))
+            .env("DATA_DIR", dir.path().join("data"))
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("[artifactapi {pid}] {line}");
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the binary starts and logs its address");
+        Self { child, base: format!("http://{addr}"), _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The peak resident memory of the process so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

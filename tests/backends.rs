@@ -1,0 +1,151 @@
+//! One conformance suite for the storage backends, run against the embedded
+//! default (files + SQLite) and the production pair (S3 on Garage +
+//! PostgreSQL), on real servers.
+
+mod support;
+
+use std::{path::Path, sync::Arc};
+
+use artifactapi_layers::store::{BlobStore, Entry, EntryClass, Index, Refresh, StoreError};
+use artifactapi_services::{
+    blob::{FsBlobStore, S3BlobStore, S3Config},
+    index::{PostgresIndex, SqliteIndex},
+};
+use futures_util::TryStreamExt;
+use support::{
+    backends::{unique, Garage, PgDatabase},
+    large_chunk, sha256,
+};
+
+async fn read(
+    blobs: &dyn BlobStore,
+    key: &str,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<Vec<u8>, StoreError> {
+    let chunks: Vec<_> = blobs.open(key, range).await?.try_collect().await.map_err(StoreError::Io)?;
+    Ok(chunks.concat())
+}
+
+fn spool(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn entry(key: &str, path: &str, blob: &str, class: EntryClass) -> Entry {
+    Entry {
+        key: key.into(),
+        remote: "r".into(),
+        path: path.into(),
+        blob: blob.into(),
+        size: 10,
+        class,
+        headers: vec![("content-type".into(), "application/gzip".into())],
+        cached_at_ms: 1_000,
+        expires_at_ms: Some(2_000),
+        policy: Some("{}".into()),
+    }
+}
+
+async fn blob_conformance(blobs: &dyn BlobStore, scratch: &Path) {
+    blobs.ping().await.unwrap();
+    // put, get, range; the spool file is consumed.
+    let small = spool(scratch, "small.part", b"0123456789");
+    blobs.put_file("r/aa/1/small.bin", &small, 10).await.unwrap();
+    assert!(!small.exists(), "put_file consumes its file");
+    assert_eq!(read(blobs, "r/aa/1/small.bin", None).await.unwrap(), b"0123456789");
+    assert_eq!(read(blobs, "r/aa/1/small.bin", Some(2..5)).await.unwrap(), b"234");
+    assert_eq!(read(blobs, "r/aa/1/small.bin", Some(9..10)).await.unwrap(), b"9");
+
+    // A body of several parts (a multipart upload on S3).
+    let len = 40 * 1024 * 1024 + 123;
+    let big_bytes = large_chunk(0, len);
+    let big = spool(scratch, "big.part", &big_bytes);
+    blobs.put_file("r/bb/2/big.bin", &big, len as u64).await.unwrap();
+    assert_eq!(sha256(&read(blobs, "r/bb/2/big.bin", None).await.unwrap()), sha256(&big_bytes));
+    let tail = read(blobs, "r/bb/2/big.bin", Some(len as u64 - 1000..len as u64)).await.unwrap();
+    assert_eq!(tail, &big_bytes[len - 1000..]);
+
+    // Commit only what is complete: a file that is not the announced size is
+    // refused, and nothing becomes visible.
+    let short = spool(scratch, "short.part", b"abc");
+    assert!(blobs.put_file("r/cc/3/short.bin", &short, 4).await.is_err());
+    assert!(matches!(blobs.open("r/cc/3/short.bin", None).await, Err(StoreError::NotFound)));
+
+    // Delete; deleting again or a missing blob is fine; reading it is NotFound.
+    blobs.delete("r/aa/1/small.bin").await.unwrap();
+    blobs.delete("r/aa/1/small.bin").await.unwrap();
+    assert!(matches!(blobs.open("r/aa/1/small.bin", None).await, Err(StoreError::NotFound)));
+    blobs.delete("r/bb/2/big.bin").await.unwrap();
+}
+
+async fn index_conformance(index: &dyn Index) {
+    index.ping().await.unwrap();
+    assert_eq!(index.get("k1").await.unwrap(), None);
+    assert_eq!(index.put(entry("k1", "a/one", "b1", EntryClass::Mutable)).await.unwrap(), None);
+    assert_eq!(index.get("k1").await.unwrap(), Some(entry("k1", "a/one", "b1", EntryClass::Mutable)));
+    let replaced = index.put(entry("k1", "a/one", "b2", EntryClass::Mutable)).await.unwrap();
+    assert_eq!(replaced.map(|e| e.blob), Some("b1".into()), "a replacement answers the old entry");
+
+    let refresh = Refresh { expires_at_ms: Some(9_999), revalidated: None };
+    assert!(!index.refresh("k1", "b1", &refresh).await.unwrap(), "not the current blob");
+    assert!(index.refresh("k1", "b2", &refresh).await.unwrap());
+    assert_eq!(index.get("k1").await.unwrap().unwrap().expires_at_ms, Some(9_999));
+
+    index.put(entry("k2", "a/two", "b3", EntryClass::Immutable)).await.unwrap();
+    index.put(entry("k3", "a/three", "b4", EntryClass::Local)).await.unwrap();
+    index.put(entry("k4", "a/Zed", "b5", EntryClass::Immutable)).await.unwrap();
+    let all: Vec<_> = index.list("r", None, 10).await.unwrap().into_iter().map(|e| e.path).collect();
+    assert_eq!(all, ["a/Zed", "a/one", "a/three", "a/two"], "bytewise order, the same on every backend");
+    let page: Vec<_> = index.list("r", Some("a/one"), 2).await.unwrap().into_iter().map(|e| e.path).collect();
+    assert_eq!(page, ["a/three", "a/two"]);
+    assert!(index.list("nope", None, 10).await.unwrap().is_empty());
+
+    let flushed = index.flush(Some("r"), true, 5).await.unwrap();
+    assert_eq!(flushed.expired, 1);
+    let mut removed: Vec<_> = flushed.removed.into_iter().map(|e| e.key).collect();
+    removed.sort();
+    assert_eq!(removed, ["k2", "k4"]);
+    assert_eq!(index.get("k1").await.unwrap().unwrap().expires_at_ms, Some(5));
+    assert!(index.get("k3").await.unwrap().is_some(), "local entries survive");
+
+    assert_eq!(index.remove("k1").await.unwrap().map(|e| e.blob), Some("b2".into()));
+    assert_eq!(index.remove("k1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn embedded_backends_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = FsBlobStore::new(dir.path().join("blobs")).unwrap();
+    blob_conformance(&blobs, dir.path()).await;
+    let index = SqliteIndex::open(&dir.path().join("index.db")).await.unwrap();
+    index_conformance(&index).await;
+}
+
+#[tokio::test]
+async fn postgres_index_conforms() {
+    let db = PgDatabase::create();
+    let index = PostgresIndex::connect(db.url().parse().unwrap()).await.unwrap();
+    index_conformance(&index).await;
+    // Migrations are idempotent: a second replica starting on the same
+    // database finds the schema there.
+    let again = PostgresIndex::connect(db.url().parse().unwrap()).await.unwrap();
+    assert!(again.get("k3").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn s3_blobs_conform_on_garage() {
+    let garage = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = S3Config {
+        endpoint: garage.endpoint.clone(),
+        access_key: garage.access_key.clone(),
+        secret_key: garage.secret_key.clone(),
+        bucket: format!("conformance-{}", unique()),
+        region: "us-east-1".into(),
+    };
+    let blobs: Arc<dyn BlobStore> = Arc::new(S3BlobStore::connect(&config).await.unwrap());
+    blob_conformance(&*blobs, dir.path()).await;
+    // Connecting again finds the bucket there.
+    S3BlobStore::connect(&config).await.unwrap();
+}

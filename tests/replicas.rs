@@ -1,0 +1,152 @@
+//! Several replicas acting as one cache: blobs in S3 (Garage), the index in
+//! PostgreSQL, coordination through Redis — every one a real server.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{
+    backends::{unique, Garage, PgDatabase, PrivateRedis},
+    client, large_sha256, sha256, Binary, Upstream,
+};
+
+const CONFIG: &str = "remotes:\n  files:\n    base_url: \"{upstream}\"\n";
+
+fn shared_env(garage: &Garage, db: &PgDatabase, redis_url: &str, prefix: &str) -> Vec<(String, String)> {
+    let mut env = garage.env(&format!("replicas-{}", unique()));
+    env.push(("DATABASE_URL".into(), db.url()));
+    env.push(("REDIS_URL".into(), redis_url.into()));
+    env.push(("REDIS_PREFIX".into(), format!("artifactapi-test:{prefix}:")));
+    env
+}
+
+async fn get(url: &str) -> (String, Vec<u8>) {
+    let res = client().get(url).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{url}");
+    let status =
+        res.headers().get("x-cache-status").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, res.bytes().await.unwrap().to_vec())
+}
+
+/// 20 concurrent cold requests, alternating between the replicas: answers
+/// how many requests upstream saw, after checking every body.
+async fn burst(replicas: &[&Binary], upstream: &Upstream, path: &str, len: u64) -> usize {
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            let url = replicas[i % replicas.len()].url(&format!("/api/files{path}"));
+            tokio::spawn(async move { get(&url).await.1 })
+        })
+        .collect();
+    let expected = large_sha256(len);
+    for c in clients {
+        let body = c.await.unwrap();
+        assert_eq!(body.len() as u64, len);
+        assert_eq!(sha256(&body), expected);
+    }
+    upstream.count("GET", path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_cache_and_one_upstream_fetch_per_key() {
+    let upstream = Upstream::start().await;
+    let garage = Garage::start();
+    let db = PgDatabase::create();
+    let env = shared_env(&garage, &db, "redis://127.0.0.1:6379", &unique());
+    let a = Binary::start(CONFIG, &upstream.url(), &env);
+    let b = Binary::start(CONFIG, &upstream.url(), &env);
+
+    // Fetched through one, a hit on the other.
+    upstream.put("/rel/tool.tar.gz", "shared bytes", &[]);
+    assert_eq!(get(&a.url("/api/files/rel/tool.tar.gz")).await, ("MISS".into(), b"shared bytes".to_vec()));
+    assert_eq!(get(&b.url("/api/files/rel/tool.tar.gz")).await, ("HIT".into(), b"shared bytes".to_vec()));
+    assert_eq!(upstream.count("GET", "/rel/tool.tar.gz"), 1);
+
+    // A cold burst split across both replicas: one upstream request.
+    let path = "/slow/24/40/burst.bin";
+    assert_eq!(burst(&[&a, &b], &upstream, path, 24 * 64 * 1024).await, 1);
+
+    // Both report their backends.
+    let health: serde_json::Value =
+        serde_json::from_slice(&client().get(b.url("/health")).send().await.unwrap().bytes().await.unwrap())
+            .unwrap();
+    assert_eq!(health["backends"]["index"]["kind"], "postgres");
+    assert_eq!(health["backends"]["blobs"]["kind"], "s3");
+    assert_eq!(health["backends"]["coordination"]["kind"], "redis");
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_cold_miss_through_s3_keeps_memory_bounded() {
+    let upstream = Upstream::start().await;
+    let garage = Garage::start();
+    let db = PgDatabase::create();
+    let proxy = Binary::start(
+        CONFIG,
+        &upstream.url(),
+        &shared_env(&garage, &db, "redis://127.0.0.1:6379", &unique()),
+    );
+    let len: u64 = 200 * 1024 * 1024;
+    let url = proxy.url(&format!("/api/files/large/{len}/big.bin"));
+    let expected = large_sha256(len);
+    for status in ["MISS", "HIT"] {
+        let mut res = client().get(&url).send().await.unwrap();
+        assert_eq!(res.headers()["x-cache-status"], status);
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut got = 0u64;
+        while let Some(chunk) = res.chunk().await.unwrap() {
+            sha2::Digest::update(&mut hasher, &chunk);
+            got += chunk.len() as u64;
+        }
+        assert_eq!(got, len);
+        assert_eq!(hex::encode(sha2::Digest::finalize(hasher)), expected, "{status}");
+        if status == "MISS" {
+            // The upload to S3 finishes after the client has its bytes.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    let peak = proxy.peak_rss_kib();
+    println!(
+        "peak RSS of artifactapi over a 200 MiB miss and hit through S3 + PostgreSQL: {} MiB",
+        peak / 1024
+    );
+    assert!(peak < 96 * 1024, "peak RSS {peak} KiB: memory per transfer must stay bounded");
+    assert_eq!(upstream.total(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_keep_succeeding_without_redis_and_coordination_resumes_when_it_returns() {
+    let upstream = Upstream::start().await;
+    let garage = Garage::start();
+    let db = PgDatabase::create();
+    let mut redis = PrivateRedis::start();
+    let env = shared_env(&garage, &db, &redis.url(), "private");
+    let a = Binary::start(CONFIG, &upstream.url(), &env);
+    let b = Binary::start(CONFIG, &upstream.url(), &env);
+    assert_eq!(burst(&[&a, &b], &upstream, "/slow/8/20/before.bin", 8 * 64 * 1024).await, 1);
+
+    redis.stop();
+    for (i, replica) in [&a, &b, &a, &b].iter().enumerate() {
+        upstream.put(&format!("/down/{i}.tgz"), format!("file {i}"), &[]);
+        let (_, body) = get(&replica.url(&format!("/api/files/down/{i}.tgz"))).await;
+        assert_eq!(body, format!("file {i}").into_bytes(), "requests succeed while Redis is down");
+    }
+    // Already cached entries stay hits on the other replica.
+    assert_eq!(get(&b.url("/api/files/down/0.tgz")).await.0, "HIT");
+    let health: serde_json::Value =
+        serde_json::from_slice(&client().get(a.url("/health")).send().await.unwrap().bytes().await.unwrap())
+            .unwrap();
+    assert!(health["backends"]["coordination"]["state"].as_str().unwrap().starts_with("error"), "{health}");
+    assert_eq!(
+        client().get(a.url("/ready")).send().await.unwrap().status(),
+        200,
+        "Redis is not needed to serve"
+    );
+
+    redis.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        burst(&[&a, &b], &upstream, "/slow/8/20/after.bin", 8 * 64 * 1024).await,
+        1,
+        "coordination resumed"
+    );
+}
