@@ -33,7 +33,7 @@ install_cargo_tools() {
   fi
   # Garage, the S3 server the production-backend tests run against (about
   # 15 minutes to build on two cores; only when missing).
-  if ! { [ -x "$HOME/.cargo/bin/garage" ] && "$HOME/.cargo/bin/garage" --version 2>/dev/null | grep -q 'v2\.5\.0'; }; then
+  if ! { [ -x "$HOME/.cargo/bin/garage" ] && "$HOME/.cargo/bin/garage" --version 2>/dev/null | grep -q '2\.5\.0'; }; then
     log "installing garage 2.5.0 (once per machine)"
     cargo install --locked garage --version 2.5.0 || { echo "cargo install garage failed" >&2; exit 1; }
   fi

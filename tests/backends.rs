@@ -6,7 +6,10 @@ mod support;
 
 use std::{path::Path, sync::Arc};
 
-use artifactapi_layers::store::{BlobStore, Entry, EntryClass, Index, Refresh, StoreError};
+use artifactapi_layers::{
+    store::{BlobStore, Entry, EntryClass, Index, Refresh, StoreError},
+    ArtifactPath,
+};
 use artifactapi_services::{
     blob::{FsBlobStore, S3BlobStore, S3Config},
     index::{PostgresIndex, SqliteIndex},
@@ -32,9 +35,14 @@ fn spool(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     path
 }
 
-fn entry(key: &str, path: &str, blob: &str, class: EntryClass) -> Entry {
+/// A real cache key (with its separators), so every backend must store them.
+fn key(name: &str) -> String {
+    ArtifactPath::parse(&format!("keys/{name}"), Some("arch=amd64")).unwrap().cache_key("r")
+}
+
+fn entry(name: &str, path: &str, blob: &str, class: EntryClass) -> Entry {
     Entry {
-        key: key.into(),
+        key: key(name),
         remote: "r".into(),
         path: path.into(),
         blob: blob.into(),
@@ -81,16 +89,16 @@ async fn blob_conformance(blobs: &dyn BlobStore, scratch: &Path) {
 
 async fn index_conformance(index: &dyn Index) {
     index.ping().await.unwrap();
-    assert_eq!(index.get("k1").await.unwrap(), None);
+    assert_eq!(index.get(&key("k1")).await.unwrap(), None);
     assert_eq!(index.put(entry("k1", "a/one", "b1", EntryClass::Mutable)).await.unwrap(), None);
-    assert_eq!(index.get("k1").await.unwrap(), Some(entry("k1", "a/one", "b1", EntryClass::Mutable)));
+    assert_eq!(index.get(&key("k1")).await.unwrap(), Some(entry("k1", "a/one", "b1", EntryClass::Mutable)));
     let replaced = index.put(entry("k1", "a/one", "b2", EntryClass::Mutable)).await.unwrap();
     assert_eq!(replaced.map(|e| e.blob), Some("b1".into()), "a replacement answers the old entry");
 
     let refresh = Refresh { expires_at_ms: Some(9_999), revalidated: None };
-    assert!(!index.refresh("k1", "b1", &refresh).await.unwrap(), "not the current blob");
-    assert!(index.refresh("k1", "b2", &refresh).await.unwrap());
-    assert_eq!(index.get("k1").await.unwrap().unwrap().expires_at_ms, Some(9_999));
+    assert!(!index.refresh(&key("k1"), "b1", &refresh).await.unwrap(), "not the current blob");
+    assert!(index.refresh(&key("k1"), "b2", &refresh).await.unwrap());
+    assert_eq!(index.get(&key("k1")).await.unwrap().unwrap().expires_at_ms, Some(9_999));
 
     index.put(entry("k2", "a/two", "b3", EntryClass::Immutable)).await.unwrap();
     index.put(entry("k3", "a/three", "b4", EntryClass::Local)).await.unwrap();
@@ -105,12 +113,12 @@ async fn index_conformance(index: &dyn Index) {
     assert_eq!(flushed.expired, 1);
     let mut removed: Vec<_> = flushed.removed.into_iter().map(|e| e.key).collect();
     removed.sort();
-    assert_eq!(removed, ["k2", "k4"]);
-    assert_eq!(index.get("k1").await.unwrap().unwrap().expires_at_ms, Some(5));
-    assert!(index.get("k3").await.unwrap().is_some(), "local entries survive");
+    assert_eq!(removed, [key("k2"), key("k4")]);
+    assert_eq!(index.get(&key("k1")).await.unwrap().unwrap().expires_at_ms, Some(5));
+    assert!(index.get(&key("k3")).await.unwrap().is_some(), "local entries survive");
 
-    assert_eq!(index.remove("k1").await.unwrap().map(|e| e.blob), Some("b2".into()));
-    assert_eq!(index.remove("k1").await.unwrap(), None);
+    assert_eq!(index.remove(&key("k1")).await.unwrap().map(|e| e.blob), Some("b2".into()));
+    assert_eq!(index.remove(&key("k1")).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -130,7 +138,7 @@ async fn postgres_index_conforms() {
     // Migrations are idempotent: a second replica starting on the same
     // database finds the schema there.
     let again = PostgresIndex::connect(db.url().parse().unwrap()).await.unwrap();
-    assert!(again.get("k3").await.unwrap().is_some());
+    assert!(again.get(&key("k3")).await.unwrap().is_some());
 }
 
 #[tokio::test]

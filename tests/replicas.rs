@@ -10,7 +10,7 @@ use support::{
     client, large_sha256, sha256, Binary, Upstream,
 };
 
-const CONFIG: &str = "remotes:\n  files:\n    base_url: \"{upstream}\"\n";
+const CONFIG: &str = "remotes:\n  files:\n    base_url: \"{upstream}\"\n    mutable_patterns: ['\\.json$']\n";
 
 fn shared_env(garage: &Garage, db: &PgDatabase, redis_url: &str, prefix: &str) -> Vec<(String, String)> {
     let mut env = garage.env(&format!("replicas-{}", unique()));
@@ -60,6 +60,20 @@ async fn two_replicas_share_one_cache_and_one_upstream_fetch_per_key() {
     assert_eq!(get(&a.url("/api/files/rel/tool.tar.gz")).await, ("MISS".into(), b"shared bytes".to_vec()));
     assert_eq!(get(&b.url("/api/files/rel/tool.tar.gz")).await, ("HIT".into(), b"shared bytes".to_vec()));
     assert_eq!(upstream.count("GET", "/rel/tool.tar.gz"), 1);
+
+    // A hot copy on one replica is dropped when another changes the entry.
+    upstream.put("/meta/index.json", "v1", &[]);
+    assert_eq!(get(&a.url("/api/files/meta/index.json")).await.0, "MISS");
+    assert_eq!(get(&b.url("/api/files/meta/index.json")).await.0, "HIT");
+    let flushed = client().put(a.url("/cache/flush?remote=files")).send().await.unwrap();
+    assert_eq!(flushed.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    upstream.put("/meta/index.json", "v2", &[]);
+    assert_eq!(
+        get(&b.url("/api/files/meta/index.json")).await,
+        ("EXPIRED".into(), b"v2".to_vec()),
+        "replica b saw replica a's flush"
+    );
 
     // A cold burst split across both replicas: one upstream request.
     let path = "/slow/24/40/burst.bin";

@@ -15,6 +15,9 @@ use std::fmt;
 use http::StatusCode;
 use percent_encoding::percent_decode_str;
 
+/// Separates the parts of a cache key.
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
 /// The longest raw path (after the remote's name) that is accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
 
@@ -153,15 +156,16 @@ impl ArtifactPath {
     }
 
     /// The cache key for this path on `remote`. The three encodings of a path
-    /// (`@s%2fn`, `@s%2Fn`, `@s/n`) give one key; the query is part of it. NUL
-    /// separates the parts, and can appear in none of them.
+    /// (`@s%2fn`, `@s%2Fn`, `@s/n`) give one key; the query is part of it.
+    /// U+001F (unit separator) separates the parts: a control character, so
+    /// it can appear in none of them, and unlike NUL every index can store it.
     pub fn cache_key(&self, remote: &str) -> String {
         let mut key = String::with_capacity(remote.len() + self.decoded.len() + 2);
         key.push_str(remote);
-        key.push('\0');
+        key.push(KEY_SEPARATOR);
         key.push_str(&self.decoded);
         if let Some(q) = &self.query {
-            key.push('\0');
+            key.push(KEY_SEPARATOR);
             key.push_str(q);
         }
         key

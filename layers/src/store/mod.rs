@@ -170,7 +170,7 @@ pub trait Index: Send + Sync + 'static {
     ) -> Result<Flushed, StoreError>;
     /// Whether the index answers at all (for health and readiness).
     async fn ping(&self) -> Result<(), StoreError> {
-        self.get("\0ping").await.map(|_| ())
+        self.get("\u{1f}ping").await.map(|_| ())
     }
 }
 
