@@ -164,3 +164,66 @@ async fn requests_keep_succeeding_without_redis_and_coordination_resumes_when_it
         "coordination resumed"
     );
 }
+
+#[test]
+fn an_unreachable_s3_or_postgresql_stops_start_up_but_redis_only_warns() {
+    let closed = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("remotes.yaml"), "remotes:\n  files:\n    base_url: http://127.0.0.1:9\n")
+        .unwrap();
+    let run = |env: &[(&str, String)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_artifactapi"));
+        cmd.env("CONFIG_PATH", dir.path().join("remotes.yaml"))
+            .env("DATA_DIR", dir.path().join("data"))
+            .env("LISTEN_ADDR", "127.0.0.1:0");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let s3 = [
+        ("MINIO_ENDPOINT", format!("127.0.0.1:{}", closed())),
+        ("MINIO_ACCESS_KEY", "ak".into()),
+        ("MINIO_SECRET_KEY", "sk".into()),
+        ("MINIO_BUCKET", "b".into()),
+    ];
+    let out = run(&s3).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cannot use S3"), "{text}");
+
+    let pg = [("DATABASE_URL", format!("postgres://postgres@127.0.0.1:{}/x", closed()))];
+    let out = run(&pg).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cannot use PostgreSQL"));
+
+    let out = run(&[("MINIO_ENDPOINT", "127.0.0.1:1".into())]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("MINIO_ACCESS_KEY"),
+        "a missing companion is named"
+    );
+
+    // Redis down: the process starts and serves.
+    let mut child = run(&[("REDIS_URL", format!("redis://127.0.0.1:{}", closed()))])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains("listening") {
+            break;
+        }
+        line.clear();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("Redis is not reachable"), "{seen}");
+    assert!(seen.contains("listening"), "{seen}");
+}
