@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{large_chunk, large_sha256, sha256};
+use support::{large_chunk, large_sha256, sha256, Binary};
 
 struct Kill(Child);
 
@@ -85,33 +85,6 @@ fn start_nginx(root: &Path) -> (Kill, u16) {
     panic!("nginx did not start on any port");
 }
 
-/// Starts the proxy on a port of its own choosing (LISTEN_ADDR port 0) and
-/// reads the address it bound from its log: no window for another process.
-fn start_proxy(root: &Path) -> (Kill, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_artifactapi"))
-        .env("CONFIG_PATH", root.join("remotes.yaml"))
-        .env("DATA_DIR", root.join("data"))
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("proxy: {line}");
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the proxy logs the address it listens on");
-    (Kill(child), format!("http://{addr}"))
-}
-
 fn nginx() -> PathBuf {
     for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"] {
         if Path::new(p).exists() {
@@ -167,16 +140,6 @@ fn curl(args: &[&str], url: &str, dir: &Path) -> Curl {
     Curl { status: code, headers, body: std::fs::read(&out).unwrap_or_default() }
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 fn access_count(log: &Path, path: &str) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -207,16 +170,11 @@ fn binary_proxies_nginx_to_curl_with_bounded_memory() {
 
     let (_nginx, nginx_port) = start_nginx(root);
 
-    std::fs::write(
-        root.join("remotes.yaml"),
-        format!(
-            "remotes:\n  releases:\n    base_url: \"http://127.0.0.1:{nginx_port}\"\n    immutable_patterns:\n      - '^releases/'\n"
-        ),
-    )
-    .unwrap();
-    let (proxy, base) = start_proxy(root);
+    let config = "remotes:\n  releases:\n    base_url: \"{upstream}\"\n    immutable_patterns:\n      - '^releases/'\n";
+    let proxy = Binary::start(config, &format!("http://127.0.0.1:{nginx_port}"), &[]);
+    let base = proxy.base.clone();
     wait_for(&format!("{base}/health"));
-    let idle_rss = peak_rss_kib(proxy.0.id());
+    let idle_rss = proxy.peak_rss_kib();
 
     let small = format!("{base}/api/releases/releases/v1/tool_linux_amd64.tar.gz");
     let first = curl(&[], &small, root);
@@ -252,7 +210,7 @@ fn binary_proxies_nginx_to_curl_with_bounded_memory() {
     }
     assert_eq!(access_count(&root.join("access.log"), "/releases/v1/big.bin"), 1);
 
-    let peak = peak_rss_kib(proxy.0.id());
+    let peak = proxy.peak_rss_kib();
     println!(
         "artifactapi peak RSS: idle {} MiB, after a {} MiB miss and hit: {} MiB",
         idle_rss / 1024,

@@ -6,44 +6,19 @@
 
 use std::time::Duration;
 
-use artifactapi_layers::store::{Entry, EntryClass, Flushed, Index, Refresh, StoreError};
+use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError};
 use async_trait::async_trait;
+
+use super::{backend, columns, entry};
 use sqlx::{
-    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
-    PgPool, Row,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
 };
 
 /// An index in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PostgresIndex {
     pool: PgPool,
-}
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
-macro_rules! columns {
-    () => {
-        "key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy"
-    };
-}
-
-fn entry(row: &PgRow) -> Result<Entry, StoreError> {
-    let class: String = row.try_get("class").map_err(backend)?;
-    let headers: String = row.try_get("headers").map_err(backend)?;
-    Ok(Entry {
-        key: row.try_get("key").map_err(backend)?,
-        remote: row.try_get("remote").map_err(backend)?,
-        path: row.try_get("path").map_err(backend)?,
-        blob: row.try_get("blob").map_err(backend)?,
-        size: row.try_get::<i64, _>("size").map_err(backend)? as u64,
-        class: EntryClass::parse(&class).ok_or_else(|| backend(format!("unknown class {class:?}")))?,
-        headers: serde_json::from_str(&headers).map_err(backend)?,
-        cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
-        expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
-        policy: row.try_get("policy").map_err(backend)?,
-    })
 }
 
 impl PostgresIndex {

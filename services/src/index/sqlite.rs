@@ -2,21 +2,19 @@
 
 use std::{path::Path, str::FromStr, time::Duration};
 
-use artifactapi_layers::store::{Entry, EntryClass, Flushed, Index, Refresh, StoreError};
+use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError};
 use async_trait::async_trait;
+
+use super::{backend, columns, entry};
 use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
-    Row, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    SqlitePool,
 };
 
 /// An index in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteIndex {
     pool: SqlitePool,
-}
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
 }
 
 impl SqliteIndex {
@@ -34,30 +32,6 @@ impl SqliteIndex {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(backend)?;
         Ok(Self { pool })
     }
-}
-
-/// The columns of an entry, as a literal for `concat!`.
-macro_rules! columns {
-    () => {
-        "key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy"
-    };
-}
-
-fn entry(row: &SqliteRow) -> Result<Entry, StoreError> {
-    let class: String = row.try_get("class").map_err(backend)?;
-    let headers: String = row.try_get("headers").map_err(backend)?;
-    Ok(Entry {
-        key: row.try_get("key").map_err(backend)?,
-        remote: row.try_get("remote").map_err(backend)?,
-        path: row.try_get("path").map_err(backend)?,
-        blob: row.try_get("blob").map_err(backend)?,
-        size: row.try_get::<i64, _>("size").map_err(backend)? as u64,
-        class: EntryClass::parse(&class).ok_or_else(|| backend(format!("unknown class {class:?}")))?,
-        headers: serde_json::from_str(&headers).map_err(backend)?,
-        cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
-        expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
-        policy: row.try_get("policy").map_err(backend)?,
-    })
 }
 
 #[async_trait]
@@ -198,7 +172,7 @@ impl Index for SqliteIndex {
 
 #[cfg(test)]
 mod tests {
-    use artifactapi_layers::store::Revalidated;
+    use artifactapi_layers::store::{EntryClass, Revalidated};
 
     use super::*;
 
