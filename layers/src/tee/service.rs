@@ -204,9 +204,20 @@ enum Coordinated {
 async fn coordinate(fills: &Fills, coord: &dyn Coordinator, key: &str) -> Coordinated {
     let started = Instant::now();
     let started_ms = now_ms();
+    let committed_since = |entry: &Entry| entry.cached_at_ms >= started_ms || entry.is_fresh(now_ms());
     loop {
         match coord.acquire(key, LEASE_TTL).await {
-            Ok(true) => return Coordinated::Fetch { leased: true },
+            Ok(true) => {
+                // The previous holder commits before it releases: a request
+                // that missed the index just before that commit finds it now.
+                if let Ok(Some(entry)) = fills.store().index.get(key).await {
+                    if committed_since(&entry) {
+                        coord.release(key).await;
+                        return Coordinated::Committed(entry);
+                    }
+                }
+                return Coordinated::Fetch { leased: true };
+            }
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "coordination unavailable; fetching without a lease");
@@ -216,7 +227,7 @@ async fn coordinate(fills: &Fills, coord: &dyn Coordinator, key: &str) -> Coordi
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if let Ok(Some(entry)) = fills.store().index.get(key).await {
-                if entry.cached_at_ms >= started_ms || entry.is_fresh(now_ms()) {
+                if committed_since(&entry) {
                     return Coordinated::Committed(entry);
                 }
             }
