@@ -39,8 +39,21 @@ install_cargo_tools() {
   fi
 }
 
+# Python clients and a PyPI upstream for the package-format tests, in a venv
+# of their own (about 2 minutes, once per machine).
+VENV="${ARTIFACTAPI_TEST_VENV:-$HOME/.cache/artifactapi/test-venv}"
+install_python_tools() {
+  if [ ! -x "$VENV/bin/pypi-server" ] || [ ! -x "$VENV/bin/uv" ]; then
+    log "installing pypiserver, paste and uv into $VENV"
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'pypiserver==2.4.2' paste uv \
+      || { echo "installing the Python test tools failed" >&2; exit 1; }
+  fi
+  export ARTIFACTAPI_TEST_VENV="$VENV"
+}
+
 install_apt
 install_cargo_tools
+install_python_tools
 
 log "building"
 cargo build --workspace --all-targets || exit 1

@@ -11,8 +11,8 @@ use artifactapi_layers::{
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
     local::LocalRepo,
     store::{hot::HotIndex, now_ms, BlobStore, Index, Store, StoreError},
-    ArtifactBody, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind, RemoteResolveLayer, Remotes,
-    RevalidateLayer, S3TeeLayer, StaleOnErrorLayer,
+    ArtifactBody, BodyRewriteLayer, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind,
+    RemoteResolveLayer, Remotes, RevalidateLayer, S3TeeLayer, StaleOnErrorLayer,
 };
 use artifactapi_services::{
     blob::{FsBlobStore, S3BlobStore},
@@ -150,6 +150,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(RemoteResolveLayer::new(remotes.clone()))
         // 403 when no pattern allows the path; attaches its class.
         .layer(PatternGuardLayer::new())
+        // Package metadata: negotiate the variant, rewrite file links to us.
+        .layer(BodyRewriteLayer::new(settings.public_url.clone(), settings.metadata_max_bytes))
         // Fresh entries answered from the store; expired ones attached.
         .layer(CacheLookupLayer::new(store.clone()))
         // Upstream failed (unreachable, timeout, 5xx, 429): the expired copy.

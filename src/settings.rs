@@ -30,6 +30,9 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// `REDIS_PREFIX`, default `artifactapi:`: the Redis key namespace.
     pub redis_prefix: String,
+    /// `METADATA_MAX_BYTES`, default 64 MiB: the largest package metadata
+    /// document that is read whole to be rewritten.
+    pub metadata_max_bytes: usize,
 }
 
 /// Where PostgreSQL is. `Debug` never shows the password.
@@ -166,7 +169,16 @@ impl Settings {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| format!("MAX_UPLOAD_BYTES {s:?} is not a positive number of bytes"))?,
         };
+        let metadata_max_bytes = match var("METADATA_MAX_BYTES").filter(|s| !s.is_empty()) {
+            None => 64 << 20,
+            Some(s) => s
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("METADATA_MAX_BYTES {s:?} is not a positive number of bytes"))?,
+        };
         Ok(Self {
+            metadata_max_bytes,
             s3: s3_from(&var)?,
             postgres: postgres_from(&var)?,
             redis_url: var("REDIS_URL").filter(|s| !s.is_empty()),

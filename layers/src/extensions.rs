@@ -19,6 +19,12 @@ pub struct CacheKey(pub Arc<str>);
 #[derive(Debug, Clone)]
 pub struct StaleEntry(pub Arc<Entry>);
 
+/// The content variant a request negotiated (for example PEP 691 JSON versus
+/// HTML for a PyPI page), set by the rewriting layer. Each variant is cached
+/// apart: the cache lookup adds it to the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant(pub &'static str);
+
 /// Validators for a conditional upstream request (`If-None-Match`,
 /// `If-Modified-Since`), set by the revalidation layer for the fill below it.
 #[derive(Debug, Clone)]

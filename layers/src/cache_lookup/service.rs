@@ -10,7 +10,7 @@ use tower::{Service, ServiceExt};
 use crate::{
     body::ArtifactBody,
     error::BoxError,
-    extensions::{CacheKey, CacheStatus, StaleEntry},
+    extensions::{CacheKey, CacheStatus, StaleEntry, Variant},
     path::ArtifactPath,
     remote_resolve::ResolvedRemote,
     respond::serve_entry,
@@ -67,7 +67,12 @@ where
             (Some(ResolvedRemote(remote)), Some(path))
                 if matches!(*req.method(), Method::GET | Method::HEAD) =>
             {
-                Arc::<str>::from(path.cache_key(&remote.name))
+                let mut key = path.cache_key(&remote.name);
+                if let Some(Variant(variant)) = req.extensions().get::<Variant>() {
+                    key.push(crate::path::KEY_SEPARATOR);
+                    key.push_str(variant);
+                }
+                Arc::<str>::from(key)
             }
             _ => return Box::pin(inner.oneshot(req)),
         };

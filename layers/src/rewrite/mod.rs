@@ -1,0 +1,239 @@
+//! Rewrites package metadata so that the files it names are fetched through
+//! this proxy too.
+//!
+//! It sits above the cache lookup: what is stored is upstream's raw bytes,
+//! and the rewriting applies to hits and misses alike, with the proxy's
+//! external URL of the moment (the configured public URL, else
+//! `X-Forwarded-Proto` / `X-Forwarded-Host` / `Host`). A rewritten answer gets
+//! its new `Content-Length`, a weak `ETag` (the bytes differ from upstream's)
+//! and `Vary: Accept`; a document over the size cap is an error, never a
+//! truncation.
+//!
+//! PyPI (`package: pypi`): `simple/` pages in both PEP 503 HTML and PEP 691
+//! JSON. The variant is negotiated from the client's `Accept`, asked of
+//! upstream with one canonical `Accept`, and cached apart. Links to
+//! `pypi_files_url` go to `pypi_files_remote`; links into the remote's own
+//! `base_url` (absolute, root-relative or relative, as pypiserver writes them)
+//! stay on the remote; others are left alone. Hash fragments and the
+//! `data-*` attributes (requires-python, yanked, PEP 658/714 metadata) are
+//! kept byte for byte.
+
+mod pypi;
+
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower::{Layer, Service, ServiceExt};
+use url::Url;
+
+use crate::{
+    body::{self, ArtifactBody},
+    error::{json_error, BoxError},
+    extensions::Variant,
+    path::ArtifactPath,
+    remote::{Package, Remote},
+    remote_resolve::ResolvedRemote,
+};
+
+/// Applies [`BodyRewrite`] to a service.
+#[derive(Debug, Clone)]
+pub struct BodyRewriteLayer {
+    public_url: Option<Url>,
+    max_bytes: usize,
+}
+
+impl BodyRewriteLayer {
+    /// Rewrites towards `public_url` (else the request's own host), reading
+    /// documents of at most `max_bytes`.
+    pub fn new(public_url: Option<Url>, max_bytes: usize) -> Self {
+        Self { public_url, max_bytes }
+    }
+}
+
+impl<S> Layer<S> for BodyRewriteLayer {
+    type Service = BodyRewrite<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyRewrite { inner, public_url: self.public_url.clone(), max_bytes: self.max_bytes }
+    }
+}
+
+/// Middleware that rewrites package metadata documents.
+#[derive(Debug, Clone)]
+pub struct BodyRewrite<S> {
+    inner: S,
+    public_url: Option<Url>,
+    max_bytes: usize,
+}
+
+/// Links into a remote's upstream, mapped onto this proxy.
+struct RemoteLinks {
+    /// `{public}/api/v1/remote`
+    api: String,
+    /// `(upstream prefix, remote name)`, most specific first.
+    targets: Vec<(String, String)>,
+}
+
+impl pypi::LinkMap for RemoteLinks {
+    fn map(&self, resolved: &Url) -> Option<String> {
+        let s = resolved.as_str();
+        self.targets.iter().find_map(|(prefix, remote)| {
+            let rest = s.strip_prefix(prefix.as_str())?;
+            Some(format!("{}/{remote}/{}", self.api, rest.trim_start_matches('/')))
+        })
+    }
+}
+
+fn with_slash(s: &str) -> String {
+    format!("{}/", s.trim_end_matches('/'))
+}
+
+impl<S> BodyRewrite<S> {
+    fn public_api<B>(&self, req: &Request<B>) -> String {
+        let base = match &self.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => {
+                let first = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split(',').next())
+                        .map(|v| v.trim().to_owned())
+                        .filter(|v| !v.is_empty())
+                };
+                let scheme = first("x-forwarded-proto").unwrap_or_else(|| "http".into());
+                let host = first("x-forwarded-host")
+                    .or_else(|| first("host"))
+                    .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                    .unwrap_or_else(|| "localhost".into());
+                format!("{scheme}://{host}")
+            }
+        };
+        format!("{base}/api/v1/remote")
+    }
+}
+
+fn links(remote: &Remote, api: String) -> RemoteLinks {
+    let mut targets = Vec::new();
+    if let Some(files) = &remote.files {
+        targets.push((with_slash(&files.url), files.remote.clone()));
+    }
+    if let Some(base) = remote.base_url() {
+        targets.push((with_slash(base.as_str()), remote.name.clone()));
+    }
+    // The longest prefix wins (a files URL under the base URL, say).
+    targets.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    RemoteLinks { api, targets }
+}
+
+/// Whether this request is for a document this layer rewrites.
+fn rewritten(remote: &Remote, path: &ArtifactPath) -> bool {
+    remote.package == Package::Pypi && (path.decoded() == "simple" || path.decoded().starts_with("simple/"))
+}
+
+impl<S, B> Service<Request<B>> for BodyRewrite<S>
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ArtifactBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (Some(ResolvedRemote(remote)), Some(path)) =
+            (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>())
+        else {
+            return Box::pin(inner.oneshot(req));
+        };
+        if !rewritten(remote, path) || !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Box::pin(inner.oneshot(req));
+        }
+        let (remote, path) = (remote.clone(), path.clone());
+        let variant = pypi::negotiate(req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+        req.extensions_mut().insert(Variant(variant));
+        req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(pypi::accept_for(variant)));
+        // A rewritten document is answered whole.
+        req.headers_mut().remove(header::RANGE);
+        let map = links(&remote, self.public_api(&req));
+        let page = remote
+            .base_url()
+            .and_then(|base| Url::parse(&format!("{}{}", with_slash(base.as_str()), path.raw())).ok());
+        let head = req.method() == Method::HEAD;
+        let max = self.max_bytes;
+        Box::pin(async move {
+            let mut res = inner.oneshot(req).await?;
+            res.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+            let encoded = res.headers().get(header::CONTENT_ENCODING).is_some_and(|v| v != "identity");
+            let (Some(page), StatusCode::OK, false) = (page, res.status(), encoded) else {
+                return Ok(res);
+            };
+            if head {
+                // The length of the rewritten document is not known here.
+                res.headers_mut().remove(header::CONTENT_LENGTH);
+                return Ok(res);
+            }
+            let (mut parts, body) = res.into_parts();
+            let bytes = match read_capped(body, max).await? {
+                Some(bytes) => bytes,
+                None => {
+                    let message = format!("metadata document larger than {max} bytes (METADATA_MAX_BYTES)");
+                    return Ok(json_error(StatusCode::BAD_GATEWAY, &message, &remote.name, path.decoded()));
+                }
+            };
+            let json = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("json"));
+            let rewritten = if json {
+                match pypi::rewrite_json(&bytes, &page, &map) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        return Ok(json_error(StatusCode::BAD_GATEWAY, &e, &remote.name, path.decoded()))
+                    }
+                }
+            } else {
+                match std::str::from_utf8(&bytes) {
+                    Ok(text) => pypi::rewrite_html(text, &page, &map).into_bytes(),
+                    Err(_) => bytes.to_vec(),
+                }
+            };
+            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+            if let Some(etag) = parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
+                if !etag.starts_with("W/") {
+                    if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
+                        parts.headers.insert(header::ETAG, weak);
+                    }
+                }
+            }
+            parts.headers.remove(header::CONTENT_RANGE);
+            parts.headers.remove(header::CONTENT_DISPOSITION);
+            Ok(Response::from_parts(parts, body::full(rewritten)))
+        })
+    }
+}
+
+/// The whole body, or `None` when it is longer than `max`.
+async fn read_capped(mut body: ArtifactBody, max: usize) -> Result<Option<Bytes>, BoxError> {
+    let mut out = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if out.len() + data.len() > max {
+                return Ok(None);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(out.freeze()))
+}

@@ -1,0 +1,202 @@
+//! PyPI index pages: PEP 503 HTML and PEP 691 JSON.
+
+use serde_json::Value;
+use url::Url;
+
+/// The two representations of a simple page, cached apart.
+pub(crate) const JSON: &str = "pypi-json";
+pub(crate) const HTML: &str = "pypi-html";
+
+/// What upstream is asked for, per variant (one canonical `Accept` each, so
+/// the bytes stored for a variant do not depend on which client asked first).
+pub(crate) fn accept_for(variant: &str) -> &'static str {
+    if variant == JSON {
+        "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
+    } else {
+        "application/vnd.pypi.simple.v1+html, text/html;q=0.9"
+    }
+}
+
+/// The variant a client's `Accept` prefers: JSON when it rates PEP 691 JSON
+/// at least as high as any HTML type, HTML otherwise (and by default).
+pub(crate) fn negotiate(accept: Option<&str>) -> &'static str {
+    let Some(accept) = accept else { return HTML };
+    let mut json = 0.0f32;
+    let mut html = 0.0f32;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/vnd.pypi.simple.v1+json" | "application/vnd.pypi.simple.latest+json" => {
+                json = json.max(q)
+            }
+            "application/vnd.pypi.simple.v1+html"
+            | "application/vnd.pypi.simple.latest+html"
+            | "text/html" => html = html.max(q),
+            _ => {}
+        }
+    }
+    if json > 0.0 && json >= html {
+        JSON
+    } else {
+        HTML
+    }
+}
+
+/// Maps a link found on a page to where clients should fetch it.
+pub(crate) trait LinkMap {
+    /// The link as a client of the proxy should see it, or `None` to keep it.
+    fn map(&self, resolved: &Url) -> Option<String>;
+}
+
+fn rewrite_link(page: &Url, link: &str, map: &dyn LinkMap) -> Option<String> {
+    let resolved = page.join(link).ok()?;
+    map.map(&resolved)
+}
+
+/// Rewrites the `href`s of a PEP 503 page, keeping everything else
+/// (`#sha256=` fragments, `data-requires-python`, `data-yanked`,
+/// `data-dist-info-metadata`, `data-core-metadata`) byte for byte.
+pub(crate) fn rewrite_html(body: &str, page: &Url, map: &dyn LinkMap) -> String {
+    let mut out = String::with_capacity(body.len() + body.len() / 4);
+    let mut rest = body;
+    while let Some(at) = find_href(rest) {
+        let (before, after) = rest.split_at(at.value_start);
+        out.push_str(before);
+        let value = &after[..at.value_len];
+        let unescaped = value.replace("&amp;", "&");
+        match rewrite_link(page, &unescaped, map) {
+            Some(new) => out.push_str(&new.replace('&', "&amp;").replace('"', "&quot;")),
+            None => out.push_str(value),
+        }
+        rest = &after[at.value_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+struct HrefAt {
+    value_start: usize,
+    value_len: usize,
+}
+
+/// The next `href="..."` or `href='...'` attribute value.
+fn find_href(s: &str) -> Option<HrefAt> {
+    let lower = s.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("href") {
+        let start = from + i;
+        from = start + 4;
+        // Only as an attribute name: preceded by whitespace.
+        if start > 0 && !s.as_bytes()[start - 1].is_ascii_whitespace() {
+            continue;
+        }
+        let after = s[from..].trim_start();
+        let Some(after_eq) = after.strip_prefix('=') else { continue };
+        let value = after_eq.trim_start();
+        let quote = match value.chars().next() {
+            Some(q @ ('"' | '\'')) => q,
+            _ => continue,
+        };
+        let value_start = s.len() - value.len() + 1;
+        let value_len = s[value_start..].find(quote)?;
+        return Some(HrefAt { value_start, value_len });
+    }
+    None
+}
+
+/// Rewrites `files[].url` of a PEP 691 page; everything else is kept.
+pub(crate) fn rewrite_json(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result<Vec<u8>, String> {
+    let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not a PEP 691 document: {e}"))?;
+    if let Some(files) = doc.get_mut("files").and_then(Value::as_array_mut) {
+        for file in files {
+            if let Some(url) = file.get_mut("url") {
+                if let Some(new) = url.as_str().and_then(|u| rewrite_link(page, u, map)) {
+                    *url = Value::String(new);
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&doc).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upstream `https://pypi.example.internal/` and files
+    /// `https://files.example.internal/` map to the proxy's two remotes.
+    struct Map;
+    impl LinkMap for Map {
+        fn map(&self, u: &Url) -> Option<String> {
+            let s = u.as_str();
+            if let Some(rest) = s.strip_prefix("https://files.example.internal/") {
+                return Some(format!("http://proxy:8000/api/v1/remote/pypi-files/{rest}"));
+            }
+            s.strip_prefix("https://pypi.example.internal/")
+                .map(|rest| format!("http://proxy:8000/api/v1/remote/pypi/{rest}"))
+        }
+    }
+
+    fn page() -> Url {
+        "https://pypi.example.internal/simple/requests/".parse().unwrap()
+    }
+
+    #[test]
+    fn rewrites_absolute_root_relative_and_relative_links_keeping_attributes() {
+        let html = r#"<!DOCTYPE html><html><body>
+<a href="https://files.example.internal/packages/ab/cd/requests-2.0-py3-none-any.whl#sha256=0011" data-requires-python="&gt;=3.8" data-dist-info-metadata="sha256=22" data-core-metadata="sha256=22">requests-2.0-py3-none-any.whl</a><br/>
+<a href="/packages/requests-1.0.tar.gz#sha256=aa" data-yanked="broken">requests-1.0.tar.gz</a>
+<a href='../../packages/requests-0.9.zip#sha256=bb'>requests-0.9.zip</a>
+<a href="https://elsewhere.example.com/x.whl">x</a>
+<A HREF="/packages/a.whl?x=1&amp;y=2">a</A>
+</body></html>"#;
+        let out = rewrite_html(html, &page(), &Map);
+        assert!(out.contains(r#"href="http://proxy:8000/api/v1/remote/pypi-files/packages/ab/cd/requests-2.0-py3-none-any.whl#sha256=0011" data-requires-python="&gt;=3.8" data-dist-info-metadata="sha256=22" data-core-metadata="sha256=22""#), "{out}");
+        assert!(out.contains(r#"href="http://proxy:8000/api/v1/remote/pypi/packages/requests-1.0.tar.gz#sha256=aa" data-yanked="broken""#), "{out}");
+        assert!(
+            out.contains(
+                r#"href='http://proxy:8000/api/v1/remote/pypi/packages/requests-0.9.zip#sha256=bb'"#
+            ),
+            "{out}"
+        );
+        assert!(out.contains(r#"href="https://elsewhere.example.com/x.whl""#), "links elsewhere stay: {out}");
+        assert!(
+            out.contains(r#"HREF="http://proxy:8000/api/v1/remote/pypi/packages/a.whl?x=1&amp;y=2""#),
+            "{out}"
+        );
+        assert!(out.ends_with("</body></html>"));
+    }
+
+    #[test]
+    fn rewrites_pep_691_file_urls_only() {
+        let json = br#"{"meta":{"api-version":"1.1"},"name":"requests","versions":["2.0"],
+          "files":[{"filename":"requests-2.0-py3-none-any.whl","url":"https://files.example.internal/packages/r.whl",
+                    "hashes":{"sha256":"0011"},"requires-python":">=3.8","core-metadata":{"sha256":"22"},"yanked":false},
+                   {"filename":"requests-1.0.tar.gz","url":"../../packages/requests-1.0.tar.gz","hashes":{}}]}"#;
+        let out: Value = serde_json::from_slice(&rewrite_json(json, &page(), &Map).unwrap()).unwrap();
+        assert_eq!(out["files"][0]["url"], "http://proxy:8000/api/v1/remote/pypi-files/packages/r.whl");
+        assert_eq!(
+            out["files"][1]["url"],
+            "http://proxy:8000/api/v1/remote/pypi/packages/requests-1.0.tar.gz"
+        );
+        assert_eq!(out["files"][0]["hashes"]["sha256"], "0011");
+        assert_eq!(out["files"][0]["core-metadata"]["sha256"], "22");
+        assert_eq!(out["meta"]["api-version"], "1.1");
+        assert!(rewrite_json(b"<html>", &page(), &Map).is_err());
+    }
+
+    #[test]
+    fn negotiates_like_pip_and_uv() {
+        let pip = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01";
+        assert_eq!(negotiate(Some(pip)), JSON);
+        assert_eq!(negotiate(Some("text/html")), HTML);
+        assert_eq!(negotiate(None), HTML);
+        assert_eq!(negotiate(Some("*/*")), HTML);
+        assert_eq!(negotiate(Some("application/vnd.pypi.simple.v1+json;q=0.2, text/html")), HTML);
+    }
+}

@@ -1,0 +1,206 @@
+//! PyPI through the proxy with the real clients: pip and uv install packages
+//! (with a dependency) from a pypiserver upstream — HTML pages with
+//! root-relative links — and again with the upstream stopped.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{client, Proxy};
+
+fn venv() -> PathBuf {
+    let dir = std::env::var("ARTIFACTAPI_TEST_VENV").unwrap_or_else(|_| {
+        format!("{}/.cache/artifactapi/test-venv", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+    });
+    let dir = PathBuf::from(dir);
+    assert!(
+        dir.join("bin/pypi-server").exists() && dir.join("bin/uv").exists(),
+        "pypiserver and uv are not installed in {}: the README's test command (./test.sh) installs them",
+        dir.display()
+    );
+    dir
+}
+
+fn make_wheel(dir: &Path, name: &str, version: &str, requires: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/make_wheel.py");
+    let status =
+        Command::new("python3").arg(script).arg(dir).args([name, version]).args(requires).status().unwrap();
+    assert!(status.success());
+}
+
+struct PypiServer {
+    child: Child,
+    url: String,
+}
+
+impl PypiServer {
+    fn start(venv: &Path, packages: &Path) -> Self {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new(venv.join("bin/pypi-server"))
+                .args(["run", "-i", "127.0.0.1", "-p", &port.to_string(), "-a", ".", "-P", "."])
+                .args(["--disable-fallback", "--server", "paste", "--hash-algo", "sha256"])
+                .arg(packages)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut server = Self { child, url: format!("http://127.0.0.1:{port}") };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break;
+                }
+                let ok = Command::new("curl")
+                    .args(["-sf", "--noproxy", "*", "-o", "/dev/null", &format!("{}/simple/", server.url)])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            server.stop();
+        }
+        panic!("pypiserver did not start");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PypiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A client command with no configuration, cache or proxy from this machine.
+fn clean(cmd: &mut Command, home: &Path) {
+    cmd.env("HOME", home)
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_FIND_LINKS", "")
+        .env("PIP_NO_INDEX", "")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("NO_PROXY", "*")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy");
+}
+
+async fn run(mut cmd: Command) -> (bool, String) {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+async fn pip_install(venv: &Path, index: &str, target: &Path, home: &Path) -> (bool, String) {
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.args(["-m", "pip", "install", "--no-cache-dir", "--index-url", index, "--target"])
+        .arg(target)
+        .arg("alpha");
+    clean(&mut cmd, home);
+    run(cmd).await
+}
+
+async fn uv_install(venv: &Path, index: &str, target: &Path, home: &Path) -> (bool, String) {
+    let mut cmd = Command::new(venv.join("bin/uv"));
+    cmd.args(["pip", "install", "--no-cache", "--python"])
+        .arg(venv.join("bin/python"))
+        .args(["--index-url", index, "--target"])
+        .arg(target)
+        .arg("alpha");
+    clean(&mut cmd, home);
+    run(cmd).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pip_and_uv_install_through_the_proxy_and_again_with_the_upstream_down() {
+    let venv = venv();
+    let work = tempfile::tempdir().unwrap();
+    let packages = work.path().join("packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    make_wheel(&packages, "alpha", "1.0", &["beta>=2"]);
+    make_wheel(&packages, "beta", "2.0", &[]);
+    let mut upstream = PypiServer::start(&venv, &packages);
+    // Index pages expire after a second: the offline installs below need the
+    // stale copies, not merely fresh ones.
+    let config =
+        "remotes:\n  pypi:\n    base_url: \"{upstream}\"\n    package: pypi\n    cache: { mutable_ttl: 1 }\n";
+    let proxy = Proxy::start(config, &upstream.url).await;
+    let index = proxy.url("/api/v1/remote/pypi/simple/");
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+
+    // The page is rewritten: its links come back through the proxy.
+    let page = client().get(proxy.url("/api/v1/remote/pypi/simple/alpha/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["vary"], "Accept");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(&proxy.url("/api/v1/remote/pypi/packages/alpha-1.0-py3-none-any.whl#sha256=")),
+        "{html}"
+    );
+
+    // Behind an ingress, links use the external URL it reports.
+    let page = client()
+        .get(proxy.url("/api/pypi/simple/alpha/"))
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "artifacts.example.com")
+        .send()
+        .await
+        .unwrap();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(
+            "https://artifacts.example.com/api/v1/remote/pypi/packages/alpha-1.0-py3-none-any.whl#sha256="
+        ),
+        "{html}"
+    );
+
+    let (ok, log) = pip_install(&venv, &index, &work.path().join("pip"), &home).await;
+    assert!(ok, "pip install through the proxy failed:\n{log}");
+    assert!(work.path().join("pip/alpha/__init__.py").exists());
+    assert!(work.path().join("pip/beta/__init__.py").exists(), "the dependency came too");
+
+    let (ok, log) = uv_install(&venv, &index, &work.path().join("uv"), &home).await;
+    assert!(ok, "uv pip install through the proxy failed:\n{log}");
+    assert!(work.path().join("uv/beta/__init__.py").exists());
+
+    // Warm: with pypiserver gone (and every index page expired), both install
+    // again from the cache.
+    upstream.stop();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let pip_accept =
+        "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01";
+    let page = client()
+        .get(proxy.url("/api/v1/remote/pypi/simple/beta/"))
+        .header("accept", pip_accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["x-cache-status"], "STALE");
+    // Variants are cached apart: the HTML one was never fetched.
+    let page = client()
+        .get(proxy.url("/api/v1/remote/pypi/simple/beta/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 502);
+    let (ok, log) = pip_install(&venv, &index, &work.path().join("pip-offline"), &home).await;
+    assert!(ok, "pip install with the upstream down failed:\n{log}");
+    assert!(work.path().join("pip-offline/beta/__init__.py").exists());
+    let (ok, log) = uv_install(&venv, &index, &work.path().join("uv-offline"), &home).await;
+    assert!(ok, "uv pip install with the upstream down failed:\n{log}");
+    assert!(work.path().join("uv-offline/alpha/__init__.py").exists());
+}
