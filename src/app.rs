@@ -8,6 +8,7 @@ use std::{
 };
 
 use artifactapi_layers::{
+    digest::ExpectedDigests,
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
     local::LocalRepo,
     store::{hot::HotIndex, now_ms, BlobStore, Index, Store, StoreError},
@@ -143,6 +144,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     let remotes = Arc::new(config.remotes.clone());
     let Backends { store, spool, coordinator, kinds } = open_backends(settings).await?;
     let upstream = UpstreamFetch::new(&settings.upstream)?;
+    // Digests promised by package metadata, checked when the files are fetched.
+    let digests = Arc::new(ExpectedDigests::new(200_000));
 
     // Remotes. Outermost first; each layer may answer on its own.
     let proxy = ServiceBuilder::new()
@@ -151,7 +154,10 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         // 403 when no pattern allows the path; attaches its class.
         .layer(PatternGuardLayer::new())
         // Package metadata: negotiate the variant, rewrite file links to us.
-        .layer(BodyRewriteLayer::new(settings.public_url.clone(), settings.metadata_max_bytes))
+        .layer(
+            BodyRewriteLayer::new(settings.public_url.clone(), settings.metadata_max_bytes)
+                .verify_with(digests.clone()),
+        )
         // Fresh entries answered from the store; expired ones attached.
         .layer(CacheLookupLayer::new(store.clone()))
         // Upstream failed (unreachable, timeout, 5xx, 429): the expired copy.
@@ -160,10 +166,13 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(RevalidateLayer::new(store.clone()))
         // One fill per key (across replicas with Redis), streamed to every
         // client and into the store.
-        .layer(match &coordinator {
-            Some(redis) => S3TeeLayer::with_coordinator(store.clone(), spool.clone(), redis.clone()),
-            None => S3TeeLayer::new(store.clone(), spool.clone()),
-        })
+        .layer(
+            match &coordinator {
+                Some(redis) => S3TeeLayer::with_coordinator(store.clone(), spool.clone(), redis.clone()),
+                None => S3TeeLayer::new(store.clone(), spool.clone()),
+            }
+            .verify_with(digests),
+        )
         .service(upstream);
 
     // Local repositories: the same path rules, then uploads and downloads.

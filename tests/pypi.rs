@@ -204,3 +204,53 @@ async fn pip_and_uv_install_through_the_proxy_and_again_with_the_upstream_down()
     assert!(ok, "uv pip install with the upstream down failed:\n{log}");
     assert!(work.path().join("uv-offline/alpha/__init__.py").exists());
 }
+
+#[tokio::test]
+async fn files_are_checked_against_the_sha256_their_index_page_promises() {
+    let upstream = support::Upstream::start().await;
+    let good = b"the real sdist".to_vec();
+    let good_sha = support::sha256(&good);
+    let wrong_sha = support::sha256(b"something else");
+    upstream.put("/packages/good-1.0.tar.gz", good.clone(), &[]);
+    upstream.put("/packages/bad-1.0.tar.gz", b"tampered bytes".to_vec(), &[]);
+    let page = |name: &str, sha: &str| {
+        format!("<html><body><a href=\"/packages/{name}-1.0.tar.gz#sha256={sha}\">{name}-1.0.tar.gz</a></body></html>")
+    };
+    upstream.put("/simple/good/", page("good", &good_sha), &[("content-type", "text/html")]);
+    upstream.put("/simple/bad/", page("bad", &wrong_sha), &[("content-type", "text/html")]);
+    let proxy =
+        Proxy::start("remotes:\n  pypi:\n    base_url: \"{upstream}\"\n    package: pypi\n", &upstream.url())
+            .await;
+
+    for name in ["good", "bad"] {
+        let html = client()
+            .get(proxy.url(&format!("/api/pypi/simple/{name}/")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains(&proxy.url(&format!("/api/v1/remote/pypi/packages/{name}-1.0.tar.gz#sha256="))),
+            "{html}"
+        );
+    }
+    let res = client().get(proxy.url("/api/v1/remote/pypi/packages/good-1.0.tar.gz")).send().await.unwrap();
+    assert_eq!(res.bytes().await.unwrap().to_vec(), good);
+
+    for attempt in 1..=2 {
+        let failed = match client().get(proxy.url("/api/v1/remote/pypi/packages/bad-1.0.tar.gz")).send().await
+        {
+            Ok(res) if res.status() == 200 => res.bytes().await.is_err(),
+            Ok(res) => res.status() == 502,
+            Err(_) => true,
+        };
+        assert!(failed, "a file that does not match its index is never served whole");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(upstream.count("GET", "/packages/bad-1.0.tar.gz"), attempt, "and never cached");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let res = client().get(proxy.url("/api/v1/remote/pypi/packages/good-1.0.tar.gz")).send().await.unwrap();
+    assert_eq!(res.headers()["x-cache-status"], "HIT");
+}

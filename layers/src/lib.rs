@@ -21,6 +21,7 @@ pub mod body;
 pub mod cache_lookup;
 pub mod content_type;
 pub mod coord;
+pub mod digest;
 pub mod error;
 pub mod extensions;
 pub mod local;

@@ -20,7 +20,10 @@
 
 mod pypi;
 
-use std::task::{Context, Poll};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
@@ -31,6 +34,7 @@ use url::Url;
 
 use crate::{
     body::{self, ArtifactBody},
+    digest::ExpectedDigests,
     error::{json_error, BoxError},
     extensions::Variant,
     path::ArtifactPath,
@@ -43,13 +47,21 @@ use crate::{
 pub struct BodyRewriteLayer {
     public_url: Option<Url>,
     max_bytes: usize,
+    digests: Option<Arc<ExpectedDigests>>,
 }
 
 impl BodyRewriteLayer {
     /// Rewrites towards `public_url` (else the request's own host), reading
     /// documents of at most `max_bytes`.
     pub fn new(public_url: Option<Url>, max_bytes: usize) -> Self {
-        Self { public_url, max_bytes }
+        Self { public_url, max_bytes, digests: None }
+    }
+
+    /// Records the digests the documents promise for their files, for the
+    /// fill to check (see [`S3TeeLayer::verify_with`](crate::S3TeeLayer::verify_with)).
+    pub fn verify_with(mut self, digests: Arc<ExpectedDigests>) -> Self {
+        self.digests = Some(digests);
+        self
     }
 }
 
@@ -57,7 +69,12 @@ impl<S> Layer<S> for BodyRewriteLayer {
     type Service = BodyRewrite<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BodyRewrite { inner, public_url: self.public_url.clone(), max_bytes: self.max_bytes }
+        BodyRewrite {
+            inner,
+            public_url: self.public_url.clone(),
+            max_bytes: self.max_bytes,
+            digests: self.digests.clone(),
+        }
     }
 }
 
@@ -67,6 +84,7 @@ pub struct BodyRewrite<S> {
     inner: S,
     public_url: Option<Url>,
     max_bytes: usize,
+    digests: Option<Arc<ExpectedDigests>>,
 }
 
 /// Links into a remote's upstream, mapped onto this proxy.
@@ -75,14 +93,26 @@ struct RemoteLinks {
     api: String,
     /// `(upstream prefix, remote name)`, most specific first.
     targets: Vec<(String, String)>,
+    digests: Option<Arc<ExpectedDigests>>,
 }
 
 impl pypi::LinkMap for RemoteLinks {
-    fn map(&self, resolved: &Url) -> Option<String> {
+    fn map(&self, resolved: &Url, sha256: Option<&str>) -> Option<String> {
         let s = resolved.as_str();
         self.targets.iter().find_map(|(prefix, remote)| {
-            let rest = s.strip_prefix(prefix.as_str())?;
-            Some(format!("{}/{remote}/{}", self.api, rest.trim_start_matches('/')))
+            let rest = s.strip_prefix(prefix.as_str())?.trim_start_matches('/');
+            if let (Some(digests), Some(sha256)) = (&self.digests, sha256) {
+                // The file will be asked for under this cache key.
+                let target = rest.split('#').next().unwrap_or_default();
+                let (path, query) = match target.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (target, None),
+                };
+                if let Ok(path) = ArtifactPath::parse(path, query) {
+                    digests.expect(path.cache_key(remote), sha256);
+                }
+            }
+            Some(format!("{}/{remote}/{rest}", self.api))
         })
     }
 }
@@ -116,7 +146,7 @@ impl<S> BodyRewrite<S> {
     }
 }
 
-fn links(remote: &Remote, api: String) -> RemoteLinks {
+fn links(remote: &Remote, api: String, digests: Option<Arc<ExpectedDigests>>) -> RemoteLinks {
     let mut targets = Vec::new();
     if let Some(files) = &remote.files {
         targets.push((with_slash(&files.url), files.remote.clone()));
@@ -126,7 +156,7 @@ fn links(remote: &Remote, api: String) -> RemoteLinks {
     }
     // The longest prefix wins (a files URL under the base URL, say).
     targets.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-    RemoteLinks { api, targets }
+    RemoteLinks { api, targets, digests }
 }
 
 /// Whether this request is for a document this layer rewrites.
@@ -165,7 +195,7 @@ where
         req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(pypi::accept_for(variant)));
         // A rewritten document is answered whole.
         req.headers_mut().remove(header::RANGE);
-        let map = links(&remote, self.public_api(&req));
+        let map = links(&remote, self.public_api(&req), self.digests.clone());
         let page = remote
             .base_url()
             .and_then(|base| Url::parse(&format!("{}{}", with_slash(base.as_str()), path.raw())).ok());

@@ -49,13 +49,15 @@ pub(crate) fn negotiate(accept: Option<&str>) -> &'static str {
 
 /// Maps a link found on a page to where clients should fetch it.
 pub(crate) trait LinkMap {
-    /// The link as a client of the proxy should see it, or `None` to keep it.
-    fn map(&self, resolved: &Url) -> Option<String>;
+    /// The link as a client of the proxy should see it, or `None` to keep
+    /// it; `sha256` is the digest the page promises for the file.
+    fn map(&self, resolved: &Url, sha256: Option<&str>) -> Option<String>;
 }
 
-fn rewrite_link(page: &Url, link: &str, map: &dyn LinkMap) -> Option<String> {
+fn rewrite_link(page: &Url, link: &str, sha256: Option<&str>, map: &dyn LinkMap) -> Option<String> {
     let resolved = page.join(link).ok()?;
-    map.map(&resolved)
+    let from_fragment = resolved.fragment().and_then(|f| f.strip_prefix("sha256="));
+    map.map(&resolved, sha256.or(from_fragment))
 }
 
 /// Rewrites the `href`s of a PEP 503 page, keeping everything else
@@ -69,7 +71,7 @@ pub(crate) fn rewrite_html(body: &str, page: &Url, map: &dyn LinkMap) -> String 
         out.push_str(before);
         let value = &after[..at.value_len];
         let unescaped = value.replace("&amp;", "&");
-        match rewrite_link(page, &unescaped, map) {
+        match rewrite_link(page, &unescaped, None, map) {
             Some(new) => out.push_str(&new.replace('&', "&amp;").replace('"', "&quot;")),
             None => out.push_str(value),
         }
@@ -114,8 +116,9 @@ pub(crate) fn rewrite_json(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result
     let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not a PEP 691 document: {e}"))?;
     if let Some(files) = doc.get_mut("files").and_then(Value::as_array_mut) {
         for file in files {
+            let sha256 = file.pointer("/hashes/sha256").and_then(Value::as_str).map(str::to_owned);
             if let Some(url) = file.get_mut("url") {
-                if let Some(new) = url.as_str().and_then(|u| rewrite_link(page, u, map)) {
+                if let Some(new) = url.as_str().and_then(|u| rewrite_link(page, u, sha256.as_deref(), map)) {
                     *url = Value::String(new);
                 }
             }
@@ -132,7 +135,7 @@ mod tests {
     /// `https://files.example.internal/` map to the proxy's two remotes.
     struct Map;
     impl LinkMap for Map {
-        fn map(&self, u: &Url) -> Option<String> {
+        fn map(&self, u: &Url, _sha256: Option<&str>) -> Option<String> {
             let s = u.as_str();
             if let Some(rest) = s.strip_prefix("https://files.example.internal/") {
                 return Some(format!("http://proxy:8000/api/v1/remote/pypi-files/{rest}"));

@@ -17,10 +17,13 @@ use http_cache_semantics::CachePolicy;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
+use sha2::{Digest, Sha256};
+
 use super::spool;
 use crate::{
     body::ArtifactBody,
     coord::Coordinator,
+    digest::ExpectedDigests,
     error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
     path::ArtifactPath,
     pattern::Class,
@@ -106,6 +109,8 @@ pub(crate) struct Fills {
     missing: Mutex<HashMap<Arc<str>, Instant>>,
     /// Coordination with other replicas, when there are any.
     coordinator: Option<Arc<dyn Coordinator>>,
+    /// Digests promised by package metadata, checked as files arrive.
+    pub(crate) digests: Option<Arc<ExpectedDigests>>,
 }
 
 /// At most this many remembered 404s; past it, new ones are not remembered.
@@ -125,6 +130,7 @@ impl Fills {
             inflight: Mutex::new(HashMap::new()),
             missing: Mutex::new(HashMap::new()),
             coordinator,
+            digests: None,
         }
     }
 
@@ -318,7 +324,8 @@ where
         policy,
     });
     tx.send_replace(FillStatus::Streaming { head: head.clone(), written: 0 });
-    let written = match spool_body(body, &head, &tx).await {
+    let expected = fills.digests.as_ref().and_then(|d| d.get(&job.key));
+    let written = match spool_body(body, &head, &tx, expected).await {
         Ok(written) => written,
         Err(e) => {
             tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = ?e, "fill failed; nothing cached");
@@ -348,7 +355,9 @@ async fn spool_body(
     mut body: ArtifactBody,
     head: &Head,
     tx: &watch::Sender<FillStatus>,
+    expected_sha256: Option<String>,
 ) -> Result<u64, FillError> {
+    let mut hasher = expected_sha256.as_ref().map(|_| Arc::new(Mutex::new(Sha256::new())));
     let mut written = 0u64;
     let mut ended = false;
     while !ended {
@@ -384,7 +393,12 @@ async fn spool_body(
             continue;
         }
         let file = head.file.clone();
+        let hashing = hasher.clone();
         tokio::task::spawn_blocking(move || {
+            if let Some(h) = hashing {
+                let mut h = h.lock().expect("hasher lock");
+                batch.iter().for_each(|b| h.update(b));
+            }
             let mut f: &File = &file;
             batch.iter().try_for_each(|b| f.write_all(b))
         })
@@ -403,6 +417,16 @@ async fn spool_body(
             return Err(FillError::Upstream(UpstreamError::new(
                 UpstreamErrorKind::Body,
                 format!("upstream sent {written} of the {expected} bytes it announced"),
+            )));
+        }
+    }
+    if let (Some(expected), Some(hasher)) = (expected_sha256, hasher.take()) {
+        let hasher = Arc::try_unwrap(hasher).map(|m| m.into_inner().expect("hasher lock")).ok();
+        let got = hasher.map(|h| hex::encode(h.finalize())).unwrap_or_default();
+        if got != expected {
+            return Err(FillError::Upstream(UpstreamError::new(
+                UpstreamErrorKind::Body,
+                format!("sha256 mismatch: the index promised {expected}, upstream sent {got}"),
             )));
         }
     }

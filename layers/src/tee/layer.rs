@@ -3,7 +3,7 @@ use std::{path::PathBuf, sync::Arc};
 use tower::Layer;
 
 use super::{fill::Fills, S3Tee};
-use crate::{coord::Coordinator, store::Store};
+use crate::{coord::Coordinator, digest::ExpectedDigests, store::Store};
 
 /// Applies [`S3Tee`] to a service.
 #[derive(Debug, Clone)]
@@ -28,6 +28,13 @@ impl S3TeeLayer {
         coordinator: Arc<dyn Coordinator>,
     ) -> Self {
         Self { fills: Arc::new(Fills::new(store, spool_dir.into(), Some(coordinator))) }
+    }
+
+    /// Checks fetched files against the digests package metadata promised
+    /// for them: a mismatch fails the transfer and caches nothing.
+    pub fn verify_with(mut self, digests: Arc<ExpectedDigests>) -> Self {
+        Arc::get_mut(&mut self.fills).expect("configured before the layer is used").digests = Some(digests);
+        self
     }
 }
 
