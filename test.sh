@@ -51,9 +51,25 @@ install_python_tools() {
   export ARTIFACTAPI_TEST_VENV="$VENV"
 }
 
+# verdaccio, the npm upstream for the npm tests (6.8.0: later ones need Node 22).
+VERDACCIO_DIR="${ARTIFACTAPI_TEST_VERDACCIO:-$HOME/.cache/artifactapi/verdaccio}"
+install_node_tools() {
+  if [ ! -x "$VERDACCIO_DIR/node_modules/.bin/verdaccio" ]; then
+    log "installing verdaccio 6.8.0 into $VERDACCIO_DIR"
+    command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+    mkdir -p "$VERDACCIO_DIR"
+    printf '%s\n' '{"name":"artifactapi-test-verdaccio","private":true,"dependencies":{"verdaccio":"6.8.0"},"overrides":{"node-fetch":"2.7.0"}}' \
+      > "$VERDACCIO_DIR/package.json"
+    (cd "$VERDACCIO_DIR" && npm install --no-audit --no-fund --loglevel=error) \
+      || { echo "installing verdaccio failed" >&2; exit 1; }
+  fi
+  export ARTIFACTAPI_TEST_VERDACCIO="$VERDACCIO_DIR"
+}
+
 install_apt
 install_cargo_tools
 install_python_tools
+install_node_tools
 
 log "building"
 cargo build --workspace --all-targets || exit 1

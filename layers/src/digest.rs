@@ -1,15 +1,131 @@
 //! Digests that package metadata promises for files, checked when the files
 //! are fetched.
 //!
-//! A PyPI page says `…/pkg.whl#sha256=…`; when the page is rewritten, the
-//! promise is recorded under the cache key the rewritten link leads to, and
-//! the fill of that file hashes the bytes as they arrive: a mismatch fails the
-//! transfer and nothing is cached. Bounded: past the capacity, the oldest half
-//! is forgotten (an unknown digest is simply not checked).
+//! A PyPI page says `…/pkg.whl#sha256=…`, an npm packument says
+//! `"integrity": "sha512-…"`; when the document is rewritten, the promise is
+//! recorded under the cache key the rewritten link leads to, and the fill of
+//! that file hashes the bytes as they arrive: a mismatch fails the transfer
+//! and nothing is cached. Bounded: past the capacity, the oldest half is
+//! forgotten (an unknown digest is simply not checked).
 
 use std::{collections::HashMap, sync::Mutex};
 
-/// The expected SHA-256 (lower-case hex) of files by cache key.
+use sha2::{Digest, Sha256, Sha512};
+
+/// A digest algorithm metadata uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// SHA-256 (PyPI, OCI).
+    Sha256,
+    /// SHA-512 (npm `integrity`).
+    Sha512,
+}
+
+/// A promised digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// Which algorithm.
+    pub algorithm: Algorithm,
+    /// The digest's bytes.
+    pub digest: Vec<u8>,
+}
+
+impl Expected {
+    /// From a hex SHA-256 (`#sha256=…`).
+    pub fn sha256_hex(hex_digest: &str) -> Option<Self> {
+        let digest = hex::decode(hex_digest).ok().filter(|d| d.len() == 32)?;
+        Some(Self { algorithm: Algorithm::Sha256, digest })
+    }
+
+    /// From a Subresource Integrity string (`sha512-…`); the strongest
+    /// supported entry wins.
+    pub fn integrity(sri: &str) -> Option<Self> {
+        sri.split_whitespace()
+            .filter_map(|item| {
+                let (algorithm, b64) = item.split_once('-')?;
+                let b64 = b64.split('?').next()?;
+                let (algorithm, len) = match algorithm {
+                    "sha512" => (Algorithm::Sha512, 64),
+                    "sha256" => (Algorithm::Sha256, 32),
+                    _ => return None,
+                };
+                let digest = base64_decode(b64).filter(|d| d.len() == len)?;
+                Some(Self { algorithm, digest })
+            })
+            .max_by_key(|e| e.digest.len())
+    }
+
+    /// A hasher for this digest's algorithm.
+    pub fn hasher(&self) -> Hasher {
+        match self.algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(Box::new(Sha512::new())),
+        }
+    }
+
+    /// The digest in hex, for messages.
+    pub fn hex(&self) -> String {
+        hex::encode(&self.digest)
+    }
+}
+
+/// A running hash of one of the supported algorithms.
+#[derive(Debug, Clone)]
+pub enum Hasher {
+    /// SHA-256.
+    Sha256(Sha256),
+    /// SHA-512.
+    Sha512(Box<Sha512>),
+}
+
+impl Hasher {
+    /// Adds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes: Vec<u8> = s.trim_end_matches('=').bytes().collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= value(*c)? << (18 - 6 * i);
+        }
+        let n = match chunk.len() {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => return None,
+        };
+        out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
+    }
+    Some(out)
+}
+
+/// The digests promised for files, by cache key.
 #[derive(Debug)]
 pub struct ExpectedDigests {
     inner: Mutex<Promises>,
@@ -19,7 +135,7 @@ pub struct ExpectedDigests {
 /// Digests by key, each with the tick it was recorded at.
 #[derive(Debug, Default)]
 struct Promises {
-    by_key: HashMap<String, (String, u64)>,
+    by_key: HashMap<String, (Expected, u64)>,
     tick: u64,
 }
 
@@ -29,24 +145,21 @@ impl ExpectedDigests {
         Self { inner: Mutex::new(Promises::default()), capacity: capacity.max(2) }
     }
 
-    /// Records that the file under `key` must have this SHA-256.
-    pub fn expect(&self, key: String, sha256: &str) {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return;
-        }
+    /// Records that the file under `key` must have this digest.
+    pub fn expect(&self, key: String, expected: Expected) {
         let mut inner = self.inner.lock().expect("digest lock");
         inner.tick += 1;
         let tick = inner.tick;
-        inner.by_key.insert(key, (sha256.to_ascii_lowercase(), tick));
+        inner.by_key.insert(key, (expected, tick));
         if inner.by_key.len() > self.capacity {
             let cut = tick - (self.capacity as u64 / 2);
             inner.by_key.retain(|_, (_, t)| *t > cut);
         }
     }
 
-    /// The SHA-256 promised for the file under `key`, if any.
-    pub fn get(&self, key: &str) -> Option<String> {
-        self.inner.lock().expect("digest lock").by_key.get(key).map(|(d, _)| d.clone())
+    /// The digest promised for the file under `key`, if any.
+    pub fn get(&self, key: &str) -> Option<Expected> {
+        self.inner.lock().expect("digest lock").by_key.get(key).map(|(e, _)| e.clone())
     }
 }
 
@@ -55,15 +168,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_valid_digests_within_capacity() {
-        let d = ExpectedDigests::new(4);
+    fn parses_hex_and_subresource_integrity() {
         let hex = "ab".repeat(32);
-        d.expect("k".into(), &hex.to_ascii_uppercase());
-        assert_eq!(d.get("k"), Some(hex.clone()));
-        d.expect("bad".into(), "xyz");
-        assert_eq!(d.get("bad"), None);
+        assert_eq!(Expected::sha256_hex(&hex).unwrap().digest, vec![0xab; 32]);
+        assert!(Expected::sha256_hex("xyz").is_none());
+        assert!(Expected::sha256_hex("abcd").is_none());
+        // sha512 of the empty string.
+        let empty =
+            "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==";
+        let e = Expected::integrity(empty).unwrap();
+        assert_eq!(e.algorithm, Algorithm::Sha512);
+        let mut h = e.hasher();
+        h.update(b"");
+        assert_eq!(h.finish(), e.digest);
+        let both = format!("sha1-abc {empty}");
+        assert_eq!(Expected::integrity(&both).unwrap().algorithm, Algorithm::Sha512);
+        assert!(Expected::integrity("md5-xyz").is_none());
+    }
+
+    #[test]
+    fn remembers_within_capacity() {
+        let d = ExpectedDigests::new(4);
+        let e = Expected::sha256_hex(&"ab".repeat(32)).unwrap();
+        d.expect("k".into(), e.clone());
+        assert_eq!(d.get("k"), Some(e.clone()));
         for i in 0..10 {
-            d.expect(format!("k{i}"), &hex);
+            d.expect(format!("k{i}"), e.clone());
         }
         assert!(d.inner.lock().unwrap().by_key.len() <= 4);
         assert!(d.get("k9").is_some(), "the newest are kept");

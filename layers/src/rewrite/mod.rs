@@ -16,8 +16,16 @@
 //! `base_url` (absolute, root-relative or relative, as pypiserver writes them)
 //! stay on the remote; others are left alone. Hash fragments and the
 //! `data-*` attributes (requires-python, yanked, PEP 658/714 metadata) are
-//! kept byte for byte.
+//! kept byte for byte, and the SHA-256 a page promises for a file is checked
+//! when that file is fetched.
+//!
+//! npm (`package: npm`): every path but a tarball is a packument; full and
+//! abbreviated (`application/vnd.npm.install-v1+json`) forms are negotiated and
+//! cached apart; `versions.*.dist.tarball` links to `npm_files_url` go to
+//! `npm_files_remote` (links into the remote's own `base_url` stay on it), and
+//! each `dist.integrity` is checked when the tarball is fetched.
 
+mod npm;
 mod pypi;
 
 use std::{
@@ -34,7 +42,7 @@ use url::Url;
 
 use crate::{
     body::{self, ArtifactBody},
-    digest::ExpectedDigests,
+    digest::{Expected, ExpectedDigests},
     error::{json_error, BoxError},
     extensions::Variant,
     path::ArtifactPath,
@@ -97,11 +105,11 @@ struct RemoteLinks {
 }
 
 impl pypi::LinkMap for RemoteLinks {
-    fn map(&self, resolved: &Url, sha256: Option<&str>) -> Option<String> {
+    fn map(&self, resolved: &Url, expected: Option<Expected>) -> Option<String> {
         let s = resolved.as_str();
         self.targets.iter().find_map(|(prefix, remote)| {
             let rest = s.strip_prefix(prefix.as_str())?.trim_start_matches('/');
-            if let (Some(digests), Some(sha256)) = (&self.digests, sha256) {
+            if let (Some(digests), Some(expected)) = (&self.digests, expected.clone()) {
                 // The file will be asked for under this cache key.
                 let target = rest.split('#').next().unwrap_or_default();
                 let (path, query) = match target.split_once('?') {
@@ -109,7 +117,7 @@ impl pypi::LinkMap for RemoteLinks {
                     None => (target, None),
                 };
                 if let Ok(path) = ArtifactPath::parse(path, query) {
-                    digests.expect(path.cache_key(remote), sha256);
+                    digests.expect(path.cache_key(remote), expected);
                 }
             }
             Some(format!("{}/{remote}/{rest}", self.api))
@@ -159,9 +167,23 @@ fn links(remote: &Remote, api: String, digests: Option<Arc<ExpectedDigests>>) ->
     RemoteLinks { api, targets, digests }
 }
 
-/// Whether this request is for a document this layer rewrites.
-fn rewritten(remote: &Remote, path: &ArtifactPath) -> bool {
-    remote.package == Package::Pypi && (path.decoded() == "simple" || path.decoded().starts_with("simple/"))
+/// The kinds of document this layer rewrites.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// A PyPI simple page.
+    Pypi,
+    /// An npm packument (any npm path but a tarball).
+    Npm,
+}
+
+/// Which document, if any, this request is for.
+fn format(remote: &Remote, path: &ArtifactPath) -> Option<Format> {
+    let p = path.decoded();
+    match remote.package {
+        Package::Pypi if p == "simple" || p.starts_with("simple/") => Some(Format::Pypi),
+        Package::Npm if !p.ends_with(".tgz") => Some(Format::Npm),
+        _ => None,
+    }
 }
 
 impl<S, B> Service<Request<B>> for BodyRewrite<S>
@@ -186,13 +208,25 @@ where
         else {
             return Box::pin(inner.oneshot(req));
         };
-        if !rewritten(remote, path) || !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let Some(format) =
+            format(remote, path).filter(|_| matches!(*req.method(), Method::GET | Method::HEAD))
+        else {
             return Box::pin(inner.oneshot(req));
-        }
+        };
         let (remote, path) = (remote.clone(), path.clone());
-        let variant = pypi::negotiate(req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+        let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+        let (variant, canonical) = match format {
+            Format::Pypi => {
+                let v = pypi::negotiate(accept);
+                (v, pypi::accept_for(v))
+            }
+            Format::Npm => {
+                let v = npm::negotiate(accept);
+                (v, npm::accept_for(v))
+            }
+        };
         req.extensions_mut().insert(Variant(variant));
-        req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(pypi::accept_for(variant)));
+        req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(canonical));
         // A rewritten document is answered whole.
         req.headers_mut().remove(header::RANGE);
         let map = links(&remote, self.public_api(&req), self.digests.clone());
@@ -226,18 +260,19 @@ where
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("json"));
-            let rewritten = if json {
-                match pypi::rewrite_json(&bytes, &page, &map) {
-                    Ok(out) => out,
-                    Err(e) => {
-                        return Ok(json_error(StatusCode::BAD_GATEWAY, &e, &remote.name, path.decoded()))
-                    }
-                }
-            } else {
-                match std::str::from_utf8(&bytes) {
+            let rewritten = match (format, json) {
+                (Format::Pypi, true) => pypi::rewrite_json(&bytes, &page, &map),
+                (Format::Pypi, false) => Ok(match std::str::from_utf8(&bytes) {
                     Ok(text) => pypi::rewrite_html(text, &page, &map).into_bytes(),
                     Err(_) => bytes.to_vec(),
-                }
+                }),
+                (Format::Npm, true) => npm::rewrite_packument(&bytes, &page, &map),
+                // Not a packument (an npm path that answers something else).
+                (Format::Npm, false) => Ok(bytes.to_vec()),
+            };
+            let rewritten = match rewritten {
+                Ok(out) => out,
+                Err(e) => return Ok(json_error(StatusCode::BAD_GATEWAY, &e, &remote.name, path.decoded())),
             };
             parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
             if let Some(etag) = parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {

@@ -3,6 +3,8 @@
 use serde_json::Value;
 use url::Url;
 
+use crate::digest::Expected;
+
 /// The two representations of a simple page, cached apart.
 pub(crate) const JSON: &str = "pypi-json";
 pub(crate) const HTML: &str = "pypi-html";
@@ -50,14 +52,23 @@ pub(crate) fn negotiate(accept: Option<&str>) -> &'static str {
 /// Maps a link found on a page to where clients should fetch it.
 pub(crate) trait LinkMap {
     /// The link as a client of the proxy should see it, or `None` to keep
-    /// it; `sha256` is the digest the page promises for the file.
-    fn map(&self, resolved: &Url, sha256: Option<&str>) -> Option<String>;
+    /// it; `expected` is the digest the document promises for the file.
+    fn map(&self, resolved: &Url, expected: Option<Expected>) -> Option<String>;
 }
 
-fn rewrite_link(page: &Url, link: &str, sha256: Option<&str>, map: &dyn LinkMap) -> Option<String> {
+/// Resolves `link` against `page` and maps it; a `#sha256=` fragment counts
+/// as a promised digest when none is given.
+pub(crate) fn rewrite_link(
+    page: &Url,
+    link: &str,
+    expected: Option<Expected>,
+    map: &dyn LinkMap,
+) -> Option<String> {
     let resolved = page.join(link).ok()?;
-    let from_fragment = resolved.fragment().and_then(|f| f.strip_prefix("sha256="));
-    map.map(&resolved, sha256.or(from_fragment))
+    let from_fragment =
+        || resolved.fragment().and_then(|f| f.strip_prefix("sha256=")).and_then(Expected::sha256_hex);
+    let expected = expected.or_else(from_fragment);
+    map.map(&resolved, expected)
 }
 
 /// Rewrites the `href`s of a PEP 503 page, keeping everything else
@@ -116,9 +127,10 @@ pub(crate) fn rewrite_json(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result
     let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not a PEP 691 document: {e}"))?;
     if let Some(files) = doc.get_mut("files").and_then(Value::as_array_mut) {
         for file in files {
-            let sha256 = file.pointer("/hashes/sha256").and_then(Value::as_str).map(str::to_owned);
+            let expected =
+                file.pointer("/hashes/sha256").and_then(Value::as_str).and_then(Expected::sha256_hex);
             if let Some(url) = file.get_mut("url") {
-                if let Some(new) = url.as_str().and_then(|u| rewrite_link(page, u, sha256.as_deref(), map)) {
+                if let Some(new) = url.as_str().and_then(|u| rewrite_link(page, u, expected, map)) {
                     *url = Value::String(new);
                 }
             }
@@ -135,7 +147,7 @@ mod tests {
     /// `https://files.example.internal/` map to the proxy's two remotes.
     struct Map;
     impl LinkMap for Map {
-        fn map(&self, u: &Url, _sha256: Option<&str>) -> Option<String> {
+        fn map(&self, u: &Url, _expected: Option<Expected>) -> Option<String> {
             let s = u.as_str();
             if let Some(rest) = s.strip_prefix("https://files.example.internal/") {
                 return Some(format!("http://proxy:8000/api/v1/remote/pypi-files/{rest}"));

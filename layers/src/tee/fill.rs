@@ -17,13 +17,11 @@ use http_cache_semantics::CachePolicy;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
-use sha2::{Digest, Sha256};
-
 use super::spool;
 use crate::{
     body::ArtifactBody,
     coord::Coordinator,
-    digest::ExpectedDigests,
+    digest::{Expected, ExpectedDigests},
     error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
     path::ArtifactPath,
     pattern::Class,
@@ -355,9 +353,9 @@ async fn spool_body(
     mut body: ArtifactBody,
     head: &Head,
     tx: &watch::Sender<FillStatus>,
-    expected_sha256: Option<String>,
+    expected: Option<Expected>,
 ) -> Result<u64, FillError> {
-    let mut hasher = expected_sha256.as_ref().map(|_| Arc::new(Mutex::new(Sha256::new())));
+    let mut hasher = expected.as_ref().map(|e| Arc::new(Mutex::new(e.hasher())));
     let mut written = 0u64;
     let mut ended = false;
     while !ended {
@@ -420,13 +418,18 @@ async fn spool_body(
             )));
         }
     }
-    if let (Some(expected), Some(hasher)) = (expected_sha256, hasher.take()) {
+    if let (Some(expected), Some(hasher)) = (expected, hasher.take()) {
         let hasher = Arc::try_unwrap(hasher).map(|m| m.into_inner().expect("hasher lock")).ok();
-        let got = hasher.map(|h| hex::encode(h.finalize())).unwrap_or_default();
-        if got != expected {
+        let got = hasher.map(|h| h.finish()).unwrap_or_default();
+        if got != expected.digest {
             return Err(FillError::Upstream(UpstreamError::new(
                 UpstreamErrorKind::Body,
-                format!("sha256 mismatch: the index promised {expected}, upstream sent {got}"),
+                format!(
+                    "digest mismatch: the metadata promised {:?} {}, upstream sent {}",
+                    expected.algorithm,
+                    expected.hex(),
+                    hex::encode(got)
+                ),
             )));
         }
     }

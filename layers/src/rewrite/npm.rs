@@ -1,0 +1,95 @@
+//! npm packuments: full and abbreviated (`application/vnd.npm.install-v1+json`).
+
+use serde_json::Value;
+use url::Url;
+
+use super::pypi::{rewrite_link, LinkMap};
+use crate::digest::Expected;
+
+/// The two representations of a packument, cached apart.
+pub(crate) const FULL: &str = "npm-full";
+pub(crate) const ABBREVIATED: &str = "npm-abbreviated";
+
+/// What upstream is asked for, per variant.
+pub(crate) fn accept_for(variant: &str) -> &'static str {
+    if variant == ABBREVIATED {
+        "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*"
+    } else {
+        "application/json"
+    }
+}
+
+/// npm, yarn and pnpm ask for the abbreviated form when they can install from it.
+pub(crate) fn negotiate(accept: Option<&str>) -> &'static str {
+    match accept {
+        Some(a) if a.contains("application/vnd.npm.install-v1+json") => ABBREVIATED,
+        _ => FULL,
+    }
+}
+
+/// Rewrites every `versions.*.dist.tarball`, recording `dist.integrity`.
+pub(crate) fn rewrite_packument(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result<Vec<u8>, String> {
+    let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not an npm packument: {e}"))?;
+    if let Some(versions) = doc.get_mut("versions").and_then(Value::as_object_mut) {
+        for version in versions.values_mut() {
+            let expected =
+                version.pointer("/dist/integrity").and_then(Value::as_str).and_then(Expected::integrity);
+            if let Some(tarball) = version.pointer_mut("/dist/tarball") {
+                if let Some(new) = tarball.as_str().and_then(|u| rewrite_link(page, u, expected, map)) {
+                    *tarball = Value::String(new);
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&doc).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    struct Map(Mutex<Vec<(String, Option<Expected>)>>);
+    impl LinkMap for Map {
+        fn map(&self, u: &Url, expected: Option<Expected>) -> Option<String> {
+            let rest = u.as_str().strip_prefix("https://npm.example.internal/")?;
+            self.0.lock().unwrap().push((rest.to_owned(), expected));
+            Some(format!("http://proxy/api/v1/remote/npm/{rest}"))
+        }
+    }
+
+    #[test]
+    fn rewrites_tarballs_of_every_version_and_keeps_the_rest() {
+        let packument = br#"{"_id":"@babel/core","name":"@babel/core","dist-tags":{"latest":"7.21.0"},
+          "versions":{
+            "7.21.0":{"name":"@babel/core","version":"7.21.0","dependencies":{"debug":"^4.1.0"},
+              "dist":{"tarball":"https://npm.example.internal/@babel/core/-/core-7.21.0.tgz","shasum":"abc",
+                      "integrity":"sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg=="}},
+            "7.20.0":{"name":"@babel/core","version":"7.20.0","dist":{"tarball":"https://elsewhere.example.com/core.tgz"}}},
+          "time":{"7.21.0":"2023-02-20T15:31:00.000Z"}}"#;
+        let map = Map(Mutex::new(Vec::new()));
+        let page: Url = "https://npm.example.internal/@babel%2fcore".parse().unwrap();
+        let out: Value = serde_json::from_slice(&rewrite_packument(packument, &page, &map).unwrap()).unwrap();
+        assert_eq!(
+            out["versions"]["7.21.0"]["dist"]["tarball"],
+            "http://proxy/api/v1/remote/npm/@babel/core/-/core-7.21.0.tgz"
+        );
+        assert_eq!(out["versions"]["7.20.0"]["dist"]["tarball"], "https://elsewhere.example.com/core.tgz");
+        assert_eq!(out["versions"]["7.21.0"]["dependencies"]["debug"], "^4.1.0");
+        assert_eq!(out["dist-tags"]["latest"], "7.21.0");
+        let seen = map.0.lock().unwrap();
+        assert!(seen[0].1.is_some(), "the integrity was handed on for verification");
+        assert!(rewrite_packument(b"not json", &page, &map).is_err());
+    }
+
+    #[test]
+    fn negotiates_the_abbreviated_form() {
+        assert_eq!(
+            negotiate(Some("application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*")),
+            ABBREVIATED
+        );
+        assert_eq!(negotiate(Some("application/json")), FULL);
+        assert_eq!(negotiate(None), FULL);
+    }
+}

@@ -1,0 +1,214 @@
+//! npm through the proxy with the real client: packages (one scoped, with a
+//! dependency) from a verdaccio upstream, a fresh npm cache, lockfile
+//! `resolved` URLs pointing at the proxy, and a second install with verdaccio
+//! stopped.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{client, Proxy};
+
+fn verdaccio_dir() -> PathBuf {
+    let dir = std::env::var("ARTIFACTAPI_TEST_VERDACCIO").unwrap_or_else(|_| {
+        format!("{}/.cache/artifactapi/verdaccio", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+    });
+    let dir = PathBuf::from(dir);
+    assert!(
+        dir.join("node_modules/.bin/verdaccio").exists(),
+        "verdaccio is not installed in {}: the README's test command (./test.sh) installs it",
+        dir.display()
+    );
+    dir
+}
+
+struct Verdaccio {
+    child: Child,
+    url: String,
+}
+
+impl Verdaccio {
+    fn start(root: &Path) -> Self {
+        let bin = verdaccio_dir().join("node_modules/.bin/verdaccio");
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let config = root.join("verdaccio.yaml");
+            std::fs::write(
+                &config,
+                format!(
+                    "storage: {storage}\nauth:\n  htpasswd:\n    file: {root}/htpasswd\nuplinks: {{}}\n\
+                     packages:\n  '@*/*':\n    access: $all\n    publish: $all\n  '**':\n    access: $all\n    publish: $all\n\
+                     middlewares:\n  audit:\n    enabled: false\nweb:\n  enable: false\nlog: {{ type: stdout, format: pretty, level: warn }}\n",
+                    storage = root.join("storage").display(),
+                    root = root.display()
+                ),
+            )
+            .unwrap();
+            let child = Command::new(&bin)
+                .arg("--config")
+                .arg(&config)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut server = Self { child, url: format!("http://127.0.0.1:{port}") };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break;
+                }
+                let ok = Command::new("curl")
+                    .args(["-sf", "--noproxy", "*", "-o", "/dev/null", &format!("{}/-/ping", server.url)])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            server.stop();
+        }
+        panic!("verdaccio did not start");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Verdaccio {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// npm with no configuration from this machine: its own user and global
+/// config, its own cache, lockfiles with `resolved` URLs.
+fn npm(root: &Path, registry: &str, args: &[&str], cwd: &Path) -> Command {
+    let userconfig = root.join("npmrc");
+    let host = registry.trim_start_matches("http://").trim_end_matches('/');
+    std::fs::write(&userconfig, format!("registry={registry}\n//{host}/:_authToken=test-token\n")).unwrap();
+    std::fs::write(root.join("global-npmrc"), "").unwrap();
+    let mut cmd = Command::new("npm");
+    cmd.args(args)
+        .arg("--userconfig")
+        .arg(&userconfig)
+        .arg("--globalconfig")
+        .arg(root.join("global-npmrc"))
+        .args(["--registry", registry, "--no-audit", "--no-fund", "--omit-lockfile-registry-resolved=false"])
+        .current_dir(cwd)
+        .env("NO_PROXY", "*")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("npm_config_registry");
+    cmd
+}
+
+async fn run(mut cmd: Command) -> (bool, String) {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn package(dir: &Path, name: &str, version: &str, deps: &str) -> PathBuf {
+    let path = dir.join(name.replace('/', "__"));
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(
+        path.join("package.json"),
+        format!(r#"{{"name":"{name}","version":"{version}","main":"index.js","dependencies":{{{deps}}}}}"#),
+    )
+    .unwrap();
+    std::fs::write(path.join("index.js"), format!("module.exports = {name:?};\n")).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn npm_installs_scoped_packages_through_the_proxy_and_again_with_the_upstream_down() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    let mut upstream = Verdaccio::start(root);
+
+    // Publish fixtures straight to verdaccio.
+    let sources = root.join("sources");
+    let shout = package(&sources, "shout", "1.0.0", "");
+    let greet = package(&sources, "@acme/greet", "1.2.0", r#""shout":"^1.0.0""#);
+    let publisher = root.join("publisher");
+    std::fs::create_dir_all(&publisher).unwrap();
+    for dir in [&shout, &greet] {
+        let cmd = npm(
+            &publisher,
+            &format!("{}/", upstream.url),
+            &["publish", "--ignore-scripts", "--provenance=false"],
+            dir,
+        );
+        let (ok, log) = run(cmd).await;
+        assert!(ok, "npm publish to verdaccio failed:\n{log}");
+    }
+
+    let config = r#"
+remotes:
+  npm:
+    base_url: "{upstream}"
+    package: npm
+    npm_files_url: "{upstream}"
+    npm_files_remote: npm
+    immutable_patterns: ['\.tgz$']
+    mutable_patterns: ['^(?!.*\.tgz$).*']
+    cache: { mutable_ttl: 1 }
+"#;
+    let proxy = Proxy::start(config, &upstream.url).await;
+    let registry = proxy.url("/api/v1/remote/npm/");
+
+    // Every encoding of a scoped name is one entry; tarball URLs come back here.
+    let first = client().get(proxy.url("/api/npm/@acme%2fgreet")).send().await.unwrap();
+    assert_eq!(first.headers()["x-cache-status"], "MISS");
+    let doc: serde_json::Value = serde_json::from_slice(&first.bytes().await.unwrap()).unwrap();
+    let tarball = doc["versions"]["1.2.0"]["dist"]["tarball"].as_str().unwrap().to_owned();
+    assert!(tarball.starts_with(&proxy.url("/api/v1/remote/npm/@acme/greet/-/greet-1.2.0.tgz")), "{tarball}");
+    for encoding in ["/api/npm/@acme%2Fgreet", "/api/npm/@acme/greet"] {
+        let res = client().get(proxy.url(encoding)).send().await.unwrap();
+        assert_eq!(res.headers()["x-cache-status"], "HIT", "{encoding}");
+    }
+
+    let project = root.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("package.json"),
+        r#"{"name":"app","version":"0.0.0","private":true,"dependencies":{"@acme/greet":"^1.2.0"}}"#,
+    )
+    .unwrap();
+    let mut cmd = npm(root, &registry, &["install"], &project);
+    cmd.arg("--cache").arg(root.join("cache-1"));
+    let (ok, log) = run(cmd).await;
+    assert!(ok, "npm install through the proxy failed:\n{log}");
+    assert!(project.join("node_modules/@acme/greet/index.js").exists());
+    assert!(project.join("node_modules/shout/index.js").exists(), "the dependency came too");
+    let lock = std::fs::read_to_string(project.join("package-lock.json")).unwrap();
+    let lock: serde_json::Value = serde_json::from_str(&lock).unwrap();
+    for name in ["node_modules/@acme/greet", "node_modules/shout"] {
+        let resolved = lock["packages"][name]["resolved"].as_str().unwrap_or_default();
+        assert!(resolved.starts_with(&registry), "{name} resolved to {resolved}");
+    }
+
+    // Warm: with verdaccio gone and the metadata expired, a clean install
+    // with a fresh npm cache works from the proxy's cache.
+    upstream.stop();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    std::fs::remove_dir_all(project.join("node_modules")).unwrap();
+    let mut cmd = npm(root, &registry, &["ci"], &project);
+    cmd.arg("--cache").arg(root.join("cache-2"));
+    let (ok, log) = run(cmd).await;
+    assert!(ok, "npm ci with the upstream down failed:\n{log}");
+    assert!(project.join("node_modules/shout/index.js").exists());
+    let mut cmd = npm(root, &registry, &["install"], &project);
+    cmd.arg("--cache").arg(root.join("cache-3"));
+    let (ok, log) = run(cmd).await;
+    assert!(ok, "npm install with the upstream down failed:\n{log}");
+}
