@@ -254,3 +254,115 @@ async fn files_are_checked_against_the_sha256_their_index_page_promises() {
     let res = client().get(proxy.url("/api/v1/remote/pypi/packages/good-1.0.tar.gz")).send().await.unwrap();
     assert_eq!(res.headers()["x-cache-status"], "HIT");
 }
+
+/// Writes a static simple index: for each wheel, an HTML page and a PEP 691
+/// JSON page with relative links, sha256 hashes and PEP 658 core metadata.
+fn static_index(www: &Path, wheels: &[(&str, &str)]) {
+    for (name, version) in wheels {
+        let file = format!("{name}-{version}-py3-none-any.whl");
+        let wheel = std::fs::read(www.join("packages").join(&file)).unwrap();
+        let metadata = std::fs::read(www.join("packages").join(format!("{file}.metadata"))).unwrap();
+        let (sha, meta_sha) = (support::sha256(&wheel), support::sha256(&metadata));
+        let dir = www.join("simple").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("index.html"),
+            format!(
+                "<!DOCTYPE html><html><body><a href=\"../../packages/{file}#sha256={sha}\" data-dist-info-metadata=\"sha256={meta_sha}\" data-core-metadata=\"sha256={meta_sha}\">{file}</a></body></html>"
+            ),
+        )
+        .unwrap();
+        let json = serde_json::json!({
+            "meta": {"api-version": "1.1"},
+            "name": name,
+            "versions": [version],
+            "files": [{
+                "filename": file,
+                "url": format!("../../packages/{file}"),
+                "hashes": {"sha256": sha},
+                "core-metadata": {"sha256": meta_sha},
+                "dist-info-metadata": {"sha256": meta_sha},
+            }],
+        });
+        std::fs::write(dir.join("index.v1_json"), json.to_string()).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pip_and_uv_install_from_a_static_pep_691_and_pep_658_index() {
+    let venv = venv();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    let packages = root.join("www/packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/make_wheel.py");
+    for (name, version, requires) in [("alpha", "1.0", vec!["beta>=2"]), ("beta", "2.0", vec![])] {
+        let status = Command::new("python3")
+            .arg(script)
+            .arg("--metadata")
+            .arg(&packages)
+            .args([name, version])
+            .args(requires)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    static_index(&root.join("www"), &[("alpha", "1.0"), ("beta", "2.0")]);
+    // JSON for clients that accept it, HTML otherwise, as a PEP 691 index does.
+    let server = r#"
+        location /simple/ {
+            index $simple_index;
+            add_header Vary Accept;
+            types { application/vnd.pypi.simple.v1+json v1_json; text/html html; }
+        }
+        location /packages/ { types { application/octet-stream whl; text/plain metadata; } }
+    "#;
+    std::fs::write(
+        root.join("map.conf"),
+        "map $http_accept $simple_index { default index.html; \"~application/vnd\\.pypi\\.simple\\.v1\\+json\" index.v1_json; }",
+    )
+    .unwrap();
+    let (mut upstream, port) =
+        support::nginx::start_with(root, server, &format!("include {}/map.conf;", root.display()));
+    let config = "remotes:\n  static:\n    base_url: \"{upstream}\"\n    package: pypi\n    cache: { mutable_ttl: 1 }\n";
+    let proxy = Proxy::start(config, &format!("http://127.0.0.1:{port}")).await;
+    let index = proxy.url("/api/v1/remote/static/simple/");
+    let home = root.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+
+    // The JSON variant is served to JSON clients, rewritten.
+    let pip_accept =
+        "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01";
+    let res = client()
+        .get(proxy.url("/api/static/simple/alpha/"))
+        .header("accept", pip_accept)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers()["content-type"].to_str().unwrap().contains("vnd.pypi.simple.v1+json"));
+    let doc: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    let url = doc["files"][0]["url"].as_str().unwrap().to_owned();
+    assert_eq!(url, proxy.url("/api/v1/remote/static/packages/alpha-1.0-py3-none-any.whl"));
+    // Every advertised .metadata URL works through the proxy.
+    let res = client().get(format!("{url}.metadata")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("Requires-Dist: beta>=2"));
+    let html =
+        client().get(proxy.url("/api/static/simple/alpha/")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("data-core-metadata=\"sha256="), "{html}");
+
+    let (ok, log) = pip_install(&venv, &index, &root.join("pip"), &home).await;
+    assert!(ok, "pip install from the static index failed:\n{log}");
+    let (ok, log) = uv_install(&venv, &index, &root.join("uv"), &home).await;
+    assert!(ok, "uv pip install from the static index failed:\n{log}");
+    assert!(root.join("uv/beta/__init__.py").exists());
+
+    upstream.0.kill().unwrap();
+    upstream.0.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (ok, log) = uv_install(&venv, &index, &root.join("uv-offline"), &home).await;
+    assert!(ok, "uv pip install with the upstream down failed:\n{log}");
+    let (ok, log) = pip_install(&venv, &index, &root.join("pip-offline"), &home).await;
+    assert!(ok, "pip install with the upstream down failed:\n{log}");
+    assert!(root.join("pip-offline/alpha/__init__.py").exists());
+}
