@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need
-# (nginx, curl, the PostgreSQL client and redis-server from Debian;
+# (nginx, curl, the PostgreSQL client, redis-server, rpm, createrepo_c and dnf
+# from Debian;
 # cargo-nextest and the Garage S3 server from the crates registry, once per
 # machine), then runs every unit, integration, end-to-end and documentation
 # test and prints one summary line. Exits non-zero if anything failed.
@@ -19,6 +20,10 @@ install_apt() {
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v rpmbuild >/dev/null 2>&1 || missing+=(rpm)
+  command -v createrepo_c >/dev/null 2>&1 || missing+=(createrepo-c)
+  command -v dnf >/dev/null 2>&1 || missing+=(dnf)
+  command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
@@ -56,7 +61,6 @@ VERDACCIO_DIR="${ARTIFACTAPI_TEST_VERDACCIO:-$HOME/.cache/artifactapi/verdaccio}
 install_node_tools() {
   if [ ! -x "$VERDACCIO_DIR/node_modules/.bin/verdaccio" ]; then
     log "installing verdaccio 6.8.0 into $VERDACCIO_DIR"
-    command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
     mkdir -p "$VERDACCIO_DIR"
     printf '%s\n' '{"name":"artifactapi-test-verdaccio","private":true,"dependencies":{"verdaccio":"6.8.0"},"overrides":{"node-fetch":"2.7.0"}}' \
       > "$VERDACCIO_DIR/package.json"
