@@ -8,7 +8,7 @@ mod support;
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use support::{client, Proxy};
@@ -34,47 +34,33 @@ struct Verdaccio {
 impl Verdaccio {
     fn start(root: &Path) -> Self {
         let bin = verdaccio_dir().join("node_modules/.bin/verdaccio");
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let config = root.join("verdaccio.yaml");
-            std::fs::write(
-                &config,
-                format!(
-                    "storage: {storage}\nauth:\n  htpasswd:\n    file: {root}/htpasswd\nuplinks: {{}}\n\
-                     packages:\n  '@*/*':\n    access: $all\n    publish: $all\n  '**':\n    access: $all\n    publish: $all\n\
-                     middlewares:\n  audit:\n    enabled: false\nweb:\n  enable: false\nlog: {{ type: stdout, format: pretty, level: warn }}\n",
-                    storage = root.join("storage").display(),
-                    root = root.display()
-                ),
-            )
-            .unwrap();
-            let child = Command::new(&bin)
-                .arg("--config")
-                .arg(&config)
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut server = Self { child, url: format!("http://127.0.0.1:{port}") };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break;
-                }
-                let ok = Command::new("curl")
-                    .args(["-sf", "--noproxy", "*", "-o", "/dev/null", &format!("{}/-/ping", server.url)])
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ok {
-                    return server;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            server.stop();
-        }
-        panic!("verdaccio did not start");
+        let config = root.join("verdaccio.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "storage: {storage}\nauth:\n  htpasswd:\n    file: {root}/htpasswd\nuplinks: {{}}\n\
+                 packages:\n  '@*/*':\n    access: $all\n    publish: $all\n  '**':\n    access: $all\n    publish: $all\n\
+                 middlewares:\n  audit:\n    enabled: false\nweb:\n  enable: false\nlog: {{ type: stdout, format: pretty, level: warn }}\n",
+                storage = root.join("storage").display(),
+                root = root.display()
+            ),
+        )
+        .unwrap();
+        let (child, port) = support::start_on_free_port(
+            |port| {
+                Command::new(&bin)
+                    .arg("--config")
+                    .arg(&config)
+                    .arg("--listen")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            },
+            |port| format!("http://127.0.0.1:{port}/-/ping"),
+        );
+        Self { child, url: format!("http://127.0.0.1:{port}") }
     }
 
     fn stop(&mut self) {

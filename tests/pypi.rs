@@ -7,7 +7,7 @@ mod support;
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use support::{client, Proxy};
@@ -39,34 +39,20 @@ struct PypiServer {
 
 impl PypiServer {
     fn start(venv: &Path, packages: &Path) -> Self {
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let child = Command::new(venv.join("bin/pypi-server"))
-                .args(["run", "-i", "127.0.0.1", "-p", &port.to_string(), "-a", ".", "-P", "."])
-                .args(["--disable-fallback", "--server", "paste", "--hash-algo", "sha256"])
-                .arg(packages)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut server = Self { child, url: format!("http://127.0.0.1:{port}") };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break;
-                }
-                let ok = Command::new("curl")
-                    .args(["-sf", "--noproxy", "*", "-o", "/dev/null", &format!("{}/simple/", server.url)])
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ok {
-                    return server;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            server.stop();
-        }
-        panic!("pypiserver did not start");
+        let (child, port) = support::start_on_free_port(
+            |port| {
+                Command::new(venv.join("bin/pypi-server"))
+                    .args(["run", "-i", "127.0.0.1", "-p", &port.to_string(), "-a", ".", "-P", "."])
+                    .args(["--disable-fallback", "--server", "paste", "--hash-algo", "sha256"])
+                    .arg(packages)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            },
+            |port| format!("http://127.0.0.1:{port}/simple/"),
+        );
+        Self { child, url: format!("http://127.0.0.1:{port}") }
     }
 
     fn stop(&mut self) {

@@ -504,3 +504,34 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// Starts a server on a free port: `spawn` starts it on the port it is given,
+/// and it is ready when `probe(port)` answers 2xx to curl. A port found free
+/// can be taken before the server binds it, so a server that exits or never
+/// answers is tried again on another port.
+pub fn start_on_free_port(
+    spawn: impl Fn(u16) -> std::process::Child,
+    probe: impl Fn(u16) -> String,
+) -> (std::process::Child, u16) {
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = spawn(port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            let ready = std::process::Command::new("curl")
+                .args(["-sf", "--noproxy", "*", "-o", "/dev/null", &probe(port)])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return (child, port);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("the server did not start on any port");
+}
