@@ -17,6 +17,35 @@
 //! dependency and the layers can be reused in any axum or tower application.
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
+/// `get_ref`, `get_mut` and `into_inner` for a middleware whose inner
+/// service is the field `inner`.
+macro_rules! inner_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+pub(crate) use inner_accessors;
+
+/// Takes the service that `poll_ready` readied for this call and leaves a
+/// clone for the next one (tower's rule for services used from a future).
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
 pub mod body;
 pub mod cache_lookup;
 pub mod content_type;

@@ -30,20 +30,7 @@ impl<S> CacheLookup<S> {
         Self { inner, store }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for CacheLookup<S>
@@ -61,8 +48,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = crate::take_ready(&mut self.inner);
         let key = match (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>()) {
             (Some(ResolvedRemote(remote)), Some(path))
                 if matches!(*req.method(), Method::GET | Method::HEAD) =>

@@ -33,20 +33,7 @@ impl<S> Revalidate<S> {
         Self { inner, store }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_accessors!();
 }
 
 /// What a revalidation needs to remember across the upstream call.
@@ -115,8 +102,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = crate::take_ready(&mut self.inner);
         let Some((plan, validators)) = plan(&req) else {
             return Box::pin(inner.oneshot(req));
         };

@@ -130,6 +130,8 @@ fn with_slash(s: &str) -> String {
 }
 
 impl<S> BodyRewrite<S> {
+    crate::inner_accessors!();
+
     fn public_api<B>(&self, req: &Request<B>) -> String {
         let base = match &self.public_url {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
@@ -201,8 +203,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = crate::take_ready(&mut self.inner);
         let (Some(ResolvedRemote(remote)), Some(path)) =
             (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>())
         else {

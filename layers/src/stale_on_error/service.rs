@@ -26,20 +26,7 @@ impl<S> StaleOnError<S> {
         Self { inner, store }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_accessors!();
 }
 
 /// Whether `e` means upstream failed (unreachable, timed out, broke off, or
@@ -69,8 +56,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = crate::take_ready(&mut self.inner);
         let (Some(StaleEntry(entry)), Some(ResolvedRemote(remote))) =
             (req.extensions().get::<StaleEntry>(), req.extensions().get::<ResolvedRemote>())
         else {

@@ -37,20 +37,7 @@ impl<S> S3Tee<S> {
         Self { inner, fills }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for S3Tee<S>
@@ -69,8 +56,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // The ready service goes with this request; a clone stays for the next.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = crate::take_ready(&mut self.inner);
         Box::pin(handle(self.fills.clone(), inner, req))
     }
 }
