@@ -156,7 +156,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         // Package metadata: negotiate the variant, rewrite file links to us.
         .layer(
             BodyRewriteLayer::new(settings.public_url.clone(), settings.metadata_max_bytes)
-                .verify_with(digests.clone()),
+                .verify_with(digests.clone())
+                .refresh_metadata_in(store.clone()),
         )
         // Fresh entries answered from the store; expired ones attached.
         .layer(CacheLookupLayer::new(store.clone()))

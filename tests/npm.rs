@@ -198,3 +198,56 @@ remotes:
     let (ok, log) = run(cmd).await;
     assert!(ok, "npm install with the upstream down failed:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetching_an_unlisted_version_refreshes_the_cached_packument() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    let upstream = Verdaccio::start(root);
+    let sources = root.join("sources");
+    let publisher = root.join("publisher");
+    std::fs::create_dir_all(&publisher).unwrap();
+    let publish = |version: &str| {
+        let dir = package(&sources.join(version), "@acme/tool", version, "");
+        npm(
+            &publisher,
+            &format!("{}/", upstream.url),
+            &["publish", "--ignore-scripts", "--provenance=false"],
+            &dir,
+        )
+    };
+    let (ok, log) = run(publish("1.0.0")).await;
+    assert!(ok, "{log}");
+
+    // Metadata cached for an hour.
+    let config = "remotes:\n  npm:\n    base_url: \"{upstream}\"\n    package: npm\n    npm_files_url: \"{upstream}\"\n    npm_files_remote: npm\n    immutable_patterns: ['\\.tgz$']\n    mutable_patterns: ['^(?!.*\\.tgz$).*']\n";
+    let proxy = Proxy::start(config, &upstream.url).await;
+    let versions = |doc: serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = doc["versions"].as_object().unwrap().keys().cloned().collect();
+        v.sort();
+        v
+    };
+    let packument = || async {
+        let res = client().get(proxy.url("/api/npm/@acme%2ftool")).send().await.unwrap();
+        let status = res.headers()["x-cache-status"].to_str().unwrap().to_owned();
+        (status, serde_json::from_slice::<serde_json::Value>(&res.bytes().await.unwrap()).unwrap())
+    };
+    let (status, doc) = packument().await;
+    assert_eq!((status.as_str(), versions(doc)), ("MISS", vec!["1.0.0".to_owned()]));
+
+    // A new version is published; the cached packument does not know it yet.
+    let (ok, log) = run(publish("1.1.0")).await;
+    assert!(ok, "{log}");
+    let (status, doc) = packument().await;
+    assert_eq!((status.as_str(), versions(doc)), ("HIT", vec!["1.0.0".to_owned()]));
+
+    // A client with a lockfile made elsewhere asks for the new tarball...
+    let res = client().get(proxy.url("/api/npm/@acme/tool/-/tool-1.1.0.tgz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.bytes().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...and from then on the packument lists it.
+    let (status, doc) = packument().await;
+    assert_ne!(status, "HIT");
+    assert_eq!(versions(doc), vec!["1.0.0".to_owned(), "1.1.0".to_owned()]);
+}

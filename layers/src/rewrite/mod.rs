@@ -44,10 +44,13 @@ use crate::{
     body::{self, ArtifactBody},
     digest::{Expected, ExpectedDigests},
     error::{json_error, BoxError},
+    extensions::headers::X_CACHE_STATUS,
     extensions::Variant,
     path::ArtifactPath,
+    path::KEY_SEPARATOR,
     remote::{Package, Remote},
     remote_resolve::ResolvedRemote,
+    store::{now_ms, Refresh, Store},
 };
 
 /// Applies [`BodyRewrite`] to a service.
@@ -56,13 +59,23 @@ pub struct BodyRewriteLayer {
     public_url: Option<Url>,
     max_bytes: usize,
     digests: Option<Arc<ExpectedDigests>>,
+    store: Option<Store>,
 }
 
 impl BodyRewriteLayer {
     /// Rewrites towards `public_url` (else the request's own host), reading
     /// documents of at most `max_bytes`.
     pub fn new(public_url: Option<Url>, max_bytes: usize) -> Self {
-        Self { public_url, max_bytes, digests: None }
+        Self { public_url, max_bytes, digests: None, store: None }
+    }
+
+    /// When a file is fetched from upstream for the first time, the cached
+    /// metadata of its package (which may predate the file's publication)
+    /// is marked expired, so that the next metadata request asks upstream
+    /// (conditionally): a fresh publish becomes visible without tiny TTLs.
+    pub fn refresh_metadata_in(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Records the digests the documents promise for their files, for the
@@ -82,6 +95,7 @@ impl<S> Layer<S> for BodyRewriteLayer {
             public_url: self.public_url.clone(),
             max_bytes: self.max_bytes,
             digests: self.digests.clone(),
+            store: self.store.clone(),
         }
     }
 }
@@ -93,6 +107,7 @@ pub struct BodyRewrite<S> {
     public_url: Option<Url>,
     max_bytes: usize,
     digests: Option<Arc<ExpectedDigests>>,
+    store: Option<Store>,
 }
 
 /// Links into a remote's upstream, mapped onto this proxy.
@@ -212,6 +227,18 @@ where
         let Some(format) =
             format(remote, path).filter(|_| matches!(*req.method(), Method::GET | Method::HEAD))
         else {
+            if let (Some(store), Some(keys), true) =
+                (self.store.clone(), metadata_keys(remote, path), req.method() == Method::GET)
+            {
+                return Box::pin(async move {
+                    let res = inner.oneshot(req).await?;
+                    let fetched = res.headers().get(X_CACHE_STATUS).is_some_and(|v| v == "MISS");
+                    if fetched && res.status() == StatusCode::OK {
+                        tokio::spawn(expire_metadata(store, keys));
+                    }
+                    Ok(res)
+                });
+            }
             return Box::pin(inner.oneshot(req));
         };
         let (remote, path) = (remote.clone(), path.clone());
@@ -287,6 +314,37 @@ where
             parts.headers.remove(header::CONTENT_DISPOSITION);
             Ok(Response::from_parts(parts, body::full(rewritten)))
         })
+    }
+}
+
+/// The cache keys of the metadata that lists the file at `path`, when this
+/// remote serves both: an npm tarball's packument, a PyPI file's simple page
+/// (for indexes that serve their own files, like pypiserver).
+fn metadata_keys(remote: &Remote, path: &ArtifactPath) -> Option<Vec<String>> {
+    let decoded = path.decoded();
+    let (document, variants) = match remote.package {
+        Package::Npm => {
+            let (package, _) = decoded.split_once("/-/").filter(|_| decoded.ends_with(".tgz"))?;
+            (package.to_owned(), [npm::FULL, npm::ABBREVIATED])
+        }
+        Package::Pypi if !decoded.starts_with("simple") => {
+            let project = pypi::project_of(path.file_name())?;
+            (format!("simple/{project}/"), [pypi::JSON, pypi::HTML])
+        }
+        _ => return None,
+    };
+    let base = ArtifactPath::parse(&document, None).ok()?.cache_key(&remote.name);
+    Some(variants.iter().map(|v| format!("{base}{KEY_SEPARATOR}{v}")).collect())
+}
+
+async fn expire_metadata(store: Store, keys: Vec<String>) {
+    for key in keys {
+        if let Ok(Some(entry)) = store.index.get(&key).await {
+            if entry.is_fresh(now_ms()) {
+                let refresh = Refresh { expires_at_ms: Some(now_ms() - 1), revalidated: None };
+                let _ = store.index.refresh(&key, &entry.blob, &refresh).await;
+            }
+        }
     }
 }
 

@@ -49,6 +49,33 @@ pub(crate) fn negotiate(accept: Option<&str>) -> &'static str {
     }
 }
 
+/// The normalized project name (PEP 503) of a distribution file name:
+/// `Foo_Bar-1.0-py3-none-any.whl` and `foo.bar-1.0.tar.gz` are `foo-bar`.
+pub(crate) fn project_of(file_name: &str) -> Option<String> {
+    let stem =
+        [".whl", ".tar.gz", ".zip", ".tar.bz2", ".egg"].iter().find_map(|ext| file_name.strip_suffix(ext))?;
+    let name = if file_name.ends_with(".whl") {
+        stem.split('-').next()?
+    } else {
+        // An sdist: the name runs up to the last '-' before the version.
+        stem.rsplit_once('-')?.0
+    };
+    let mut normalized = String::new();
+    let mut separator = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            separator = true;
+        } else {
+            if separator && !normalized.is_empty() {
+                normalized.push('-');
+            }
+            separator = false;
+            normalized.push(c.to_ascii_lowercase());
+        }
+    }
+    (!normalized.is_empty()).then_some(normalized)
+}
+
 /// Maps a link found on a page to where clients should fetch it.
 pub(crate) trait LinkMap {
     /// The link as a client of the proxy should see it, or `None` to keep
@@ -203,6 +230,14 @@ mod tests {
         assert_eq!(out["files"][0]["core-metadata"]["sha256"], "22");
         assert_eq!(out["meta"]["api-version"], "1.1");
         assert!(rewrite_json(b"<html>", &page(), &Map).is_err());
+    }
+
+    #[test]
+    fn finds_the_project_of_a_file() {
+        assert_eq!(project_of("Foo_Bar-1.0-py3-none-any.whl").as_deref(), Some("foo-bar"));
+        assert_eq!(project_of("zope.interface-6.0.tar.gz").as_deref(), Some("zope-interface"));
+        assert_eq!(project_of("alpha-1.0-py3-none-any.whl.metadata"), None);
+        assert_eq!(project_of("README"), None);
     }
 
     #[test]

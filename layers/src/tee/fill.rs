@@ -93,6 +93,8 @@ pub(crate) struct FillJob {
     pub(crate) conditional: bool,
     /// This replica holds the coordination lease for the key.
     pub(crate) lease: bool,
+    /// When the expired entry this fill replaces expired, if there is one.
+    pub(crate) replaces: Option<i64>,
 }
 
 /// How long a fill lease lives unless renewed (renewed every third of it).
@@ -102,7 +104,8 @@ pub(crate) const LEASE_TTL: Duration = Duration::from_secs(30);
 pub(crate) struct Fills {
     store: Store,
     spool_dir: PathBuf,
-    inflight: Mutex<HashMap<Arc<str>, watch::Receiver<FillStatus>>>,
+    /// Fills by key, with when each started.
+    inflight: Mutex<HashMap<Arc<str>, InFlight>>,
     /// Keys upstream answered 404 for, until when (the negative cache).
     missing: Mutex<HashMap<Arc<str>, Instant>>,
     /// Coordination with other replicas, when there are any.
@@ -110,6 +113,9 @@ pub(crate) struct Fills {
     /// Digests promised by package metadata, checked as files arrive.
     pub(crate) digests: Option<Arc<ExpectedDigests>>,
 }
+
+/// A fill in the map: its progress, and when it started (ms since the epoch).
+type InFlight = (watch::Receiver<FillStatus>, i64);
 
 /// At most this many remembered 404s; past it, new ones are not remembered.
 const MAX_MISSING: usize = 100_000;
@@ -170,7 +176,7 @@ impl Fills {
 
     /// The fill in flight for `key`, if any.
     pub(crate) fn find(&self, key: &str) -> Option<watch::Receiver<FillStatus>> {
-        self.inflight.lock().expect("fill map lock").get(key).cloned()
+        self.inflight.lock().expect("fill map lock").get(key).map(|(rx, _)| rx.clone())
     }
 
     /// Joins the fill in flight for the job's key, or starts one that sends
@@ -188,12 +194,15 @@ impl Fills {
         B: Send + 'static,
     {
         let mut inflight = self.inflight.lock().expect("fill map lock");
-        if let Some(rx) = inflight.get(&job.key) {
+        if let Some((rx, started_ms)) = inflight.get(&job.key) {
             let complete = matches!(*rx.borrow(), FillStatus::Complete { .. });
             // An entry that is never fresh (`mutable_ttl: 0`) must be asked
             // for upstream by every request: a finished fill does not answer it.
             let never_fresh = job.remote.ttl.for_class(job.class) == Some(Duration::ZERO);
-            if !(complete && never_fresh) {
+            // A finished fill that began before the cached entry expired (one
+            // lingering from an earlier fetch) holds bytes that old.
+            let predates_expiry = job.replaces.is_some_and(|expired_at| *started_ms < expired_at);
+            if !(complete && (never_fresh || predates_expiry)) {
                 if job.lease {
                     // A local fill is already at it: the lease is not needed.
                     if let Some(coord) = self.coordinator.clone() {
@@ -205,7 +214,7 @@ impl Fills {
             }
         }
         let (tx, rx) = watch::channel(FillStatus::Pending);
-        inflight.insert(job.key.clone(), rx.clone());
+        inflight.insert(job.key.clone(), (rx.clone(), now_ms()));
         tracing::info!(remote = %job.remote.name, path = %job.path.display(), conditional = job.conditional, "fill started");
         drop(inflight);
         let guard = InflightGuard { fills: self.clone(), key: job.key.clone(), rx: rx.clone() };
@@ -253,7 +262,7 @@ struct InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         if let Ok(mut inflight) = self.fills.inflight.lock() {
-            if inflight.get(&self.key).is_some_and(|rx| rx.same_channel(&self.rx)) {
+            if inflight.get(&self.key).is_some_and(|(rx, _)| rx.same_channel(&self.rx)) {
                 inflight.remove(&self.key);
             }
         }

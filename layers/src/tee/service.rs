@@ -83,7 +83,8 @@ where
         Some(CacheKey(key)) => key.clone(),
         None => Arc::from(path.cache_key(&remote.name)),
     };
-    let status = if ext.get::<StaleEntry>().is_some() { CacheStatus::Expired } else { CacheStatus::Miss };
+    let replaces = ext.get::<StaleEntry>().map(|StaleEntry(e)| e.expires_at_ms.unwrap_or(i64::MAX));
+    let status = if replaces.is_some() { CacheStatus::Expired } else { CacheStatus::Miss };
 
     if matches!(*req.method(), Method::GET | Method::HEAD) && fills.known_missing(&key) {
         // The negative cache: upstream said 404 moments ago.
@@ -147,7 +148,7 @@ where
             }
         }
     }
-    let job = FillJob { key, remote, path, class, conditional: conditional.is_some(), lease };
+    let job = FillJob { key, remote, path, class, conditional: conditional.is_some(), lease, replaces };
     let (mut rx, joined_complete) = fills.join_or_start(inner, req, job);
     // Joining a fill that had already finished is answering from the cache:
     // upstream was not asked for this request.
