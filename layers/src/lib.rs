@@ -46,6 +46,7 @@ pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
     std::mem::replace(inner, clone)
 }
 
+mod apt;
 pub mod body;
 pub mod cache_lookup;
 pub mod content_type;

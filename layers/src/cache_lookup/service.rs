@@ -14,7 +14,7 @@ use crate::{
     path::ArtifactPath,
     remote_resolve::ResolvedRemote,
     respond::serve_entry,
-    store::{now_ms, Store, StoreError},
+    store::{now_ms, Entry, Store, StoreError},
 };
 
 /// Middleware that answers fresh entries from the store.
@@ -84,6 +84,14 @@ where
                     }
                 }
                 Ok(Some(entry)) => {
+                    // An apt index file stays with the release file it came with.
+                    if paired_with_fresh_release(&store, &entry).await {
+                        if let Ok(response) =
+                            serve_entry(&store, &entry, req.method(), req.headers(), CacheStatus::Hit).await
+                        {
+                            return Ok(response);
+                        }
+                    }
                     req.extensions_mut().insert(StaleEntry(Arc::new(entry)));
                 }
                 Ok(None) => {}
@@ -94,6 +102,17 @@ where
             inner.oneshot(req).await
         })
     }
+}
+
+/// Whether `entry` is an index file that a fresh release file above it was
+/// fetched with (not after): see [`crate::apt`].
+async fn paired_with_fresh_release(store: &Store, entry: &Entry) -> bool {
+    for key in crate::apt::release_keys(&entry.remote, &entry.path) {
+        if let Ok(Some(release)) = store.index.get(&key).await {
+            return release.is_fresh(now_ms()) && release.cached_at_ms <= entry.cached_at_ms;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

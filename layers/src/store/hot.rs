@@ -164,6 +164,19 @@ impl Index for HotIndex {
         self.inner.ping().await
     }
 
+    async fn expire_under(
+        &self,
+        remote: &str,
+        dir: &str,
+        keep: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let expired = self.inner.expire_under(remote, dir, keep, now_ms).await;
+        self.clear();
+        self.announce(None);
+        expired
+    }
+
     async fn flush(
         &self,
         remote: Option<&str>,
@@ -216,6 +229,9 @@ mod tests {
         }
         async fn flush(&self, remote: Option<&str>, all: bool, now: i64) -> Result<Flushed, StoreError> {
             self.inner.flush(remote, all, now).await
+        }
+        async fn expire_under(&self, r: &str, d: &str, k: &str, now: i64) -> Result<u64, StoreError> {
+            self.inner.expire_under(r, d, k, now).await
         }
     }
 

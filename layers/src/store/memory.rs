@@ -69,6 +69,28 @@ impl Index for MemoryIndex {
         Ok(page)
     }
 
+    async fn expire_under(
+        &self,
+        remote: &str,
+        dir: &str,
+        keep: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut entries = self.entries.lock().expect("index lock");
+        let mut expired = 0;
+        for e in entries.values_mut() {
+            if e.remote == remote
+                && e.class == EntryClass::Mutable
+                && e.key != keep
+                && e.path.starts_with(dir)
+            {
+                e.expires_at_ms = Some(now_ms);
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
     async fn flush(
         &self,
         remote: Option<&str>,

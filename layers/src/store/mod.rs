@@ -168,6 +168,10 @@ pub trait Index: Send + Sync + 'static {
         drop_immutable: bool,
         now_ms: i64,
     ) -> Result<Flushed, StoreError>;
+    /// Expires, at `now_ms`, the mutable entries of `remote` whose path
+    /// starts with `dir`, except the entry under `keep`; answers how many.
+    async fn expire_under(&self, remote: &str, dir: &str, keep: &str, now_ms: i64)
+        -> Result<u64, StoreError>;
     /// Whether the index answers at all (for health and readiness).
     async fn ping(&self) -> Result<(), StoreError> {
         self.get("\u{1f}ping").await.map(|_| ())

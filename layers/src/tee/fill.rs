@@ -477,8 +477,16 @@ async fn commit(
         expires_at_ms: ttl.map(|d| now.saturating_add(d.as_millis() as i64)),
         policy: head.policy.clone(),
     };
+    let replaced_release = job.class != Class::Immutable && crate::apt::is_release(job.path.decoded());
     match store.index.put(entry).await {
         Ok(Some(old)) if old.blob != blob => {
+            if replaced_release {
+                // New release file: the index files it lists must follow.
+                let dir = crate::apt::dir_of(job.path.decoded());
+                if let Err(e) = store.index.expire_under(&job.remote.name, dir, &job.key, now).await {
+                    tracing::warn!(error = %e, "could not expire the index files of a new release file");
+                }
+            }
             if let Err(e) = store.blobs.delete(&old.blob).await {
                 tracing::warn!(blob = %old.blob, error = %e, "could not delete a replaced blob");
             }

@@ -130,6 +130,25 @@ impl Index for PostgresIndex {
         rows.iter().map(entry).collect()
     }
 
+    async fn expire_under(
+        &self,
+        remote: &str,
+        dir: &str,
+        keep: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE entries SET expires_at_ms = $1 WHERE remote = $2 AND class = 'mutable' AND key <> $3 AND substr(path, 1, $4) = $5")
+            .bind(now_ms)
+            .bind(remote)
+            .bind(keep)
+            .bind(dir.chars().count() as i32)
+            .bind(dir)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
     async fn flush(
         &self,
         remote: Option<&str>,

@@ -132,6 +132,25 @@ impl Index for SqliteIndex {
         rows.iter().map(entry).collect()
     }
 
+    async fn expire_under(
+        &self,
+        remote: &str,
+        dir: &str,
+        keep: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE entries SET expires_at_ms = ? WHERE remote = ? AND class = 'mutable' AND key <> ? AND substr(path, 1, ?) = ?")
+            .bind(now_ms)
+            .bind(remote)
+            .bind(keep)
+            .bind(dir.chars().count() as i64)
+            .bind(dir)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
     async fn flush(
         &self,
         remote: Option<&str>,
