@@ -157,7 +157,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(
             BodyRewriteLayer::new(settings.public_url.clone(), settings.metadata_max_bytes)
                 .verify_with(digests.clone())
-                .refresh_metadata_in(store.clone()),
+                .refresh_metadata_in(store.clone(), remotes.clone()),
         )
         // Fresh entries answered from the store; expired ones attached.
         .layer(CacheLookupLayer::new(store.clone()))

@@ -352,3 +352,37 @@ async fn pip_and_uv_install_from_a_static_pep_691_and_pep_658_index() {
     assert!(ok, "pip install with the upstream down failed:\n{log}");
     assert!(root.join("pip-offline/alpha/__init__.py").exists());
 }
+
+#[tokio::test]
+async fn fetching_a_new_file_from_the_files_remote_refreshes_the_cached_page() {
+    let upstream = support::Upstream::start().await;
+    let files = support::Upstream::start().await;
+    let page = |versions: &[&str]| {
+        let links: String = versions
+            .iter()
+            .map(|v| format!("<a href=\"{}/packages/gamma-{v}.tar.gz\">gamma-{v}.tar.gz</a>", files.url()))
+            .collect();
+        format!("<html><body>{links}</body></html>")
+    };
+    upstream.put("/simple/gamma/", page(&["1.0"]), &[("content-type", "text/html")]);
+    files.put("/packages/gamma-1.0.tar.gz", "one", &[]);
+    let config = format!(
+        "remotes:\n  pypi:\n    base_url: \"{{upstream}}\"\n    package: pypi\n    pypi_files_url: \"{files}\"\n    pypi_files_remote: pypi-files\n  pypi-files:\n    base_url: \"{files}\"\n",
+        files = files.url()
+    );
+    let proxy = Proxy::start(&config, &upstream.url()).await;
+    let html = client().get(proxy.url("/api/pypi/simple/gamma/")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains(&proxy.url("/api/v1/remote/pypi-files/packages/gamma-1.0.tar.gz")), "{html}");
+    assert!(!html.contains("gamma-1.1"));
+
+    // 1.1 is published; a client that knows of it (a lock file) fetches it.
+    upstream.put("/simple/gamma/", page(&["1.0", "1.1"]), &[("content-type", "text/html")]);
+    files.put("/packages/gamma-1.1.tar.gz", "one point one", &[]);
+    let res =
+        client().get(proxy.url("/api/v1/remote/pypi-files/packages/gamma-1.1.tar.gz")).send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "one point one");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let html = client().get(proxy.url("/api/pypi/simple/gamma/")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("gamma-1.1.tar.gz"), "the cached page was refreshed: {html}");
+    assert_eq!(upstream.count("GET", "/simple/gamma/"), 2);
+}

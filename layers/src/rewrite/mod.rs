@@ -48,7 +48,7 @@ use crate::{
     extensions::Variant,
     path::ArtifactPath,
     path::KEY_SEPARATOR,
-    remote::{Package, Remote},
+    remote::{Package, Remote, Remotes},
     remote_resolve::ResolvedRemote,
     store::{now_ms, Refresh, Store},
 };
@@ -59,7 +59,7 @@ pub struct BodyRewriteLayer {
     public_url: Option<Url>,
     max_bytes: usize,
     digests: Option<Arc<ExpectedDigests>>,
-    store: Option<Store>,
+    store: Option<(Store, Arc<Remotes>)>,
 }
 
 impl BodyRewriteLayer {
@@ -73,8 +73,11 @@ impl BodyRewriteLayer {
     /// metadata of its package (which may predate the file's publication)
     /// is marked expired, so that the next metadata request asks upstream
     /// (conditionally): a fresh publish becomes visible without tiny TTLs.
-    pub fn refresh_metadata_in(mut self, store: Store) -> Self {
-        self.store = Some(store);
+    ///
+    /// `remotes` tells which PyPI remotes list the files of a separate files
+    /// remote (`pypi_files_remote`).
+    pub fn refresh_metadata_in(mut self, store: Store, remotes: Arc<Remotes>) -> Self {
+        self.store = Some((store, remotes));
         self
     }
 
@@ -107,7 +110,7 @@ pub struct BodyRewrite<S> {
     public_url: Option<Url>,
     max_bytes: usize,
     digests: Option<Arc<ExpectedDigests>>,
-    store: Option<Store>,
+    store: Option<(Store, Arc<Remotes>)>,
 }
 
 /// Links into a remote's upstream, mapped onto this proxy.
@@ -227,8 +230,9 @@ where
         let Some(format) =
             format(remote, path).filter(|_| matches!(*req.method(), Method::GET | Method::HEAD))
         else {
-            if let (Some(store), Some(keys), true) =
-                (self.store.clone(), metadata_keys(remote, path), req.method() == Method::GET)
+            let keys = self.store.as_ref().map(|(_, remotes)| metadata_keys(remote, path, remotes));
+            if let (Some((store, _)), Some(keys), true) =
+                (self.store.clone(), keys.filter(|k| !k.is_empty()), req.method() == Method::GET)
             {
                 return Box::pin(async move {
                     let res = inner.oneshot(req).await?;
@@ -317,24 +321,33 @@ where
     }
 }
 
-/// The cache keys of the metadata that lists the file at `path`, when this
-/// remote serves both: an npm tarball's packument, a PyPI file's simple page
-/// (for indexes that serve their own files, like pypiserver).
-fn metadata_keys(remote: &Remote, path: &ArtifactPath) -> Option<Vec<String>> {
+/// The cache keys of the metadata that lists the file at `path`: an npm
+/// tarball's packument; a PyPI file's simple page, on this remote (an index
+/// that serves its own files, like pypiserver) and on every PyPI remote whose
+/// `pypi_files_remote` this remote is.
+fn metadata_keys(remote: &Remote, path: &ArtifactPath, remotes: &Remotes) -> Vec<String> {
     let decoded = path.decoded();
-    let (document, variants) = match remote.package {
-        Package::Npm => {
-            let (package, _) = decoded.split_once("/-/").filter(|_| decoded.ends_with(".tgz"))?;
-            (package.to_owned(), [npm::FULL, npm::ABBREVIATED])
-        }
-        Package::Pypi if !decoded.starts_with("simple") => {
-            let project = pypi::project_of(path.file_name())?;
-            (format!("simple/{project}/"), [pypi::JSON, pypi::HTML])
-        }
-        _ => return None,
+    let keys = |on: &str, document: &str, variants: [&str; 2]| -> Vec<String> {
+        let Ok(document) = ArtifactPath::parse(document, None) else { return Vec::new() };
+        let base = document.cache_key(on);
+        variants.iter().map(|v| format!("{base}{KEY_SEPARATOR}{v}")).collect()
     };
-    let base = ArtifactPath::parse(&document, None).ok()?.cache_key(&remote.name);
-    Some(variants.iter().map(|v| format!("{base}{KEY_SEPARATOR}{v}")).collect())
+    if remote.package == Package::Npm {
+        return match decoded.split_once("/-/").filter(|_| decoded.ends_with(".tgz")) {
+            Some((package, _)) => keys(&remote.name, package, [npm::FULL, npm::ABBREVIATED]),
+            None => Vec::new(),
+        };
+    }
+    let Some(project) = pypi::project_of(path.file_name()).filter(|_| !decoded.starts_with("simple")) else {
+        return Vec::new();
+    };
+    let page = format!("simple/{project}/");
+    remotes
+        .iter()
+        .filter(|r| r.package == Package::Pypi)
+        .filter(|r| r.name == remote.name || r.files.as_ref().is_some_and(|f| f.remote == remote.name))
+        .flat_map(|r| keys(&r.name, &page, [pypi::JSON, pypi::HTML]))
+        .collect()
 }
 
 async fn expire_metadata(store: Store, keys: Vec<String>) {

@@ -84,6 +84,32 @@ mod tests {
     }
 
     #[test]
+    fn rewrites_a_large_packument_whole() {
+        // A popular package: thousands of versions, a document of megabytes.
+        let versions: serde_json::Map<String, Value> = (0..3000)
+            .map(|i| {
+                let v = format!("1.{i}.0");
+                let doc = serde_json::json!({
+                    "name": "big", "version": v, "description": "x".repeat(500),
+                    "dist": { "tarball": format!("https://npm.example.internal/big/-/big-{v}.tgz") },
+                });
+                (v, doc)
+            })
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "name": "big", "versions": versions })).unwrap();
+        assert!(body.len() > 1_500_000);
+        let map = Map(Mutex::new(Vec::new()));
+        let page: Url = "https://npm.example.internal/big".parse().unwrap();
+        let out: Value = serde_json::from_slice(&rewrite_packument(&body, &page, &map).unwrap()).unwrap();
+        let versions = out["versions"].as_object().unwrap();
+        assert_eq!(versions.len(), 3000);
+        assert!(versions.values().all(|v| v["dist"]["tarball"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://proxy/api/v1/remote/npm/big/-/")));
+    }
+
+    #[test]
     fn negotiates_the_abbreviated_form() {
         assert_eq!(
             negotiate(Some("application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*")),
