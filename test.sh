@@ -24,6 +24,11 @@ install_apt() {
   command -v createrepo_c >/dev/null 2>&1 || missing+=(createrepo-c)
   command -v dnf >/dev/null 2>&1 || missing+=(dnf)
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+  # The registry mirror: an upstream registry and two real clients.
+  command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+  command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+  command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {

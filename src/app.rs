@@ -8,6 +8,7 @@ use std::{
 };
 
 use artifactapi_layers::{
+    coord::Coordinator,
     digest::ExpectedDigests,
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
     local::LocalRepo,
@@ -18,6 +19,7 @@ use artifactapi_layers::{
 use artifactapi_services::{
     blob::{FsBlobStore, S3BlobStore},
     coord::RedisCoordinator,
+    docker::{self, auth::Tokens, upstream::RegistryUpstream},
     index::{PostgresIndex, SqliteIndex},
     upstream::UpstreamFetch,
 };
@@ -147,6 +149,13 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     // Digests promised by package metadata, checked when the files are fetched.
     let digests = Arc::new(ExpectedDigests::new(200_000));
 
+    // One map of fills for every stack: a key is fetched once, whoever asks.
+    let tee = match &coordinator {
+        Some(redis) => S3TeeLayer::with_coordinator(store.clone(), spool.clone(), redis.clone()),
+        None => S3TeeLayer::new(store.clone(), spool.clone()),
+    }
+    .verify_with(digests.clone());
+
     // Remotes. Outermost first; each layer may answer on its own.
     let proxy = ServiceBuilder::new()
         // 404 for an unknown remote, 400 for a refused path.
@@ -167,14 +176,18 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(RevalidateLayer::new(store.clone()))
         // One fill per key (across replicas with Redis), streamed to every
         // client and into the store.
-        .layer(
-            match &coordinator {
-                Some(redis) => S3TeeLayer::with_coordinator(store.clone(), spool.clone(), redis.clone()),
-                None => S3TeeLayer::new(store.clone(), spool.clone()),
-            }
-            .verify_with(digests),
-        )
-        .service(upstream);
+        .layer(tee.clone())
+        .service(upstream.clone());
+
+    // The registry: its router resolves, classifies and negotiates; the same
+    // cache layers follow; its upstream service authenticates and checks digests.
+    let tokens = Arc::new(Tokens::new(coordinator.clone().map(|c| c as Arc<dyn Coordinator>)));
+    let registry = ServiceBuilder::new()
+        .layer(CacheLookupLayer::new(store.clone()))
+        .layer(StaleOnErrorLayer::new(store.clone()))
+        .layer(RevalidateLayer::new(store.clone()))
+        .layer(tee)
+        .service(RegistryUpstream::new(upstream, tokens));
 
     // Local repositories: the same path rules, then uploads and downloads.
     let local = ServiceBuilder::new()
@@ -190,6 +203,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         admin: admin.clone(),
     };
     let draining = Arc::new(AtomicBool::new(false));
+    let remotes_for_registry = remotes.clone();
     let state = manage::State {
         remotes,
         config: Arc::new(config.masked()),
@@ -214,6 +228,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .nest_service("/api/v1/remote", artifacts.clone())
         .nest_service("/api", artifacts)
         .with_state(state)
+        .merge(docker::router(BoxCloneSyncService::new(registry), remotes_for_registry))
         .layer(CatchPanicLayer::custom(|_| {
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "", "").map(Body::new)
         }))

@@ -76,6 +76,9 @@ pub struct RemoteConfig {
     /// npm: our remote that serves those tarballs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub npm_files_remote: Option<String>,
+    /// Docker: more registry host names containerd's `?ns=` may name this remote by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_hosts: Option<Vec<String>>,
 }
 
 /// The `cache:` block as written.
@@ -395,6 +398,24 @@ impl Ctx<'_> {
             }
         }
 
+        let registry_hosts = match (&rc.registry_hosts, package) {
+            (None, _) => Vec::new(),
+            (Some(hosts), Package::Docker) => {
+                for host in hosts {
+                    let valid = !host.is_empty()
+                        && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+                    if !valid {
+                        self.problem("registry_hosts", format!("{host:?} is not a host or host:port"));
+                    }
+                }
+                hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+            }
+            (Some(_), _) => {
+                self.problem("registry_hosts", "only a `package: docker` remote has registry hosts");
+                Vec::new()
+            }
+        };
+
         if self.problems.len() > before {
             return None;
         }
@@ -408,6 +429,7 @@ impl Ctx<'_> {
             check_mutable_updates: rc.check_mutable_updates.unwrap_or(false),
             credentials,
             files,
+            registry_hosts,
         })
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{
 
 use artifactapi_layers::{
     error::json_error,
-    store::{now_ms, Entry, Store},
+    store::{is_shared_blob, now_ms, Entry, Store},
     RemoteKind, Remotes,
 };
 use axum::{
@@ -271,7 +271,8 @@ pub(crate) async fn flush(Shared(state): Shared<State>, Query(query): Query<Flus
             return error(StatusCode::SERVICE_UNAVAILABLE, "index unavailable", remote.unwrap_or_default());
         }
     };
-    for entry in &flushed.removed {
+    // Content-addressed blobs may be shared with entries that stay.
+    for entry in flushed.removed.iter().filter(|e| !is_shared_blob(&e.blob)) {
         if let Err(e) = state.store.blobs.delete(&entry.blob).await {
             tracing::warn!(blob = %entry.blob, error = %e, "could not delete a flushed blob");
         }

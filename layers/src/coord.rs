@@ -26,4 +26,13 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn held(&self, key: &str) -> Result<bool, String>;
     /// Tells the other replicas that the entry under `key` changed (`None`: all).
     async fn invalidate(&self, key: Option<&str>);
+    /// A short-lived value every replica may use (an upstream registry
+    /// token), if one is shared under `key`. The default shares nothing.
+    async fn shared_value(&self, _key: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    /// Shares `value` under `key` with every replica for `ttl`.
+    async fn share_value(&self, _key: &str, _value: &str, _ttl: Duration) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -1,10 +1,10 @@
 //! The typed request and response extensions through which layers talk.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use http::HeaderValue;
 
-use crate::{pattern::Class, store::Entry};
+use crate::{path::ArtifactPath, pattern::Class, store::Entry};
 
 /// How a path was classified by the pattern guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +20,26 @@ pub struct CacheKey(pub Arc<str>);
 pub struct StaleEntry(pub Arc<Entry>);
 
 /// The content variant a request negotiated (for example PEP 691 JSON versus
-/// HTML for a PyPI page), set by the rewriting layer. Each variant is cached
+/// HTML for a PyPI page, or the set of manifest media types a registry client
+/// accepts), set by the layer that negotiates it. Each variant is cached
 /// apart: the cache lookup adds it to the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Variant(pub &'static str);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant(pub Cow<'static, str>);
+
+/// On an upstream response: how the tee stores the body besides under the
+/// request's own key. Set by a package format that knows its bytes by digest
+/// (Docker blobs and manifests).
+#[derive(Debug, Clone, Default)]
+pub struct StoreAs {
+    /// A content address (see [`crate::store::content_address`]): the body is
+    /// stored once under it, shared by every entry with the same bytes in any
+    /// remote, instead of under a key of its own.
+    pub content_address: Option<String>,
+    /// More cache keys the same bytes answer, stored as immutable entries (a
+    /// manifest fetched by tag, under its digest). The body's digest was
+    /// checked before these are written.
+    pub aliases: Vec<(Arc<str>, ArtifactPath)>,
+}
 
 /// Validators for a conditional upstream request (`If-None-Match`,
 /// `If-Modified-Since`), set by the revalidation layer for the fill below it.

@@ -134,6 +134,9 @@ pub struct Classifier {
     immutable: Option<Vec<Pattern>>,
     user_mutable: Vec<Pattern>,
     builtin_mutable: Vec<Pattern>,
+    /// The immutable patterns gate every path, mutable ones included (Docker:
+    /// they restrict image names, so a denied image is denied whole).
+    gate_all: bool,
 }
 
 impl Classifier {
@@ -145,11 +148,20 @@ impl Classifier {
             .filter(|b| !mutable.iter().any(|m| m.as_str() == **b))
             .map(|b| Pattern::new(b).expect("built-in patterns compile"))
             .collect();
-        Self { immutable, user_mutable: mutable, builtin_mutable }
+        Self { immutable, user_mutable: mutable, builtin_mutable, gate_all: package == Package::Docker }
     }
 
     /// Classifies a decoded artifact path.
     pub fn classify(&self, path: &str) -> Decision {
+        if let (true, Some(immutable)) = (self.gate_all, &self.immutable) {
+            match any_match(immutable, path) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Decision::Deny("image name matches none of the remote's patterns".into())
+                }
+                Err(reason) => return Decision::Deny(reason),
+            }
+        }
         let groups = [(&self.user_mutable, false), (&self.builtin_mutable, true)];
         for (patterns, builtin) in groups {
             for p in patterns {
@@ -163,14 +175,11 @@ impl Classifier {
         let Some(immutable) = &self.immutable else {
             return Decision::Allow(Class::Immutable);
         };
-        for p in immutable {
-            match p.is_match(path) {
-                Ok(true) => return Decision::Allow(Class::Immutable),
-                Ok(false) => {}
-                Err(e) => return Decision::Deny(failed(p, &e)),
-            }
+        match any_match(immutable, path) {
+            Ok(true) => Decision::Allow(Class::Immutable),
+            Ok(false) => Decision::Deny("path matches none of the remote's patterns".to_owned()),
+            Err(reason) => Decision::Deny(reason),
         }
-        Decision::Deny("path matches none of the remote's patterns".to_owned())
     }
 
     /// The user's immutable patterns (`None` when the key is absent).
@@ -182,6 +191,19 @@ impl Classifier {
     pub fn mutable_patterns(&self) -> &[Pattern] {
         &self.user_mutable
     }
+}
+
+/// Whether any of `patterns` matches `path`; `Err` with the reason to deny
+/// when one could not be evaluated.
+fn any_match(patterns: &[Pattern], path: &str) -> Result<bool, String> {
+    for p in patterns {
+        match p.is_match(path) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) => return Err(failed(p, &e)),
+        }
+    }
+    Ok(false)
 }
 
 fn failed(p: &Pattern, e: &str) -> String {
@@ -284,6 +306,22 @@ mod tests {
         );
         assert_eq!(c.classify("library/nginx/manifests/sha256:abc"), Decision::Allow(Class::Immutable));
         assert_eq!(c.classify("library/nginx/tags/list"), Decision::Allow(Class::Mutable { builtin: true }));
+    }
+
+    #[test]
+    fn docker_patterns_gate_every_request_for_an_image_name() {
+        let c = classifier(Some(&["^library/nginx/", "^rancher/"]), &[], Package::Docker);
+        let tag = Decision::Allow(Class::Mutable { builtin: true });
+        assert_eq!(c.classify("library/nginx/manifests/latest"), tag);
+        assert_eq!(c.classify("rancher/rke2-runtime/tags/list"), tag);
+        assert_eq!(c.classify("library/nginx/blobs/sha256:ab"), Decision::Allow(Class::Immutable));
+        for denied in ["library/redis/manifests/latest", "library/redis/tags/list", "evil/x/blobs/sha256:ab"]
+        {
+            assert!(matches!(c.classify(denied), Decision::Deny(_)), "{denied}");
+        }
+        // Elsewhere a mutable pattern wins over immutable_patterns, as in the seed.
+        let generic = classifier(Some(&[r"\.tgz$"]), &["index"], Package::Generic);
+        assert_eq!(generic.classify("index.html"), Decision::Allow(Class::Mutable { builtin: false }));
     }
 
     #[test]

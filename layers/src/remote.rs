@@ -142,6 +142,10 @@ pub struct Remote {
     pub credentials: Option<Credentials>,
     /// Metadata file-URL rewriting for PyPI and npm.
     pub files: Option<FilesRewrite>,
+    /// Docker: more registry host names (`host` or `host:port`, lower case)
+    /// that containerd's `?ns=` names this remote by, besides its
+    /// `base_url`'s own (Docker Hub pulls say `docker.io`).
+    pub registry_hosts: Vec<String>,
 }
 
 impl Remote {
@@ -158,7 +162,22 @@ impl Remote {
             check_mutable_updates: false,
             credentials: None,
             files: None,
+            registry_hosts: Vec::new(),
         }
+    }
+
+    /// Whether containerd's `?ns={host}` names this remote: the host (with
+    /// its port, when `base_url` gives one) of `base_url`, or one of
+    /// `registry_hosts`. Case-insensitive.
+    pub fn answers_for_registry(&self, host: &str) -> bool {
+        let own = self.base_url().and_then(|url| {
+            let name = url.host_str()?;
+            Some(match url.port() {
+                Some(port) => format!("{name}:{port}"),
+                None => name.to_owned(),
+            })
+        });
+        own.iter().chain(&self.registry_hosts).any(|h| h.eq_ignore_ascii_case(host))
     }
 
     /// The upstream base URL, for a proxying remote.

@@ -7,10 +7,12 @@
 //! one machine needs no set-up. [`blob::S3BlobStore`], [`index::PostgresIndex`]
 //! and [`coord::RedisCoordinator`] are the production backends that let
 //! several replicas act as one cache. Each implements a storage trait of
-//! `artifactapi-layers`, where the layers that use them live.
+//! `artifactapi-layers`, where the layers that use them live. [`docker`] is
+//! the Docker Registry HTTP API v2 router, over the same layers.
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
 pub mod blob;
 pub mod coord;
+pub mod docker;
 pub mod index;
 pub mod upstream;

@@ -34,6 +34,23 @@ use url::{Host, Url};
 const FORWARDED: [header::HeaderName; 5] =
     [header::ACCEPT, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::RANGE, header::USER_AGENT];
 
+/// A request extension: the path sent upstream instead of the artifact path
+/// (a registry's `v2/{name}/...` for the pattern path `{name}/...`). It is
+/// joined to `base_url` with the same checks.
+#[derive(Debug, Clone)]
+pub struct UpstreamPath(pub ArtifactPath);
+
+/// A request extension: the `Authorization` to send upstream instead of the
+/// remote's Basic credentials (a registry token), or none at all (`None`).
+#[derive(Clone)]
+pub struct UpstreamAuth(pub Option<http::HeaderValue>);
+
+impl std::fmt::Debug for UpstreamAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "UpstreamAuth(***)" } else { "UpstreamAuth(none)" })
+    }
+}
+
 /// How the upstream client behaves.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -73,6 +90,41 @@ impl UpstreamFetch {
         let client =
             ClientBuilder::new(client).with(RetryConnect { retries: config.connect_retries }).build();
         Ok(Self { client })
+    }
+
+    /// Fetches a small document (at most `limit` bytes) from `url`, with
+    /// Basic `credentials` if given: a registry's token endpoint. The same
+    /// timeouts and redirect rules as every upstream request apply.
+    pub async fn fetch_small(
+        &self,
+        url: Url,
+        credentials: Option<&artifactapi_layers::Credentials>,
+        limit: usize,
+    ) -> Result<(http::StatusCode, bytes::Bytes), UpstreamError> {
+        let mut builder = self.client.get(url);
+        if let Some(c) = credentials {
+            builder = builder.basic_auth(&c.username, Some(&c.password));
+        }
+        let error = |e: BoxError| match e.downcast::<UpstreamError>() {
+            Ok(e) => *e,
+            Err(e) => UpstreamError::new(UpstreamErrorKind::Other, e.to_string()),
+        };
+        let response = builder.send().await.map_err(|e| error(classify(e)))?;
+        let status = response.status();
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) =
+            stream.try_next().await.map_err(|e| error(classify(reqwest_middleware::Error::Reqwest(e))))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(UpstreamError::new(
+                    UpstreamErrorKind::Body,
+                    format!("the answer is larger than {limit} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body.into()))
     }
 }
 
@@ -185,6 +237,7 @@ fn prepare<B>(
             format!("remote {} is a local repository and has no upstream", remote.name),
         )));
     };
+    let path = req.extensions().get::<UpstreamPath>().map_or(path, |p| &p.0);
     let url = upstream_url(base, path)?;
     let method = if req.method() == Method::HEAD { Method::HEAD } else { Method::GET };
     let mut builder = client.request(method, url);
@@ -193,8 +246,12 @@ fn prepare<B>(
             builder = builder.header(&name, value.clone());
         }
     }
-    if let Some(creds) = &remote.credentials {
-        builder = builder.basic_auth(&creds.username, Some(&creds.password));
+    match (req.extensions().get::<UpstreamAuth>(), &remote.credentials) {
+        (Some(UpstreamAuth(Some(value))), _) => {
+            builder = builder.header(header::AUTHORIZATION, value.clone())
+        }
+        (Some(UpstreamAuth(None)), _) | (None, None) => {}
+        (None, Some(creds)) => builder = builder.basic_auth(&creds.username, Some(&creds.password)),
     }
     Ok(builder)
 }

@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod nginx;
+pub mod registry;
 
 use std::{
     collections::HashMap,

@@ -13,8 +13,8 @@
 //! entry through the normal fill.
 //!
 //! Which entries: paths matched by a package type's built-in mutable patterns
-//! always (except Docker tag manifests, which the registry router refreshes by
-//! digest); paths matched by the user's `mutable_patterns` when the remote has
+//! always (for Docker tag manifests, the registry's upstream service answers
+//! the condition with a HEAD and a digest comparison); paths matched by the user's `mutable_patterns` when the remote has
 //! `check_mutable_updates: true` (otherwise they are fetched again, as the seed
 //! did). Immutable entries whose `immutable_ttl` ran out are fetched again.
 //!

@@ -14,7 +14,7 @@ use crate::{
     error::BoxError,
     extensions::{CacheStatus, Classification, Conditional, NotModified, StaleEntry},
     pattern::Class,
-    remote::{Package, Remote},
+    remote::Remote,
     remote_resolve::ResolvedRemote,
     respond::serve_entry,
     store::{now_ms, Entry, EntryClass, Refresh, Revalidated, Store},
@@ -47,7 +47,10 @@ struct Plan {
 /// Whether `entry`, expired, is revalidated rather than fetched again.
 fn revalidates(remote: &Remote, class: Class, entry: &Entry) -> bool {
     let by_class = match class {
-        Class::Mutable { builtin: true } => remote.package != Package::Docker,
+        // Built-in mutable paths (APKINDEX, repomd.xml, Docker tags) always:
+        // a registry's upstream turns the condition into a HEAD and a digest
+        // comparison.
+        Class::Mutable { builtin: true } => true,
         Class::Mutable { builtin: false } => remote.check_mutable_updates,
         Class::Immutable => false,
     };

@@ -257,7 +257,7 @@ where
                 (v, npm::accept_for(v))
             }
         };
-        req.extensions_mut().insert(Variant(variant));
+        req.extensions_mut().insert(Variant(variant.into()));
         req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(canonical));
         // A rewritten document is answered whole.
         req.headers_mut().remove(header::RANGE);

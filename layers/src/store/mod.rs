@@ -203,6 +203,27 @@ pub fn new_blob_key(remote: &str, key: &str, file_name: &str) -> String {
     format!("{remote}/{:016x}/{}/{name}", hasher.finish(), crate::tee::spool::unique_id())
 }
 
+/// The blob key of a body known by its digest (`algorithm` as in an OCI
+/// digest, `hex` lower-case): `cas/{algorithm}/{hex}`. Every entry with these
+/// bytes, in any remote, shares the one blob; such blobs are never deleted
+/// when one entry pointing at them is replaced or flushed.
+pub fn content_address(algorithm: &str, hex: &str) -> String {
+    format!("{CONTENT_ADDRESSED}{algorithm}/{hex}")
+}
+
+const CONTENT_ADDRESSED: &str = "cas/";
+
+/// Whether `blob` is a content-addressed blob that other entries may share.
+/// (A remote called `cas` cannot produce such a key: its own keys continue
+/// with a 16-digit hash, never with an algorithm name.)
+pub fn is_shared_blob(blob: &str) -> bool {
+    blob.strip_prefix(CONTENT_ADDRESSED).and_then(|rest| rest.split_once('/')).is_some_and(
+        |(algorithm, hex)| {
+            matches!(algorithm, "sha256" | "sha512") && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        },
+    )
+}
+
 /// The blob store.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {

@@ -23,11 +23,12 @@ use crate::{
     coord::Coordinator,
     digest::{Expected, ExpectedDigests},
     error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
+    extensions::StoreAs,
     path::ArtifactPath,
     pattern::Class,
     remote::Remote,
     respond,
-    store::{new_blob_key, now_ms, Entry, EntryClass, Store, StoreError},
+    store::{is_shared_blob, new_blob_key, now_ms, Entry, EntryClass, Store, StoreError},
 };
 
 /// What a fill has got to, as seen by every client of it.
@@ -311,6 +312,7 @@ where
         return None;
     }
     let policy = serde_json::to_string(&CachePolicy::new(&policy_req, &response)).ok();
+    let store_as = response.extensions().get::<StoreAs>().cloned().unwrap_or_default();
     let (parts, body) = response.into_parts();
     let (spool_path, file) = match spool::create(&fills.spool_dir) {
         Ok(created) => created,
@@ -342,7 +344,7 @@ where
         }
     };
     tx.send_replace(FillStatus::Complete { head: head.clone(), written });
-    match commit(&fills.store, &job, &head, &spool_path, written).await {
+    match commit(&fills.store, &job, &head, &spool_path, written, &store_as).await {
         // Only an entry that stays fresh longer than the linger may be
         // answered from the finished fill: `mutable_ttl: 0` means every
         // request asks upstream.
@@ -453,12 +455,16 @@ async fn commit(
     head: &Head,
     spool_path: &std::path::Path,
     size: u64,
+    store_as: &StoreAs,
 ) -> Result<Option<Duration>, StoreError> {
     let file = head.file.clone();
     tokio::task::spawn_blocking(move || file.sync_all())
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
-    let blob = new_blob_key(&job.remote.name, &job.key, job.path.file_name());
+    let blob = match &store_as.content_address {
+        Some(address) => address.clone(),
+        None => new_blob_key(&job.remote.name, &job.key, job.path.file_name()),
+    };
     store.blobs.put_file(&blob, spool_path, size).await?;
     let now = now_ms();
     let ttl = job.remote.ttl.for_class(job.class);
@@ -478,6 +484,20 @@ async fn commit(
         policy: head.policy.clone(),
     };
     let replaced_release = job.class != Class::Immutable && crate::apt::is_release(job.path.decoded());
+    for (key, path) in &store_as.aliases {
+        // The same bytes under another key (a manifest by digest): immutable.
+        let alias = Entry {
+            key: key.to_string(),
+            path: path.display(),
+            class: EntryClass::Immutable,
+            expires_at_ms: job.remote.ttl.expiry(EntryClass::Immutable, now),
+            policy: None,
+            ..entry.clone()
+        };
+        if let Err(e) = store.index.put(alias).await {
+            tracing::warn!(key = %path.display(), error = %e, "could not store an alias entry");
+        }
+    }
     match store.index.put(entry).await {
         Ok(Some(old)) if old.blob != blob => {
             if replaced_release {
@@ -487,14 +507,19 @@ async fn commit(
                     tracing::warn!(error = %e, "could not expire the index files of a new release file");
                 }
             }
-            if let Err(e) = store.blobs.delete(&old.blob).await {
-                tracing::warn!(blob = %old.blob, error = %e, "could not delete a replaced blob");
+            // A shared blob may still be another entry's.
+            if !is_shared_blob(&old.blob) {
+                if let Err(e) = store.blobs.delete(&old.blob).await {
+                    tracing::warn!(blob = %old.blob, error = %e, "could not delete a replaced blob");
+                }
             }
             Ok(ttl)
         }
         Ok(_) => Ok(ttl),
         Err(e) => {
-            let _ = store.blobs.delete(&blob).await;
+            if !is_shared_blob(&blob) {
+                let _ = store.blobs.delete(&blob).await;
+            }
             Err(e)
         }
     }

@@ -1,4 +1,5 @@
-//! Coordination through Redis: fill leases and hot-entry invalidation.
+//! Coordination through Redis: fill leases, hot-entry invalidation and
+//! short-lived shared values (upstream registry tokens, `{prefix}value:{key}`).
 //!
 //! A lease is `SET {prefix}lease:{key} {replica} NX PX ttl`, renewed while
 //! the fill runs and released (only by its holder, atomically) when the
@@ -57,6 +58,10 @@ impl RedisCoordinator {
 
     fn lease(&self, key: &str) -> Vec<u8> {
         [self.prefix.as_bytes(), b"lease:", key.as_bytes()].concat()
+    }
+
+    fn value(&self, key: &str) -> Vec<u8> {
+        [self.prefix.as_bytes(), b"value:", key.as_bytes()].concat()
     }
 
     fn channel(&self) -> String {
@@ -172,6 +177,24 @@ impl Coordinator for RedisCoordinator {
         with_deadline(async {
             let mut conn = self.conn().await?;
             conn.exists(self.lease(key)).await.map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn shared_value(&self, key: &str) -> Result<Option<String>, String> {
+        with_deadline(async {
+            let mut conn = self.conn().await?;
+            conn.get(self.value(key)).await.map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn share_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), String> {
+        with_deadline(async {
+            let mut conn = self.conn().await?;
+            conn.pset_ex::<_, _, ()>(self.value(key), value, ttl.as_millis().max(1) as u64)
+                .await
+                .map_err(|e| e.to_string())
         })
         .await
     }
