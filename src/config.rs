@@ -453,6 +453,24 @@ mod tests {
     }
 
     #[test]
+    fn registry_hosts_belong_to_docker_remotes() {
+        let config = parse(
+            "remotes:\n  hub:\n    base_url: https://registry-1.docker.io\n    package: docker\n    registry_hosts: ['Docker.io']\n",
+        )
+        .unwrap();
+        let hub = config.remotes.get("hub").unwrap();
+        assert!(hub.answers_for_registry("docker.io"));
+        assert!(hub.answers_for_registry("registry-1.docker.io"));
+        assert!(!hub.answers_for_registry("quay.io"));
+        let problems = problems(
+            "remotes:\n  files:\n    base_url: https://github.com\n    registry_hosts: ['github.com']\n  hub:\n    base_url: https://registry-1.docker.io\n    package: docker\n    registry_hosts: ['bad host/x']\n",
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("remotes.files.registry_hosts")));
+        assert!(problems.iter().any(|p| p.contains("\"bad host/x\"")));
+    }
+
+    #[test]
     fn every_seed_key_is_understood() {
         let config = parse(
             r#"

@@ -24,7 +24,8 @@ fn config(extra: &str) -> String {
 }
 
 /// A registry holding `library/app:v1` (OCI), `library/app:v2s2` (Docker
-/// schema 2) and `library/multi:v1` (an OCI index of two platforms).
+/// schema 2), `library/multi:v1` (an OCI index of two platforms) and
+/// `library/multi:v2s2` (a Docker manifest list).
 struct World {
     registry: Registry,
     front: Front,
@@ -41,6 +42,7 @@ async fn world(credentials: Option<(&str, &str)>) -> World {
     registry.push(&single, "v1", "library/app:v1", false);
     registry.push(&single, "v1", "library/app:v2s2", true);
     registry.push(&multi, "v1", "library/multi:v1", false);
+    registry.push(&multi, "v1", "library/multi:v2s2", true);
     let front = Front::start(registry.port, credentials).await;
     World { registry, front, _images: images }
 }
@@ -96,7 +98,7 @@ async fn skopeo_copies_through_the_mirror_once_and_then_without_upstream() {
     let proxy = Proxy::start(&config("    cache:\n      mutable_ttl: 1\n"), &w.front.url()).await;
     let work = tempfile::tempdir().unwrap();
     let upstream = format!("127.0.0.1:{}", w.registry.port);
-    let images = ["library/app:v1", "library/app:v2s2", "library/multi:v1"];
+    let images = ["library/app:v1", "library/app:v2s2", "library/multi:v1", "library/multi:v2s2"];
 
     for image in images {
         let (direct, direct_digest) = raw_manifest(&format!("{upstream}/{image}"));
@@ -111,6 +113,8 @@ async fn skopeo_copies_through_the_mirror_once_and_then_without_upstream() {
     assert_eq!(header(&res, "content-type"), OCI_MANIFEST);
     let res = get(&format!("{base}/app/manifests/v2s2"), ACCEPT_ALL).await;
     assert_eq!(header(&res, "content-type"), DOCKER_MANIFEST);
+    let res = get(&format!("{base}/multi/manifests/v2s2"), ACCEPT_ALL).await;
+    assert_eq!(header(&res, "content-type"), DOCKER_LIST);
     let res = get(&format!("{base}/multi/manifests/v1"), ACCEPT_ALL).await;
     assert_eq!(header(&res, "content-type"), OCI_INDEX);
     let index_digest = header(&res, "docker-content-digest");
@@ -187,7 +191,6 @@ async fn manifests_are_cached_per_accepted_media_types_and_by_digest() {
     assert_eq!(header(&res, "x-cache-status"), "HIT");
     assert_eq!(res.bytes().await.unwrap().len(), length);
     assert_eq!(w.front.count("HEAD", "/manifests/"), 0);
-    let _ = DOCKER_LIST;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,6 +326,25 @@ async fn concurrent_pulls_fetch_each_blob_once() {
         assert_eq!(w.front.count("GET", &format!("/blobs/{digest}")), 1, "{digest}");
     }
 
+    // Three skopeo copies of a multi-platform image at once.
+    let work = tempfile::tempdir().unwrap();
+    let copies: Vec<_> = (0..3)
+        .map(|i| {
+            let image = format!("{}/reg/library/multi:v1", host(&proxy));
+            let dest = work.path().join(format!("copy-{i}"));
+            std::thread::spawn(move || copy(&image, &dest))
+        })
+        .collect();
+    for c in copies {
+        c.join().unwrap();
+    }
+    let mut blobs = w.front.paths("GET", "/library/multi/blobs/");
+    let fetched = blobs.len();
+    blobs.sort();
+    blobs.dedup();
+    assert!(fetched >= 6, "{blobs:?}");
+    assert_eq!(fetched, blobs.len(), "one upstream request per blob");
+
     // A Range of a cached blob, and HEAD with the exact length.
     let url = proxy.url(&format!("/v2/reg/library/app/blobs/{}", digests[1]));
     let res = client().get(&url).header("range", "bytes=0-9").send().await.unwrap();
@@ -424,4 +446,23 @@ async fn the_same_layer_through_two_remotes_is_stored_once() {
     let hex = layer.trim_start_matches("sha256:");
     let copies = proxy.blob_files().iter().filter(|(p, _)| p.to_string_lossy().contains(hex)).count();
     assert_eq!(copies, 1, "one stored copy: {:?}", proxy.blob_files());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_registry_tokens_through_redis() {
+    let w = world(Some(("puller", "s3cret-pw"))).await;
+    let yaml = config("    username: puller\n    password: s3cret-pw\n");
+    let prefix = format!("artifactapi-test:tokens-{}:", support::backends::unique());
+    let env = [("REDIS_URL", "redis://127.0.0.1:6379"), ("REDIS_PREFIX", prefix.as_str())];
+    // Two replicas with stores of their own: the second must fetch upstream too.
+    let a = Proxy::start_with(&yaml, &w.front.url(), &env).await;
+    let b = Proxy::start_with(&yaml, &w.front.url(), &env).await;
+    let res = get(&a.url("/v2/reg/library/app/manifests/v1"), ACCEPT_ALL).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(w.front.token_requests(), 1);
+    let res = get(&b.url("/v2/reg/library/app/manifests/v1"), ACCEPT_ALL).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-cache-status"), "MISS", "the second replica asked upstream itself");
+    assert_eq!(w.front.count("GET", "/manifests/v1"), 3, "a's 401 and retry, b's first try");
+    assert_eq!(w.front.token_requests(), 1, "with the token the first replica shared");
 }

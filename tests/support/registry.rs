@@ -166,6 +166,12 @@ impl Front {
         self.state.seen.lock().unwrap().iter().filter(|(m, p)| m == method && p.contains(part)).count()
     }
 
+    /// The paths of requests with `method` whose path contains `part`.
+    pub fn paths(&self, method: &str, part: &str) -> Vec<String> {
+        let seen = self.state.seen.lock().unwrap();
+        seen.iter().filter(|(m, p)| m == method && p.contains(part)).map(|(_, p)| p.clone()).collect()
+    }
+
     /// Every request to `/v2/...` so far.
     pub fn total(&self) -> usize {
         self.state.seen.lock().unwrap().len()
