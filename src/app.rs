@@ -13,7 +13,7 @@ use artifactapi_layers::{
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
     local::LocalRepo,
     store::{hot::HotIndex, now_ms, BlobStore, Index, Store, StoreError},
-    ArtifactBody, BodyRewriteLayer, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind,
+    ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Package, PathError, PatternGuardLayer, RemoteKind,
     RemoteResolveLayer, Remotes, RevalidateLayer, S3TeeLayer, StaleOnErrorLayer,
 };
 use artifactapi_services::{
@@ -260,6 +260,11 @@ impl Service<Request<Body>> for Artifacts {
         let full = req.uri().path().trim_start_matches('/');
         let (remote, path) = full.split_once('/').unwrap_or((full, ""));
         let (remote, path) = (remote.to_owned(), path.to_owned());
+        if self.remotes.get(&remote).is_some_and(|r| r.package == Package::Docker) {
+            let message =
+                format!("a docker remote is a registry mirror: pull from /v2/{remote}/{{name}}/...");
+            return ready(json_error(StatusCode::NOT_FOUND, &message, &remote, &path));
+        }
         let local = self.remotes.get(&remote).is_some_and(|r| r.kind == RemoteKind::Local);
         let refuse = |allow: &'static str| {
             let mut answer = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", &remote, &path);

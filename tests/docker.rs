@@ -423,6 +423,10 @@ async fn policy_errors_and_push_answer_in_the_registry_format() {
         assert_eq!(header(&res, "content-type"), "application/json");
         assert_eq!(error_code(res).await, code, "{method} {path}");
     }
+    // The generic artifact routes point a docker remote's users at /v2/.
+    let res = client().get(proxy.url("/api/reg/library/app/manifests/v1")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("/v2/reg/"));
     let res = client().get(proxy.url("/v2/reg/library/app/tags/list")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let tags: Value = json(res).await;
@@ -465,4 +469,33 @@ async fn replicas_share_registry_tokens_through_redis() {
     assert_eq!(header(&res, "x-cache-status"), "MISS", "the second replica asked upstream itself");
     assert_eq!(w.front.count("GET", "/manifests/v1"), 3, "a's 401 and retry, b's first try");
     assert_eq!(w.front.token_requests(), 1, "with the token the first replica shared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_s3_postgresql_and_redis_mirror_as_one() {
+    use support::backends::{unique, Garage, PgDatabase};
+    let w = world(None).await;
+    let garage = Garage::start();
+    let db = PgDatabase::create();
+    let mut env = garage.env(&format!("docker-{}", unique()));
+    env.push(("DATABASE_URL".into(), db.url()));
+    env.push(("REDIS_URL".into(), "redis://127.0.0.1:6379".into()));
+    env.push(("REDIS_PREFIX".into(), format!("artifactapi-test:docker-{}:", unique())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = Proxy::start_with(&config(""), &w.front.url(), &env).await;
+    let b = Proxy::start_with(&config(""), &w.front.url(), &env).await;
+    let work = tempfile::tempdir().unwrap();
+
+    copy(&format!("{}/reg/library/multi:v1", host(&a)), &work.path().join("a"));
+    let (blobs, manifests) = (w.front.count("GET", "/blobs/"), w.front.count("GET", "/manifests/"));
+    assert!(blobs >= 6, "{blobs}");
+    copy(&format!("{}/reg/library/multi:v1", host(&b)), &work.path().join("b"));
+    assert_eq!(
+        w.front.count("GET", "/blobs/"),
+        blobs,
+        "the second replica finds every blob in the shared store"
+    );
+    assert_eq!(w.front.count("GET", "/manifests/"), manifests);
+    let res = get(&b.url("/v2/reg/library/multi/manifests/v1"), ACCEPT_ALL).await;
+    assert_eq!(header(&res, "x-cache-status"), "HIT");
 }
