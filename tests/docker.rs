@@ -453,6 +453,22 @@ async fn the_same_layer_through_two_remotes_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basic_auth_registry_gets_the_credentials_once_it_asks() {
+    let images = tempfile::tempdir().unwrap();
+    let registry = Registry::start();
+    make_image(images.path(), "v1", "linux/amd64", 2, 4096, "basic");
+    registry.push(images.path(), "v1", "team/tool:v1", false);
+    let front = Front::start_basic(registry.port, "ci", "basic-pw").await;
+    let yaml = config("    username: ci\n    password: basic-pw\n");
+    let proxy = Proxy::start(&yaml, &front.url()).await;
+    let work = tempfile::tempdir().unwrap();
+    copy(&format!("{}/reg/team/tool:v1", host(&proxy)), &work.path().join("a"));
+    assert!(front.count("GET", "/blobs/") >= 3);
+    assert_eq!(front.unauthorized(), 1, "after the first challenge every request carries the credentials");
+    assert_eq!(front.token_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_registry_tokens_through_redis() {
     let w = world(Some(("puller", "s3cret-pw"))).await;
     let yaml = config("    username: puller\n    password: s3cret-pw\n");

@@ -131,6 +131,9 @@ struct FrontState {
     status: Mutex<Option<u16>>,
     down: AtomicBool,
     port: AtomicU16,
+    /// Asks for Basic credentials instead of tokens.
+    basic: bool,
+    unauthorized: AtomicUsize,
 }
 
 /// A counting front of a registry. With credentials it is a token-auth
@@ -144,8 +147,18 @@ pub struct Front {
 
 impl Front {
     pub async fn start(registry_port: u16, credentials: Option<(&str, &str)>) -> Self {
+        Self::start_as(registry_port, credentials, false).await
+    }
+
+    /// A front that asks for Basic credentials (`WWW-Authenticate: Basic`).
+    pub async fn start_basic(registry_port: u16, user: &str, password: &str) -> Self {
+        Self::start_as(registry_port, Some((user, password)), true).await
+    }
+
+    async fn start_as(registry_port: u16, credentials: Option<(&str, &str)>, basic: bool) -> Self {
         let state = Arc::new(FrontState {
             credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            basic,
             ..FrontState::default()
         });
         state.target.store(registry_port, Ordering::SeqCst);
@@ -175,6 +188,11 @@ impl Front {
     /// Every request to `/v2/...` so far.
     pub fn total(&self) -> usize {
         self.state.seen.lock().unwrap().len()
+    }
+
+    /// How many requests were answered 401.
+    pub fn unauthorized(&self) -> usize {
+        self.state.unauthorized.load(Ordering::SeqCst)
     }
 
     pub fn token_requests(&self) -> usize {
@@ -233,7 +251,17 @@ async fn handle(State(state): State<Arc<FrontState>>, req: Request) -> Response<
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
         return response;
     }
-    if state.credentials.is_some() && path != "/v2/" {
+    if let (true, Some((user, pass))) = (state.basic, &state.credentials) {
+        let expected = format!("Basic {}", base64(&format!("{user}:{pass}")));
+        if req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+            state.unauthorized.fetch_add(1, Ordering::SeqCst);
+            let mut response = answer(StatusCode::UNAUTHORIZED, "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"test\""));
+            return response;
+        }
+    } else if state.credentials.is_some() && path != "/v2/" {
         let token = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -246,6 +274,7 @@ async fn handle(State(state): State<Arc<FrontState>>, req: Request) -> Response<
                 "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test-registry\",scope=\"repository:{}:pull\"",
                 repository(&path)
             );
+            state.unauthorized.fetch_add(1, Ordering::SeqCst);
             let mut response = answer(StatusCode::UNAUTHORIZED, "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}");
             response
                 .headers_mut()
