@@ -3,7 +3,7 @@
 use std::{
     convert::Infallible,
     path::PathBuf,
-    sync::{atomic::AtomicBool, Arc},
+    sync::{atomic::AtomicBool, Arc, RwLock},
     task::{Context, Poll},
 };
 
@@ -14,7 +14,7 @@ use artifactapi_layers::{
     local::LocalRepo,
     store::{hot::HotIndex, now_ms, BlobStore, Index, Store, StoreError},
     ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Package, PathError, PatternGuardLayer, RemoteKind,
-    RemoteResolveLayer, Remotes, RevalidateLayer, S3TeeLayer, StaleOnErrorLayer,
+    RemoteResolveLayer, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
 use artifactapi_services::{
     blob::{FsBlobStore, S3BlobStore},
@@ -136,6 +136,25 @@ pub struct App {
     pub router: Router,
     /// Set on shutdown: `/ready` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
+    /// Puts a new configuration in force.
+    pub reload: Reload,
+}
+
+/// Puts a reloaded configuration in force: its remotes for every request
+/// from now on (requests in flight finish with the remote they resolved), and
+/// `/config`. Backends and environment settings are not reloaded.
+#[derive(Clone)]
+pub struct Reload {
+    remotes: SharedRemotes,
+    config: Arc<RwLock<Arc<serde_json::Value>>>,
+}
+
+impl Reload {
+    /// Puts `config` in force.
+    pub fn apply(&self, config: &Config) {
+        self.remotes.replace(Arc::new(config.remotes.clone()));
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.masked());
+    }
 }
 
 /// A boxed artifact stack.
@@ -143,7 +162,7 @@ pub(crate) type Stack = BoxCloneSyncService<Request<Body>, Response<ArtifactBody
 
 /// The whole application: management endpoints and the artifact routes.
 pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError> {
-    let remotes = Arc::new(config.remotes.clone());
+    let remotes = SharedRemotes::new(Arc::new(config.remotes.clone()));
     let Backends { store, spool, coordinator, kinds } = open_backends(settings).await?;
     let upstream = UpstreamFetch::new(&settings.upstream)?;
     // Digests promised by package metadata, checked when the files are fetched.
@@ -203,10 +222,11 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         admin: admin.clone(),
     };
     let draining = Arc::new(AtomicBool::new(false));
-    let remotes_for_registry = remotes.clone();
+    let reload =
+        Reload { remotes: remotes.clone(), config: Arc::new(RwLock::new(Arc::new(config.masked()))) };
     let state = manage::State {
-        remotes,
-        config: Arc::new(config.masked()),
+        remotes: remotes.clone(),
+        config: reload.config.clone(),
         store,
         artifacts: artifacts.clone(),
         draining: draining.clone(),
@@ -228,12 +248,12 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .nest_service("/api/v1/remote", artifacts.clone())
         .nest_service("/api", artifacts)
         .with_state(state)
-        .merge(docker::router(BoxCloneSyncService::new(registry), remotes_for_registry))
+        .merge(docker::router(BoxCloneSyncService::new(registry), remotes))
         .layer(CatchPanicLayer::custom(|_| {
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "", "").map(Body::new)
         }))
         .layer(TraceLayer::new_for_http());
-    Ok(App { router, draining })
+    Ok(App { router, draining, reload })
 }
 
 /// The edge of the artifact routes: sends each request to the stack of its
@@ -243,7 +263,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
 pub(crate) struct Artifacts {
     proxy: Stack,
     local: Stack,
-    remotes: Arc<Remotes>,
+    remotes: SharedRemotes,
     admin: AdminToken,
 }
 
@@ -260,12 +280,13 @@ impl Service<Request<Body>> for Artifacts {
         let full = req.uri().path().trim_start_matches('/');
         let (remote, path) = full.split_once('/').unwrap_or((full, ""));
         let (remote, path) = (remote.to_owned(), path.to_owned());
-        if self.remotes.get(&remote).is_some_and(|r| r.package == Package::Docker) {
+        let remotes = self.remotes.load();
+        if remotes.get(&remote).is_some_and(|r| r.package == Package::Docker) {
             let message =
                 format!("a docker remote is a registry mirror: pull from /v2/{remote}/{{name}}/...");
             return ready(json_error(StatusCode::NOT_FOUND, &message, &remote, &path));
         }
-        let local = self.remotes.get(&remote).is_some_and(|r| r.kind == RemoteKind::Local);
+        let local = remotes.get(&remote).is_some_and(|r| r.kind == RemoteKind::Local);
         let refuse = |allow: &'static str| {
             let mut answer = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", &remote, &path);
             answer.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -1,4 +1,4 @@
-use std::{path::PathBuf, process::ExitCode};
+use std::{future::IntoFuture, path::PathBuf, process::ExitCode};
 
 use artifactapi::{app, config, settings::Settings};
 use clap::{Parser, Subcommand};
@@ -106,17 +106,105 @@ async fn serve(settings: Settings) -> ExitCode {
         data_dir = %settings.data_dir.display(),
         "artifactapi listening"
     );
-    if let Err(e) =
-        axum::serve(listener, app.router).with_graceful_shutdown(shutdown_signal(app.draining)).await
-    {
-        tracing::error!("server failed: {e}");
-        return ExitCode::FAILURE;
+    watch_config(settings.config_path.clone(), app.reload.clone(), settings.config_watch);
+
+    // On SIGTERM/SIGINT: stop accepting, let transfers in flight finish
+    // within the deadline, then exit; whatever is unfinished then was never
+    // committed (spool files are removed at the next start).
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(
+        axum::serve(listener, app.router)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    tokio::pin!(server);
+    tokio::select! {
+        finished = &mut server => return server_ended(finished),
+        () = shutdown_signal() => {}
     }
-    tracing::info!("artifactapi stopped");
-    ExitCode::SUCCESS
+    app.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    tracing::info!(
+        deadline_s = settings.shutdown_timeout.as_secs_f64(),
+        "shutting down: finishing in-flight requests"
+    );
+    match tokio::time::timeout(settings.shutdown_timeout, &mut server).await {
+        Ok(finished) => server_ended(finished),
+        Err(_) => {
+            tracing::warn!(
+                "transfers still in flight at the shutdown deadline were cut off; nothing partial is cached"
+            );
+            ExitCode::SUCCESS
+        }
+    }
 }
 
-async fn shutdown_signal(draining: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+fn server_ended(finished: Result<std::io::Result<()>, tokio::task::JoinError>) -> ExitCode {
+    match finished {
+        Ok(Ok(())) => {
+            tracing::info!("artifactapi stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            tracing::error!("server failed: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!("server task failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reloads `remotes.yaml` on SIGHUP, and when its content changes (checked
+/// every `interval`; ConfigMap updates send no signal). A file that does not
+/// load is logged and the configuration in force stays.
+fn watch_config(path: PathBuf, reload: app::Reload, interval: Option<std::time::Duration>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        let mut last = std::fs::read(&path).ok();
+        loop {
+            let signalled = tokio::select! {
+                () = async {
+                    match &mut hangup {
+                        Some(s) => { s.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => true,
+                () = async {
+                    match interval {
+                        Some(every) => tokio::time::sleep(every).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => false,
+            };
+            let current = std::fs::read(&path).ok();
+            if !signalled && current == last {
+                continue;
+            }
+            last = current;
+            match config::load(&path) {
+                Ok(config) => {
+                    for w in &config.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    reload.apply(&config);
+                    tracing::info!(path = %path.display(), remotes = config.remotes.iter().count(), signalled, "configuration reloaded");
+                }
+                Err(e) => tracing::error!(
+                    path = %path.display(),
+                    "configuration not reloaded; the one in force stays: {}",
+                    e.to_string().trim_end()
+                ),
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -132,6 +220,4 @@ async fn shutdown_signal(draining: std::sync::Arc<std::sync::atomic::AtomicBool>
         _ = ctrl_c => {},
         _ = term => {},
     }
-    draining.store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!("shutting down: finishing in-flight requests");
 }

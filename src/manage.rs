@@ -3,13 +3,13 @@
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
-    Arc,
+    Arc, RwLock,
 };
 
 use artifactapi_layers::{
     error::json_error,
     store::{is_shared_blob, now_ms, Entry, Store},
-    RemoteKind, Remotes,
+    RemoteKind, SharedRemotes,
 };
 use axum::{
     body::Body,
@@ -32,8 +32,8 @@ use crate::app::Artifacts;
 /// What the management handlers share.
 #[derive(Clone)]
 pub(crate) struct State {
-    pub(crate) remotes: Arc<Remotes>,
-    pub(crate) config: Arc<Value>,
+    pub(crate) remotes: SharedRemotes,
+    pub(crate) config: Arc<RwLock<Arc<Value>>>,
     pub(crate) store: Store,
     pub(crate) artifacts: Artifacts,
     pub(crate) draining: Arc<AtomicBool>,
@@ -62,6 +62,7 @@ fn error(status: StatusCode, message: &str, remote: &str) -> Answer {
 pub(crate) async fn root(Shared(state): Shared<State>) -> impl IntoResponse {
     let remotes: Vec<_> = state
         .remotes
+        .load()
         .iter()
         .map(|r| {
             json!({
@@ -121,7 +122,8 @@ pub(crate) async fn ready(Shared(state): Shared<State>) -> impl IntoResponse {
 
 /// `GET /config`: the effective configuration, credentials masked.
 pub(crate) async fn config(Shared(state): Shared<State>) -> impl IntoResponse {
-    Json((*state.config).clone())
+    let config = state.config.read().unwrap_or_else(|p| p.into_inner()).clone();
+    Json((*config).clone())
 }
 
 #[derive(Deserialize)]
@@ -136,7 +138,7 @@ pub(crate) async fn list(
     Path(remote): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Answer {
-    if state.remotes.get(&remote).is_none() {
+    if state.remotes.load().get(&remote).is_none() {
         return error(StatusCode::NOT_FOUND, "unknown remote", &remote);
     }
     let limit = match query.limit.as_deref().map(str::parse::<usize>) {
@@ -207,7 +209,7 @@ pub(crate) async fn cache_artifacts(
         }
     };
     let remote = request.remote;
-    match state.remotes.get(&remote) {
+    match state.remotes.load().get(&remote) {
         None => return error(StatusCode::NOT_FOUND, "unknown remote", &remote),
         Some(r) if r.kind == RemoteKind::Local => {
             return error(StatusCode::BAD_REQUEST, "a local repository has nothing to fetch", &remote)
@@ -259,7 +261,7 @@ pub(crate) struct FlushQuery {
 /// `all=true` removes immutable ones too. Local repositories are never touched.
 pub(crate) async fn flush(Shared(state): Shared<State>, Query(query): Query<FlushQuery>) -> Answer {
     if let Some(remote) = &query.remote {
-        if state.remotes.get(remote).is_none() {
+        if state.remotes.load().get(remote).is_none() {
             return error(StatusCode::NOT_FOUND, "unknown remote", remote);
         }
     }

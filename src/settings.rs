@@ -33,6 +33,12 @@ pub struct Settings {
     /// `METADATA_MAX_BYTES`, default 64 MiB: the largest package metadata
     /// document that is read whole to be rewritten.
     pub metadata_max_bytes: usize,
+    /// `SHUTDOWN_TIMEOUT`, default 30 s: how long in-flight transfers may
+    /// take to finish after SIGTERM or SIGINT.
+    pub shutdown_timeout: Duration,
+    /// `CONFIG_WATCH_INTERVAL`, default 10 s (`0`: off): how often
+    /// `remotes.yaml` is checked for changes, besides SIGHUP.
+    pub config_watch: Option<Duration>,
 }
 
 /// Where PostgreSQL is. `Debug` never shows the password.
@@ -177,7 +183,13 @@ impl Settings {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| format!("METADATA_MAX_BYTES {s:?} is not a positive number of bytes"))?,
         };
+        let config_watch = match var("CONFIG_WATCH_INTERVAL").filter(|s| !s.is_empty()).as_deref() {
+            Some("0") => None,
+            _ => Some(seconds("CONFIG_WATCH_INTERVAL", 10)?),
+        };
         Ok(Self {
+            shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", 30)?,
+            config_watch,
             metadata_max_bytes,
             s3: s3_from(&var)?,
             postgres: postgres_from(&var)?,

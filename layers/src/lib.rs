@@ -75,7 +75,7 @@ pub use extensions::{CacheKey, CacheStatus, Classification, StaleEntry};
 pub use path::{ArtifactPath, PathError};
 pub use pattern::{Class, Classifier, Decision, Pattern};
 pub use pattern_guard::{PatternGuard, PatternGuardLayer};
-pub use remote::{Credentials, Package, Remote, RemoteKind, Remotes, Ttl};
+pub use remote::{Credentials, Package, Remote, RemoteKind, Remotes, SharedRemotes, Ttl};
 pub use remote_resolve::{RemoteResolve, RemoteResolveLayer, ResolvedRemote};
 pub use revalidate::{Revalidate, RevalidateLayer};
 pub use rewrite::{BodyRewrite, BodyRewriteLayer};

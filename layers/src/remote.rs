@@ -1,6 +1,11 @@
 //! A compiled remote: where it fetches from, what it allows, how long it keeps.
 
-use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use url::Url;
 
@@ -209,5 +214,34 @@ impl Remotes {
     /// Every remote, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Remote>> {
         self.by_name.values()
+    }
+}
+
+/// The remotes in force, replaceable while requests run (a configuration
+/// reload). Cheap to clone: clones share the one table. A request resolves
+/// its remote once and keeps it, so a reload never changes a request midway.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRemotes(Arc<RwLock<Arc<Remotes>>>);
+
+impl SharedRemotes {
+    /// A table in force now.
+    pub fn new(remotes: Arc<Remotes>) -> Self {
+        Self(Arc::new(RwLock::new(remotes)))
+    }
+
+    /// The remotes in force.
+    pub fn load(&self) -> Arc<Remotes> {
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Puts `remotes` in force for every request from now on.
+    pub fn replace(&self, remotes: Arc<Remotes>) {
+        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = remotes;
+    }
+}
+
+impl From<Arc<Remotes>> for SharedRemotes {
+    fn from(remotes: Arc<Remotes>) -> Self {
+        Self::new(remotes)
     }
 }

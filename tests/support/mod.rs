@@ -448,7 +448,8 @@ pub fn client() -> reqwest::Client {
 pub struct Binary {
     child: std::process::Child,
     pub base: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Binary {
@@ -471,16 +472,63 @@ impl Binary {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let pid = child.id();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 println!("[artifactapi {pid}] {line}");
+                kept.lock().unwrap().push(line.clone());
                 if let Some(addr) = line.split("addr=").nth(1) {
                     let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
                 }
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the binary starts and logs its address");
-        Self { child, base: format!("http://{addr}"), _dir: dir }
+        Self { child, base: format!("http://{addr}"), dir, lines }
+    }
+
+    /// The configuration file it runs with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("remotes.yaml")
+    }
+
+    /// Its `DATA_DIR`.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Sends it a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+
+    /// Waits up to `timeout` for a log line containing `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.lines.lock().unwrap().iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Waits up to `timeout` for the process to exit; answers its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub fn url(&self, path: &str) -> String {

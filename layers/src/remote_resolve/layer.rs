@@ -1,20 +1,19 @@
-use std::sync::Arc;
-
 use tower::Layer;
 
 use super::RemoteResolve;
-use crate::remote::Remotes;
+use crate::remote::SharedRemotes;
 
 /// Applies [`RemoteResolve`] to a service.
 #[derive(Debug, Clone)]
 pub struct RemoteResolveLayer {
-    remotes: Arc<Remotes>,
+    remotes: SharedRemotes,
 }
 
 impl RemoteResolveLayer {
-    /// Resolves names against `remotes`.
-    pub fn new(remotes: Arc<Remotes>) -> Self {
-        Self { remotes }
+    /// Resolves names against `remotes` (an `Arc<Remotes>`, or
+    /// [`SharedRemotes`] that a reload may replace).
+    pub fn new(remotes: impl Into<SharedRemotes>) -> Self {
+        Self { remotes: remotes.into() }
     }
 }
 

@@ -11,7 +11,7 @@ use crate::{
     body::ArtifactBody,
     error::{json_error, BoxError},
     path::ArtifactPath,
-    remote::{Remote, Remotes},
+    remote::{Remote, SharedRemotes},
 };
 
 /// The remote a request is for, attached as a request extension.
@@ -22,13 +22,13 @@ pub struct ResolvedRemote(pub Arc<Remote>);
 #[derive(Debug, Clone)]
 pub struct RemoteResolve<S> {
     inner: S,
-    remotes: Arc<Remotes>,
+    remotes: SharedRemotes,
 }
 
 impl<S> RemoteResolve<S> {
     /// Wraps `inner`, resolving names against `remotes`.
-    pub fn new(inner: S, remotes: Arc<Remotes>) -> Self {
-        Self { inner, remotes }
+    pub fn new(inner: S, remotes: impl Into<SharedRemotes>) -> Self {
+        Self { inner, remotes: remotes.into() }
     }
 
     crate::inner_accessors!();
@@ -49,7 +49,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let full = req.uri().path().trim_start_matches('/');
         let (name, rest) = full.split_once('/').unwrap_or((full, ""));
-        let Some(remote) = self.remotes.get(name) else {
+        let Some(remote) = self.remotes.load().get(name).cloned() else {
             let answer = json_error(StatusCode::NOT_FOUND, "unknown remote", name, rest);
             return Either::Left(future::ok(answer));
         };
@@ -74,7 +74,8 @@ mod tests {
     use tower::{service_fn, ServiceExt};
 
     fn svc() -> impl Service<Request<()>, Response = Response<ArtifactBody>, Error = BoxError> + Clone {
-        let remotes = Remotes::new([Remote::proxy("gh", "https://github.com".parse().unwrap())]);
+        let remotes =
+            crate::remote::Remotes::new([Remote::proxy("gh", "https://github.com".parse().unwrap())]);
         RemoteResolve::new(
             service_fn(|req: Request<()>| async move {
                 let remote = req.extensions().get::<ResolvedRemote>().expect("remote attached");

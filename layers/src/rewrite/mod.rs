@@ -48,7 +48,7 @@ use crate::{
     extensions::Variant,
     path::ArtifactPath,
     path::KEY_SEPARATOR,
-    remote::{Package, Remote, Remotes},
+    remote::{Package, Remote, Remotes, SharedRemotes},
     remote_resolve::ResolvedRemote,
     store::{now_ms, Refresh, Store},
 };
@@ -59,7 +59,7 @@ pub struct BodyRewriteLayer {
     public_url: Option<Url>,
     max_bytes: usize,
     digests: Option<Arc<ExpectedDigests>>,
-    store: Option<(Store, Arc<Remotes>)>,
+    store: Option<(Store, SharedRemotes)>,
 }
 
 impl BodyRewriteLayer {
@@ -76,8 +76,8 @@ impl BodyRewriteLayer {
     ///
     /// `remotes` tells which PyPI remotes list the files of a separate files
     /// remote (`pypi_files_remote`).
-    pub fn refresh_metadata_in(mut self, store: Store, remotes: Arc<Remotes>) -> Self {
-        self.store = Some((store, remotes));
+    pub fn refresh_metadata_in(mut self, store: Store, remotes: impl Into<SharedRemotes>) -> Self {
+        self.store = Some((store, remotes.into()));
         self
     }
 
@@ -110,7 +110,7 @@ pub struct BodyRewrite<S> {
     public_url: Option<Url>,
     max_bytes: usize,
     digests: Option<Arc<ExpectedDigests>>,
-    store: Option<(Store, Arc<Remotes>)>,
+    store: Option<(Store, SharedRemotes)>,
 }
 
 /// Links into a remote's upstream, mapped onto this proxy.
@@ -230,7 +230,7 @@ where
         let Some(format) =
             format(remote, path).filter(|_| matches!(*req.method(), Method::GET | Method::HEAD))
         else {
-            let keys = self.store.as_ref().map(|(_, remotes)| metadata_keys(remote, path, remotes));
+            let keys = self.store.as_ref().map(|(_, remotes)| metadata_keys(remote, path, &remotes.load()));
             if let (Some((store, _)), Some(keys), true) =
                 (self.store.clone(), keys.filter(|k| !k.is_empty()), req.method() == Method::GET)
             {

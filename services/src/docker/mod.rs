@@ -33,7 +33,7 @@ use artifactapi_layers::{
     body::{self, ArtifactBody},
     error::BoxError,
     extensions::{Classification, Variant},
-    ArtifactPath, Decision, Package, Remote, RemoteKind, Remotes, ResolvedRemote,
+    ArtifactPath, Decision, Package, Remote, RemoteKind, ResolvedRemote, SharedRemotes,
 };
 use axum::{
     body::Body,
@@ -63,16 +63,16 @@ pub type RegistryStack = BoxCloneSyncService<Request<Body>, Response<ArtifactBod
 #[derive(Clone)]
 struct Registry {
     stack: RegistryStack,
-    remotes: Arc<Remotes>,
+    remotes: SharedRemotes,
 }
 
 /// The `/v2/` routes over `stack`, for the docker remotes among `remotes`.
-pub fn router(stack: RegistryStack, remotes: Arc<Remotes>) -> Router {
+pub fn router(stack: RegistryStack, remotes: impl Into<SharedRemotes>) -> Router {
     Router::new()
         .route("/v2", get(version_check))
         .route("/v2/", get(version_check))
         .route("/v2/{*rest}", any(dispatch))
-        .with_state(Registry { stack, remotes })
+        .with_state(Registry { stack, remotes: remotes.into() })
 }
 
 async fn version_check() -> Response<Body> {
@@ -176,13 +176,15 @@ impl Registry {
     fn remote_for(&self, components: &[&str], ns: Option<&str>) -> Option<(Arc<Remote>, usize)> {
         let is_docker =
             |r: &Remote| r.package == Package::Docker && matches!(r.kind, RemoteKind::Remote { .. });
+        let remotes = self.remotes.load();
         if components.len() >= 2 {
-            if let Some(remote) = self.remotes.get(components[0]).filter(|r| is_docker(r)) {
+            if let Some(remote) = remotes.get(components[0]).filter(|r| is_docker(r)) {
                 return Some((remote.clone(), 1));
             }
         }
         let ns = ns?;
-        self.remotes.iter().find(|r| is_docker(r) && r.answers_for_registry(ns)).map(|r| (r.clone(), 0))
+        let found = remotes.iter().find(|r| is_docker(r) && r.answers_for_registry(ns)).cloned();
+        found.map(|r| (r, 0))
     }
 }
 
@@ -252,7 +254,7 @@ mod tests {
             stack: BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
                 Ok::<_, BoxError>(Response::new(body::empty()))
             })),
-            remotes: Arc::new(Remotes::new([hub, local, files])),
+            remotes: Arc::new(artifactapi_layers::Remotes::new([hub, local, files])).into(),
         };
         let found = |c: &[&str], ns| registry.remote_for(c, ns).map(|(r, skip)| (r.name.clone(), skip));
         assert_eq!(
