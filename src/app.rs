@@ -38,6 +38,7 @@ use crate::{
     auth::{require_admin, AdminToken},
     config::Config,
     manage,
+    metrics::{Metrics, ObserveLayer, UpstreamMetricsLayer},
     settings::Settings,
 };
 
@@ -174,6 +175,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         None => S3TeeLayer::new(store.clone(), spool.clone()),
     }
     .verify_with(digests.clone());
+    let metrics = Arc::new(Metrics::new(store.clone(), vec![tee.stats()], remotes.clone()));
 
     // Remotes. Outermost first; each layer may answer on its own.
     let proxy = ServiceBuilder::new()
@@ -181,6 +183,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(RemoteResolveLayer::new(remotes.clone()))
         // 403 when no pattern allows the path; attaches its class.
         .layer(PatternGuardLayer::new())
+        // Requests, results and bytes, by remote and class.
+        .layer(ObserveLayer::new(metrics.clone()))
         // Package metadata: negotiate the variant, rewrite file links to us.
         .layer(
             BodyRewriteLayer::new(settings.public_url.clone(), settings.metadata_max_bytes)
@@ -196,22 +200,26 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         // One fill per key (across replicas with Redis), streamed to every
         // client and into the store.
         .layer(tee.clone())
+        .layer(UpstreamMetricsLayer::new(metrics.clone()))
         .service(upstream.clone());
 
     // The registry: its router resolves, classifies and negotiates; the same
     // cache layers follow; its upstream service authenticates and checks digests.
     let tokens = Arc::new(Tokens::new(coordinator.clone().map(|c| c as Arc<dyn Coordinator>)));
     let registry = ServiceBuilder::new()
+        .layer(ObserveLayer::new(metrics.clone()))
         .layer(CacheLookupLayer::new(store.clone()))
         .layer(StaleOnErrorLayer::new(store.clone()))
         .layer(RevalidateLayer::new(store.clone()))
         .layer(tee)
+        .layer(UpstreamMetricsLayer::new(metrics.clone()))
         .service(RegistryUpstream::new(upstream, tokens));
 
     // Local repositories: the same path rules, then uploads and downloads.
     let local = ServiceBuilder::new()
         .layer(RemoteResolveLayer::new(remotes.clone()))
         .layer(PatternGuardLayer::new())
+        .layer(ObserveLayer::new(metrics.clone()))
         .service(LocalRepo::new(store.clone(), spool, settings.max_upload_bytes));
 
     let admin = AdminToken::new(settings.admin_token.clone());
@@ -225,6 +233,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     let reload =
         Reload { remotes: remotes.clone(), config: Arc::new(RwLock::new(Arc::new(config.masked()))) };
     let state = manage::State {
+        metrics,
         remotes: remotes.clone(),
         config: reload.config.clone(),
         store,
@@ -239,6 +248,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .route("/health", get(manage::health))
         .route("/ready", get(manage::ready))
         .route("/config", get(manage::config))
+        .route("/metrics", get(manage::metrics))
         .route("/artifacts/{remote}", get(manage::list))
         .route(
             "/cache-artifact",

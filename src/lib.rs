@@ -10,4 +10,5 @@ pub mod app;
 pub mod auth;
 pub mod config;
 mod manage;
+pub mod metrics;
 pub mod settings;

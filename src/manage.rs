@@ -27,11 +27,12 @@ use tower::ServiceExt;
 
 use artifactapi_services::coord::RedisCoordinator;
 
-use crate::app::Artifacts;
+use crate::{app::Artifacts, metrics::Metrics};
 
 /// What the management handlers share.
 #[derive(Clone)]
 pub(crate) struct State {
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) remotes: SharedRemotes,
     pub(crate) config: Arc<RwLock<Arc<Value>>>,
     pub(crate) store: Store,
@@ -56,6 +57,16 @@ type Answer = Response<Body>;
 
 fn error(status: StatusCode, message: &str, remote: &str) -> Answer {
     json_error(status, message, remote, "").map(Body::new)
+}
+
+/// `GET /metrics`: Prometheus metrics, in the OpenMetrics text format.
+pub(crate) async fn metrics(Shared(state): Shared<State>) -> Answer {
+    let mut answer = Response::new(Body::from(state.metrics.render().await));
+    answer.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    answer
 }
 
 /// `GET /`: name, version and the configured remotes.

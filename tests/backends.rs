@@ -7,7 +7,7 @@ mod support;
 use std::{path::Path, sync::Arc};
 
 use artifactapi_layers::{
-    store::{BlobStore, Entry, EntryClass, Index, Refresh, StoreError},
+    store::{BlobStore, Entry, EntryClass, Index, Refresh, StoreError, Usage},
     ArtifactPath,
 };
 use artifactapi_services::{
@@ -108,6 +108,8 @@ async fn index_conformance(index: &dyn Index) {
     let page: Vec<_> = index.list("r", Some("a/one"), 2).await.unwrap().into_iter().map(|e| e.path).collect();
     assert_eq!(page, ["a/three", "a/two"]);
     assert!(index.list("nope", None, 10).await.unwrap().is_empty());
+    let usage = index.usage().await.unwrap();
+    assert_eq!(usage, [Usage { remote: "r".into(), entries: 4, bytes: 40 }], "entries and bytes per remote");
 
     let flushed = index.flush(Some("r"), true, 5).await.unwrap();
     assert_eq!(flushed.expired, 1);

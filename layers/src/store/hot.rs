@@ -14,7 +14,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Entry, Flushed, Index, Refresh, StoreError};
+use super::{Entry, Flushed, Index, Refresh, StoreError, Usage};
 use crate::coord::Coordinator;
 
 /// An index that keeps up to `capacity` recently used entries in memory.
@@ -160,6 +160,10 @@ impl Index for HotIndex {
         self.inner.list(remote, after, limit).await
     }
 
+    async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
+        self.inner.usage().await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -229,6 +233,9 @@ mod tests {
         }
         async fn flush(&self, remote: Option<&str>, all: bool, now: i64) -> Result<Flushed, StoreError> {
             self.inner.flush(remote, all, now).await
+        }
+        async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
+            self.inner.usage().await
         }
         async fn expire_under(&self, r: &str, d: &str, k: &str, now: i64) -> Result<u64, StoreError> {
             self.inner.expire_under(r, d, k, now).await

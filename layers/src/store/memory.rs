@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
 
-use super::{BlobStore, BlobStream, Entry, EntryClass, Flushed, Index, Refresh, StoreError};
+use super::{BlobStore, BlobStream, Entry, EntryClass, Flushed, Index, Refresh, StoreError, Usage};
 
 /// An index kept in a `HashMap`.
 #[derive(Debug, Default)]
@@ -55,6 +55,19 @@ impl Index for MemoryIndex {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
+        let entries = self.entries.lock().expect("index lock");
+        let mut by_remote = std::collections::BTreeMap::<String, Usage>::new();
+        for e in entries.values() {
+            let usage = by_remote
+                .entry(e.remote.clone())
+                .or_insert_with(|| Usage { remote: e.remote.clone(), ..Usage::default() });
+            usage.entries += 1;
+            usage.bytes += e.size;
+        }
+        Ok(by_remote.into_values().collect())
     }
 
     async fn list(&self, remote: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {

@@ -172,10 +172,23 @@ pub trait Index: Send + Sync + 'static {
     /// starts with `dir`, except the entry under `keep`; answers how many.
     async fn expire_under(&self, remote: &str, dir: &str, keep: &str, now_ms: i64)
         -> Result<u64, StoreError>;
+    /// How many entries, of how many bytes, each remote has.
+    async fn usage(&self) -> Result<Vec<Usage>, StoreError>;
     /// Whether the index answers at all (for health and readiness).
     async fn ping(&self) -> Result<(), StoreError> {
         self.get("\u{1f}ping").await.map(|_| ())
     }
+}
+
+/// What one remote holds in the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// The remote's name.
+    pub remote: String,
+    /// How many entries (each variant and alias counts).
+    pub entries: u64,
+    /// Their sizes, summed (a blob shared by several entries counts for each).
+    pub bytes: u64,
 }
 
 /// What a flush did.

@@ -5,7 +5,10 @@ use std::{
     fs::File,
     io::Write,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -113,6 +116,23 @@ pub(crate) struct Fills {
     coordinator: Option<Arc<dyn Coordinator>>,
     /// Digests promised by package metadata, checked as files arrive.
     pub(crate) digests: Option<Arc<ExpectedDigests>>,
+    /// Counters for operators.
+    pub(crate) stats: Arc<TeeStats>,
+}
+
+/// What the tee has done, for metrics. Counters only grow.
+#[derive(Debug, Default)]
+pub struct TeeStats {
+    /// Fills started (upstream fetches of a whole body).
+    pub fills: AtomicU64,
+    /// Requests that joined a fill in flight instead of fetching themselves.
+    pub coalesced: AtomicU64,
+    /// Fills that failed (upstream error, broken body, digest mismatch).
+    pub failed: AtomicU64,
+    /// Complete bodies that could not be stored (served uncached).
+    pub store_failures: AtomicU64,
+    /// Fills running now.
+    pub in_flight: AtomicU64,
 }
 
 /// A fill in the map: its progress, and when it started (ms since the epoch).
@@ -136,6 +156,7 @@ impl Fills {
             missing: Mutex::new(HashMap::new()),
             coordinator,
             digests: None,
+            stats: Arc::default(),
         }
     }
 
@@ -204,6 +225,9 @@ impl Fills {
             // lingering from an earlier fetch) holds bytes that old.
             let predates_expiry = job.replaces.is_some_and(|expired_at| *started_ms < expired_at);
             if !(complete && (never_fresh || predates_expiry)) {
+                if !complete {
+                    self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                }
                 if job.lease {
                     // A local fill is already at it: the lease is not needed.
                     if let Some(coord) = self.coordinator.clone() {
@@ -218,6 +242,8 @@ impl Fills {
         inflight.insert(job.key.clone(), (rx.clone(), now_ms()));
         tracing::info!(remote = %job.remote.name, path = %job.path.display(), conditional = job.conditional, "fill started");
         drop(inflight);
+        self.stats.fills.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InflightGuard { fills: self.clone(), key: job.key.clone(), rx: rx.clone() };
         tokio::spawn(async move {
             // The guard leaves the map however the task ends, panics included,
@@ -238,7 +264,9 @@ impl Fills {
                     }
                 })
             });
+            let running = Running(guard.fills.stats.clone());
             let linger = run(guard.fills.clone(), inner, req, tx, job).await;
+            drop(running);
             if let Some(renewal) = renewal {
                 renewal.abort();
             }
@@ -251,6 +279,16 @@ impl Fills {
             drop(guard);
         });
         (rx, false)
+    }
+}
+
+/// Counts a fill as running until it has fetched (not while it lingers),
+/// panics included.
+struct Running(Arc<TeeStats>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -294,6 +332,7 @@ where
     let response = match inner.oneshot(req).await {
         Ok(response) => response,
         Err(e) => {
+            fills.stats.failed.fetch_add(1, Ordering::Relaxed);
             tx.send_replace(FillStatus::Failed(FillError::from_box(e, UpstreamErrorKind::Other)));
             return None;
         }
@@ -318,6 +357,7 @@ where
         Ok(created) => created,
         Err(e) => {
             tracing::warn!(error = %e, dir = %fills.spool_dir.display(), "cannot create a spool file");
+            fills.stats.failed.fetch_add(1, Ordering::Relaxed);
             tx.send_replace(FillStatus::Failed(FillError::Store(format!("cannot spool: {e}").into())));
             return None;
         }
@@ -338,6 +378,7 @@ where
         Ok(written) => written,
         Err(e) => {
             tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = ?e, "fill failed; nothing cached");
+            fills.stats.failed.fetch_add(1, Ordering::Relaxed);
             tx.send_replace(FillStatus::Failed(e));
             let _ = tokio::fs::remove_file(&spool_path).await;
             return None;
@@ -351,6 +392,7 @@ where
         Ok(ttl) if ttl.is_none_or(|t| t > LINGER) => Some(LINGER),
         Ok(_) => None,
         Err(e) => {
+            fills.stats.store_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = %e, "could not store a complete body; served uncached");
             let _ = tokio::fs::remove_file(&spool_path).await;
             None

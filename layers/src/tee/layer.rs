@@ -2,7 +2,10 @@ use std::{path::PathBuf, sync::Arc};
 
 use tower::Layer;
 
-use super::{fill::Fills, S3Tee};
+use super::{
+    fill::{Fills, TeeStats},
+    S3Tee,
+};
 use crate::{coord::Coordinator, digest::ExpectedDigests, store::Store};
 
 /// Applies [`S3Tee`] to a service.
@@ -35,6 +38,13 @@ impl S3TeeLayer {
     pub fn verify_with(mut self, digests: Arc<ExpectedDigests>) -> Self {
         Arc::get_mut(&mut self.fills).expect("configured before the layer is used").digests = Some(digests);
         self
+    }
+}
+
+impl S3TeeLayer {
+    /// What the fills behind this layer (and its clones) have done.
+    pub fn stats(&self) -> Arc<TeeStats> {
+        self.fills.stats.clone()
     }
 }
 

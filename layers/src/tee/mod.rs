@@ -55,6 +55,7 @@ mod layer;
 mod service;
 pub(crate) mod spool;
 
+pub use fill::TeeStats;
 pub use layer::S3TeeLayer;
 pub use service::S3Tee;
 

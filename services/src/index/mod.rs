@@ -3,7 +3,7 @@
 mod postgres;
 mod sqlite;
 
-use artifactapi_layers::store::{Entry, EntryClass, StoreError};
+use artifactapi_layers::store::{Entry, EntryClass, StoreError, Usage};
 pub use postgres::PostgresIndex;
 pub use sqlite::SqliteIndex;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -18,6 +18,21 @@ pub(crate) use columns;
 
 pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+/// A remote's usage from a row of either database (`remote`, `n`, `bytes`).
+pub(crate) fn usage<'r, R>(row: &'r R) -> Result<Usage, StoreError>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(Usage {
+        remote: row.try_get("remote").map_err(backend)?,
+        entries: row.try_get::<i64, _>("n").map_err(backend)?.max(0) as u64,
+        bytes: row.try_get::<i64, _>("bytes").map_err(backend)?.max(0) as u64,
+    })
 }
 
 /// An entry from a row of either database.

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError};
+use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError, Usage};
 use async_trait::async_trait;
 
-use super::{backend, columns, entry};
+use super::{backend, columns, entry, usage};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     PgPool,
@@ -128,6 +128,14 @@ impl Index for PostgresIndex {
         .await
         .map_err(backend)?;
         rows.iter().map(entry).collect()
+    }
+
+    async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
+        let rows = sqlx::query("SELECT remote, COUNT(*)::BIGINT AS n, COALESCE(SUM(size), 0)::BIGINT AS bytes FROM entries GROUP BY remote ORDER BY remote")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(usage).collect()
     }
 
     async fn expire_under(

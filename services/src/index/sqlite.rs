@@ -2,10 +2,10 @@
 
 use std::{path::Path, str::FromStr, time::Duration};
 
-use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError};
+use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError, Usage};
 use async_trait::async_trait;
 
-use super::{backend, columns, entry};
+use super::{backend, columns, entry, usage};
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     SqlitePool,
@@ -130,6 +130,14 @@ impl Index for SqliteIndex {
         .await
         .map_err(backend)?;
         rows.iter().map(entry).collect()
+    }
+
+    async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
+        let rows = sqlx::query("SELECT remote, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM entries GROUP BY remote ORDER BY remote")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(usage).collect()
     }
 
     async fn expire_under(

@@ -1,0 +1,440 @@
+//! Prometheus metrics, served at `GET /metrics` (OpenMetrics text).
+//!
+//! Labels are bounded: a remote's name (only configured ones; anything else
+//! is `unknown`), a class, a cache result, a status class — never a path.
+//!
+//! - `artifactapi_requests_total{remote,class,cache,status}`: artifact and
+//!   registry requests by cache result (`hit`, `miss`, `expired`, `stale`,
+//!   `revalidated`, `local`, `none`, `error`) and status class.
+//! - `artifactapi_served_bytes_total{remote,source}`: body bytes sent to
+//!   clients from the `cache`, from `upstream` as it arrives, or `local`.
+//! - `artifactapi_transfers_in_flight`: responses whose body is being sent.
+//! - `artifactapi_upstream_requests_total{remote,outcome}` (`2xx`…`5xx`,
+//!   `timeout`, `connect`, `error`) and
+//!   `artifactapi_upstream_latency_seconds{remote}`: upstream requests, and
+//!   the time to their answer's head.
+//! - `artifactapi_fills_total`, `artifactapi_coalesced_requests_total`
+//!   (requests that joined a fill in flight: single flight at work),
+//!   `artifactapi_fill_failures_total`, `artifactapi_store_failures_total`,
+//!   `artifactapi_fills_in_flight`.
+//! - `artifactapi_store_entries{remote}`, `artifactapi_store_bytes{remote}`:
+//!   what the index holds (one grouped query a scrape).
+
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use artifactapi_layers::{
+    error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind},
+    extensions::{headers::X_ARTIFACT_SOURCE, headers::X_CACHE_STATUS, Classification},
+    store::Store,
+    tee::TeeStats,
+    ArtifactBody, ResolvedRemote, SharedRemotes,
+};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+use tower::{Layer, Service, ServiceExt};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    remote: String,
+    class: &'static str,
+    cache: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    remote: String,
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    remote: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RemoteLabel {
+    remote: String,
+}
+
+type Latency = Family<RemoteLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 5 ms to about 80 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+/// Every metric, and what the scrape reads on demand.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    served_bytes: Family<SourceLabels, Counter>,
+    transfers: Gauge,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_latency: Latency,
+    fills: Counter,
+    coalesced: Counter,
+    fill_failures: Counter,
+    store_failures: Counter,
+    fills_in_flight: Gauge,
+    store_entries: Family<RemoteLabel, Gauge>,
+    store_bytes: Family<RemoteLabel, Gauge>,
+    tee: Vec<Arc<TeeStats>>,
+    store: Store,
+    remotes: SharedRemotes,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Metrics of the stacks whose fills `tee` counts, over `store`.
+    pub fn new(store: Store, tee: Vec<Arc<TeeStats>>, remotes: SharedRemotes) -> Self {
+        let mut registry = Registry::with_prefix("artifactapi");
+        let requests = Family::default();
+        registry.register("requests", "Artifact and registry requests by cache result", requests.clone());
+        let served_bytes = Family::default();
+        registry.register(
+            "served_bytes",
+            "Body bytes sent to clients, by where they came from",
+            served_bytes.clone(),
+        );
+        let transfers = Gauge::default();
+        registry.register("transfers_in_flight", "Responses whose body is being sent", transfers.clone());
+        let upstream_requests = Family::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent upstream, by outcome",
+            upstream_requests.clone(),
+        );
+        let upstream_latency: Latency = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from an upstream request to its answer's head",
+            upstream_latency.clone(),
+        );
+        let fills = Counter::default();
+        registry.register("fills", "Upstream fetches of whole bodies into the store", fills.clone());
+        let coalesced = Counter::default();
+        registry.register("coalesced_requests", "Requests that joined a fill in flight", coalesced.clone());
+        let fill_failures = Counter::default();
+        registry.register(
+            "fill_failures",
+            "Fills that failed (upstream, broken body, digest)",
+            fill_failures.clone(),
+        );
+        let store_failures = Counter::default();
+        registry.register(
+            "store_failures",
+            "Complete bodies the store could not take",
+            store_failures.clone(),
+        );
+        let fills_in_flight = Gauge::default();
+        registry.register("fills_in_flight", "Fills running now", fills_in_flight.clone());
+        let store_entries = Family::default();
+        registry.register("store_entries", "Entries in the index", store_entries.clone());
+        let store_bytes = Family::default();
+        registry.register("store_bytes", "Bytes of the entries in the index", store_bytes.clone());
+        Self {
+            registry,
+            requests,
+            served_bytes,
+            transfers,
+            upstream_requests,
+            upstream_latency,
+            fills,
+            coalesced,
+            fill_failures,
+            store_failures,
+            fills_in_flight,
+            store_entries,
+            store_bytes,
+            tee,
+            store,
+            remotes,
+        }
+    }
+
+    /// The remote label for `name`: configured names only.
+    fn remote_label(&self, name: &str) -> String {
+        if self.remotes.load().get(name).is_some() {
+            name.to_owned()
+        } else {
+            "unknown".to_owned()
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub async fn render(&self) -> String {
+        let sum = |read: fn(&TeeStats) -> &AtomicU64| {
+            self.tee.iter().map(|t| read(t).load(Ordering::Relaxed)).sum()
+        };
+        self.fills.inner().store(sum(|t| &t.fills), Ordering::Relaxed);
+        self.coalesced.inner().store(sum(|t| &t.coalesced), Ordering::Relaxed);
+        self.fill_failures.inner().store(sum(|t| &t.failed), Ordering::Relaxed);
+        self.store_failures.inner().store(sum(|t| &t.store_failures), Ordering::Relaxed);
+        self.fills_in_flight.set(sum(|t| &t.in_flight) as i64);
+        // One grouped index query a scrape (scrapes come every 15-60 s).
+        match self.store.index.usage().await {
+            Ok(usage) => {
+                self.store_entries.clear();
+                self.store_bytes.clear();
+                for u in usage {
+                    let label = RemoteLabel { remote: u.remote };
+                    self.store_entries.get_or_create(&label).set(u.entries as i64);
+                    self.store_bytes.get_or_create(&label).set(u.bytes as i64);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read store sizes for /metrics"),
+        }
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn cache_result(response: &Response<ArtifactBody>) -> &'static str {
+    match response.headers().get(X_CACHE_STATUS).map(|v| v.as_bytes()) {
+        Some(b"HIT") => "hit",
+        Some(b"MISS") => "miss",
+        Some(b"EXPIRED") => "expired",
+        Some(b"STALE") => "stale",
+        Some(b"REVALIDATED") => "revalidated",
+        Some(_) => "other",
+        None if response.headers().get(X_ARTIFACT_SOURCE).is_some_and(|v| v == "local") => "local",
+        None => "none",
+    }
+}
+
+/// Counts the requests a stack answers and the bytes it sends. Placed where
+/// the remote and class are known (after the pattern guard).
+#[derive(Clone, Debug)]
+pub struct ObserveLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl ObserveLayer {
+    /// Records into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner, metrics: self.metrics.clone() }
+    }
+}
+
+/// See [`ObserveLayer`].
+#[derive(Clone, Debug)]
+pub struct Observe<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<Request<B>> for Observe<S>
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ArtifactBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The readied service goes with this call; a clone stays for the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.metrics.clone();
+        let remote = match req.extensions().get::<ResolvedRemote>() {
+            Some(ResolvedRemote(remote)) => metrics.remote_label(&remote.name),
+            None => "unknown".to_owned(),
+        };
+        let class = match req.extensions().get::<Classification>() {
+            Some(Classification(class)) => class.as_str(),
+            None => "none",
+        };
+        Box::pin(async move {
+            let result = inner.oneshot(req).await;
+            let labels = |cache, status| RequestLabels { remote: remote.clone(), class, cache, status };
+            match result {
+                Ok(response) => {
+                    let status = status_class(response.status().as_u16());
+                    metrics.requests.get_or_create(&labels(cache_result(&response), status)).inc();
+                    let source = match response.headers().get(X_ARTIFACT_SOURCE).map(|v| v.as_bytes()) {
+                        Some(b"remote") => "upstream",
+                        Some(b"local") => "local",
+                        _ => "cache",
+                    };
+                    let bytes = metrics.served_bytes.get_or_create(&SourceLabels { remote, source }).clone();
+                    let transfers = metrics.transfers.clone();
+                    transfers.inc();
+                    Ok(response.map(|body| Counted { inner: body, bytes, transfers }.boxed_unsync()))
+                }
+                Err(e) => {
+                    metrics.requests.get_or_create(&labels("error", "error")).inc();
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that counts its bytes, and a transfer until it is dropped.
+    struct Counted {
+        #[pin]
+        inner: ArtifactBody,
+        bytes: Counter,
+        transfers: Gauge,
+    }
+
+    impl PinnedDrop for Counted {
+        fn drop(this: Pin<&mut Self>) {
+            this.transfers.dec();
+        }
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.bytes.inc_by(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts upstream requests by outcome and times them to their answer's
+/// head. Wraps the innermost (upstream) service.
+#[derive(Clone, Debug)]
+pub struct UpstreamMetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamMetricsLayer {
+    /// Records into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for UpstreamMetricsLayer {
+    type Service = UpstreamMetrics<S>;
+
+    fn layer(&self, inner: S) -> UpstreamMetrics<S> {
+        UpstreamMetrics { inner, metrics: self.metrics.clone() }
+    }
+}
+
+/// See [`UpstreamMetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct UpstreamMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<Request<B>> for UpstreamMetrics<S>
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ArtifactBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The readied service goes with this call; a clone stays for the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.metrics.clone();
+        let remote = match req.extensions().get::<ResolvedRemote>() {
+            Some(ResolvedRemote(remote)) => metrics.remote_label(&remote.name),
+            None => "unknown".to_owned(),
+        };
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = inner.oneshot(req).await;
+            let outcome = match &result {
+                Ok(response) => status_class(response.status().as_u16()),
+                Err(e) => match find_cause::<UpstreamError>(&**e).map(UpstreamError::kind) {
+                    Some(UpstreamErrorKind::Timeout) => "timeout",
+                    Some(UpstreamErrorKind::Connect) => "connect",
+                    _ => "error",
+                },
+            };
+            let label = RemoteLabel { remote: remote.clone() };
+            metrics.upstream_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+            metrics.upstream_requests.get_or_create(&UpstreamLabels { remote, outcome }).inc();
+            result
+        })
+    }
+}

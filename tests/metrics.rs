@@ -1,0 +1,112 @@
+//! `GET /metrics`: the counts follow misses, hits, stale serves and
+//! coalesced requests, with bounded labels.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{client, Proxy, Upstream};
+
+const CONFIG: &str = "remotes:\n  files:\n    base_url: \"{upstream}\"\n    mutable_patterns: ['\\.json$']\n    cache:\n      mutable_ttl: 1\n";
+
+async fn scrape(proxy: &Proxy) -> String {
+    let res = client().get(proxy.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    res.text().await.unwrap()
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, sample) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let wanted = metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            wanted.then(|| sample.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+async fn get(proxy: &Proxy, path: &str) -> (u16, String, usize) {
+    let res = client().get(proxy.url(path)).send().await.unwrap();
+    let status = res.status().as_u16();
+    let cache =
+        res.headers().get("x-cache-status").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, cache, res.bytes().await.unwrap().len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_follow_miss_hit_stale_and_coalesced_requests() {
+    let upstream = Upstream::start().await;
+    upstream.put("/a.bin", vec![7u8; 5000], &[]);
+    upstream.put("/index.json", "{}", &[]);
+    let proxy = Proxy::start(CONFIG, &upstream.url()).await;
+    let requests = |text: &str, cache: &str| {
+        value(text, "artifactapi_requests_total", &[("remote", "files"), ("cache", cache)])
+    };
+
+    assert_eq!(get(&proxy, "/api/files/a.bin").await, (200, "MISS".into(), 5000));
+    let text = scrape(&proxy).await;
+    assert_eq!(requests(&text, "miss"), 1.0);
+    assert_eq!(
+        value(&text, "artifactapi_served_bytes_total", &[("remote", "files"), ("source", "upstream")]),
+        5000.0
+    );
+    assert_eq!(
+        value(&text, "artifactapi_upstream_requests_total", &[("remote", "files"), ("outcome", "2xx")]),
+        1.0
+    );
+    assert_eq!(value(&text, "artifactapi_upstream_latency_seconds_count", &[("remote", "files")]), 1.0);
+    assert_eq!(value(&text, "artifactapi_fills_total", &[]), 1.0);
+
+    assert_eq!(get(&proxy, "/api/files/a.bin").await, (200, "HIT".into(), 5000));
+    let text = scrape(&proxy).await;
+    assert_eq!(requests(&text, "hit"), 1.0);
+    assert_eq!(requests(&text, "hit") + requests(&text, "miss"), 2.0);
+    assert_eq!(
+        value(&text, "artifactapi_served_bytes_total", &[("remote", "files"), ("source", "cache")]),
+        5000.0
+    );
+    assert_eq!(value(&text, "artifactapi_upstream_requests_total", &[("remote", "files")]), 1.0);
+    assert_eq!(value(&text, "artifactapi_transfers_in_flight", &[]), 0.0);
+
+    // Expired, upstream failing: stale.
+    assert_eq!(get(&proxy, "/api/files/index.json").await.1, "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    upstream.fail("/index.json", 503);
+    assert_eq!(get(&proxy, "/api/files/index.json").await.1, "STALE");
+    let text = scrape(&proxy).await;
+    assert_eq!(requests(&text, "stale"), 1.0);
+    assert_eq!(value(&text, "artifactapi_requests_total", &[("class", "mutable"), ("cache", "stale")]), 1.0);
+    assert_eq!(
+        value(&text, "artifactapi_upstream_requests_total", &[("remote", "files"), ("outcome", "5xx")]),
+        1.0
+    );
+
+    // Four at once: one fill, three coalesced.
+    let url = proxy.url("/api/files/slow/8/50/s.bin");
+    let pulls: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { client().get(url).send().await.unwrap().bytes().await.unwrap().len() })
+        })
+        .collect();
+    for pull in pulls {
+        assert_eq!(pull.await.unwrap(), 8 * 65536);
+    }
+    assert_eq!(upstream.count("GET", "/slow/8/50/s.bin"), 1);
+    let text = scrape(&proxy).await;
+    assert_eq!(value(&text, "artifactapi_coalesced_requests_total", &[]), 3.0);
+    assert_eq!(value(&text, "artifactapi_fills_total", &[]), 4.0, "a.bin, index.json twice, s.bin");
+    assert_eq!(value(&text, "artifactapi_fills_in_flight", &[]), 0.0);
+
+    // Store sizes per remote; no path ever becomes a label.
+    assert_eq!(value(&text, "artifactapi_store_entries", &[("remote", "files")]), 3.0);
+    assert!(value(&text, "artifactapi_store_bytes", &[("remote", "files")]) >= 5000.0 + 8.0 * 65536.0);
+    assert!(!text.contains("a.bin") && !text.contains("s.bin"), "{text}");
+    // Unknown remotes collapse into one label.
+    assert_eq!(get(&proxy, "/api/nope/x").await.0, 404);
+    assert!(!scrape(&proxy).await.contains("nope"));
+}
