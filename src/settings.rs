@@ -41,6 +41,38 @@ pub struct Settings {
     pub config_watch: Option<Duration>,
 }
 
+/// Every environment variable artifactapi reads (the settings above, and
+/// logging and tracing, which start-up reads itself).
+pub const VARIABLES: &[&str] = &[
+    "LISTEN_ADDR",
+    "DATA_DIR",
+    "PUBLIC_URL",
+    "CONFIG_PATH",
+    "CONFIG_WATCH_INTERVAL",
+    "UPSTREAM_CONNECT_TIMEOUT",
+    "UPSTREAM_READ_TIMEOUT",
+    "ADMIN_TOKEN",
+    "MAX_UPLOAD_BYTES",
+    "METADATA_MAX_BYTES",
+    "SHUTDOWN_TIMEOUT",
+    "MINIO_ENDPOINT",
+    "MINIO_ACCESS_KEY",
+    "MINIO_SECRET_KEY",
+    "MINIO_BUCKET",
+    "MINIO_SECURE",
+    "MINIO_REGION",
+    "DATABASE_URL",
+    "DBHOST",
+    "DBPORT",
+    "DBUSER",
+    "DBPASS",
+    "DBNAME",
+    "REDIS_URL",
+    "REDIS_PREFIX",
+    "RUST_LOG",
+    "LOG_FORMAT",
+];
+
 /// Where PostgreSQL is. `Debug` never shows the password.
 #[derive(Clone)]
 pub enum PostgresConfig {
@@ -215,6 +247,33 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_variable_read_is_listed() {
+        let asked = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        // Every backend on, so that every companion variable is asked for.
+        let set = [
+            "MINIO_ENDPOINT",
+            "MINIO_ACCESS_KEY",
+            "MINIO_SECRET_KEY",
+            "MINIO_BUCKET",
+            "DBHOST",
+            "DBUSER",
+            "DBNAME",
+        ];
+        Settings::from_lookup(|name| {
+            asked.lock().unwrap().insert(name.to_owned());
+            set.contains(&name).then(|| "x:1".to_owned())
+        })
+        .unwrap();
+        let asked = asked.into_inner().unwrap();
+        for name in &asked {
+            assert!(VARIABLES.contains(&name.as_str()), "{name} is read but not listed");
+        }
+        for name in VARIABLES.iter().filter(|v| !["RUST_LOG", "LOG_FORMAT", "DATABASE_URL"].contains(v)) {
+            assert!(asked.contains(*name), "{name} is listed but never read");
+        }
+    }
 
     #[test]
     fn defaults_and_overrides() {
