@@ -12,3 +12,4 @@ pub mod config;
 mod manage;
 pub mod metrics;
 pub mod settings;
+pub mod warm;

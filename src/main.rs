@@ -22,6 +22,20 @@ enum Command {
         /// The file to check (default: CONFIG_PATH, or ./remotes.yaml).
         file: Option<PathBuf>,
     },
+    /// Pre-fetch a list of paths (one a line) through a running instance.
+    Warm {
+        /// The instance's URL, e.g. https://artifacts.example.com
+        #[arg(long)]
+        url: String,
+        /// The remote the paths belong to.
+        #[arg(long)]
+        remote: String,
+        /// The instance's ADMIN_TOKEN, when it has one.
+        #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// A file of paths, or - for standard input.
+        file: String,
+    },
 }
 
 fn init_logging() {
@@ -45,8 +59,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Warm { url, remote, token, file }) = cli.command {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        let warm = artifactapi::warm::Warm { url, remote, token, input: file };
+        return runtime.block_on(warm.run());
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig { file } => check_config(&file.unwrap_or(settings.config_path)),
+        Command::Warm { .. } => unreachable!("handled above"),
         Command::Serve => {
             init_logging();
             let runtime =
@@ -73,6 +94,8 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> ExitCode {
+    // What is loaded now is what a later change is compared with.
+    let loaded = std::fs::read(&settings.config_path).ok();
     let config = match config::load(&settings.config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -93,6 +116,7 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    watch_config(settings.config_path.clone(), loaded, app.reload.clone(), settings.config_watch);
     let listener = match tokio::net::TcpListener::bind(settings.listen_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -106,7 +130,6 @@ async fn serve(settings: Settings) -> ExitCode {
         data_dir = %settings.data_dir.display(),
         "artifactapi listening"
     );
-    watch_config(settings.config_path.clone(), app.reload.clone(), settings.config_watch);
 
     // On SIGTERM/SIGINT: stop accepting, let transfers in flight finish
     // within the deadline, then exit; whatever is unfinished then was never
@@ -161,11 +184,18 @@ fn server_ended(finished: Result<std::io::Result<()>, tokio::task::JoinError>) -
 /// Reloads `remotes.yaml` on SIGHUP, and when its content changes (checked
 /// every `interval`; ConfigMap updates send no signal). A file that does not
 /// load is logged and the configuration in force stays.
-fn watch_config(path: PathBuf, reload: app::Reload, interval: Option<std::time::Duration>) {
+fn watch_config(
+    path: PathBuf,
+    loaded: Option<Vec<u8>>,
+    reload: app::Reload,
+    interval: Option<std::time::Duration>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
+    // Installed before the caller announces it listens: a SIGHUP sent from
+    // then on is never lost.
+    let mut hangup = signal(SignalKind::hangup()).ok();
     tokio::spawn(async move {
-        let mut hangup = signal(SignalKind::hangup()).ok();
-        let mut last = std::fs::read(&path).ok();
+        let mut last = loaded;
         loop {
             let signalled = tokio::select! {
                 () = async {

@@ -512,6 +512,9 @@ async fn two_replicas_on_s3_postgresql_and_redis_mirror_as_one() {
         "the second replica finds every blob in the shared store"
     );
     assert_eq!(w.front.count("GET", "/manifests/"), manifests);
-    let res = get(&b.url("/v2/reg/library/multi/manifests/v1"), ACCEPT_ALL).await;
+    // What one replica fetched, the other answers from the shared store.
+    let res = get(&a.url("/v2/reg/library/app/manifests/v1"), ACCEPT_ALL).await;
+    assert_eq!(header(&res, "x-cache-status"), "MISS");
+    let res = get(&b.url("/v2/reg/library/app/manifests/v1"), ACCEPT_ALL).await;
     assert_eq!(header(&res, "x-cache-status"), "HIT");
 }

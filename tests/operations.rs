@@ -115,3 +115,72 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+fn warm(proxy: &Binary, args: &[&str], stdin: Option<&str>) -> (i32, String) {
+    use std::io::Write;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_artifactapi"));
+    command.args(["warm", "--url", &proxy.base]).args(args).env_remove("ADMIN_TOKEN");
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_prefetches_a_list_and_reports_what_failed() {
+    let upstream = Upstream::start().await;
+    for name in ["a", "b", "c"] {
+        upstream.put(&format!("/tools/{name}.tgz"), name.repeat(100), &[]);
+    }
+    let proxy = Binary::start(TWO, &upstream.url(), &env(&[("ADMIN_TOKEN", "warm-secret")]));
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("paths.txt");
+    std::fs::write(&list, "# release 1.0\ntools/a.tgz\n\n/tools/b.tgz\ntools/missing.tgz\n").unwrap();
+
+    let file = list.to_str().unwrap();
+    let (code, text) = tokio::task::block_in_place(|| warm(&proxy, &["--remote", "first", file], None));
+    assert_eq!(code, 2, "without the token the instance refuses: {text}");
+    assert!(text.contains("401"), "{text}");
+
+    let args = ["--remote", "first", "--token", "warm-secret", file];
+    let (code, text) = tokio::task::block_in_place(|| warm(&proxy, &args, None));
+    assert_eq!(code, 1, "one path failed: {text}");
+    assert!(text.contains("3 paths of first: 2 cached, 1 failed"), "{text}");
+    assert!(text.contains("failed tools/missing.tgz: 404"), "{text}");
+    assert_eq!(upstream.count("GET", "/tools/a.tgz"), 1);
+    let res = client().get(proxy.url("/api/first/tools/b.tgz")).send().await.unwrap();
+    assert_eq!(res.headers()["x-cache-status"], "HIT");
+
+    // From standard input; everything cached: exit 0, nothing fetched again.
+    let args = ["--remote", "first", "--token", "warm-secret", "-"];
+    let (code, text) =
+        tokio::task::block_in_place(|| warm(&proxy, &args, Some("tools/a.tgz\ntools/c.tgz\n")));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("2 cached, 0 failed"), "{text}");
+    assert_eq!(upstream.count("GET", "/tools/a.tgz"), 1);
+    assert_eq!(upstream.count("GET", "/tools/c.tgz"), 1);
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [&["--help"][..], &["serve", "--help"], &["check-config", "--help"], &["warm", "--help"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_artifactapi")).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("Usage"), "{args:?}: {text}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_artifactapi"))
+        .args(["warm", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--url", "--remote", "--token"] {
+        assert!(text.contains(flag), "{text}");
+    }
+}

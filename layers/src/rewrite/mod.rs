@@ -238,7 +238,9 @@ where
                     let res = inner.oneshot(req).await?;
                     let fetched = res.headers().get(X_CACHE_STATUS).is_some_and(|v| v == "MISS");
                     if fetched && res.status() == StatusCode::OK {
-                        tokio::spawn(expire_metadata(store, keys));
+                        // Before the client hears of the file: its next look
+                        // at the metadata must list it. Once per new file.
+                        expire_metadata(store, keys).await;
                     }
                     Ok(res)
                 });
