@@ -12,4 +12,5 @@ pub mod config;
 mod manage;
 pub mod metrics;
 pub mod settings;
+pub mod telemetry;
 pub mod warm;

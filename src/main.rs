@@ -2,7 +2,6 @@ use std::{future::IntoFuture, path::PathBuf, process::ExitCode};
 
 use artifactapi::{app, config, settings::Settings};
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// A caching proxy for build artifacts: release files, package repositories
 /// and container registries, served from its own store on every repeat.
@@ -38,18 +37,6 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a person at a terminal, never into log collectors.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::from_env() {
@@ -69,10 +56,14 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file.unwrap_or(settings.config_path)),
         Command::Warm { .. } => unreachable!("handled above"),
         Command::Serve => {
-            init_logging();
+            let telemetry = artifactapi::telemetry::Telemetry::init();
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-            runtime.block_on(serve(settings))
+            let code = runtime.block_on(serve(settings));
+            // Transfers cut at the deadline may still hold tasks: do not wait for them.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            telemetry.shutdown();
+            code
         }
     }
 }

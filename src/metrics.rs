@@ -53,6 +53,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -299,13 +300,27 @@ where
             Some(Classification(class)) => class.as_str(),
             None => "none",
         };
-        Box::pin(async move {
+        let span = tracing::info_span!(
+            "artifact",
+            remote = %remote,
+            class,
+            method = %req.method(),
+            cache = tracing::field::Empty,
+            status = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+            coalesced = tracing::field::Empty,
+        );
+        let record = span.clone();
+        let call = async move {
             let result = inner.oneshot(req).await;
             let labels = |cache, status| RequestLabels { remote: remote.clone(), class, cache, status };
             match result {
                 Ok(response) => {
                     let status = status_class(response.status().as_u16());
-                    metrics.requests.get_or_create(&labels(cache_result(&response), status)).inc();
+                    let cache = cache_result(&response);
+                    record.record("cache", cache);
+                    record.record("status", response.status().as_u16());
+                    metrics.requests.get_or_create(&labels(cache, status)).inc();
                     let source = match response.headers().get(X_ARTIFACT_SOURCE).map(|v| v.as_bytes()) {
                         Some(b"remote") => "upstream",
                         Some(b"local") => "local",
@@ -314,29 +329,37 @@ where
                     let bytes = metrics.served_bytes.get_or_create(&SourceLabels { remote, source }).clone();
                     let transfers = metrics.transfers.clone();
                     transfers.inc();
-                    Ok(response.map(|body| Counted { inner: body, bytes, transfers }.boxed_unsync()))
+                    Ok(response.map(|body| {
+                        Counted { inner: body, bytes, transfers, span: record, sent: 0 }.boxed_unsync()
+                    }))
                 }
                 Err(e) => {
+                    record.record("cache", "error");
                     metrics.requests.get_or_create(&labels("error", "error")).inc();
                     Err(e)
                 }
             }
-        })
+        };
+        Box::pin(call.instrument(span))
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A body that counts its bytes, and a transfer until it is dropped.
+    /// A body that counts its bytes, and a transfer until it is dropped
+    /// (when its span, which ends with it, learns how many were sent).
     struct Counted {
         #[pin]
         inner: ArtifactBody,
         bytes: Counter,
         transfers: Gauge,
+        span: tracing::Span,
+        sent: u64,
     }
 
     impl PinnedDrop for Counted {
         fn drop(this: Pin<&mut Self>) {
             this.transfers.dec();
+            this.span.record("bytes", this.sent);
         }
     }
 }
@@ -354,6 +377,7 @@ impl Body for Counted {
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 this.bytes.inc_by(data.len() as u64);
+                *this.sent += data.len() as u64;
             }
         }
         polled
@@ -420,7 +444,15 @@ where
             Some(ResolvedRemote(remote)) => metrics.remote_label(&remote.name),
             None => "unknown".to_owned(),
         };
-        Box::pin(async move {
+        let span = tracing::info_span!(
+            "upstream",
+            remote = %remote,
+            outcome = tracing::field::Empty,
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let record = span.clone();
+        let call = async move {
             let started = Instant::now();
             let result = inner.oneshot(req).await;
             let outcome = match &result {
@@ -431,10 +463,17 @@ where
                     _ => "error",
                 },
             };
+            let elapsed = started.elapsed();
+            record.record("outcome", outcome);
+            record.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+            if let Ok(response) = &result {
+                record.record("status", response.status().as_u16());
+            }
             let label = RemoteLabel { remote: remote.clone() };
-            metrics.upstream_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+            metrics.upstream_latency.get_or_create(&label).observe(elapsed.as_secs_f64());
             metrics.upstream_requests.get_or_create(&UpstreamLabels { remote, outcome }).inc();
             result
-        })
+        };
+        Box::pin(call.instrument(span))
     }
 }

@@ -71,6 +71,12 @@ pub const VARIABLES: &[&str] = &[
     "REDIS_PREFIX",
     "RUST_LOG",
     "LOG_FORMAT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_SDK_DISABLED",
 ];
 
 /// Where PostgreSQL is. `Debug` never shows the password.
@@ -270,7 +276,9 @@ mod tests {
         for name in &asked {
             assert!(VARIABLES.contains(&name.as_str()), "{name} is read but not listed");
         }
-        for name in VARIABLES.iter().filter(|v| !["RUST_LOG", "LOG_FORMAT", "DATABASE_URL"].contains(v)) {
+        let elsewhere =
+            |v: &&&str| ["RUST_LOG", "LOG_FORMAT", "DATABASE_URL"].contains(v) || v.starts_with("OTEL_");
+        for name in VARIABLES.iter().filter(|v| !elsewhere(v)) {
             assert!(asked.contains(*name), "{name} is listed but never read");
         }
     }

@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use http_cache_semantics::CachePolicy;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
+use tracing::Instrument;
 
 use super::spool;
 use crate::{
@@ -227,6 +228,7 @@ impl Fills {
             if !(complete && (never_fresh || predates_expiry)) {
                 if !complete {
                     self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                    tracing::Span::current().record("coalesced", true);
                 }
                 if job.lease {
                     // A local fill is already at it: the lease is not needed.
@@ -242,6 +244,16 @@ impl Fills {
         inflight.insert(job.key.clone(), (rx.clone(), now_ms()));
         tracing::info!(remote = %job.remote.name, path = %job.path.display(), conditional = job.conditional, "fill started");
         drop(inflight);
+        // A child of the request that started it; it outlives that request
+        // when the client goes away.
+        let span = tracing::info_span!(
+            "fill",
+            remote = %job.remote.name,
+            path = %job.path.display(),
+            conditional = job.conditional,
+            bytes = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
         self.stats.fills.fetch_add(1, Ordering::Relaxed);
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InflightGuard { fills: self.clone(), key: job.key.clone(), rx: rx.clone() };
@@ -265,7 +277,7 @@ impl Fills {
                 })
             });
             let running = Running(guard.fills.stats.clone());
-            let linger = run(guard.fills.clone(), inner, req, tx, job).await;
+            let linger = run(guard.fills.clone(), inner, req, tx, job).instrument(span).await;
             drop(running);
             if let Some(renewal) = renewal {
                 renewal.abort();
@@ -337,7 +349,9 @@ where
             return None;
         }
     };
+    let span = tracing::Span::current();
     if response.status() == StatusCode::NOT_MODIFIED && job.conditional {
+        span.record("outcome", "not modified");
         tx.send_replace(FillStatus::NotModified(Arc::new(response.headers().clone())));
         return None;
     }
@@ -346,6 +360,7 @@ where
             fills.remember_missing(&job.key, job.remote.ttl.negative);
         }
         let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+        span.record("outcome", response.status().as_u16());
         let status = UpstreamStatus::new(response.status(), retry_after);
         tx.send_replace(FillStatus::Failed(FillError::Status(status)));
         return None;
@@ -377,6 +392,7 @@ where
     let written = match spool_body(body, &head, &tx, expected).await {
         Ok(written) => written,
         Err(e) => {
+            span.record("outcome", "failed");
             tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = ?e, "fill failed; nothing cached");
             fills.stats.failed.fetch_add(1, Ordering::Relaxed);
             tx.send_replace(FillStatus::Failed(e));
@@ -385,7 +401,10 @@ where
         }
     };
     tx.send_replace(FillStatus::Complete { head: head.clone(), written });
-    match commit(&fills.store, &job, &head, &spool_path, written, &store_as).await {
+    span.record("bytes", written);
+    let committed = commit(&fills.store, &job, &head, &spool_path, written, &store_as).await;
+    span.record("outcome", if committed.is_ok() { "stored" } else { "not stored" });
+    match committed {
         // Only an entry that stays fresh longer than the linger may be
         // answered from the finished fill: `mutable_ttl: 0` means every
         // request asks upstream.
