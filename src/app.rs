@@ -27,7 +27,7 @@ use axum::{
     body::Body,
     http::{header, HeaderValue, Method, Request, Response, StatusCode},
     middleware::from_fn_with_state,
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
     Router,
 };
 use futures_util::future::BoxFuture;
@@ -211,7 +211,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(CacheLookupLayer::new(store.clone()))
         .layer(StaleOnErrorLayer::new(store.clone()))
         .layer(RevalidateLayer::new(store.clone()))
-        .layer(tee)
+        .layer(tee.clone())
         .layer(UpstreamMetricsLayer::new(metrics.clone()))
         .service(RegistryUpstream::new(upstream, tokens));
 
@@ -234,6 +234,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         Reload { remotes: remotes.clone(), config: Arc::new(RwLock::new(Arc::new(config.masked()))) };
     let state = manage::State {
         metrics,
+        tee: tee.clone(),
         remotes: remotes.clone(),
         config: reload.config.clone(),
         store,
@@ -254,7 +255,14 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
             "/cache-artifact",
             post(manage::cache_artifacts).route_layer(from_fn_with_state(admin.clone(), require_admin)),
         )
-        .route("/cache/flush", put(manage::flush).route_layer(from_fn_with_state(admin, require_admin)))
+        .route(
+            "/cache/flush",
+            put(manage::flush).route_layer(from_fn_with_state(admin.clone(), require_admin)),
+        )
+        .route(
+            "/cache/{remote}/{*path}",
+            delete(manage::purge).route_layer(from_fn_with_state(admin, require_admin)),
+        )
         .nest_service("/api/v1/remote", artifacts.clone())
         .nest_service("/api", artifacts)
         .with_state(state)

@@ -27,12 +27,15 @@ use tower::ServiceExt;
 
 use artifactapi_services::coord::RedisCoordinator;
 
+use artifactapi_layers::S3TeeLayer;
+
 use crate::{app::Artifacts, metrics::Metrics};
 
 /// What the management handlers share.
 #[derive(Clone)]
 pub(crate) struct State {
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tee: S3TeeLayer,
     pub(crate) remotes: SharedRemotes,
     pub(crate) config: Arc<RwLock<Arc<Value>>>,
     pub(crate) store: Store,
@@ -57,6 +60,55 @@ type Answer = Response<Body>;
 
 fn error(status: StatusCode, message: &str, remote: &str) -> Answer {
     json_error(status, message, remote, "").map(Body::new)
+}
+
+/// `DELETE /cache/{remote}/{path}`: removes the cached entry at `path` with
+/// every variant of it (npm full and abbreviated packuments, PyPI HTML and
+/// JSON pages, Docker manifests per accepted media types), on every replica,
+/// and its bytes. For a Docker remote the path is `{name}/manifests/{tag or
+/// digest}` or `{name}/blobs/{digest}`. The next request is a fresh miss.
+pub(crate) async fn purge(
+    Shared(state): Shared<State>,
+    Path((remote, path)): Path<(String, String)>,
+) -> Answer {
+    let path = path.trim_start_matches('/').to_owned();
+    match state.remotes.load().get(&remote) {
+        None => return error(StatusCode::NOT_FOUND, "unknown remote", &remote),
+        Some(r) if r.kind == RemoteKind::Local => {
+            let message =
+                "a local repository is not a cache: DELETE /api/{remote}/{path} deletes an artifact";
+            return json_error(StatusCode::BAD_REQUEST, message, &remote, &path).map(Body::new);
+        }
+        Some(_) => {}
+    }
+    let entries = match state.store.index.find_path(&remote, &path).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::error!(error = %e, "purge failed");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "cache index unavailable", &remote);
+        }
+    };
+    if entries.is_empty() {
+        return json_error(StatusCode::NOT_FOUND, "not cached", &remote, &path).map(Body::new);
+    }
+    let mut removed = 0u64;
+    for entry in &entries {
+        // The row first: from then on no replica serves the bytes.
+        match state.store.index.remove(&entry.key).await {
+            Ok(_) => removed += 1,
+            Err(e) => {
+                tracing::error!(error = %e, "purge failed");
+                return error(StatusCode::SERVICE_UNAVAILABLE, "cache index unavailable", &remote);
+            }
+        }
+        state.tee.forget(&entry.key);
+        if let Err(e) = state.store.blobs.delete(&entry.blob).await {
+            tracing::warn!(blob = %entry.blob, error = %e, "could not delete a purged blob");
+        }
+    }
+    state.metrics.purged(&remote, removed);
+    tracing::info!(remote, path, removed, "purged");
+    Json(json!({ "remote": remote, "path": path, "removed": removed })).into_response()
 }
 
 /// `GET /metrics`: Prometheus metrics, in the OpenMetrics text format.
@@ -171,7 +223,11 @@ pub(crate) async fn list(
         None
     };
     let items: Vec<Value> = page.iter().map(item).collect();
-    Json(json!({ "items": items, "next": next })).into_response()
+    // The remote's totals (every page): one grouped query.
+    let usage = state.store.index.usage().await.unwrap_or_default();
+    let totals = usage.into_iter().find(|u| u.remote == remote).unwrap_or_default();
+    Json(json!({ "items": items, "next": next, "count": totals.entries, "total_bytes": totals.bytes }))
+        .into_response()
 }
 
 fn item(e: &Entry) -> Value {

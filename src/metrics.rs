@@ -19,6 +19,7 @@
 //!   `artifactapi_fills_in_flight`.
 //! - `artifactapi_store_entries{remote}`, `artifactapi_store_bytes{remote}`:
 //!   what the index holds (one grouped query a scrape).
+//! - `artifactapi_purged_entries_total{remote}`: entries purged by operators.
 
 use std::{
     pin::Pin,
@@ -102,6 +103,7 @@ pub struct Metrics {
     fills_in_flight: Gauge,
     store_entries: Family<RemoteLabel, Gauge>,
     store_bytes: Family<RemoteLabel, Gauge>,
+    purged: Family<RemoteLabel, Counter>,
     tee: Vec<Arc<TeeStats>>,
     store: Store,
     remotes: SharedRemotes,
@@ -161,6 +163,12 @@ impl Metrics {
         registry.register("store_entries", "Entries in the index", store_entries.clone());
         let store_bytes = Family::default();
         registry.register("store_bytes", "Bytes of the entries in the index", store_bytes.clone());
+        let purged = Family::default();
+        registry.register(
+            "purged_entries",
+            "Entries removed by DELETE /cache/{remote}/{path}",
+            purged.clone(),
+        );
         Self {
             registry,
             requests,
@@ -175,6 +183,7 @@ impl Metrics {
             fills_in_flight,
             store_entries,
             store_bytes,
+            purged,
             tee,
             store,
             remotes,
@@ -188,6 +197,11 @@ impl Metrics {
         } else {
             "unknown".to_owned()
         }
+    }
+
+    /// Counts `n` entries of `remote` purged.
+    pub fn purged(&self, remote: &str, n: u64) {
+        self.purged.get_or_create(&RemoteLabel { remote: self.remote_label(remote) }).inc_by(n);
     }
 
     /// The OpenMetrics text of every metric.

@@ -108,6 +108,9 @@ async fn index_conformance(index: &dyn Index) {
     let page: Vec<_> = index.list("r", Some("a/one"), 2).await.unwrap().into_iter().map(|e| e.path).collect();
     assert_eq!(page, ["a/three", "a/two"]);
     assert!(index.list("nope", None, 10).await.unwrap().is_empty());
+    let found: Vec<_> = index.find_path("r", "a/two").await.unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(found, [key("k2")]);
+    assert!(index.find_path("r", "a/tw").await.unwrap().is_empty(), "exact paths only");
     let usage = index.usage().await.unwrap();
     assert_eq!(usage, [Usage { remote: "r".into(), entries: 4, bytes: 40 }], "entries and bytes per remote");
 

@@ -423,6 +423,14 @@ async fn policy_errors_and_push_answer_in_the_registry_format() {
         assert_eq!(header(&res, "content-type"), "application/json");
         assert_eq!(error_code(res).await, code, "{method} {path}");
     }
+    // Purging a tag: every media-type variant goes, and the next pull asks upstream.
+    let before = w.front.count("GET", "/library/app/manifests/v1");
+    let res = client().delete(proxy.url("/cache/reg/library/app/manifests/v1")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = get(&proxy.url("/v2/reg/library/app/manifests/v1"), ACCEPT_ALL).await;
+    assert_eq!(header(&res, "x-cache-status"), "MISS");
+    assert_eq!(w.front.count("GET", "/library/app/manifests/v1"), before + 1);
+
     // The generic artifact routes point a docker remote's users at /v2/.
     let res = client().get(proxy.url("/api/reg/library/app/manifests/v1")).send().await.unwrap();
     assert_eq!(res.status(), 404);

@@ -75,6 +75,17 @@ async fn two_replicas_share_one_cache_and_one_upstream_fetch_per_key() {
         "replica b saw replica a's flush"
     );
 
+    // A purge through one replica: the other's next request is a fresh miss too.
+    upstream.put("/rel/poisoned.tgz", "bad bytes", &[]);
+    assert_eq!(get(&a.url("/api/files/rel/poisoned.tgz")).await.0, "MISS");
+    assert_eq!(get(&b.url("/api/files/rel/poisoned.tgz")).await.0, "HIT");
+    let purged = client().delete(a.url("/cache/files/rel/poisoned.tgz")).send().await.unwrap();
+    assert_eq!(purged.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    upstream.put("/rel/poisoned.tgz", "good bytes", &[]);
+    assert_eq!(get(&b.url("/api/files/rel/poisoned.tgz")).await, ("MISS".into(), b"good bytes".to_vec()));
+    assert_eq!(get(&a.url("/api/files/rel/poisoned.tgz")).await, ("HIT".into(), b"good bytes".to_vec()));
+
     // A cold burst split across both replicas: one upstream request.
     let path = "/slow/24/40/burst.bin";
     assert_eq!(burst(&[&a, &b], &upstream, path, 24 * 64 * 1024).await, 1);

@@ -164,6 +164,10 @@ impl Index for HotIndex {
         self.inner.usage().await
     }
 
+    async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
+        self.inner.find_path(remote, path).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -236,6 +240,9 @@ mod tests {
         }
         async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
             self.inner.usage().await
+        }
+        async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
+            self.inner.find_path(remote, path).await
         }
         async fn expire_under(&self, r: &str, d: &str, k: &str, now: i64) -> Result<u64, StoreError> {
             self.inner.expire_under(r, d, k, now).await

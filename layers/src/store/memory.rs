@@ -57,6 +57,11 @@ impl Index for MemoryIndex {
         }
     }
 
+    async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
+        let entries = self.entries.lock().expect("index lock");
+        Ok(entries.values().filter(|e| e.remote == remote && e.path == path).cloned().collect())
+    }
+
     async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
         let entries = self.entries.lock().expect("index lock");
         let mut by_remote = std::collections::BTreeMap::<String, Usage>::new();

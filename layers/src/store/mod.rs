@@ -172,6 +172,9 @@ pub trait Index: Send + Sync + 'static {
     /// starts with `dir`, except the entry under `keep`; answers how many.
     async fn expire_under(&self, remote: &str, dir: &str, keep: &str, now_ms: i64)
         -> Result<u64, StoreError>;
+    /// Every entry of `remote` listed under `path` (its variants: the same
+    /// path under several keys).
+    async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError>;
     /// How many entries, of how many bytes, each remote has.
     async fn usage(&self) -> Result<Vec<Usage>, StoreError>;
     /// Whether the index answers at all (for health and readiness).

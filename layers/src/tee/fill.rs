@@ -197,6 +197,17 @@ impl Fills {
         }
     }
 
+    /// Forgets what is remembered of `key`: a finished fill still joinable,
+    /// a remembered 404 (the entry was purged: the next request fetches).
+    pub(crate) fn forget(&self, key: &str) {
+        let mut inflight = self.inflight.lock().expect("fill map lock");
+        if inflight.get(key).is_some_and(|(rx, _)| matches!(*rx.borrow(), FillStatus::Complete { .. })) {
+            inflight.remove(key);
+        }
+        drop(inflight);
+        self.missing.lock().expect("negative cache lock").remove(key);
+    }
+
     /// The fill in flight for `key`, if any.
     pub(crate) fn find(&self, key: &str) -> Option<watch::Receiver<FillStatus>> {
         self.inflight.lock().expect("fill map lock").get(key).map(|(rx, _)| rx.clone())

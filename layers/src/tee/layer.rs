@@ -42,6 +42,12 @@ impl S3TeeLayer {
 }
 
 impl S3TeeLayer {
+    /// Forgets a finished fill of `key` and a remembered 404 for it, so that
+    /// the next request for a purged entry goes upstream.
+    pub fn forget(&self, key: &str) {
+        self.fills.forget(key);
+    }
+
     /// What the fills behind this layer (and its clones) have done.
     pub fn stats(&self) -> Arc<TeeStats> {
         self.fills.stats.clone()

@@ -130,6 +130,17 @@ impl Index for PostgresIndex {
         rows.iter().map(entry).collect()
     }
 
+    async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
+        let rows =
+            sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE remote = $1 AND path = $2"))
+                .bind(remote)
+                .bind(path)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        rows.iter().map(entry).collect()
+    }
+
     async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
         let rows = sqlx::query("SELECT remote, COUNT(*)::BIGINT AS n, COALESCE(SUM(size), 0)::BIGINT AS bytes FROM entries GROUP BY remote ORDER BY remote")
             .fetch_all(&self.pool)

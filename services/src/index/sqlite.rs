@@ -132,6 +132,16 @@ impl Index for SqliteIndex {
         rows.iter().map(entry).collect()
     }
 
+    async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
+        let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE remote = ? AND path = ?"))
+            .bind(remote)
+            .bind(path)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(entry).collect()
+    }
+
     async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
         let rows = sqlx::query("SELECT remote, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM entries GROUP BY remote ORDER BY remote")
             .fetch_all(&self.pool)
