@@ -130,6 +130,44 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
     Ok(Backends { store: Store::new(hot, blobs), spool, coordinator, kinds })
 }
 
+/// Cleans up at start-up and then every `interval`: leftovers of interrupted
+/// writes, index rows without blobs, blobs without rows (older than `grace`),
+/// and spool files older than a day (no fill takes that long).
+fn spawn_clean_up(
+    store: Store,
+    spool: PathBuf,
+    interval: Option<std::time::Duration>,
+    grace: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        loop {
+            match artifactapi_layers::store::clean_up(&store, grace).await {
+                Ok(done) if done.is_empty() => tracing::debug!("clean-up found nothing to remove"),
+                Ok(done) => tracing::info!(
+                    leftovers = done.leftovers,
+                    orphan_rows = done.orphan_rows,
+                    orphan_blobs = done.orphan_blobs,
+                    "clean-up removed what nothing will use"
+                ),
+                Err(e) => tracing::warn!(error = %e, "clean-up failed; trying again later"),
+            }
+            let Some(interval) = interval else { break };
+            tokio::time::sleep(interval).await;
+            remove_old_spool_files(&spool, grace.max(std::time::Duration::from_secs(24 * 3600)));
+        }
+    });
+}
+
+fn remove_old_spool_files(spool: &std::path::Path, age: std::time::Duration) {
+    let Some(cutoff) = std::time::SystemTime::now().checked_sub(age) else { return };
+    for entry in std::fs::read_dir(spool).into_iter().flatten().flatten() {
+        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < cutoff);
+        if old && entry.path().extension().is_some_and(|e| e == "part") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The running application: its routes, and the switch that tells `/ready`
 /// the process is draining.
 pub struct App {
@@ -165,6 +203,7 @@ pub(crate) type Stack = BoxCloneSyncService<Request<Body>, Response<ArtifactBody
 pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError> {
     let remotes = SharedRemotes::new(Arc::new(config.remotes.clone()));
     let Backends { store, spool, coordinator, kinds } = open_backends(settings).await?;
+    spawn_clean_up(store.clone(), spool.clone(), settings.cleanup_interval, settings.cleanup_grace);
     let upstream = UpstreamFetch::new(&settings.upstream)?;
     // Digests promised by package metadata, checked when the files are fetched.
     let digests = Arc::new(ExpectedDigests::new(200_000));

@@ -36,6 +36,12 @@ pub struct Settings {
     /// `SHUTDOWN_TIMEOUT`, default 30 s: how long in-flight transfers may
     /// take to finish after SIGTERM or SIGINT.
     pub shutdown_timeout: Duration,
+    /// `CLEANUP_INTERVAL`, default 3600 s (`0`: at start-up only): how often
+    /// leftovers and orphans are cleaned up.
+    pub cleanup_interval: Option<Duration>,
+    /// `CLEANUP_GRACE`, default 3600 s: how old a leftover or orphan must
+    /// be before the clean-up removes it.
+    pub cleanup_grace: Duration,
     /// `CONFIG_WATCH_INTERVAL`, default 10 s (`0`: off): how often
     /// `remotes.yaml` is checked for changes, besides SIGHUP.
     pub config_watch: Option<Duration>,
@@ -55,6 +61,8 @@ pub const VARIABLES: &[&str] = &[
     "MAX_UPLOAD_BYTES",
     "METADATA_MAX_BYTES",
     "SHUTDOWN_TIMEOUT",
+    "CLEANUP_INTERVAL",
+    "CLEANUP_GRACE",
     "MINIO_ENDPOINT",
     "MINIO_ACCESS_KEY",
     "MINIO_SECRET_KEY",
@@ -225,9 +233,19 @@ impl Settings {
             Some("0") => None,
             _ => Some(seconds("CONFIG_WATCH_INTERVAL", 10)?),
         };
+        let cleanup_interval = match var("CLEANUP_INTERVAL").filter(|s| !s.is_empty()).as_deref() {
+            Some("0") => None,
+            _ => Some(seconds("CLEANUP_INTERVAL", 3600)?),
+        };
+        let cleanup_grace = match var("CLEANUP_GRACE").filter(|s| !s.is_empty()).as_deref() {
+            Some("0") => Duration::ZERO,
+            _ => seconds("CLEANUP_GRACE", 3600)?,
+        };
         Ok(Self {
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", 30)?,
             config_watch,
+            cleanup_interval,
+            cleanup_grace,
             metadata_max_bytes,
             s3: s3_from(&var)?,
             postgres: postgres_from(&var)?,

@@ -101,3 +101,127 @@ async fn purging_an_npm_packument_removes_both_variants() {
     }
     assert_eq!(upstream.count("GET", "/left-pad"), 4);
 }
+
+fn age(path: &std::path::Path, ago: &str) {
+    let ok = std::process::Command::new("touch").arg("-d").arg(ago).arg(path).status().unwrap().success();
+    assert!(ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_leftovers_are_cleaned_at_start_up() {
+    use artifactapi_layers::store::{Entry, EntryClass, Index};
+    let upstream = Upstream::start().await;
+    upstream.put("/kept.tgz", "kept", &[]);
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    // What a killed process leaves: a spool file, a copy never renamed into
+    // place, a blob whose row was never written, a row whose blob is gone.
+    std::fs::create_dir_all(d.join("tmp")).unwrap();
+    std::fs::write(d.join("tmp/fill-1.part"), "half").unwrap();
+    std::fs::create_dir_all(d.join("blobs/files/1/2")).unwrap();
+    std::fs::write(d.join("blobs/files/1/2/x.part"), "half").unwrap();
+    std::fs::write(d.join("blobs/files/1/2/orphan.tgz"), "orphan").unwrap();
+    std::fs::write(d.join("blobs/files/1/2/fresh.tgz"), "being committed").unwrap();
+    std::fs::write(d.join("blobs/files/1/2/valid.tgz"), "valid").unwrap();
+    for old in ["blobs/files/1/2/x.part", "blobs/files/1/2/orphan.tgz", "blobs/files/1/2/valid.tgz"] {
+        age(&d.join(old), "2 hours ago");
+    }
+    {
+        let index = artifactapi_services::index::SqliteIndex::open(&d.join("index.db")).await.unwrap();
+        let entry = |path: &str, blob: &str| Entry {
+            key: artifactapi_layers::ArtifactPath::parse(path, None).unwrap().cache_key("files"),
+            remote: "files".into(),
+            path: path.into(),
+            blob: blob.into(),
+            size: 5,
+            class: EntryClass::Immutable,
+            headers: vec![("content-type".into(), "application/gzip".into())],
+            cached_at_ms: 1_000,
+            expires_at_ms: None,
+            policy: None,
+        };
+        index.put(entry("valid.tgz", "files/1/2/valid.tgz")).await.unwrap();
+        index.put(entry("lost.tgz", "files/1/2/lost.tgz")).await.unwrap();
+    }
+    let yaml = "remotes:\n  files:\n    base_url: \"{upstream}\"\n";
+    let proxy = Proxy::start_in(data, yaml, &upstream.url(), &[("CLEANUP_GRACE", "60")]).await;
+
+    let d = proxy.data_dir.path();
+    let mut cleaned = false;
+    for _ in 0..100 {
+        if !d.join("blobs/files/1/2/orphan.tgz").exists() && listing(&proxy, "files").await["count"] == 1 {
+            cleaned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cleaned, "the orphan blob and the orphan row go: {:?}", proxy.blob_files());
+    assert!(!d.join("tmp/fill-1.part").exists());
+    assert!(!d.join("blobs/files/1/2/x.part").exists());
+    assert!(d.join("blobs/files/1/2/fresh.tgz").exists(), "a blob younger than the grace period stays");
+    // The valid entry is untouched; the lost one is a fresh miss.
+    assert_eq!(get(&proxy, "/api/files/valid.tgz", None).await, (200, "HIT".into(), b"valid".to_vec()));
+    upstream.put("/lost.tgz", "found again", &[]);
+    assert_eq!(get(&proxy, "/api/files/lost.tgz", None).await, (200, "MISS".into(), b"found again".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_multipart_uploads_and_orphan_objects_are_cleaned_in_s3() {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use support::backends::{unique, Garage};
+    let upstream = Upstream::start().await;
+    upstream.put("/kept.tgz", "kept", &[]);
+    let garage = Garage::start();
+    let bucket = format!("cleanup-{}", unique());
+    let env = garage.env(&bucket);
+    let value = |k: &str| env.iter().find(|(key, _)| key == k).unwrap().1.clone();
+    let mut env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env_refs.extend([("CLEANUP_INTERVAL", "0.5"), ("CLEANUP_GRACE", "1")]);
+    let proxy =
+        Proxy::start_with("remotes:\n  files:\n    base_url: \"{upstream}\"\n", &upstream.url(), &env_refs)
+            .await;
+    assert_eq!(get(&proxy, "/api/files/kept.tgz", None).await.1, "MISS");
+
+    // A crashed replica's upload, and an object no row points to.
+    let endpoint = value("MINIO_ENDPOINT");
+    let endpoint = if endpoint.contains("://") { endpoint } else { format!("http://{endpoint}") };
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            value("MINIO_ACCESS_KEY"),
+            value("MINIO_SECRET_KEY"),
+            None,
+            None,
+            "test",
+        ))
+        .force_path_style(true)
+        .build();
+    let s3 = aws_sdk_s3::Client::from_conf(config);
+    let upload =
+        s3.create_multipart_upload().bucket(&bucket).key("files/crashed/upload.bin").send().await.unwrap();
+    assert!(upload.upload_id().is_some());
+    s3.put_object()
+        .bucket(&bucket)
+        .key("files/orphan/object.bin")
+        .body(b"orphan".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    let mut clean = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let uploads = s3.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
+        let objects = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+        let keys: Vec<_> = objects.contents().iter().filter_map(|o| o.key()).collect();
+        if uploads.uploads().is_empty() && !keys.contains(&"files/orphan/object.bin") {
+            assert_eq!(keys.len(), 1, "the cached file stays: {keys:?}");
+            clean = true;
+            break;
+        }
+    }
+    assert!(clean, "the unfinished upload is aborted and the orphan object deleted");
+    assert_eq!(get(&proxy, "/api/files/kept.tgz", None).await, (200, "HIT".into(), b"kept".to_vec()));
+}

@@ -379,8 +379,17 @@ impl Proxy {
 
     /// Like [`Proxy::start`], with extra environment settings.
     pub async fn start_with(yaml: &str, upstream: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), yaml, upstream, env).await
+    }
+
+    /// Like [`Proxy::start_with`], on an existing `DATA_DIR`.
+    pub async fn start_in(
+        data_dir: tempfile::TempDir,
+        yaml: &str,
+        upstream: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let config = config::parse(&yaml.replace("{upstream}", upstream)).expect("test config is valid");
-        let data_dir = tempfile::tempdir().unwrap();
         let dir = data_dir.path().to_str().unwrap().to_owned();
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let settings = Settings::from_lookup(|k| {

@@ -168,6 +168,10 @@ impl Index for HotIndex {
         self.inner.find_path(remote, path).await
     }
 
+    async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.inner.blobs().await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -243,6 +247,9 @@ mod tests {
         }
         async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
             self.inner.find_path(remote, path).await
+        }
+        async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+            self.inner.blobs().await
         }
         async fn expire_under(&self, r: &str, d: &str, k: &str, now: i64) -> Result<u64, StoreError> {
             self.inner.expire_under(r, d, k, now).await

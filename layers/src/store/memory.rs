@@ -57,6 +57,11 @@ impl Index for MemoryIndex {
         }
     }
 
+    async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let entries = self.entries.lock().expect("index lock");
+        Ok(entries.values().map(|e| (e.key.clone(), e.blob.clone(), e.cached_at_ms)).collect())
+    }
+
     async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
         let entries = self.entries.lock().expect("index lock");
         Ok(entries.values().filter(|e| e.remote == remote && e.path == path).cloned().collect())
@@ -195,5 +200,15 @@ impl BlobStore for MemoryBlobs {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.blobs.lock().expect("blob lock").remove(key);
         Ok(())
+    }
+
+    /// Memory blobs keep no time: each reports the epoch.
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let blobs = self.blobs.lock().expect("blob lock");
+        Ok(blobs.keys().map(|k| (k.clone(), std::time::UNIX_EPOCH)).collect())
+    }
+
+    async fn clean_up(&self, _age: std::time::Duration) -> Result<u64, StoreError> {
+        Ok(0)
     }
 }

@@ -7,8 +7,11 @@
 //! a reader may be streaming; the entry becomes visible only when the index
 //! row pointing at a complete blob is written.
 
+mod cleanup;
 pub mod hot;
 pub mod memory;
+
+pub use cleanup::{clean_up, CleanUp};
 
 use std::{
     io,
@@ -175,6 +178,9 @@ pub trait Index: Send + Sync + 'static {
     /// Every entry of `remote` listed under `path` (its variants: the same
     /// path under several keys).
     async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError>;
+    /// Every entry's key, blob and when it was stored (for reconciling the
+    /// index with the blob store).
+    async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
     /// How many entries, of how many bytes, each remote has.
     async fn usage(&self) -> Result<Vec<Usage>, StoreError>;
     /// Whether the index answers at all (for health and readiness).
@@ -250,6 +256,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobStream, StoreError>;
     /// Deletes the blob under `key`; deleting a missing blob is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Every committed blob, with when it was written.
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError>;
+    /// Removes what interrupted writes left behind that is older than `age`
+    /// (temporary files, unfinished multipart uploads); answers how many.
+    async fn clean_up(&self, age: std::time::Duration) -> Result<u64, StoreError>;
     /// Whether the store can be used at all (for health and readiness).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())

@@ -17,6 +17,26 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+/// Calls `each` with every file under `dir` and its modification time.
+fn walk(dir: &Path, each: &mut dyn FnMut(&Path, std::time::SystemTime)) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&entry.path(), each)?;
+        } else if kind.is_file() {
+            let modified = entry.metadata()?.modified()?;
+            each(&entry.path(), modified);
+        }
+    }
+    Ok(())
+}
+
 /// Read size for serving blobs.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -61,7 +81,12 @@ impl BlobStore for FsBlobStore {
             if len != size {
                 return Err(StoreError::Backend(format!("file has {len} bytes, expected {size}")));
             }
-            std::fs::File::open(&src)?.sync_all()?;
+            let spooled = std::fs::File::options().write(true).open(&src)?;
+            // Written now, whenever the download began: the clean-up's grace
+            // period counts from the commit.
+            spooled.set_modified(std::time::SystemTime::now())?;
+            spooled.sync_all()?;
+            drop(spooled);
             let dir = dest.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(dir)?;
             match std::fs::rename(&src, &dest) {
@@ -108,6 +133,44 @@ impl BlobStore for FsBlobStore {
         } else {
             Err(StoreError::Backend(format!("{} is not a directory", self.root.display())))
         }
+    }
+
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk(&root, &mut |path, modified| {
+                if path.extension().is_some_and(|e| e == "part") {
+                    return;
+                }
+                if let Ok(relative) = path.strip_prefix(&root) {
+                    out.push((relative.to_string_lossy().into_owned(), modified));
+                }
+            })?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn clean_up(&self, age: std::time::Duration) -> Result<u64, StoreError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let cutoff = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+            let mut removed = 0;
+            walk(&root, &mut |path, modified| {
+                // A copy across filesystems that never got renamed into place.
+                if path.extension().is_some_and(|e| e == "part")
+                    && modified < cutoff
+                    && std::fs::remove_file(path).is_ok()
+                {
+                    removed += 1;
+                }
+            })?;
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

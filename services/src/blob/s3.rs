@@ -246,6 +246,71 @@ impl BlobStore for S3BlobStore {
             .map_err(|e| backend("cannot delete an object", e))
     }
 
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let mut out = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| backend("cannot list the bucket", e))?;
+            for object in page.contents() {
+                let (Some(key), Some(modified)) = (object.key(), object.last_modified()) else { continue };
+                let modified = std::time::SystemTime::try_from(*modified).unwrap_or(std::time::UNIX_EPOCH);
+                out.push((key.to_owned(), modified));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn clean_up(&self, age: Duration) -> Result<u64, StoreError> {
+        let cutoff = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+        let mut aborted = 0;
+        let mut marker: (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .set_key_marker(marker.0.clone())
+                .set_upload_id_marker(marker.1.clone())
+                .send()
+                .await
+                .map_err(|e| backend("cannot list unfinished uploads", e))?;
+            for upload in page.uploads() {
+                let started = upload
+                    .initiated()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                // Younger ones may be another replica's upload in progress.
+                if started >= cutoff {
+                    continue;
+                }
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else { continue };
+                let done = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await;
+                match done {
+                    Ok(_) => aborted += 1,
+                    Err(e) => {
+                        tracing::warn!(key, error = %DisplayErrorContext(&e), "cannot abort an unfinished upload")
+                    }
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            marker =
+                (page.next_key_marker().map(str::to_owned), page.next_upload_id_marker().map(str::to_owned));
+            if marker.0.is_none() {
+                break;
+            }
+        }
+        Ok(aborted)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.client
             .head_bucket()

@@ -35,6 +35,21 @@ where
     })
 }
 
+/// `(key, blob, cached_at_ms)` from a row of either database.
+pub(crate) fn blob_row<'r, R>(row: &'r R) -> Result<(String, String, i64), StoreError>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok((
+        row.try_get("key").map_err(backend)?,
+        row.try_get("blob").map_err(backend)?,
+        row.try_get("cached_at_ms").map_err(backend)?,
+    ))
+}
+
 /// An entry from a row of either database.
 pub(crate) fn entry<'r, R>(row: &'r R) -> Result<Entry, StoreError>
 where

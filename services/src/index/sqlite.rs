@@ -5,7 +5,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError, Usage};
 use async_trait::async_trait;
 
-use super::{backend, columns, entry, usage};
+use super::{backend, blob_row, columns, entry, usage};
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     SqlitePool,
@@ -130,6 +130,14 @@ impl Index for SqliteIndex {
         .await
         .map_err(backend)?;
         rows.iter().map(entry).collect()
+    }
+
+    async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT key, blob, cached_at_ms FROM entries")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(blob_row).collect()
     }
 
     async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
