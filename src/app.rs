@@ -158,6 +158,33 @@ fn spawn_clean_up(
     });
 }
 
+/// Every `CACHE_EVICT_INTERVAL`: writes the access times of what was served
+/// and, with a budget (`CACHE_MAX_BYTES`, `cache.max_bytes`), evicts the
+/// least recently served entries past it.
+fn spawn_eviction(store: Store, remotes: SharedRemotes, settings: &Settings, metrics: Arc<Metrics>) {
+    let (total, interval) = (settings.cache_max_bytes, settings.evict_interval);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let per_remote =
+                remotes.load().iter().filter_map(|r| r.max_bytes.map(|max| (r.name.clone(), max))).collect();
+            let budget = artifactapi_layers::store::Budget { total, per_remote };
+            match artifactapi_layers::store::evict(&store, &budget).await {
+                Ok(done) if done.entries > 0 => {
+                    metrics.evicted(done.entries, done.bytes);
+                    tracing::info!(
+                        entries = done.entries,
+                        bytes = done.bytes,
+                        "evicted to keep within the budget"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "eviction failed; trying again later"),
+            }
+        }
+    });
+}
+
 fn remove_old_spool_files(spool: &std::path::Path, age: std::time::Duration) {
     let Some(cutoff) = std::time::SystemTime::now().checked_sub(age) else { return };
     for entry in std::fs::read_dir(spool).into_iter().flatten().flatten() {
@@ -215,6 +242,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     }
     .verify_with(digests.clone());
     let metrics = Arc::new(Metrics::new(store.clone(), vec![tee.stats()], remotes.clone()));
+    spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone());
 
     // Remotes. Outermost first; each layer may answer on its own.
     let proxy = ServiceBuilder::new()

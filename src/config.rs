@@ -94,6 +94,9 @@ pub struct CacheConfig {
     /// Seconds an upstream 404 is remembered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub negative_ttl: Option<u64>,
+    /// The most this remote's entries may take: bytes, or `500M`, `20G`...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<serde_yaml_ng::Value>,
     /// Legacy name of `immutable_ttl`.
     #[serde(skip_serializing)]
     pub file_ttl: Option<u64>,
@@ -398,6 +401,26 @@ impl Ctx<'_> {
             }
         }
 
+        let max_bytes = match &cache.max_bytes {
+            None => None,
+            Some(value) => {
+                let text = match value {
+                    serde_yaml_ng::Value::Number(n) => n.to_string(),
+                    serde_yaml_ng::Value::String(s) => s.clone(),
+                    _ => String::new(),
+                };
+                match crate::settings::parse_bytes(&text) {
+                    Some(n) => Some(n),
+                    None => {
+                        self.problem(
+                            "cache.max_bytes",
+                            format!("{text:?} is not a size (bytes, or 500M, 20G, 1T)"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
         let registry_hosts = match (&rc.registry_hosts, package) {
             (None, _) => Vec::new(),
             (Some(hosts), Package::Docker) => {
@@ -430,6 +453,7 @@ impl Ctx<'_> {
             credentials,
             files,
             registry_hosts,
+            max_bytes,
         })
     }
 }

@@ -19,7 +19,9 @@
 //!   `artifactapi_fills_in_flight`.
 //! - `artifactapi_store_entries{remote}`, `artifactapi_store_bytes{remote}`:
 //!   what the index holds (one grouped query a scrape).
-//! - `artifactapi_purged_entries_total{remote}`: entries purged by operators.
+//! - `artifactapi_purged_entries_total{remote}`: entries purged by operators;
+//!   `artifactapi_evicted_entries_total`, `artifactapi_evicted_bytes_total`:
+//!   evicted to keep within the budget.
 
 use std::{
     pin::Pin,
@@ -104,6 +106,8 @@ pub struct Metrics {
     store_entries: Family<RemoteLabel, Gauge>,
     store_bytes: Family<RemoteLabel, Gauge>,
     purged: Family<RemoteLabel, Counter>,
+    evicted_entries: Counter,
+    evicted_bytes: Counter,
     tee: Vec<Arc<TeeStats>>,
     store: Store,
     remotes: SharedRemotes,
@@ -169,6 +173,14 @@ impl Metrics {
             "Entries removed by DELETE /cache/{remote}/{path}",
             purged.clone(),
         );
+        let evicted_entries = Counter::default();
+        registry.register(
+            "evicted_entries",
+            "Entries evicted to keep within the budget",
+            evicted_entries.clone(),
+        );
+        let evicted_bytes = Counter::default();
+        registry.register("evicted_bytes", "Bytes of the entries evicted", evicted_bytes.clone());
         Self {
             registry,
             requests,
@@ -184,6 +196,8 @@ impl Metrics {
             store_entries,
             store_bytes,
             purged,
+            evicted_entries,
+            evicted_bytes,
             tee,
             store,
             remotes,
@@ -202,6 +216,12 @@ impl Metrics {
     /// Counts `n` entries of `remote` purged.
     pub fn purged(&self, remote: &str, n: u64) {
         self.purged.get_or_create(&RemoteLabel { remote: self.remote_label(remote) }).inc_by(n);
+    }
+
+    /// Counts an eviction round.
+    pub fn evicted(&self, entries: u64, bytes: u64) {
+        self.evicted_entries.inc_by(entries);
+        self.evicted_bytes.inc_by(bytes);
     }
 
     /// The OpenMetrics text of every metric.

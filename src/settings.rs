@@ -42,9 +42,35 @@ pub struct Settings {
     /// `CLEANUP_GRACE`, default 3600 s: how old a leftover or orphan must
     /// be before the clean-up removes it.
     pub cleanup_grace: Duration,
+    /// `CACHE_MAX_BYTES`: the most the whole store may take (bytes, or
+    /// `500M`, `20G`, `1T`); least recently used entries are evicted past it.
+    pub cache_max_bytes: Option<u64>,
+    /// `CACHE_EVICT_INTERVAL`, default 10 s: how often the budget is checked
+    /// (and served entries' access times written).
+    pub evict_interval: Duration,
     /// `CONFIG_WATCH_INTERVAL`, default 10 s (`0`: off): how often
     /// `remotes.yaml` is checked for changes, besides SIGHUP.
     pub config_watch: Option<Duration>,
+}
+
+/// A size: plain bytes, or a number with `K`, `M`, `G` or `T` (powers of
+/// 1024, as nginx reads them; `KB`/`KiB` and lower case too).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return None,
+    };
+    let value: f64 = number.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    let bytes = value * (1u64 << shift) as f64;
+    (bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 /// Every environment variable artifactapi reads (the settings above, and
@@ -61,6 +87,8 @@ pub const VARIABLES: &[&str] = &[
     "MAX_UPLOAD_BYTES",
     "METADATA_MAX_BYTES",
     "SHUTDOWN_TIMEOUT",
+    "CACHE_MAX_BYTES",
+    "CACHE_EVICT_INTERVAL",
     "CLEANUP_INTERVAL",
     "CLEANUP_GRACE",
     "MINIO_ENDPOINT",
@@ -241,7 +269,16 @@ impl Settings {
             Some("0") => Duration::ZERO,
             _ => seconds("CLEANUP_GRACE", 3600)?,
         };
+        let cache_max_bytes =
+            match var("CACHE_MAX_BYTES").filter(|s| !s.is_empty()) {
+                None => None,
+                Some(s) => Some(parse_bytes(&s).ok_or_else(|| {
+                    format!("CACHE_MAX_BYTES {s:?} is not a size (bytes, or 500M, 20G, 1T)")
+                })?),
+            };
         Ok(Self {
+            cache_max_bytes,
+            evict_interval: seconds("CACHE_EVICT_INTERVAL", 10)?,
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", 30)?,
             config_watch,
             cleanup_interval,
@@ -271,6 +308,18 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_nginx() {
+        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+        assert_eq!(parse_bytes("500M"), Some(500 << 20));
+        assert_eq!(parse_bytes("20G"), Some(20 << 30));
+        assert_eq!(parse_bytes("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_bytes("2 tb"), Some(2 << 40));
+        assert_eq!(parse_bytes("10x"), None);
+        assert_eq!(parse_bytes("-1"), None);
+        assert_eq!(parse_bytes(""), None);
+    }
 
     #[test]
     fn every_variable_read_is_listed() {

@@ -111,6 +111,24 @@ async fn index_conformance(index: &dyn Index) {
     let found: Vec<_> = index.find_path("r", "a/two").await.unwrap().into_iter().map(|e| e.key).collect();
     assert_eq!(found, [key("k2")]);
     assert!(index.find_path("r", "a/tw").await.unwrap().is_empty(), "exact paths only");
+    // Access times: least recently served first, local entries never listed.
+    index.touch(&[(key("k2"), 50_000), (key("k4"), 40_000), ("nope".into(), 1)]).await.unwrap();
+    index.touch(&[(key("k4"), 30_000)]).await.unwrap();
+    let cold: Vec<_> = index.coldest(Some("r"), 10).await.unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(cold, [key("k1"), key("k4"), key("k2")], "an earlier time never replaces a later one");
+    assert_eq!(index.coldest(None, 1).await.unwrap()[0].key, key("k1"));
+    index.touch_prefix("r", "a/o", 60_000).await.unwrap();
+    let cold: Vec<_> = index.coldest(Some("r"), 10).await.unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(cold, [key("k4"), key("k2"), key("k1")]);
+    assert!(index.blob_in_use("b5").await.unwrap());
+    assert!(!index.blob_in_use("b1").await.unwrap(), "replaced");
+    assert!(index.has_prefix("r", "a/t").await.unwrap());
+    assert!(!index.has_prefix("r", "a/x").await.unwrap());
+    assert!(!index.has_prefix("other", "a/").await.unwrap());
+    let mut rows = index.blobs().await.unwrap();
+    rows.sort();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0].1, "b2");
     let usage = index.usage().await.unwrap();
     assert_eq!(usage, [Usage { remote: "r".into(), entries: 4, bytes: 40 }], "entries and bytes per remote");
 

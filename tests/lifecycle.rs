@@ -225,3 +225,109 @@ async fn unfinished_multipart_uploads_and_orphan_objects_are_cleaned_in_s3() {
     assert!(clean, "the unfinished upload is aborted and the orphan object deleted");
     assert_eq!(get(&proxy, "/api/files/kept.tgz", None).await, (200, "HIT".into(), b"kept".to_vec()));
 }
+
+async fn count(proxy: &Proxy, remote: &str) -> u64 {
+    listing(proxy, remote).await["count"].as_u64().unwrap_or(0)
+}
+
+async fn wait_for_count(proxy: &Proxy, remote: &str, expected: u64) -> bool {
+    for _ in 0..100 {
+        if count(proxy, remote).await == expected {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_budget_the_least_recently_used_go_and_local_artifacts_stay() {
+    let upstream = Upstream::start().await;
+    for i in 1..=4 {
+        upstream.put(&format!("/f{i}.bin"), vec![i as u8; 1000], &[]);
+    }
+    let yaml = "remotes:\n  files:\n    base_url: \"{upstream}\"\n  small:\n    base_url: \"{upstream}\"\n    cache:\n      max_bytes: 1500\n  internal:\n    type: local\n";
+    let env = [("CACHE_MAX_BYTES", "4200"), ("CACHE_EVICT_INTERVAL", "0.2")];
+    let proxy = Proxy::start_with(yaml, &upstream.url(), &env).await;
+    let put = client().put(proxy.url("/api/internal/tool.bin")).body(vec![9u8; 1000]).send().await.unwrap();
+    assert!(put.status().is_success());
+
+    let pause = || tokio::time::sleep(Duration::from_millis(30));
+    assert_eq!(get(&proxy, "/api/files/f1.bin", None).await.1, "MISS");
+    pause().await;
+    assert_eq!(get(&proxy, "/api/files/f2.bin", None).await.1, "MISS");
+    pause().await;
+    assert_eq!(get(&proxy, "/api/files/f1.bin", None).await.1, "HIT", "f1 is used again");
+    pause().await;
+    assert_eq!(get(&proxy, "/api/files/f3.bin", None).await.1, "MISS");
+    assert_eq!(get(&proxy, "/api/files/f4.bin", None).await.1, "MISS");
+    // 4000 cached + 1000 local > 4200: the least recently used (f2) goes.
+    let mut paths = Vec::new();
+    for _ in 0..100 {
+        paths = listing(&proxy, "files").await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap().to_owned())
+            .collect::<Vec<String>>();
+        if paths == ["f1.bin", "f3.bin", "f4.bin"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(paths, ["f1.bin", "f3.bin", "f4.bin"]);
+    assert_eq!(get(&proxy, "/api/internal/tool.bin", None).await.2, vec![9u8; 1000], "local artifacts stay");
+    assert_eq!(get(&proxy, "/api/files/f1.bin", None).await.1, "HIT");
+    let metrics = client().get(proxy.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("artifactapi_evicted_entries_total 1\n"), "{metrics}");
+    assert!(metrics.contains("artifactapi_evicted_bytes_total 1000\n"), "{metrics}");
+
+    // A remote's own budget, with no total one.
+    let env = [("CACHE_EVICT_INTERVAL", "0.2")];
+    let proxy = Proxy::start_with(yaml, &upstream.url(), &env).await;
+    assert_eq!(get(&proxy, "/api/small/f1.bin", None).await.1, "MISS");
+    pause().await;
+    assert_eq!(get(&proxy, "/api/small/f2.bin", None).await.1, "MISS");
+    assert_eq!(get(&proxy, "/api/files/f3.bin", None).await.1, "MISS");
+    assert_eq!(get(&proxy, "/api/files/f4.bin", None).await.1, "MISS");
+    let mut only_f2 = false;
+    for _ in 0..100 {
+        let items = listing(&proxy, "small").await;
+        if items["count"] == 1 && items["items"][0]["path"] == "f2.bin" {
+            only_f2 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(only_f2, "the older entry of the remote over its budget went");
+    assert_eq!(count(&proxy, "files").await, 2, "other remotes are not touched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_in_progress_during_eviction_completes_intact() {
+    use futures_util::StreamExt;
+    let upstream = Upstream::start().await;
+    let yaml = "remotes:\n  files:\n    base_url: \"{upstream}\"\n";
+    // Larger than what socket buffers hold: the proxy is still reading the
+    // blob while the client pauses.
+    let env = [("CACHE_MAX_BYTES", "40M"), ("CACHE_EVICT_INTERVAL", "0.2")];
+    let proxy = Proxy::start_with(yaml, &upstream.url(), &env).await;
+    let big = "/api/files/large/33554432/big.bin";
+    assert_eq!(get(&proxy, big, None).await.2.len(), 33554432);
+
+    // A slow client starts reading the cached file...
+    let res = client().get(proxy.url(big)).send().await.unwrap();
+    assert_eq!(res.headers()["x-cache-status"], "HIT");
+    let mut stream = res.bytes_stream();
+    let mut body = stream.next().await.unwrap().unwrap().to_vec();
+    // ...and another file pushes the store past its budget while it does.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(&proxy, "/api/files/large/16777216/other.bin", None).await.1, "MISS");
+    assert!(wait_for_count(&proxy, "files", 1).await, "back within the budget");
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(support::sha256(&body), support::large_sha256(33554432), "the download completed intact");
+    let items = listing(&proxy, "files").await;
+    assert_eq!(items["items"][0]["path"], "large/33554432/big.bin", "the file being read was not evicted");
+}

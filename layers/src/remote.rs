@@ -151,6 +151,8 @@ pub struct Remote {
     /// that containerd's `?ns=` names this remote by, besides its
     /// `base_url`'s own (Docker Hub pulls say `docker.io`).
     pub registry_hosts: Vec<String>,
+    /// The most this remote's entries may take (`cache.max_bytes`).
+    pub max_bytes: Option<u64>,
 }
 
 impl Remote {
@@ -168,6 +170,7 @@ impl Remote {
             credentials: None,
             files: None,
             registry_hosts: Vec::new(),
+            max_bytes: None,
         }
     }
 

@@ -12,7 +12,7 @@ use crate::{
     extensions::{headers::*, CacheStatus},
     path::ArtifactPath,
     range::{self, RangeRequest},
-    store::{BlobStore, Entry, Store, StoreError},
+    store::{BlobStore, Entry, ReadGuard, Store, StoreError},
     tee::spool,
 };
 
@@ -87,14 +87,16 @@ pub(crate) async fn serve_entry(
     status: CacheStatus,
 ) -> Result<Response<ArtifactBody>, StoreError> {
     let stored = Stored { headers: &entry.headers, size: entry.size, status };
-    let source = Source::Blob(store.blobs.clone(), entry.blob.clone());
+    store.access.served(&entry.key, &entry.remote, &entry.path);
+    let guard = store.access.reading(&entry.blob);
+    let source = Source::Blob(store.blobs.clone(), entry.blob.clone(), Some(guard));
     stored.answer(method, headers, source).await
 }
 
 /// Where the bytes of an answer come from.
 pub(crate) enum Source {
-    /// A committed blob.
-    Blob(Arc<dyn BlobStore>, String),
+    /// A committed blob, marked as being read while it is.
+    Blob(Arc<dyn BlobStore>, String, Option<ReadGuard>),
     /// A finished spool file of a fill.
     Spool(Arc<File>),
 }
@@ -102,7 +104,14 @@ pub(crate) enum Source {
 impl Source {
     async fn open(&self, range: std::ops::Range<u64>) -> Result<ArtifactBody, StoreError> {
         Ok(match self {
-            Source::Blob(store, key) => body::from_stream(store.open(key, Some(range)).await?),
+            Source::Blob(store, key, guard) => {
+                let stream = store.open(key, Some(range)).await?;
+                let guard = guard.as_ref().map(|g| g.also());
+                body::from_stream(futures_util::StreamExt::map(stream, move |chunk| {
+                    let _reading = &guard;
+                    chunk
+                }))
+            }
             Source::Spool(file) => body::from_stream(spool::range_stream(file.clone(), range)),
         })
     }

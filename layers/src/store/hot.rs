@@ -172,6 +172,26 @@ impl Index for HotIndex {
         self.inner.blobs().await
     }
 
+    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+        self.inner.touch(accesses).await
+    }
+
+    async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.inner.coldest(remote, limit).await
+    }
+
+    async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError> {
+        self.inner.blob_in_use(blob).await
+    }
+
+    async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
+        self.inner.touch_prefix(remote, prefix, at).await
+    }
+
+    async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError> {
+        self.inner.has_prefix(remote, prefix).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -250,6 +270,21 @@ mod tests {
         }
         async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
             self.inner.blobs().await
+        }
+        async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+            self.inner.touch(accesses).await
+        }
+        async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+            self.inner.coldest(remote, limit).await
+        }
+        async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError> {
+            self.inner.blob_in_use(blob).await
+        }
+        async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
+            self.inner.touch_prefix(remote, prefix, at).await
+        }
+        async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError> {
+            self.inner.has_prefix(remote, prefix).await
         }
         async fn expire_under(&self, r: &str, d: &str, k: &str, now: i64) -> Result<u64, StoreError> {
             self.inner.expire_under(r, d, k, now).await

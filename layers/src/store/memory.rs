@@ -12,6 +12,7 @@ use super::{BlobStore, BlobStream, Entry, EntryClass, Flushed, Index, Refresh, S
 #[derive(Debug, Default)]
 pub struct MemoryIndex {
     entries: Mutex<HashMap<String, Entry>>,
+    accessed: Mutex<HashMap<String, i64>>,
 }
 
 impl MemoryIndex {
@@ -55,6 +56,49 @@ impl Index for MemoryIndex {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+        let entries = self.entries.lock().expect("index lock");
+        let mut accessed = self.accessed.lock().expect("access lock");
+        for (key, at) in accesses.iter().filter(|(k, _)| entries.contains_key(k)) {
+            let last = accessed.entry(key.clone()).or_insert(*at);
+            *last = (*last).max(*at);
+        }
+        Ok(())
+    }
+
+    async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let entries = self.entries.lock().expect("index lock");
+        let accessed = self.accessed.lock().expect("access lock");
+        let mut cold: Vec<(i64, Entry)> = entries
+            .values()
+            .filter(|e| e.class != EntryClass::Local && remote.is_none_or(|r| e.remote == r))
+            .map(|e| (accessed.get(&e.key).copied().unwrap_or(e.cached_at_ms).max(e.cached_at_ms), e.clone()))
+            .collect();
+        cold.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+        Ok(cold.into_iter().take(limit).map(|(_, e)| e).collect())
+    }
+
+    async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
+        let keys: Vec<(String, i64)> = {
+            let entries = self.entries.lock().expect("index lock");
+            entries
+                .values()
+                .filter(|e| e.remote == remote && e.path.starts_with(prefix))
+                .map(|e| (e.key.clone(), at))
+                .collect()
+        };
+        self.touch(&keys).await
+    }
+
+    async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError> {
+        Ok(self.entries.lock().expect("index lock").values().any(|e| e.blob == blob))
+    }
+
+    async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError> {
+        let entries = self.entries.lock().expect("index lock");
+        Ok(entries.values().any(|e| e.remote == remote && e.path.starts_with(prefix)))
     }
 
     async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

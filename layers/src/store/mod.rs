@@ -7,11 +7,15 @@
 //! a reader may be streaming; the entry becomes visible only when the index
 //! row pointing at a complete blob is written.
 
+mod access;
 mod cleanup;
+mod evict;
 pub mod hot;
 pub mod memory;
 
+pub use access::{AccessLog, ReadGuard};
 pub use cleanup::{clean_up, CleanUp};
+pub use evict::{evict, Budget, Evicted};
 
 use std::{
     io,
@@ -178,6 +182,19 @@ pub trait Index: Send + Sync + 'static {
     /// Every entry of `remote` listed under `path` (its variants: the same
     /// path under several keys).
     async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError>;
+    /// Records when entries were last served (batched by the caller); an
+    /// earlier time never replaces a later one.
+    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError>;
+    /// Up to `limit` entries that are not local, of `remote` (or every
+    /// remote), least recently served first.
+    async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError>;
+    /// Whether any entry's bytes are `blob` (content-addressed blobs are shared).
+    async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError>;
+    /// Records that every entry of `remote` under `prefix` was served at `at`
+    /// (a Docker image: its layers age with its manifests).
+    async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError>;
+    /// Whether `remote` has any entry whose path starts with `prefix`.
+    async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError>;
     /// Every entry's key, blob and when it was stored (for reconciling the
     /// index with the blob store).
     async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
@@ -274,12 +291,14 @@ pub struct Store {
     pub index: std::sync::Arc<dyn Index>,
     /// The bytes.
     pub blobs: std::sync::Arc<dyn BlobStore>,
+    /// What was served (for eviction) and what is being read.
+    pub access: std::sync::Arc<AccessLog>,
 }
 
 impl Store {
     /// A store of `index` and `blobs`.
     pub fn new(index: std::sync::Arc<dyn Index>, blobs: std::sync::Arc<dyn BlobStore>) -> Self {
-        Self { index, blobs }
+        Self { index, blobs, access: std::sync::Arc::default() }
     }
 
     /// An in-memory store, for tests and examples.

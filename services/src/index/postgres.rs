@@ -56,11 +56,12 @@ impl Index for PostgresIndex {
             .await
             .map_err(backend)?;
         sqlx::query(
-            "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy, last_access_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $8) \
              ON CONFLICT (key) DO UPDATE SET remote = excluded.remote, path = excluded.path, \
              blob = excluded.blob, size = excluded.size, class = excluded.class, headers = excluded.headers, \
-             cached_at_ms = excluded.cached_at_ms, expires_at_ms = excluded.expires_at_ms, policy = excluded.policy",
+             cached_at_ms = excluded.cached_at_ms, expires_at_ms = excluded.expires_at_ms, policy = excluded.policy, \
+             last_access_ms = excluded.last_access_ms",
         )
         .bind(&e.key)
         .bind(&e.remote)
@@ -128,6 +129,67 @@ impl Index for PostgresIndex {
         .await
         .map_err(backend)?;
         rows.iter().map(entry).collect()
+    }
+
+    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+        let (keys, times): (Vec<&str>, Vec<i64>) = accesses.iter().map(|(k, t)| (k.as_str(), *t)).unzip();
+        sqlx::query(
+            "UPDATE entries SET last_access_ms = GREATEST(COALESCE(entries.last_access_ms, 0), a.at) \
+             FROM UNNEST($1::text[], $2::bigint[]) AS a(key, at) WHERE entries.key = a.key",
+        )
+        .bind(keys)
+        .bind(times)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM entries WHERE class <> 'local' AND ($1::text IS NULL OR remote = $1) \
+             ORDER BY COALESCE(last_access_ms, cached_at_ms), key LIMIT $2"
+        ))
+        .bind(remote)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(entry).collect()
+    }
+
+    async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE entries SET last_access_ms = GREATEST(COALESCE(last_access_ms, 0), $1) WHERE remote = $2 AND left(path, $3) = $4")
+            .bind(at)
+            .bind(remote)
+            .bind(prefix.chars().count() as i32)
+            .bind(prefix)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM entries WHERE blob = $1 LIMIT 1")
+            .bind(blob)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(row.is_some())
+    }
+
+    async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM entries WHERE remote = $1 AND left(path, $2) = $3 LIMIT 1")
+            .bind(remote)
+            .bind(prefix.chars().count() as i32)
+            .bind(prefix)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(row.is_some())
     }
 
     async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

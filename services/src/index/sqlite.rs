@@ -57,11 +57,12 @@ impl Index for SqliteIndex {
             .await
             .map_err(backend)?;
         sqlx::query(
-            "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+            "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy, last_access_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (key) DO UPDATE SET remote = excluded.remote, path = excluded.path, \
              blob = excluded.blob, size = excluded.size, class = excluded.class, headers = excluded.headers, \
-             cached_at_ms = excluded.cached_at_ms, expires_at_ms = excluded.expires_at_ms, policy = excluded.policy",
+             cached_at_ms = excluded.cached_at_ms, expires_at_ms = excluded.expires_at_ms, policy = excluded.policy, \
+             last_access_ms = excluded.last_access_ms",
         )
         .bind(&e.key)
         .bind(&e.remote)
@@ -73,6 +74,7 @@ impl Index for SqliteIndex {
         .bind(e.cached_at_ms)
         .bind(e.expires_at_ms)
         .bind(&e.policy)
+        .bind(e.cached_at_ms)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -130,6 +132,69 @@ impl Index for SqliteIndex {
         .await
         .map_err(backend)?;
         rows.iter().map(entry).collect()
+    }
+
+    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+        for (key, at) in accesses {
+            sqlx::query(
+                "UPDATE entries SET last_access_ms = MAX(COALESCE(last_access_ms, 0), ?) WHERE key = ?",
+            )
+            .bind(at)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM entries WHERE class <> 'local' AND (? IS NULL OR remote = ?) \
+             ORDER BY COALESCE(last_access_ms, cached_at_ms), key LIMIT ?"
+        ))
+        .bind(remote)
+        .bind(remote)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(entry).collect()
+    }
+
+    async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE entries SET last_access_ms = MAX(COALESCE(last_access_ms, 0), ?) WHERE remote = ? AND substr(path, 1, ?) = ?")
+            .bind(at)
+            .bind(remote)
+            .bind(prefix.chars().count() as i64)
+            .bind(prefix)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM entries WHERE blob = ? LIMIT 1")
+            .bind(blob)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(row.is_some())
+    }
+
+    async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM entries WHERE remote = ? AND substr(path, 1, ?) = ? LIMIT 1")
+            .bind(remote)
+            .bind(prefix.chars().count() as i64)
+            .bind(prefix)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(row.is_some())
     }
 
     async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

@@ -1,0 +1,134 @@
+//! Which entries were served and which blobs are being read: recorded in
+//! memory on the hot path, written to the index in batches.
+//!
+//! A hit costs one map insert; [`AccessLog::flush`] writes the batch with one
+//! index call. For a Docker image, serving any of its manifests or blobs
+//! counts for the whole image (`{name}/...`): a node that already has the
+//! layers asks only for the manifest, and the layers must age with it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use super::{now_ms, Index, StoreError};
+
+/// The access record of a store.
+#[derive(Debug, Default)]
+pub struct AccessLog {
+    served: Mutex<Batch>,
+    reading: Mutex<HashMap<String, usize>>,
+}
+
+#[derive(Debug, Default)]
+struct Batch {
+    keys: HashMap<String, i64>,
+    /// `(remote, path prefix)` of images served.
+    images: HashMap<(String, String), i64>,
+}
+
+/// At most this many served keys wait for a flush; past it, more are dropped
+/// (an entry served that often is recorded by a later request).
+const MAX_BATCH: usize = 200_000;
+
+impl AccessLog {
+    /// Records that the entry under `key` (of `remote`, at `path`) was served now.
+    pub fn served(&self, key: &str, remote: &str, path: &str) {
+        let now = now_ms();
+        let mut batch = self.served.lock().expect("access lock");
+        if batch.keys.len() < MAX_BATCH {
+            batch.keys.insert(key.to_owned(), now);
+        }
+        if let Some(image) = docker_image(path) {
+            if batch.images.len() < MAX_BATCH {
+                batch.images.insert((remote.to_owned(), format!("{image}/")), now);
+            }
+        }
+    }
+
+    /// Writes what was served since the last flush; answers how many records.
+    pub async fn flush(&self, index: &dyn Index) -> Result<usize, StoreError> {
+        let batch = std::mem::take(&mut *self.served.lock().expect("access lock"));
+        let count = batch.keys.len() + batch.images.len();
+        if !batch.keys.is_empty() {
+            let keys: Vec<(String, i64)> = batch.keys.into_iter().collect();
+            index.touch(&keys).await?;
+        }
+        for ((remote, prefix), at) in batch.images {
+            index.touch_prefix(&remote, &prefix, at).await?;
+        }
+        Ok(count)
+    }
+
+    /// Marks `blob` as being read until the guard is dropped.
+    pub fn reading(self: &Arc<Self>, blob: &str) -> ReadGuard {
+        *self.reading.lock().expect("reading lock").entry(blob.to_owned()).or_default() += 1;
+        ReadGuard { log: self.clone(), blob: blob.to_owned() }
+    }
+
+    /// Whether this process is reading `blob` now.
+    pub fn is_being_read(&self, blob: &str) -> bool {
+        self.reading.lock().expect("reading lock").get(blob).is_some_and(|n| *n > 0)
+    }
+}
+
+/// Held while a blob is read; see [`AccessLog::reading`].
+#[derive(Debug)]
+pub struct ReadGuard {
+    log: Arc<AccessLog>,
+    blob: String,
+}
+
+impl ReadGuard {
+    /// Another guard of the same blob (one per body streaming it).
+    pub fn also(&self) -> ReadGuard {
+        self.log.reading(&self.blob)
+    }
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        let mut reading = self.log.reading.lock().expect("reading lock");
+        if let Some(n) = reading.get_mut(&self.blob) {
+            *n -= 1;
+            if *n == 0 {
+                reading.remove(&self.blob);
+            }
+        }
+    }
+}
+
+/// The image name of a registry path (`{name}/manifests/{ref}`,
+/// `{name}/blobs/{digest}`).
+pub(crate) fn docker_image(path: &str) -> Option<&str> {
+    let (name, rest) = path.rsplit_once("/manifests/").or_else(|| path.rsplit_once("/blobs/"))?;
+    let shaped = !name.is_empty() && !rest.is_empty() && !rest.contains('/');
+    let blob = path[name.len()..].starts_with("/blobs/");
+    (shaped && (!blob || rest.starts_with("sha256:") || rest.starts_with("sha512:"))).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_of_registry_paths() {
+        assert_eq!(docker_image("library/nginx/manifests/latest"), Some("library/nginx"));
+        assert_eq!(docker_image("a/b/c/blobs/sha256:abc"), Some("a/b/c"));
+        assert_eq!(docker_image("a/blobs/readme.txt"), None);
+        assert_eq!(docker_image("releases/v1/tool.tgz"), None);
+        assert_eq!(docker_image("x/manifests/a/b"), None);
+    }
+
+    #[test]
+    fn read_guards_count() {
+        let log = Arc::new(AccessLog::default());
+        let a = log.reading("b");
+        let b = log.reading("b");
+        assert!(log.is_being_read("b"));
+        drop(a);
+        assert!(log.is_being_read("b"));
+        drop(b);
+        assert!(!log.is_being_read("b"));
+    }
+}
