@@ -158,14 +158,25 @@ fn spawn_clean_up(
     });
 }
 
-/// Every `CACHE_EVICT_INTERVAL`: writes the access times of what was served
+/// Every `CACHE_EVICT_INTERVAL` (and whenever the store is short of room):
+/// writes the access times of what was served
 /// and, with a budget (`CACHE_MAX_BYTES`, `cache.max_bytes`), evicts the
 /// least recently served entries past it.
-fn spawn_eviction(store: Store, remotes: SharedRemotes, settings: &Settings, metrics: Arc<Metrics>) {
+fn spawn_eviction(
+    store: Store,
+    remotes: SharedRemotes,
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    tee: Arc<artifactapi_layers::tee::TeeStats>,
+) {
     let (total, interval) = (settings.cache_max_bytes, settings.evict_interval);
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(interval).await;
+            // Or at once when a fill found the store short of room.
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = tee.short_of_room.notified() => {}
+            }
             let per_remote =
                 remotes.load().iter().filter_map(|r| r.max_bytes.map(|max| (r.name.clone(), max))).collect();
             let budget = artifactapi_layers::store::Budget { total, per_remote };
@@ -242,7 +253,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     }
     .verify_with(digests.clone());
     let metrics = Arc::new(Metrics::new(store.clone(), vec![tee.stats()], remotes.clone()));
-    spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone());
+    spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
 
     // Remotes. Outermost first; each layer may answer on its own.
     let proxy = ServiceBuilder::new()

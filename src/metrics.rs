@@ -16,6 +16,7 @@
 //! - `artifactapi_fills_total`, `artifactapi_coalesced_requests_total`
 //!   (requests that joined a fill in flight: single flight at work),
 //!   `artifactapi_fill_failures_total`, `artifactapi_store_failures_total`,
+//!   `artifactapi_store_full_total` (served uncached: no room),
 //!   `artifactapi_fills_in_flight`.
 //! - `artifactapi_store_entries{remote}`, `artifactapi_store_bytes{remote}`:
 //!   what the index holds (one grouped query a scrape).
@@ -102,6 +103,7 @@ pub struct Metrics {
     coalesced: Counter,
     fill_failures: Counter,
     store_failures: Counter,
+    store_full: Counter,
     fills_in_flight: Gauge,
     store_entries: Family<RemoteLabel, Gauge>,
     store_bytes: Family<RemoteLabel, Gauge>,
@@ -161,6 +163,12 @@ impl Metrics {
             "Complete bodies the store could not take",
             store_failures.clone(),
         );
+        let store_full = Counter::default();
+        registry.register(
+            "store_full",
+            "Bodies served uncached because the store had no room",
+            store_full.clone(),
+        );
         let fills_in_flight = Gauge::default();
         registry.register("fills_in_flight", "Fills running now", fills_in_flight.clone());
         let store_entries = Family::default();
@@ -192,6 +200,7 @@ impl Metrics {
             coalesced,
             fill_failures,
             store_failures,
+            store_full,
             fills_in_flight,
             store_entries,
             store_bytes,
@@ -233,6 +242,7 @@ impl Metrics {
         self.coalesced.inner().store(sum(|t| &t.coalesced), Ordering::Relaxed);
         self.fill_failures.inner().store(sum(|t| &t.failed), Ordering::Relaxed);
         self.store_failures.inner().store(sum(|t| &t.store_failures), Ordering::Relaxed);
+        self.store_full.inner().store(sum(|t| &t.store_full), Ordering::Relaxed);
         self.fills_in_flight.set(sum(|t| &t.in_flight) as i64);
         // One grouped index query a scrape (scrapes come every 15-60 s).
         match self.store.index.usage().await {

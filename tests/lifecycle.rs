@@ -331,3 +331,57 @@ async fn a_download_in_progress_during_eviction_completes_intact() {
     let items = listing(&proxy, "files").await;
     assert_eq!(items["items"][0]["path"], "large/33554432/big.bin", "the file being read was not evicted");
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
+struct TinyFs(tempfile::TempDir);
+
+impl TinyFs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs and needs root (as the test command runs): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir)
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_still_answers_uncached_and_leaves_nothing_behind() {
+    let upstream = Upstream::start().await;
+    upstream.put("/small.txt", "fits", &[]);
+    let fs = TinyFs::mount("2m");
+    let data = tempfile::tempdir_in(fs.0.path()).unwrap();
+    let yaml = "remotes:\n  files:\n    base_url: \"{upstream}\"\n";
+    let proxy = Proxy::start_in(data, yaml, &upstream.url(), &[]).await;
+
+    // 3 MiB cannot be stored on 2 MiB: the client gets it whole anyway.
+    let big = "/api/files/large/3145728/big.bin";
+    for round in 1..=2 {
+        let (status, cache, body) = get(&proxy, big, None).await;
+        assert_eq!((status, cache.as_str()), (200, "MISS"), "round {round}");
+        assert_eq!(support::sha256(&body), support::large_sha256(3145728), "round {round}");
+    }
+    assert_eq!(upstream.count("GET", "/large/3145728/big.bin"), 2, "served uncached, each time");
+    assert_eq!(count(&proxy, "files").await, 0);
+    let leftovers: Vec<_> = std::fs::read_dir(proxy.data_dir.path().join("tmp")).unwrap().flatten().collect();
+    assert!(leftovers.is_empty(), "nothing half-written: {leftovers:?}");
+    assert!(proxy.blob_files().is_empty());
+    // What fits is still cached.
+    assert_eq!(get(&proxy, "/api/files/small.txt", None).await.1, "MISS");
+    assert_eq!(get(&proxy, "/api/files/small.txt", None).await.1, "HIT");
+    let metrics = client().get(proxy.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("artifactapi_store_full_total 2"), "{metrics}");
+}

@@ -48,6 +48,17 @@ pub(crate) enum FillStatus {
     Failed(FillError),
     /// The fill was conditional and upstream answered 304 with these headers.
     NotModified(Arc<http::HeaderMap>),
+    /// The store has no room for the body: it goes to one client as it
+    /// arrives, uncached (the first to take it; the others are refused).
+    Direct(Arc<Direct>),
+}
+
+/// An upstream answer passed through uncached.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) content_length: Option<u64>,
+    pub(crate) body: Mutex<Option<ArtifactBody>>,
 }
 
 /// The answer's head, and the spool its body is in.
@@ -134,6 +145,10 @@ pub struct TeeStats {
     pub store_failures: AtomicU64,
     /// Fills running now.
     pub in_flight: AtomicU64,
+    /// Bodies passed through uncached because the store had no room.
+    pub store_full: AtomicU64,
+    /// Woken when the store is short of room: time to evict.
+    pub short_of_room: tokio::sync::Notify,
 }
 
 /// A fill in the map: its progress, and when it started (ms since the epoch).
@@ -331,6 +346,9 @@ impl Drop for InflightGuard {
     }
 }
 
+/// Free space kept on the spool's filesystem beyond a body's size.
+const ROOM_TO_SPARE: u64 = 1 << 20;
+
 /// How long a committed fill stays joinable. A request that looked the key
 /// up in the index just before the commit finds the finished fill here
 /// instead of starting a second upstream fetch.
@@ -377,6 +395,29 @@ where
         return None;
     }
     let policy = serde_json::to_string(&CachePolicy::new(&policy_req, &response)).ok();
+    let announced: Option<u64> = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if let (Some(len), Some(free)) = (announced, spool::free_bytes(&fills.spool_dir)) {
+        if len.saturating_add(ROOM_TO_SPARE) > free {
+            // No room to spool it: the client gets the body as it arrives,
+            // uncached, and eviction is asked to make room.
+            tracing::warn!(remote = %job.remote.name, path = %job.path.display(), size = len, free, "no room in the store; serving uncached");
+            fills.stats.store_full.fetch_add(1, Ordering::Relaxed);
+            fills.stats.short_of_room.notify_one();
+            span.record("outcome", "uncached: no room");
+            let headers = respond::stored_headers(response.headers(), &job.path);
+            let body = Mutex::new(Some(response.into_body()));
+            tx.send_replace(FillStatus::Direct(Arc::new(Direct {
+                headers,
+                content_length: Some(len),
+                body,
+            })));
+            return None;
+        }
+    }
     let store_as = response.extensions().get::<StoreAs>().cloned().unwrap_or_default();
     let (parts, body) = response.into_parts();
     let (spool_path, file) = match spool::create(&fills.spool_dir) {
@@ -404,6 +445,9 @@ where
         Ok(written) => written,
         Err(e) => {
             span.record("outcome", "failed");
+            if matches!(e, FillError::Store(_)) {
+                fills.stats.short_of_room.notify_one();
+            }
             tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = ?e, "fill failed; nothing cached");
             fills.stats.failed.fetch_add(1, Ordering::Relaxed);
             tx.send_replace(FillStatus::Failed(e));
@@ -423,6 +467,7 @@ where
         Ok(_) => None,
         Err(e) => {
             fills.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+            fills.stats.short_of_room.notify_one();
             tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = %e, "could not store a complete body; served uncached");
             let _ = tokio::fs::remove_file(&spool_path).await;
             None

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 use super::{
-    fill::{FillJob, FillStatus, Fills, Head, LEASE_TTL},
+    fill::{Direct, FillJob, FillStatus, Fills, Head, LEASE_TTL},
     spool,
 };
 use crate::{
@@ -158,6 +158,8 @@ where
         let (head, written) = match wait_complete(&mut rx).await? {
             Waited::Head(head, written) => (head, written.unwrap_or_default()),
             Waited::NotModified(headers) => return Ok(not_modified(headers)),
+            // Uncached: the whole body (a server may answer a Range with 200).
+            Waited::Direct(direct) => return direct_answer(&direct, status),
         };
         let stored = Stored { headers: &head.headers, size: written, status };
         let source = Source::Spool(head.file.clone());
@@ -167,6 +169,7 @@ where
     let (head, complete) = match wait_head(&mut rx).await? {
         Waited::Head(head, complete) => (head, complete),
         Waited::NotModified(headers) => return Ok(not_modified(headers)),
+        Waited::Direct(direct) => return direct_answer(&direct, status),
     };
     let mut response = Response::new(tail(rx, &head));
     respond::put_headers(response.headers_mut(), &head.headers, status);
@@ -264,6 +267,22 @@ enum Waited {
     Head(Arc<Head>, Option<u64>),
     /// Upstream answered the conditional request with 304.
     NotModified(Arc<http::HeaderMap>),
+    /// The store had no room: the body is passed through.
+    Direct(Arc<Direct>),
+}
+
+/// The body of a fill the store had no room for, to the first client that
+/// asks; any other is told the store is full.
+fn direct_answer(direct: &Direct, status: CacheStatus) -> Result<Response<ArtifactBody>, BoxError> {
+    let Some(body) = direct.body.lock().expect("direct body lock").take() else {
+        return Err(Box::new(crate::store::StoreError::Backend("the cache store is full".into())));
+    };
+    let mut response = Response::new(body);
+    respond::put_headers(response.headers_mut(), &direct.headers, status);
+    if let Some(len) = direct.content_length {
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Ok(response)
 }
 
 /// A 304 from upstream, for the revalidation layer above to act on.
@@ -284,6 +303,7 @@ async fn wait_head(rx: &mut watch::Receiver<FillStatus>) -> Result<Waited, BoxEr
             FillStatus::Complete { head, written } => return Ok(Waited::Head(head.clone(), Some(*written))),
             FillStatus::Failed(e) => return Err(e.clone().into_box()),
             FillStatus::NotModified(h) => return Ok(Waited::NotModified(h.clone())),
+            FillStatus::Direct(d) => return Ok(Waited::Direct(d.clone())),
         }
         if rx.changed().await.is_err() && matches!(*rx.borrow(), FillStatus::Pending) {
             return Err(abandoned());
@@ -298,6 +318,7 @@ async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<Waited, B
             FillStatus::Complete { head, written } => return Ok(Waited::Head(head.clone(), Some(*written))),
             FillStatus::Failed(e) => return Err(e.clone().into_box()),
             FillStatus::NotModified(h) => return Ok(Waited::NotModified(h.clone())),
+            FillStatus::Direct(d) => return Ok(Waited::Direct(d.clone())),
             FillStatus::Pending | FillStatus::Streaming { .. } => {}
         }
         if rx.changed().await.is_err()
@@ -318,7 +339,9 @@ fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
                 FillStatus::Streaming { written, .. } => (*written, false),
                 FillStatus::Complete { written, .. } => (*written, true),
                 FillStatus::Failed(e) => return Err(io::Error::other(e.clone().into_box())),
-                FillStatus::NotModified(_) => return Err(io::Error::other(abandoned())),
+                FillStatus::NotModified(_) | FillStatus::Direct(_) => {
+                    return Err(io::Error::other(abandoned()))
+                }
             };
             if offset < available {
                 let len = ((available - offset) as usize).min(spool::CHUNK);

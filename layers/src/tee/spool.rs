@@ -34,6 +34,13 @@ pub(crate) fn unique_id() -> String {
     format!("{nanos:016x}{:016x}", random.finish())
 }
 
+/// Bytes free for an unprivileged writer on the filesystem of `dir`
+/// (`None` when it cannot be told).
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// Creates a new spool file in `dir`.
 pub(crate) fn create(dir: &Path) -> io::Result<(PathBuf, File)> {
     std::fs::create_dir_all(dir)?;
