@@ -38,7 +38,7 @@ use crate::{
     auth::{require_admin, AdminToken},
     config::Config,
     manage,
-    metrics::{Metrics, ObserveLayer, UpstreamMetricsLayer},
+    metrics::{Metrics, ObserveLayer},
     settings::Settings,
 };
 
@@ -262,7 +262,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         // 403 when no pattern allows the path; attaches its class.
         .layer(PatternGuardLayer::new())
         // Requests, results and bytes, by remote and class.
-        .layer(ObserveLayer::new(metrics.clone()))
+        .layer(ObserveLayer::requests(metrics.clone()))
         // Package metadata: negotiate the variant, rewrite file links to us.
         .layer(
             BodyRewriteLayer::new(settings.public_url.clone(), settings.metadata_max_bytes)
@@ -278,26 +278,26 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         // One fill per key (across replicas with Redis), streamed to every
         // client and into the store.
         .layer(tee.clone())
-        .layer(UpstreamMetricsLayer::new(metrics.clone()))
+        .layer(ObserveLayer::upstream(metrics.clone()))
         .service(upstream.clone());
 
     // The registry: its router resolves, classifies and negotiates; the same
     // cache layers follow; its upstream service authenticates and checks digests.
     let tokens = Arc::new(Tokens::new(coordinator.clone().map(|c| c as Arc<dyn Coordinator>)));
     let registry = ServiceBuilder::new()
-        .layer(ObserveLayer::new(metrics.clone()))
+        .layer(ObserveLayer::requests(metrics.clone()))
         .layer(CacheLookupLayer::new(store.clone()))
         .layer(StaleOnErrorLayer::new(store.clone()))
         .layer(RevalidateLayer::new(store.clone()))
         .layer(tee.clone())
-        .layer(UpstreamMetricsLayer::new(metrics.clone()))
+        .layer(ObserveLayer::upstream(metrics.clone()))
         .service(RegistryUpstream::new(upstream, tokens));
 
     // Local repositories: the same path rules, then uploads and downloads.
     let local = ServiceBuilder::new()
         .layer(RemoteResolveLayer::new(remotes.clone()))
         .layer(PatternGuardLayer::new())
-        .layer(ObserveLayer::new(metrics.clone()))
+        .layer(ObserveLayer::requests(metrics.clone()))
         .service(LocalRepo::new(store.clone(), spool, settings.max_upload_bytes));
 
     let admin = AdminToken::new(settings.admin_token.clone());

@@ -288,17 +288,33 @@ fn cache_result(response: &Response<ArtifactBody>) -> &'static str {
     }
 }
 
-/// Counts the requests a stack answers and the bytes it sends. Placed where
-/// the remote and class are known (after the pattern guard).
+/// Where an [`Observe`] layer stands, which decides what it records.
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    /// Requests answered and bytes sent (where remote and class are known).
+    Requests,
+    /// Upstream requests: outcome and latency (around the upstream service).
+    Upstream,
+}
+
+/// Records metrics and spans for the requests that pass.
 #[derive(Clone, Debug)]
 pub struct ObserveLayer {
     metrics: Arc<Metrics>,
+    stage: Stage,
 }
 
 impl ObserveLayer {
-    /// Records into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    /// Counts the requests a stack answers and the bytes it sends. Placed
+    /// where the remote and class are known (after the pattern guard).
+    pub fn requests(metrics: Arc<Metrics>) -> Self {
+        Self { metrics, stage: Stage::Requests }
+    }
+
+    /// Counts upstream requests by outcome and times them to their answer's
+    /// head. Wraps the innermost (upstream) service.
+    pub fn upstream(metrics: Arc<Metrics>) -> Self {
+        Self { metrics, stage: Stage::Upstream }
     }
 }
 
@@ -306,7 +322,7 @@ impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner, metrics: self.metrics.clone() }
+        Observe { inner, metrics: self.metrics.clone(), stage: self.stage }
     }
 }
 
@@ -315,6 +331,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    stage: Stage,
 }
 
 impl<S, B> Service<Request<B>> for Observe<S>
@@ -340,52 +357,103 @@ where
             Some(ResolvedRemote(remote)) => metrics.remote_label(&remote.name),
             None => "unknown".to_owned(),
         };
-        let class = match req.extensions().get::<Classification>() {
-            Some(Classification(class)) => class.as_str(),
-            None => "none",
-        };
-        let span = tracing::info_span!(
-            "artifact",
-            remote = %remote,
-            class,
-            method = %req.method(),
-            cache = tracing::field::Empty,
-            status = tracing::field::Empty,
-            bytes = tracing::field::Empty,
-            coalesced = tracing::field::Empty,
-        );
-        let record = span.clone();
-        let call = async move {
-            let result = inner.oneshot(req).await;
-            let labels = |cache, status| RequestLabels { remote: remote.clone(), class, cache, status };
-            match result {
-                Ok(response) => {
-                    let status = status_class(response.status().as_u16());
-                    let cache = cache_result(&response);
-                    record.record("cache", cache);
-                    record.record("status", response.status().as_u16());
-                    metrics.requests.get_or_create(&labels(cache, status)).inc();
-                    let source = match response.headers().get(X_ARTIFACT_SOURCE).map(|v| v.as_bytes()) {
-                        Some(b"remote") => "upstream",
-                        Some(b"local") => "local",
-                        _ => "cache",
-                    };
-                    let bytes = metrics.served_bytes.get_or_create(&SourceLabels { remote, source }).clone();
-                    let transfers = metrics.transfers.clone();
-                    transfers.inc();
-                    Ok(response.map(|body| {
-                        Counted { inner: body, bytes, transfers, span: record, sent: 0 }.boxed_unsync()
-                    }))
-                }
-                Err(e) => {
-                    record.record("cache", "error");
-                    metrics.requests.get_or_create(&labels("error", "error")).inc();
-                    Err(e)
-                }
+        match self.stage {
+            Stage::Requests => {
+                let class = match req.extensions().get::<Classification>() {
+                    Some(Classification(class)) => class.as_str(),
+                    None => "none",
+                };
+                let span = tracing::info_span!(
+                    "artifact",
+                    remote = %remote,
+                    class,
+                    method = %req.method(),
+                    cache = tracing::field::Empty,
+                    status = tracing::field::Empty,
+                    bytes = tracing::field::Empty,
+                    coalesced = tracing::field::Empty,
+                );
+                let call = observe_request(inner.oneshot(req), metrics, remote, class, span.clone());
+                Box::pin(call.instrument(span))
             }
-        };
-        Box::pin(call.instrument(span))
+            Stage::Upstream => {
+                let span = tracing::info_span!(
+                    "upstream",
+                    remote = %remote,
+                    outcome = tracing::field::Empty,
+                    status = tracing::field::Empty,
+                    latency_ms = tracing::field::Empty,
+                );
+                let call = observe_upstream(inner.oneshot(req), metrics, remote, span.clone());
+                Box::pin(call.instrument(span))
+            }
+        }
     }
+}
+
+async fn observe_request(
+    call: impl std::future::Future<Output = Result<Response<ArtifactBody>, BoxError>>,
+    metrics: Arc<Metrics>,
+    remote: String,
+    class: &'static str,
+    record: tracing::Span,
+) -> Result<Response<ArtifactBody>, BoxError> {
+    let labels = |cache, status| RequestLabels { remote: remote.clone(), class, cache, status };
+    match call.await {
+        Ok(response) => {
+            let status = status_class(response.status().as_u16());
+            let cache = cache_result(&response);
+            record.record("cache", cache);
+            record.record("status", response.status().as_u16());
+            metrics.requests.get_or_create(&labels(cache, status)).inc();
+            let source = match response.headers().get(X_ARTIFACT_SOURCE).map(|v| v.as_bytes()) {
+                Some(b"remote") => "upstream",
+                Some(b"local") => "local",
+                _ => "cache",
+            };
+            let bytes =
+                metrics.served_bytes.get_or_create(&SourceLabels { remote: remote.clone(), source }).clone();
+            let transfers = metrics.transfers.clone();
+            transfers.inc();
+            Ok(response
+                .map(|body| Counted { inner: body, bytes, transfers, span: record, sent: 0 }.boxed_unsync()))
+        }
+        Err(e) => {
+            record.record("cache", "error");
+            metrics.requests.get_or_create(&labels("error", "error")).inc();
+            Err(e)
+        }
+    }
+}
+
+async fn observe_upstream(
+    call: impl std::future::Future<Output = Result<Response<ArtifactBody>, BoxError>>,
+    metrics: Arc<Metrics>,
+    remote: String,
+    record: tracing::Span,
+) -> Result<Response<ArtifactBody>, BoxError> {
+    let started = Instant::now();
+    let result = call.await;
+    let outcome = match &result {
+        Ok(response) => status_class(response.status().as_u16()),
+        Err(e) => match find_cause::<UpstreamError>(&**e).map(UpstreamError::kind) {
+            Some(UpstreamErrorKind::Timeout) => "timeout",
+            Some(UpstreamErrorKind::Connect) => "connect",
+            _ => "error",
+        },
+    };
+    let elapsed = started.elapsed();
+    record.record("outcome", outcome);
+    record.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+    if let Ok(response) = &result {
+        record.record("status", response.status().as_u16());
+    }
+    metrics
+        .upstream_latency
+        .get_or_create(&RemoteLabel { remote: remote.clone() })
+        .observe(elapsed.as_secs_f64());
+    metrics.upstream_requests.get_or_create(&UpstreamLabels { remote, outcome }).inc();
+    result
 }
 
 pin_project_lite::pin_project! {
@@ -433,91 +501,5 @@ impl Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Counts upstream requests by outcome and times them to their answer's
-/// head. Wraps the innermost (upstream) service.
-#[derive(Clone, Debug)]
-pub struct UpstreamMetricsLayer {
-    metrics: Arc<Metrics>,
-}
-
-impl UpstreamMetricsLayer {
-    /// Records into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
-    }
-}
-
-impl<S> Layer<S> for UpstreamMetricsLayer {
-    type Service = UpstreamMetrics<S>;
-
-    fn layer(&self, inner: S) -> UpstreamMetrics<S> {
-        UpstreamMetrics { inner, metrics: self.metrics.clone() }
-    }
-}
-
-/// See [`UpstreamMetricsLayer`].
-#[derive(Clone, Debug)]
-pub struct UpstreamMetrics<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B> Service<Request<B>> for UpstreamMetrics<S>
-where
-    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<ArtifactBody>;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The readied service goes with this call; a clone stays for the next.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let metrics = self.metrics.clone();
-        let remote = match req.extensions().get::<ResolvedRemote>() {
-            Some(ResolvedRemote(remote)) => metrics.remote_label(&remote.name),
-            None => "unknown".to_owned(),
-        };
-        let span = tracing::info_span!(
-            "upstream",
-            remote = %remote,
-            outcome = tracing::field::Empty,
-            status = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
-        let record = span.clone();
-        let call = async move {
-            let started = Instant::now();
-            let result = inner.oneshot(req).await;
-            let outcome = match &result {
-                Ok(response) => status_class(response.status().as_u16()),
-                Err(e) => match find_cause::<UpstreamError>(&**e).map(UpstreamError::kind) {
-                    Some(UpstreamErrorKind::Timeout) => "timeout",
-                    Some(UpstreamErrorKind::Connect) => "connect",
-                    _ => "error",
-                },
-            };
-            let elapsed = started.elapsed();
-            record.record("outcome", outcome);
-            record.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
-            if let Ok(response) = &result {
-                record.record("status", response.status().as_u16());
-            }
-            let label = RemoteLabel { remote: remote.clone() };
-            metrics.upstream_latency.get_or_create(&label).observe(elapsed.as_secs_f64());
-            metrics.upstream_requests.get_or_create(&UpstreamLabels { remote, outcome }).inc();
-            result
-        };
-        Box::pin(call.instrument(span))
     }
 }
