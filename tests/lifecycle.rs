@@ -384,4 +384,16 @@ async fn a_full_store_still_answers_uncached_and_leaves_nothing_behind() {
     assert_eq!(get(&proxy, "/api/files/small.txt", None).await.1, "HIT");
     let metrics = client().get(proxy.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("artifactapi_store_full_total 2"), "{metrics}");
+
+    // No length announced: the spool fills up part way, and the client gets
+    // the rest straight from upstream.
+    let unannounced = "/api/files/chunked/3145728/stream.bin";
+    let (status, _, body) = get(&proxy, unannounced, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(support::sha256(&body), support::large_sha256(3145728), "whole, though the disk filled up");
+    assert_eq!(count(&proxy, "files").await, 1, "only small.txt is cached");
+    let leftovers: Vec<_> = std::fs::read_dir(proxy.data_dir.path().join("tmp")).unwrap().flatten().collect();
+    assert!(leftovers.is_empty(), "nothing half-written: {leftovers:?}");
+    let metrics = client().get(proxy.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("artifactapi_store_full_total 3"), "{metrics}");
 }

@@ -54,6 +54,7 @@ struct Shared {
 /// - `/redirect/{rest}` with 302 to `/{rest}`; `/redirect-to/{port}/{rest}` to another port;
 /// - `/truncated/{name}`: announces 1000 bytes, sends 500, breaks the connection;
 /// - `/large/{bytes}/{name}`: a deterministic body of that size, streamed;
+/// - `/chunked/{bytes}/{name}`: the same, without a `Content-Length`;
 /// - `/status/{code}/{name}`: that status with `Retry-After: 7`;
 /// - `/echo/{name}`: the query string as the body;
 /// - `/hang/{name}`: never answers;
@@ -195,6 +196,18 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
                 }
             });
             builder.header(header::CONTENT_LENGTH, 1000).body(Body::from_stream(chunks)).unwrap()
+        }
+        ["chunked", len, ..] => {
+            // The /large content with no Content-Length (chunked encoding).
+            let len: u64 = len.parse().unwrap();
+            let body = Body::from_stream(stream::unfold(0u64, move |offset| async move {
+                if offset >= len {
+                    return None;
+                }
+                let n = (len - offset).min(64 * 1024) as usize;
+                Some((Ok::<_, Infallible>(Bytes::from(large_chunk(offset, n))), offset + n as u64))
+            }));
+            builder.body(if head { Body::empty() } else { body }).unwrap()
         }
         ["large", len, ..] => {
             let len: u64 = len.parse().unwrap();

@@ -51,6 +51,18 @@ pub(crate) enum FillStatus {
     /// The store has no room for the body: it goes to one client as it
     /// arrives, uncached (the first to take it; the others are refused).
     Direct(Arc<Direct>),
+    /// The spool filled up part way: its first `at` bytes are readable, the
+    /// rest goes on to the one client that reaches `at` first, uncached.
+    Handover(Arc<Handover>),
+}
+
+/// The rest of a body the spool had no room for.
+#[derive(Debug)]
+pub(crate) struct Handover {
+    pub(crate) head: Arc<Head>,
+    pub(crate) at: u64,
+    /// Bytes read from upstream but not spooled, then the rest of the body.
+    pub(crate) rest: Mutex<Option<(Vec<Bytes>, ArtifactBody)>>,
 }
 
 /// An upstream answer passed through uncached.
@@ -442,7 +454,20 @@ where
     tx.send_replace(FillStatus::Streaming { head: head.clone(), written: 0 });
     let expected = fills.digests.as_ref().and_then(|d| d.get(&job.key));
     let written = match spool_body(body, &head, &tx, expected).await {
-        Ok(written) => written,
+        Ok(Spooled::Whole(written)) => written,
+        Ok(Spooled::NoRoom { at, pending, rest, error }) => {
+            // The disk filled up part way: the clients read what is spooled,
+            // then one of them the rest straight from upstream, uncached.
+            tracing::warn!(remote = %job.remote.name, path = %job.path.display(), at, error, "the spool filled up; serving the rest uncached");
+            span.record("outcome", "uncached: no room");
+            fills.stats.store_full.fetch_add(1, Ordering::Relaxed);
+            fills.stats.short_of_room.notify_one();
+            // Readers keep the open file; the name goes now.
+            let _ = tokio::fs::remove_file(&spool_path).await;
+            let rest = Mutex::new(Some((pending, rest)));
+            tx.send_replace(FillStatus::Handover(Arc::new(Handover { head: head.clone(), at, rest })));
+            return None;
+        }
         Err(e) => {
             span.record("outcome", "failed");
             if matches!(e, FillError::Store(_)) {
@@ -477,12 +502,20 @@ where
 
 /// Copies the body into the spool, publishing progress after each write.
 /// Frames that are already there are written together, up to a chunk.
+/// How spooling a body ended, when upstream did not fail.
+enum Spooled {
+    /// Every byte is in the spool, checked.
+    Whole(u64),
+    /// The spool could take only the first `at` bytes.
+    NoRoom { at: u64, pending: Vec<Bytes>, rest: ArtifactBody, error: String },
+}
+
 async fn spool_body(
     mut body: ArtifactBody,
     head: &Head,
     tx: &watch::Sender<FillStatus>,
     expected: Option<Expected>,
-) -> Result<u64, FillError> {
+) -> Result<Spooled, FillError> {
     let mut hasher = expected.as_ref().map(|e| Arc::new(Mutex::new(e.hasher())));
     let mut written = 0u64;
     let mut ended = false;
@@ -520,17 +553,25 @@ async fn spool_body(
         }
         let file = head.file.clone();
         let hashing = hasher.clone();
-        tokio::task::spawn_blocking(move || {
+        let (batch, wrote) = tokio::task::spawn_blocking(move || {
             if let Some(h) = hashing {
                 let mut h = h.lock().expect("hasher lock");
                 batch.iter().for_each(|b| h.update(b));
             }
             let mut f: &File = &file;
-            batch.iter().try_for_each(|b| f.write_all(b))
+            let wrote = batch.iter().try_for_each(|b| f.write_all(b));
+            (batch, wrote)
         })
         .await
-        .map_err(|e| FillError::Store(e.to_string().into()))?
-        .map_err(|e| FillError::Store(format!("spool write failed: {e}").into()))?;
+        .map_err(|e| FillError::Store(e.to_string().into()))?;
+        match wrote {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(28 | 122)) => {
+                // ENOSPC or EDQUOT: no room, but upstream is fine.
+                return Ok(Spooled::NoRoom { at: written, pending: batch, rest: body, error: e.to_string() });
+            }
+            Err(e) => return Err(FillError::Store(format!("spool write failed: {e}").into())),
+        }
         written += batch_len as u64;
         tx.send_modify(|status| {
             if let FillStatus::Streaming { written: w, .. } = status {
@@ -561,7 +602,7 @@ async fn spool_body(
             )));
         }
     }
-    Ok(written)
+    Ok(Spooled::Whole(written))
 }
 
 /// Makes the spool durable as a blob, then writes the index row: only then

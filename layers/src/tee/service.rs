@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::{future::BoxFuture, stream};
+use futures_util::{future::BoxFuture, stream, StreamExt, TryStreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
@@ -22,7 +22,7 @@ use crate::{
     path::ArtifactPath,
     remote_resolve::ResolvedRemote,
     respond::{self, serve_entry, Source, Stored},
-    store::{now_ms, Entry},
+    store::{now_ms, Entry, StoreError},
 };
 
 /// Middleware that fills the cache from the inner (upstream) service.
@@ -304,6 +304,7 @@ async fn wait_head(rx: &mut watch::Receiver<FillStatus>) -> Result<Waited, BoxEr
             FillStatus::Failed(e) => return Err(e.clone().into_box()),
             FillStatus::NotModified(h) => return Ok(Waited::NotModified(h.clone())),
             FillStatus::Direct(d) => return Ok(Waited::Direct(d.clone())),
+            FillStatus::Handover(h) => return Ok(Waited::Head(h.head.clone(), None)),
         }
         if rx.changed().await.is_err() && matches!(*rx.borrow(), FillStatus::Pending) {
             return Err(abandoned());
@@ -319,6 +320,9 @@ async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<Waited, B
             FillStatus::Failed(e) => return Err(e.clone().into_box()),
             FillStatus::NotModified(h) => return Ok(Waited::NotModified(h.clone())),
             FillStatus::Direct(d) => return Ok(Waited::Direct(d.clone())),
+            FillStatus::Handover(_) => {
+                return Err(Box::new(StoreError::Backend("the cache store is full".into())));
+            }
             FillStatus::Pending | FillStatus::Streaming { .. } => {}
         }
         if rx.changed().await.is_err()
@@ -331,10 +335,28 @@ async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<Waited, B
 
 /// A body that reads the spool as the fill writes it, and fails if the fill does.
 fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
-    let state = (rx, head.file.clone(), 0u64);
-    body::from_stream(stream::try_unfold(state, |(mut rx, file, offset)| async move {
+    // `offset` is `None` once the rest of a handed-over body was taken.
+    let start = (rx, head.file.clone(), Some(0u64));
+    let spooled = stream::try_unfold(start, |(mut rx, file, offset)| async move {
+        let Some(offset) = offset else { return Ok(None) };
         loop {
-            let (available, complete) = match &*rx.borrow_and_update() {
+            let handover = match &*rx.borrow_and_update() {
+                FillStatus::Handover(h) if offset >= h.at => Some(h.clone()),
+                _ => None,
+            };
+            if let Some(h) = handover {
+                // The spool holds no more: the rest comes from upstream.
+                let Some((pending, rest)) = h.rest.lock().expect("handover lock").take() else {
+                    return Err(io::Error::other(StoreError::Backend("the cache store is full".into())));
+                };
+                let rest = stream::iter(pending.into_iter().map(Ok)).chain(
+                    http_body_util::BodyStream::new(rest)
+                        .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })
+                        .map_err(io::Error::other),
+                );
+                return Ok(Some((Segment::Rest(Box::pin(rest)), (rx, file, None))));
+            }
+            let (available, complete) = match &*rx.borrow() {
                 FillStatus::Pending => (0, false),
                 FillStatus::Streaming { written, .. } => (*written, false),
                 FillStatus::Complete { written, .. } => (*written, true),
@@ -342,6 +364,7 @@ fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
                 FillStatus::NotModified(_) | FillStatus::Direct(_) => {
                     return Err(io::Error::other(abandoned()))
                 }
+                FillStatus::Handover(h) => (h.at, false),
             };
             if offset < available {
                 let len = ((available - offset) as usize).min(spool::CHUNK);
@@ -350,7 +373,7 @@ fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file is short"));
                 }
                 let next = offset + bytes.len() as u64;
-                return Ok(Some((bytes, (rx, file, next))));
+                return Ok(Some((Segment::Bytes(bytes), (rx, file, Some(next)))));
             }
             if complete {
                 return Ok(None);
@@ -361,5 +384,19 @@ fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
                 return Err(io::Error::other(abandoned()));
             }
         }
-    }))
+    });
+    // Spooled chunks, then (after a handover) upstream's rest as it arrives.
+    let flat = spooled
+        .map_ok(|segment| match segment {
+            Segment::Bytes(bytes) => stream::once(async move { Ok(bytes) }).boxed(),
+            Segment::Rest(rest) => rest,
+        })
+        .try_flatten();
+    body::from_stream(flat)
+}
+
+/// A piece of a tail: spooled bytes, or the rest of a handed-over body.
+enum Segment {
+    Bytes(bytes::Bytes),
+    Rest(futures_util::stream::BoxStream<'static, io::Result<bytes::Bytes>>),
 }
