@@ -230,6 +230,15 @@ async fn mutable_ttl_zero_checks_upstream_every_time_and_serves_from_cache() {
     upstream.put("/index.json", "v1", &[("etag", "\"e1\"")]);
     let url = proxy.url("/api/always/index.json");
     assert_eq!(get(&url).await.0, "MISS");
+    // The entry is committed just after the client has the last byte.
+    for _ in 0..100 {
+        let listing =
+            client().get(proxy.url("/artifacts/always")).send().await.unwrap().text().await.unwrap();
+        if listing.contains("index.json") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(get(&url).await, ("REVALIDATED".into(), "v1".into()));
