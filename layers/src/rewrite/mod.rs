@@ -354,6 +354,8 @@ fn metadata_keys(remote: &Remote, path: &ArtifactPath, remotes: &Remotes) -> Vec
 
 async fn expire_metadata(store: Store, keys: Vec<String>) {
     for key in keys {
+        // A fill of it still in flight commits it already expired.
+        store.marks.mark(&key);
         if let Ok(Some(entry)) = store.index.get(&key).await {
             if entry.is_fresh(now_ms()) {
                 let refresh = Refresh { expires_at_ms: Some(now_ms() - 1), revalidated: None };

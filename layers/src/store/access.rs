@@ -72,6 +72,47 @@ impl AccessLog {
     }
 }
 
+/// Keys whose metadata was declared out of date (a file it lists was fetched
+/// for the first time), with when. A fill of such a key that began before
+/// the mark commits already expired: the mark reaches fills still in flight,
+/// which the index does not hold yet.
+#[derive(Debug, Default)]
+pub struct ExpiryMarks {
+    marks: Mutex<HashMap<String, i64>>,
+}
+
+/// Marks older than this are forgotten (no fill takes that long to commit a
+/// metadata document).
+const MARK_LIFETIME_MS: i64 = 10 * 60 * 1000;
+/// At most this many marks; past it the oldest half goes.
+const MAX_MARKS: usize = 100_000;
+
+impl ExpiryMarks {
+    /// Marks `key` out of date from now on.
+    pub fn mark(&self, key: &str) {
+        let now = now_ms();
+        let mut marks = self.marks.lock().expect("marks lock");
+        if marks.len() >= MAX_MARKS {
+            marks.retain(|_, at| now - *at < MARK_LIFETIME_MS / 2);
+        }
+        marks.insert(key.to_owned(), now);
+    }
+
+    /// Whether `key` was marked at or after `since_ms`.
+    pub fn marked_since(&self, key: &str, since_ms: i64) -> bool {
+        let now = now_ms();
+        let mut marks = self.marks.lock().expect("marks lock");
+        match marks.get(key) {
+            Some(at) if now - *at >= MARK_LIFETIME_MS => {
+                marks.remove(key);
+                false
+            }
+            Some(at) => *at >= since_ms,
+            None => false,
+        }
+    }
+}
+
 /// Held while a blob is read; see [`AccessLog::reading`].
 #[derive(Debug)]
 pub struct ReadGuard {

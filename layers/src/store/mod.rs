@@ -13,7 +13,7 @@ mod evict;
 pub mod hot;
 pub mod memory;
 
-pub use access::{AccessLog, ReadGuard};
+pub use access::{AccessLog, ExpiryMarks, ReadGuard};
 pub use cleanup::{clean_up, CleanUp};
 pub use evict::{evict, Budget, Evicted};
 
@@ -293,12 +293,14 @@ pub struct Store {
     pub blobs: std::sync::Arc<dyn BlobStore>,
     /// What was served (for eviction) and what is being read.
     pub access: std::sync::Arc<AccessLog>,
+    /// Metadata declared out of date while its fill may still be in flight.
+    pub marks: std::sync::Arc<ExpiryMarks>,
 }
 
 impl Store {
     /// A store of `index` and `blobs`.
     pub fn new(index: std::sync::Arc<dyn Index>, blobs: std::sync::Arc<dyn BlobStore>) -> Self {
-        Self { index, blobs, access: std::sync::Arc::default() }
+        Self { index, blobs, access: std::sync::Arc::default(), marks: std::sync::Arc::default() }
     }
 
     /// An in-memory store, for tests and examples.

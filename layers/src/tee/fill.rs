@@ -123,6 +123,8 @@ pub(crate) struct FillJob {
     pub(crate) lease: bool,
     /// When the expired entry this fill replaces expired, if there is one.
     pub(crate) replaces: Option<i64>,
+    /// When the fill was asked for (ms since the epoch).
+    pub(crate) started_ms: i64,
 }
 
 /// How long a fill lease lives unless renewed (renewed every third of it).
@@ -638,7 +640,11 @@ async fn commit(
         },
         headers: head.headers.clone(),
         cached_at_ms: now,
-        expires_at_ms: ttl.map(|d| now.saturating_add(d.as_millis() as i64)),
+        expires_at_ms: match ttl {
+            // Declared out of date while this fill ran: stored, but expired.
+            Some(_) if store.marks.marked_since(&job.key, job.started_ms) => Some(now - 1),
+            ttl => ttl.map(|d| now.saturating_add(d.as_millis() as i64)),
+        },
         policy: head.policy.clone(),
     };
     let replaced_release = job.class != Class::Immutable && crate::apt::is_release(job.path.decoded());

@@ -148,7 +148,9 @@ where
             }
         }
     }
-    let job = FillJob { key, remote, path, class, conditional: conditional.is_some(), lease, replaces };
+    let started_ms = now_ms();
+    let job =
+        FillJob { key, remote, path, class, conditional: conditional.is_some(), lease, replaces, started_ms };
     let (mut rx, joined_complete) = fills.join_or_start(inner, req, job);
     // Joining a fill that had already finished is answering from the cache:
     // upstream was not asked for this request.

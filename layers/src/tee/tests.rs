@@ -233,3 +233,30 @@ async fn without_a_classification_the_request_passes_through_uncached() {
     assert!(res.headers().get("x-cache-status").is_none());
     assert!(f.index.is_empty());
 }
+
+#[tokio::test]
+async fn metadata_declared_out_of_date_while_its_fill_runs_commits_expired() {
+    let f = Fixture::new();
+    let upstream = service_fn(|_req: Request<()>| async {
+        let chunks = stream::unfold(0, |step| async move {
+            match step {
+                0 => Some((Ok::<_, BoxError>(Bytes::from_static(b"{\"old\":")), 1)),
+                1 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Some((Ok(Bytes::from_static(b"true}")), 2))
+                }
+                _ => None,
+            }
+        });
+        Ok::<_, BoxError>(Response::new(body::from_stream(chunks)))
+    });
+    let mut req = request("pkg/index.json");
+    req.extensions_mut().insert(Classification(Class::Mutable { builtin: false }));
+    let res = f.layer().layer(upstream).oneshot(req).await.unwrap();
+    // A file the document lists is fetched for the first time meanwhile.
+    f.store.marks.mark(&key("pkg/index.json"));
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "{\"old\":true}");
+    assert!(f.committed(&key("pkg/index.json")).await);
+    let entry = f.index.get(&key("pkg/index.json")).await.unwrap().unwrap();
+    assert!(!entry.is_fresh(crate::store::now_ms()), "stored, but already expired");
+}
