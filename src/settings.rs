@@ -53,6 +53,23 @@ pub struct Settings {
     pub config_watch: Option<Duration>,
 }
 
+/// `UPSTREAM_RESOLVE`: `host=ip:port[|ip:port...]` entries, comma
+/// separated; `host=` makes a name fail to resolve without asking DNS.
+fn resolve_from(text: Option<&str>) -> Result<Vec<(String, Vec<std::net::SocketAddr>)>, String> {
+    let mut out = Vec::new();
+    for item in text.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (host, addrs) =
+            item.split_once('=').ok_or_else(|| format!("UPSTREAM_RESOLVE {item:?} is not host=ip:port"))?;
+        let addrs = addrs
+            .split('|')
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| a.trim().parse().map_err(|_| format!("UPSTREAM_RESOLVE {item:?}: {a:?} is not ip:port")))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push((host.trim().to_ascii_lowercase(), addrs));
+    }
+    Ok(out)
+}
+
 /// A size: plain bytes, or a number with `K`, `M`, `G` or `T` (powers of
 /// 1024, as nginx reads them; `KB`/`KiB` and lower case too).
 pub fn parse_bytes(text: &str) -> Option<u64> {
@@ -83,6 +100,7 @@ pub const VARIABLES: &[&str] = &[
     "CONFIG_WATCH_INTERVAL",
     "UPSTREAM_CONNECT_TIMEOUT",
     "UPSTREAM_READ_TIMEOUT",
+    "UPSTREAM_RESOLVE",
     "ADMIN_TOKEN",
     "MAX_UPLOAD_BYTES",
     "METADATA_MAX_BYTES",
@@ -299,6 +317,7 @@ impl Settings {
             upstream: UpstreamConfig {
                 connect_timeout: seconds("UPSTREAM_CONNECT_TIMEOUT", 10)?,
                 read_timeout: seconds("UPSTREAM_READ_TIMEOUT", 60)?,
+                resolve: resolve_from(var("UPSTREAM_RESOLVE").as_deref())?,
                 ..UpstreamConfig::default()
             },
         })

@@ -60,6 +60,9 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     /// Retries of an idempotent request whose connection failed.
     pub connect_retries: u32,
+    /// Host names resolved here instead of by DNS (`UPSTREAM_RESOLVE`):
+    /// addresses, or none (the name does not resolve, and nothing is asked).
+    pub resolve: Vec<(String, Vec<std::net::SocketAddr>)>,
 }
 
 impl Default for UpstreamConfig {
@@ -68,6 +71,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             connect_retries: 2,
+            resolve: Vec::new(),
         }
     }
 }
@@ -81,12 +85,15 @@ pub struct UpstreamFetch {
 impl UpstreamFetch {
     /// A client configured by `config`.
     pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
             .redirect(redirect_policy())
-            .user_agent(concat!("artifactapi/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("artifactapi/", env!("CARGO_PKG_VERSION")));
+        if !config.resolve.is_empty() {
+            builder = builder.dns_resolver(std::sync::Arc::new(Pinned(config.resolve.clone())));
+        }
+        let client = builder.build()?;
         let client =
             ClientBuilder::new(client).with(RetryConnect { retries: config.connect_retries }).build();
         Ok(Self { client })
@@ -125,6 +132,28 @@ impl UpstreamFetch {
             body.extend_from_slice(&chunk);
         }
         Ok((status, body.into()))
+    }
+}
+
+/// Names resolved from configuration; every other name by the system.
+struct Pinned(Vec<(String, Vec<std::net::SocketAddr>)>);
+
+impl reqwest::dns::Resolve for Pinned {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_ascii_lowercase();
+        let pinned = self.0.iter().find(|(h, _)| *h == host).map(|(_, addrs)| addrs.clone());
+        Box::pin(async move {
+            match pinned {
+                Some(addrs) if addrs.is_empty() => {
+                    Err(format!("{host} does not resolve (UPSTREAM_RESOLVE)").into())
+                }
+                Some(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
+                None => {
+                    let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+                    Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+                }
+            }
+        })
     }
 }
 

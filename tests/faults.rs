@@ -1,0 +1,81 @@
+//! Upstream faults that need their own harness: names that do not resolve
+//! (through the client's resolver, so no lookup leaves the machine), and
+//! upstreams that break HTTP framing.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{client, Proxy, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn listing_count(proxy: &Proxy, remote: &str) -> u64 {
+    let res = client().get(proxy.url(&format!("/artifacts/{remote}"))).send().await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    json["count"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_is_a_502_and_pinned_names_reach_their_address() {
+    let upstream = Upstream::start().await;
+    upstream.put("/tool.tgz", "pinned", &[]);
+    let yaml = "remotes:\n  broken:\n    base_url: \"http://broken.example.internal:8080\"\n  pinned:\n    base_url: \"http://pinned.example.internal\"\n";
+    let resolve = format!("broken.example.internal=,pinned.example.internal={}", upstream.addr);
+    let proxy = Proxy::start_with(yaml, &upstream.url(), &[("UPSTREAM_RESOLVE", resolve.as_str())]).await;
+
+    let res = client().get(proxy.url("/api/broken/tool.tgz")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("does not resolve"), "{text}");
+    assert_eq!(listing_count(&proxy, "broken").await, 0, "nothing cached");
+
+    let res = client().get(proxy.url("/api/pinned/tool.tgz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "pinned");
+    assert_eq!(upstream.count("GET", "/tool.tgz"), 1);
+}
+
+/// A server that answers every connection with `answer`, then closes it;
+/// counts connections.
+async fn raw_server(answer: &'static [u8]) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(answer).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_longer_than_announced_is_cut_at_the_announced_length() {
+    let (url, _) = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n0123456789").await;
+    let proxy = Proxy::start("remotes:\n  raw:\n    base_url: \"{upstream}\"\n", &url).await;
+    for expected in ["MISS", "HIT"] {
+        let res = client().get(proxy.url("/api/raw/x.bin")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-cache-status"], expected);
+        assert_eq!(res.bytes().await.unwrap().as_ref(), b"01234", "HTTP framing decides the body");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_without_an_answer_is_a_502_not_retried_and_not_cached() {
+    let (url, connections) = raw_server(b"").await;
+    let proxy = Proxy::start("remotes:\n  raw:\n    base_url: \"{upstream}\"\n", &url).await;
+    let res = client().get(proxy.url("/api/raw/x.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Only failures to connect are retried (a sent request may have had effects).
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(listing_count(&proxy, "raw").await, 0);
+}
