@@ -79,3 +79,62 @@ async fn a_connection_closed_without_an_answer_is_a_502_not_retried_and_not_cach
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(listing_count(&proxy, "raw").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_loop_is_a_502_after_a_bounded_number_of_hops() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("remotes:\n  files:\n    base_url: \"{upstream}\"\n", &upstream.url()).await;
+    let res = client().get(proxy.url("/api/files/loop/x.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert!(res.text().await.unwrap().contains("redirect"));
+    let hops = upstream.count("GET", "/loop/x.bin");
+    assert!((2..=11).contains(&hops), "bounded: {hops} requests");
+    assert_eq!(listing_count(&proxy, "files").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_slower_than_the_read_timeout_are_a_504() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let yaml = "remotes:\n  slow:\n    base_url: \"{upstream}\"\n";
+    let proxy = Proxy::start_with(yaml, &url, &[("UPSTREAM_READ_TIMEOUT", "0.5")]).await;
+    let res = client().get(proxy.url("/api/slow/x.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 504);
+    assert_eq!(listing_count(&proxy, "slow").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_upstream_is_answered_stale_while_down_and_fresh_while_up() {
+    let upstream = Upstream::start().await;
+    upstream.put("/index.json", "v1", &[]);
+    let yaml = "remotes:\n  files:\n    base_url: \"{upstream}\"\n    mutable_patterns: ['\\.json$']\n    cache:\n      mutable_ttl: 1\n";
+    let proxy = Proxy::start(yaml, &upstream.url()).await;
+    let get = |url: String| async move {
+        let res = client().get(url).send().await.unwrap();
+        let cache = res.headers()["x-cache-status"].to_str().unwrap().to_owned();
+        (res.status().as_u16(), cache, res.text().await.unwrap())
+    };
+    let url = proxy.url("/api/files/index.json");
+    assert_eq!(get(url.clone()).await, (200, "MISS".into(), "v1".into()));
+    for version in ["v2", "v3"] {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        upstream.fail("/index.json", 503);
+        let (status, cache, _) = get(url.clone()).await;
+        assert_eq!((status, cache.as_str()), (200, "STALE"), "down: the copy we have");
+        upstream.heal("/index.json");
+        upstream.put("/index.json", version, &[]);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (status, _, body) = get(url.clone()).await;
+        assert_eq!((status, body.as_str()), (200, version), "up again: the new version");
+    }
+}

@@ -51,7 +51,7 @@ struct Shared {
 }
 
 /// A counting upstream. Besides registered files it answers:
-/// - `/redirect/{rest}` with 302 to `/{rest}`; `/redirect-to/{port}/{rest}` to another port;
+/// - `/redirect/{rest}` with 302 to `/{rest}`; `/loop/{name}` with 302 to itself; `/redirect-to/{port}/{rest}` to another port;
 /// - `/truncated/{name}`: announces 1000 bytes, sends 500, breaks the connection;
 /// - `/large/{bytes}/{name}`: a deterministic body of that size, streamed;
 /// - `/chunked/{bytes}/{name}`: the same, without a `Content-Length`;
@@ -173,6 +173,9 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let builder = Response::builder();
     match segments.as_slice() {
+        ["loop", ..] => {
+            builder.status(302).header(header::LOCATION, path.clone()).body(Body::empty()).unwrap()
+        }
         ["redirect", rest @ ..] => builder
             .status(302)
             .header(header::LOCATION, format!("/{}", rest.join("/")))
