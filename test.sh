@@ -29,6 +29,10 @@ install_apt() {
   command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
   command -v containerd >/dev/null 2>&1 || missing+=(containerd)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  # Signals to the binary under test (kill), small filesystems (mount: util-linux).
+  # (kill is also a shell builtin: look for the program the tests run.)
+  [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
+  command -v mount >/dev/null 2>&1 || missing+=(mount)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {

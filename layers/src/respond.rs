@@ -12,7 +12,7 @@ use crate::{
     extensions::{headers::*, CacheStatus},
     path::ArtifactPath,
     range::{self, RangeRequest},
-    store::{BlobStore, Entry, ReadGuard, Store, StoreError},
+    store::{AccessLog, BlobStore, Entry, Store, StoreError},
     tee::spool,
 };
 
@@ -88,15 +88,15 @@ pub(crate) async fn serve_entry(
 ) -> Result<Response<ArtifactBody>, StoreError> {
     let stored = Stored { headers: &entry.headers, size: entry.size, status };
     store.access.served(&entry.key, &entry.remote, &entry.path);
-    let guard = store.access.reading(&entry.blob);
-    let source = Source::Blob(store.blobs.clone(), entry.blob.clone(), Some(guard));
+    let source = Source::Blob(store.blobs.clone(), entry.blob.clone(), store.access.clone());
     stored.answer(method, headers, source).await
 }
 
 /// Where the bytes of an answer come from.
 pub(crate) enum Source {
-    /// A committed blob, marked as being read while it is.
-    Blob(Arc<dyn BlobStore>, String, Option<ReadGuard>),
+    /// A committed blob, marked in the access log as being read while a
+    /// body streams it (HEAD and 304 answers open nothing).
+    Blob(Arc<dyn BlobStore>, String, Arc<AccessLog>),
     /// A finished spool file of a fill.
     Spool(Arc<File>),
 }
@@ -104,9 +104,9 @@ pub(crate) enum Source {
 impl Source {
     async fn open(&self, range: std::ops::Range<u64>) -> Result<ArtifactBody, StoreError> {
         Ok(match self {
-            Source::Blob(store, key, guard) => {
+            Source::Blob(store, key, access) => {
+                let guard = access.reading(key);
                 let stream = store.open(key, Some(range)).await?;
-                let guard = guard.as_ref().map(|g| g.also());
                 body::from_stream(futures_util::StreamExt::map(stream, move |chunk| {
                     let _reading = &guard;
                     chunk

@@ -120,13 +120,6 @@ pub struct ReadGuard {
     blob: String,
 }
 
-impl ReadGuard {
-    /// Another guard of the same blob (one per body streaming it).
-    pub fn also(&self) -> ReadGuard {
-        self.log.reading(&self.blob)
-    }
-}
-
 impl Drop for ReadGuard {
     fn drop(&mut self) {
         let mut reading = self.log.reading.lock().expect("reading lock");
