@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use artifactapi_services::{blob::S3Config, upstream::UpstreamConfig};
+use artifactapi_services::{blob::S3Config, egress::PrivateNetworks, upstream::UpstreamConfig};
 use url::Url;
 
 /// Everything that is not in `remotes.yaml`.
@@ -101,6 +101,7 @@ pub const VARIABLES: &[&str] = &[
     "UPSTREAM_CONNECT_TIMEOUT",
     "UPSTREAM_READ_TIMEOUT",
     "UPSTREAM_RESOLVE",
+    "UPSTREAM_PRIVATE_NETWORKS",
     "ADMIN_TOKEN",
     "MAX_UPLOAD_BYTES",
     "METADATA_MAX_BYTES",
@@ -318,6 +319,11 @@ impl Settings {
                 connect_timeout: seconds("UPSTREAM_CONNECT_TIMEOUT", 10)?,
                 read_timeout: seconds("UPSTREAM_READ_TIMEOUT", 60)?,
                 resolve: resolve_from(var("UPSTREAM_RESOLVE").as_deref())?,
+                private_networks: match var("UPSTREAM_PRIVATE_NETWORKS").filter(|s| !s.trim().is_empty()) {
+                    Some(text) => PrivateNetworks::parse(&text)
+                        .map_err(|e| format!("UPSTREAM_PRIVATE_NETWORKS: {e}"))?,
+                    None => PrivateNetworks::default(),
+                },
                 ..UpstreamConfig::default()
             },
         })

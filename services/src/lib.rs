@@ -14,5 +14,6 @@
 pub mod blob;
 pub mod coord;
 pub mod docker;
+pub mod egress;
 pub mod index;
 pub mod upstream;

@@ -7,13 +7,14 @@
 //! upstream sent, with its `Content-Encoding`.
 //!
 //! Redirects are followed (release files and blobs live on CDNs), at most ten,
-//! and never from a public host to a loopback or private address. A remote's
+//! and never from a public remote into a private network ([`crate::egress`]:
+//! by the address in the URL, and by what a name resolves to). A remote's
 //! credentials go to its own host only: reqwest drops `Authorization` when a
 //! redirect leaves the origin. Connection failures of idempotent requests are
 //! retried twice with backoff. Proxies come from `HTTPS_PROXY`/`NO_PROXY`.
 
 use std::{
-    net::IpAddr,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -28,7 +29,9 @@ use futures_util::{future::BoxFuture, TryStreamExt};
 use http::{header, Method, Request, Response};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use tower::Service;
-use url::{Host, Url};
+use url::Url;
+
+use crate::egress::{Egress, PrivateNetworks, Resolver};
 
 /// Request headers passed on to upstream; everything else stays here.
 const FORWARDED: [header::HeaderName; 5] =
@@ -63,6 +66,9 @@ pub struct UpstreamConfig {
     /// Host names resolved here instead of by DNS (`UPSTREAM_RESOLVE`):
     /// addresses, or none (the name does not resolve, and nothing is asked).
     pub resolve: Vec<(String, Vec<std::net::SocketAddr>)>,
+    /// Networks upstream may not send a public remote's requests into
+    /// (`UPSTREAM_PRIVATE_NETWORKS`).
+    pub private_networks: PrivateNetworks,
 }
 
 impl Default for UpstreamConfig {
@@ -72,6 +78,7 @@ impl Default for UpstreamConfig {
             read_timeout: Duration::from_secs(60),
             connect_retries: 2,
             resolve: Vec::new(),
+            private_networks: PrivateNetworks::default(),
         }
     }
 }
@@ -80,30 +87,39 @@ impl Default for UpstreamConfig {
 #[derive(Clone, Debug)]
 pub struct UpstreamFetch {
     client: ClientWithMiddleware,
+    egress: Arc<Egress>,
 }
 
 impl UpstreamFetch {
     /// A client configured by `config`.
     pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
+        let egress = Egress::new(config.private_networks.clone(), config.resolve.clone());
+        let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
-            .redirect(redirect_policy())
-            .user_agent(concat!("artifactapi/", env!("CARGO_PKG_VERSION")));
-        if !config.resolve.is_empty() {
-            builder = builder.dns_resolver(std::sync::Arc::new(Pinned(config.resolve.clone())));
-        }
-        let client = builder.build()?;
+            .redirect(redirect_policy(egress.clone()))
+            .dns_resolver(Arc::new(Resolver(egress.clone())))
+            .user_agent(concat!("artifactapi/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         let client =
             ClientBuilder::new(client).with(RetryConnect { retries: config.connect_retries }).build();
-        Ok(Self { client })
+        Ok(Self { client, egress })
+    }
+
+    /// Whether a request for the remote at `origin` may be sent to `target`
+    /// (a registry's token realm): never into a private network unless the
+    /// remote is in one.
+    pub fn allows(&self, origin: &Url, target: &Url) -> bool {
+        self.egress.allows(origin, target)
     }
 
     /// Fetches a small document (at most `limit` bytes) from `url`, with
-    /// Basic `credentials` if given: a registry's token endpoint. The same
-    /// timeouts and redirect rules as every upstream request apply.
+    /// Basic `credentials` if given, for the remote at `origin`: a registry's
+    /// token endpoint. The same timeouts, redirect and egress rules as every
+    /// upstream request apply.
     pub async fn fetch_small(
         &self,
+        origin: &Url,
         url: Url,
         credentials: Option<&artifactapi_layers::Credentials>,
         limit: usize,
@@ -116,7 +132,7 @@ impl UpstreamFetch {
             Ok(e) => *e,
             Err(e) => UpstreamError::new(UpstreamErrorKind::Other, e.to_string()),
         };
-        let response = builder.send().await.map_err(|e| error(classify(e)))?;
+        let response = Egress::scope(origin.clone(), builder.send()).await.map_err(|e| error(classify(e)))?;
         let status = response.status();
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
@@ -135,71 +151,18 @@ impl UpstreamFetch {
     }
 }
 
-/// Names resolved from configuration; every other name by the system.
-struct Pinned(Vec<(String, Vec<std::net::SocketAddr>)>);
-
-impl reqwest::dns::Resolve for Pinned {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_ascii_lowercase();
-        let pinned = self.0.iter().find(|(h, _)| *h == host).map(|(_, addrs)| addrs.clone());
-        Box::pin(async move {
-            match pinned {
-                Some(addrs) if addrs.is_empty() => {
-                    Err(format!("{host} does not resolve (UPSTREAM_RESOLVE)").into())
-                }
-                Some(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
-                None => {
-                    let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-                    Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-                }
-            }
-        })
-    }
-}
-
-fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
+fn redirect_policy(egress: Arc<Egress>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > 10 {
             return attempt.error("more than 10 redirects");
         }
-        let from_private = attempt.previous().first().is_some_and(is_private);
-        if !from_private && is_private(attempt.url()) {
-            return attempt.error("redirect to a loopback or private address refused");
+        if let Some(origin) = attempt.previous().first() {
+            if !egress.allows(origin, attempt.url()) {
+                return attempt.error("redirect into a private network refused (the remote is outside)");
+            }
         }
         attempt.follow()
     })
-}
-
-/// Whether `url` names a loopback, private, link-local or unspecified address.
-pub fn is_private(url: &Url) -> bool {
-    let ip = match url.host() {
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
-        Some(Host::Ipv6(ip)) => match ip.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(ip),
-        },
-        Some(Host::Domain(d)) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            return d == "localhost" || d.ends_with(".localhost");
-        }
-        None => return false,
-    };
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
-    }
 }
 
 /// The upstream URL of `path` on `base`: string concatenation, never URL
@@ -236,7 +199,8 @@ impl<B> Service<Request<B>> for UpstreamFetch {
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let prepared = prepare(&self.client, &req);
         Box::pin(async move {
-            let response = prepared?.send().await.map_err(classify)?;
+            let (builder, origin) = prepared?;
+            let response = Egress::scope(origin, builder.send()).await.map_err(classify)?;
             let mut answer = Response::new(body::empty());
             *answer.status_mut() = response.status();
             *answer.headers_mut() = response.headers().clone();
@@ -251,7 +215,7 @@ impl<B> Service<Request<B>> for UpstreamFetch {
 fn prepare<B>(
     client: &ClientWithMiddleware,
     req: &Request<B>,
-) -> Result<reqwest_middleware::RequestBuilder, BoxError> {
+) -> Result<(reqwest_middleware::RequestBuilder, Url), BoxError> {
     let (Some(ResolvedRemote(remote)), Some(path)) =
         (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>())
     else {
@@ -282,7 +246,7 @@ fn prepare<B>(
         (Some(UpstreamAuth(None)), _) | (None, None) => {}
         (None, Some(creds)) => builder = builder.basic_auth(&creds.username, Some(&creds.password)),
     }
-    Ok(builder)
+    Ok((builder, base.clone()))
 }
 
 fn classify(e: reqwest_middleware::Error) -> BoxError {
@@ -373,26 +337,5 @@ mod tests {
         );
         let at = ArtifactPath::parse("@evil.example/x", None).unwrap();
         assert_eq!(upstream_url(&base, &at).unwrap().host_str(), Some("mirror.example.com"));
-    }
-
-    #[test]
-    fn private_addresses_are_recognised() {
-        for url in [
-            "http://127.0.0.1/",
-            "http://10.1.2.3/",
-            "http://192.168.0.1/",
-            "http://172.16.0.1/",
-            "http://169.254.169.254/",
-            "http://[::1]/",
-            "http://[fd00::1]/",
-            "http://localhost/",
-            "http://0.0.0.0/",
-            "http://[::ffff:127.0.0.1]/",
-        ] {
-            assert!(is_private(&url.parse().unwrap()), "{url}");
-        }
-        for url in ["https://github.com/", "http://8.8.8.8/", "http://[2001:db8::1]/"] {
-            assert!(!is_private(&url.parse().unwrap()), "{url}");
-        }
     }
 }

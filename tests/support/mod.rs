@@ -52,6 +52,7 @@ struct Shared {
 
 /// A counting upstream. Besides registered files it answers:
 /// - `/redirect/{rest}` with 302 to `/{rest}`; `/loop/{name}` with 302 to itself; `/redirect-to/{port}/{rest}` to another port;
+///   `/redirect-host/{host:port}/{rest}` to another host;
 /// - `/truncated/{name}`: announces 1000 bytes, sends 500, breaks the connection;
 /// - `/large/{bytes}/{name}`: a deterministic body of that size, streamed;
 /// - `/chunked/{bytes}/{name}`: the same, without a `Content-Length`;
@@ -179,6 +180,11 @@ async fn answer(state: &Shared, req: Request) -> Response<Body> {
         ["redirect", rest @ ..] => builder
             .status(302)
             .header(header::LOCATION, format!("/{}", rest.join("/")))
+            .body(Body::empty())
+            .unwrap(),
+        ["redirect-host", authority, rest @ ..] => builder
+            .status(302)
+            .header(header::LOCATION, format!("http://{authority}/{}", rest.join("/")))
             .body(Body::empty())
             .unwrap(),
         ["redirect-to", port, rest @ ..] => builder
@@ -447,9 +453,14 @@ impl Proxy {
     /// Sends `request_line_path` exactly as written (no client normalises it)
     /// and answers the status and body.
     pub async fn raw_get(&self, path: &str) -> (u16, String) {
+        self.raw(&format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")).await
+    }
+
+    /// Sends `request` as written (it should ask `Connection: close`);
+    /// answers the status (0 when none came) and the body.
+    pub async fn raw(&self, request: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut text = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut text))

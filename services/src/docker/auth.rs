@@ -20,7 +20,7 @@ use http::HeaderValue;
 use serde::Deserialize;
 use url::Url;
 
-use crate::upstream::{is_private, UpstreamFetch};
+use crate::upstream::UpstreamFetch;
 
 /// What a 401 asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +185,8 @@ impl Tokens {
             return Err(refused("not http or https"));
         }
         // A public registry must not send us, or our credentials, inside.
-        if is_private(&url) && !remote.base_url().is_some_and(is_private) {
+        let Some(origin) = remote.base_url() else { return Err(refused("a local repository")) };
+        if !fetch.allows(origin, &url) {
             return Err(refused("a loopback or private address for a public registry"));
         }
         // Credentials go over TLS, or to a plain-HTTP realm of a plain-HTTP registry.
@@ -200,7 +201,7 @@ impl Tokens {
             }
             query.append_pair("scope", scope.as_deref().unwrap_or(&format!("repository:{repository}:pull")));
         }
-        let (status, body) = fetch.fetch_small(url, credentials, MAX_TOKEN_ANSWER).await?;
+        let (status, body) = fetch.fetch_small(origin, url, credentials, MAX_TOKEN_ANSWER).await?;
         if !status.is_success() {
             tracing::warn!(remote = %remote.name, %status, "the registry's token server refused a token");
             return Ok(None);
