@@ -20,8 +20,32 @@ use url::Url;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// The remotes by name.
+    /// The remotes by name (a name written twice is an error, not a
+    /// silent choice of one).
+    #[serde(deserialize_with = "unique_names")]
     pub remotes: BTreeMap<String, RemoteConfig>,
+}
+
+fn unique_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, RemoteConfig>, D::Error> {
+    struct Names;
+    impl<'de> serde::de::Visitor<'de> for Names {
+        type Value = BTreeMap<String, RemoteConfig>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of remote names to remotes")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!("remote {name:?} is defined twice")));
+                }
+                let remote = map.next_value()?;
+                out.insert(name, remote);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Names)
 }
 
 /// One remote as written.
@@ -163,6 +187,48 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text)
 }
 
+/// How deeply `[`/`{` collections may nest. The YAML scanner's time grows
+/// with the square of the depth (100 000 levels: a minute), and no real
+/// configuration nests more than a few.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// Checks the nesting of flow collections outside quotes and comments.
+fn flow_depth_within(text: &str, max: usize) -> Result<(), String> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut previous = '\n';
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+            comment = false;
+        }
+        match (quote, c) {
+            _ if comment => {}
+            (Some('"'), '\\') if previous == '\\' => {
+                previous = ' ';
+                continue;
+            }
+            (Some(q), c) if c == q && !(q == '"' && previous == '\\') => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '#') if previous.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > max {
+                    return Err(format!(
+                        "remotes.yaml: collections nested more than {max} levels deep at line {line}"
+                    ));
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    Ok(())
+}
+
 /// Parses and compiles configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     parse_with_env(text, &|name| std::env::var(name).ok())
@@ -171,6 +237,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
 /// Parses and compiles configuration text, reading `${VAR}` credentials
 /// through `env`.
 pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    flow_depth_within(text, MAX_FLOW_DEPTH).map_err(ConfigError::one)?;
     let file: ConfigFile = serde_yaml_ng::from_str(text).map_err(|e| {
         let mut message = format!("remotes.yaml: {e}");
         if message.contains("escape") {
@@ -463,6 +530,21 @@ mod tests {
     use artifactapi_layers::{Class, Decision};
 
     use super::*;
+
+    #[test]
+    fn deeply_nested_collections_are_refused_before_the_scanner_sees_them() {
+        let deep = format!("remotes: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        let err = parse(&deep).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64 levels deep at line 1"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "refused without parsing");
+        // Brackets in quoted patterns and comments are not nesting.
+        let text = "# {{{{{{\nremotes:  # [[[[\n  a:\n    base_url: https://e.example\n    immutable_patterns: ['\\[\\[\\[', \"\\\"\\\\[\\\"\"]\n";
+        assert!(flow_depth_within(text, 1).is_ok(), "{text}");
+        assert!(parse(text).is_ok(), "{text}");
+        assert!(flow_depth_within("a: [[[[", 3).is_err());
+        assert!(flow_depth_within("a: {b: [c, {d: [e]}]}", 4).is_ok());
+    }
 
     fn problems(text: &str) -> Vec<String> {
         parse(text).expect_err("should be rejected").problems

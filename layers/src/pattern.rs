@@ -20,6 +20,11 @@ use crate::remote::Package;
 /// before it counts as failed (and so denies).
 const BACKTRACK_LIMIT: usize = 100_000;
 
+/// The largest compiled pattern accepted, in bytes: far above any real path
+/// pattern, and small enough that matching a path stays cheap
+/// (`[ab]{1000}{1000}` is refused when the configuration loads).
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
 /// One compiled pattern, keeping its source text for messages.
 #[derive(Clone)]
 pub struct Pattern {
@@ -59,10 +64,17 @@ impl std::error::Error for PatternError {}
 impl Pattern {
     /// Compiles `source`, with `regex` where it can and `fancy-regex` where it must.
     pub fn new(source: &str) -> Result<Self, PatternError> {
-        let matcher = match regex::Regex::new(source) {
+        let matcher = match regex::RegexBuilder::new(source).size_limit(PATTERN_SIZE_LIMIT).build() {
             Ok(re) => Matcher::Linear(re),
+            Err(too_big @ regex::Error::CompiledTooBig(_)) => {
+                return Err(PatternError { pattern: source.to_owned(), reason: too_big.to_string() });
+            }
             Err(linear_err) => {
-                match fancy_regex::RegexBuilder::new(source).backtrack_limit(BACKTRACK_LIMIT).build() {
+                match fancy_regex::RegexBuilder::new(source)
+                    .backtrack_limit(BACKTRACK_LIMIT)
+                    .delegate_size_limit(PATTERN_SIZE_LIMIT)
+                    .build()
+                {
                     Ok(re) => Matcher::Backtracking(Box::new(re)),
                     Err(fancy_err) => {
                         // A size limit or syntax error: report what the linear
@@ -349,6 +361,27 @@ mod tests {
                 assert!(reason.contains("could not be evaluated"), "{reason}")
             }
             other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_patterns_are_refused_when_compiled() {
+        for source in [r"[ab]{1000}{1000}", r"\w{100}{100}", r"(?=x)[\w\d]{1000}{100}"] {
+            let err = Pattern::new(source).unwrap_err();
+            assert!(!source.starts_with("(?=") || err.reason.contains("NFA"), "{source}: {}", err.reason);
+            assert!(
+                source.starts_with("(?=") || err.reason.contains("size limit"),
+                "{source}: {}",
+                err.reason
+            );
+        }
+        for source in [r"\w+-\d+\.\d+\.tar\.gz$", r"^(?!.*\.tgz$).*", r"[a-z0-9._-]{1,128}"] {
+            assert!(Pattern::new(source).is_ok(), "{source}");
+        }
+        for source in
+            builtin_mutable_patterns(Package::Npm).iter().chain(builtin_mutable_patterns(Package::Rpm))
+        {
+            assert!(Pattern::new(source).is_ok(), "{source}");
         }
     }
 
