@@ -141,3 +141,40 @@ async fn no_request_line_header_or_path_trick_reaches_another_host() {
     assert_eq!(client().get(inside.url("/api/inside/n.tgz")).send().await.unwrap().status(), 200);
     assert_eq!(trapped.load(Ordering::SeqCst), 1);
 }
+
+/// A registry that answers every request with a token challenge whose realm
+/// is `realm`.
+async fn challenging_registry(realm: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let realm = realm.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"r\",scope=\"repository:library/app:pull\"\r\n\
+                     Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_registry_cannot_send_its_token_request_or_credentials_inside() {
+    let (trap_port, trapped) = trap().await;
+    let registry = challenging_registry(format!("http://127.0.0.2:{trap_port}/token")).await;
+    let yaml = "remotes:\n  hub:\n    base_url: \"{upstream}\"\n    package: docker\n    username: builder\n    password: s3cret\n";
+    let proxy = Proxy::start_with(yaml, &registry, &[("UPSTREAM_PRIVATE_NETWORKS", "127.0.0.2/32")]).await;
+    let res = client().get(proxy.url("/v2/hub/library/app/manifests/latest")).send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    assert!(status.is_server_error(), "{status}: {text}");
+    assert!(text.contains("token realm refused"), "{text}");
+    assert_eq!(trapped.load(Ordering::SeqCst), 0, "no token request went inside");
+}
