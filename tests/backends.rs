@@ -140,8 +140,13 @@ async fn index_conformance(index: &dyn Index) {
     assert_eq!(index.get(&key("k1")).await.unwrap().unwrap().expires_at_ms, Some(5));
     assert!(index.get(&key("k3")).await.unwrap().is_some(), "local entries survive");
 
-    assert_eq!(index.remove(&key("k1")).await.unwrap().map(|e| e.blob), Some("b2".into()));
-    assert_eq!(index.remove(&key("k1")).await.unwrap(), None);
+    assert_eq!(index.remove_if(&key("k1"), "b1").await.unwrap(), None, "replaced: kept");
+    assert!(index.get(&key("k1")).await.unwrap().is_some());
+    assert_eq!(index.remove_if(&key("k1"), "b2").await.unwrap().map(|e| e.blob), Some("b2".into()));
+    assert_eq!(index.remove_if(&key("k1"), "b2").await.unwrap(), None);
+    index.put(entry("k5", "a/five", "b9", EntryClass::Immutable)).await.unwrap();
+    assert_eq!(index.remove(&key("k5")).await.unwrap().map(|e| e.blob), Some("b9".into()));
+    assert_eq!(index.remove(&key("k5")).await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -238,3 +238,51 @@ fn an_unreachable_s3_or_postgresql_stops_start_up_but_redis_only_warns() {
     assert!(seen.contains("Redis is not reachable"), "{seen}");
     assert!(seen.contains("listening"), "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_an_old_copy_of_a_replaced_entry_serves_the_new_one_and_drops_nothing() {
+    // No Redis: nothing tells replica A that B replaced the entry, so A's
+    // in-memory copy still names the purged blob.
+    let upstream = Upstream::start().await;
+    let garage = Garage::start();
+    let db = PgDatabase::create();
+    let mut env = garage.env(&format!("replicas-{}", unique()));
+    env.push(("DATABASE_URL".into(), db.url()));
+    let a = Binary::start(CONFIG, &upstream.url(), &env);
+    let b = Binary::start(CONFIG, &upstream.url(), &env);
+    upstream.put("/rel/v1.tar.gz", "first bytes", &[]);
+    assert_eq!(get(&a.url("/api/files/rel/v1.tar.gz")).await.0, "MISS");
+    // The row is committed just after the client's last byte.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while listing(&b).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "the entry was never committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&a.url("/api/files/rel/v1.tar.gz")).await.0, "HIT", "A holds its copy in memory");
+
+    let res = client().delete(b.url("/cache/files/rel/v1.tar.gz")).send().await.unwrap();
+    let status = res.status();
+    assert!(status.is_success(), "{status}: {}", res.text().await.unwrap());
+    upstream.put("/rel/v1.tar.gz", "second bytes", &[]);
+    assert_eq!(get(&b.url("/api/files/rel/v1.tar.gz")).await, ("MISS".into(), b"second bytes".to_vec()));
+    assert_eq!(upstream.count("GET", "/rel/v1.tar.gz"), 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while listing(&b).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "B's entry was never committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A's own finished fill stays joinable for two seconds after its commit
+    // (the tee's linger); past that, only the index speaks.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // A finds its blob gone: it serves B's entry instead of deleting it.
+    assert_eq!(get(&a.url("/api/files/rel/v1.tar.gz")).await, ("HIT".into(), b"second bytes".to_vec()));
+    assert_eq!(upstream.count("GET", "/rel/v1.tar.gz"), 2, "no third fetch");
+    assert_eq!(get(&b.url("/api/files/rel/v1.tar.gz")).await.0, "HIT", "B's entry is still there");
+}
+
+async fn listing(replica: &Binary) -> u64 {
+    let res = client().get(replica.url("/artifacts/files")).send().await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    json["count"].as_u64().unwrap_or(0)
+}

@@ -72,9 +72,24 @@ where
                         Err(StoreError::NotFound) => {
                             // The row outlived its blob: drop it and fetch again.
                             tracing::warn!(key = %entry.path, blob = %entry.blob, "cached blob is missing; fetching again");
-                            if let Ok(Some(current)) = store.index.get(&key).await {
-                                if current.blob == entry.blob {
-                                    let _ = store.index.remove(&key).await;
+                            // Drop this row only: the copy read may be older than
+                            // a row another replica has written since, which is
+                            // served instead.
+                            if let Ok(None) = store.index.remove_if(&key, &entry.blob).await {
+                                if let Ok(Some(newer)) = store.index.get(&key).await {
+                                    if newer.blob != entry.blob && newer.is_fresh(now_ms()) {
+                                        let served = serve_entry(
+                                            &store,
+                                            &newer,
+                                            req.method(),
+                                            req.headers(),
+                                            CacheStatus::Hit,
+                                        )
+                                        .await;
+                                        if let Ok(response) = served {
+                                            return Ok(response);
+                                        }
+                                    }
                                 }
                             }
                         }

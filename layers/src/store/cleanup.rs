@@ -48,12 +48,8 @@ pub async fn clean_up(store: &Store, grace: Duration) -> Result<CleanUp, StoreEr
 
     for (key, blob, cached_at_ms) in &rows {
         if *cached_at_ms < judged_before && !present.contains(blob.as_str()) {
-            if let Ok(Some(removed)) = store.index.remove(key).await {
-                if removed.blob != *blob {
-                    // Replaced meanwhile: put the newer row back.
-                    store.index.put(removed).await?;
-                    continue;
-                }
+            // Only this row: one that replaced it meanwhile stays.
+            if let Ok(Some(removed)) = store.index.remove_if(key, blob).await {
                 tracing::warn!(key = %removed.path, remote = %removed.remote, blob, "index row without its blob removed");
                 done.orphan_rows += 1;
             }

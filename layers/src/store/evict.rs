@@ -91,7 +91,8 @@ async fn evict_from(store: &Store, remote: Option<&str>, excess: u64) -> Result<
                 kept.insert(entry.key);
                 continue;
             }
-            let Some(removed) = store.index.remove(&entry.key).await? else { continue };
+            // Only the entry judged here: one written meanwhile is not the coldest.
+            let Some(removed) = store.index.remove_if(&entry.key, &entry.blob).await? else { continue };
             if !store.index.blob_in_use(&removed.blob).await? && !store.access.is_being_read(&removed.blob) {
                 if let Err(e) = store.blobs.delete(&removed.blob).await {
                     tracing::warn!(blob = %removed.blob, error = %e, "could not delete an evicted blob");

@@ -138,6 +138,18 @@ impl Index for HotIndex {
         removed
     }
 
+    async fn remove_if(&self, key: &str, blob: &str) -> Result<Option<Entry>, StoreError> {
+        // The copy here may be older than the row: forget it either way, so
+        // that the next read sees what the backend has.
+        self.invalidate(key);
+        let removed = self.inner.remove_if(key, blob).await;
+        self.invalidate(key);
+        if matches!(removed, Ok(Some(_))) {
+            self.announce(Some(key));
+        }
+        removed
+    }
+
     async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
         let done = self.inner.refresh(key, blob, refresh).await;
         let mut hot = self.hot.lock().expect("hot index lock");
@@ -247,6 +259,9 @@ mod tests {
         }
         async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
             self.inner.remove(key).await
+        }
+        async fn remove_if(&self, key: &str, blob: &str) -> Result<Option<Entry>, StoreError> {
+            self.inner.remove_if(key, blob).await
         }
         async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
             self.inner.refresh(key, blob, refresh).await

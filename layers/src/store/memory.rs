@@ -47,6 +47,14 @@ impl Index for MemoryIndex {
         Ok(self.entries.lock().expect("index lock").remove(key))
     }
 
+    async fn remove_if(&self, key: &str, blob: &str) -> Result<Option<Entry>, StoreError> {
+        let mut entries = self.entries.lock().expect("index lock");
+        if entries.get(key).is_some_and(|e| e.blob == blob) {
+            return Ok(entries.remove(key));
+        }
+        Ok(None)
+    }
+
     async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
         let mut entries = self.entries.lock().expect("index lock");
         match entries.get_mut(key) {

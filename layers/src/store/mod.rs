@@ -160,6 +160,10 @@ pub trait Index: Send + Sync + 'static {
     async fn put(&self, entry: Entry) -> Result<Option<Entry>, StoreError>;
     /// Removes the entry under `key`, returning it.
     async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+    /// Removes the entry under `key` only if it still points at `blob` (it
+    /// was not replaced meanwhile, by this process or another replica);
+    /// returns it if it did.
+    async fn remove_if(&self, key: &str, blob: &str) -> Result<Option<Entry>, StoreError>;
     /// Applies `refresh` to the entry under `key` if it still points at
     /// `blob` (it was not replaced meanwhile); answers whether it did.
     async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError>;

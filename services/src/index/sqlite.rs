@@ -91,6 +91,17 @@ impl Index for SqliteIndex {
         row.as_ref().map(entry).transpose()
     }
 
+    async fn remove_if(&self, key: &str, blob: &str) -> Result<Option<Entry>, StoreError> {
+        let row =
+            sqlx::query(concat!("DELETE FROM entries WHERE key = ? AND blob = ? RETURNING ", columns!()))
+                .bind(key)
+                .bind(blob)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        row.as_ref().map(entry).transpose()
+    }
+
     async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
         let done = match &refresh.revalidated {
             None => {
