@@ -1,5 +1,6 @@
 //! The production backends for tests: a PostgreSQL database of its own on
-//! the machine's server, a Garage S3 server of its own, a private Redis.
+//! the machine's server, a Garage S3 server of its own, a private
+//! PostgreSQL server and a private Redis (for faults: stopped and restarted).
 #![allow(dead_code)]
 
 use std::{
@@ -68,12 +69,14 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-/// A single-node Garage S3 server in a temporary directory.
+/// A single-node Garage S3 server in a temporary directory. It can be
+/// stopped and started again on the same ports and data.
 pub struct Garage {
-    child: Child,
+    child: Option<Child>,
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
+    admin: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -89,7 +92,6 @@ pub fn garage_binary() -> PathBuf {
 
 impl Garage {
     pub fn start() -> Self {
-        let binary = garage_binary();
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let (rpc, s3, admin) = (free_port(), free_port(), free_port());
@@ -106,41 +108,83 @@ impl Garage {
             std::fs::write(&file, config).unwrap();
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-            let access_key = format!("GK{}", hex(24));
-            let secret_key = hex(64);
-            let log = std::fs::File::create(dir.path().join("garage.log")).unwrap();
-            let child = Command::new(&binary)
-                .arg("-c")
-                .arg(&file)
-                .args(["server", "--single-node", "--default-access-key"])
-                .env("GARAGE_DEFAULT_ACCESS_KEY", &access_key)
-                .env("GARAGE_DEFAULT_SECRET_KEY", &secret_key)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            let mut garage =
-                Self { child, endpoint: format!("http://127.0.0.1:{s3}"), access_key, secret_key, _dir: dir };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = garage.child.try_wait() {
-                    break; // it exited: a port was taken; try others
-                }
-                let ok = Command::new("curl")
-                    .args(["-sf", "--noproxy", "*", "-o", "/dev/null"])
-                    .arg(format!("http://127.0.0.1:{admin}/health"))
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ok {
-                    return garage;
-                }
-                std::thread::sleep(Duration::from_millis(100));
+            let mut garage = Self {
+                child: None,
+                endpoint: format!("http://127.0.0.1:{s3}"),
+                access_key: format!("GK{}", hex(24)),
+                secret_key: hex(64),
+                admin,
+                _dir: dir,
+            };
+            if garage.run() {
+                return garage;
             }
             let log = std::fs::read_to_string(garage._dir.path().join("garage.log")).unwrap_or_default();
             eprintln!("garage did not become healthy; retrying on other ports:\n{log}");
         }
         panic!("garage did not start");
+    }
+
+    /// Starts the server on its configuration; answers whether it became
+    /// healthy within 30 s (it exits when a port is taken).
+    fn run(&mut self) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.path().join("garage.log"))
+            .unwrap();
+        let child = Command::new(garage_binary())
+            .arg("-c")
+            .arg(self._dir.path().join("garage.toml"))
+            .args(["server", "--single-node", "--default-access-key"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", &self.access_key)
+            .env("GARAGE_DEFAULT_SECRET_KEY", &self.secret_key)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let child = self.child.insert(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            let ok = Command::new("curl")
+                .args(["-sf", "--noproxy", "*", "-o", "/dev/null"])
+                .arg(format!("http://127.0.0.1:{}/health", self.admin))
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Kills the server (SIGKILL: connections in flight break); its data
+    /// directory and ports stay for [`Garage::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports, with the data it had.
+    pub fn restart(&mut self) {
+        self.stop();
+        for _ in 0..5 {
+            if self.run() {
+                return;
+            }
+            // A port of ours may still be in TIME_WAIT or taken for a moment.
+            self.stop();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let log = std::fs::read_to_string(self._dir.path().join("garage.log")).unwrap_or_default();
+        panic!("garage did not start again:\n{log}");
     }
 
     /// The environment that points artifactapi at this server.
@@ -156,8 +200,115 @@ impl Garage {
 
 impl Drop for Garage {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
+    }
+}
+
+/// A PostgreSQL server of this test's own (not the machine's shared one),
+/// in a temporary directory, on a port of its own, with trust
+/// authentication: it can be stopped and started again on the same port and
+/// data. PostgreSQL refuses to run as root, so it runs as `postgres`.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    running: bool,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn as_postgres(program: &str) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")]);
+    cmd
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let chown = Command::new("chown").arg("postgres:postgres").arg(dir.path()).status().unwrap();
+        assert!(chown.success(), "chown the data directory to postgres");
+        let out = as_postgres("initdb")
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+            .output()
+            .expect("initdb runs (PostgreSQL 15 is installed)");
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let mut pg = Self { port: 0, dir, running: false };
+        for _ in 0..5 {
+            pg.port = free_port();
+            if pg.run() {
+                return pg;
+            }
+        }
+        panic!("the private PostgreSQL did not start:\n{}", pg.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    /// `pg_ctl start` on our port; answers whether it accepts connections.
+    fn run(&mut self) -> bool {
+        let options = format!(
+            "-h 127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=100",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("postgres.log"))
+            .args(["-o", &options, "-w", "-t", "60", "start"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        self.running = out.success();
+        self.running
+    }
+
+    /// A database URL on this server (the `postgres` database).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once (`immediate`: connections are cut, as in a
+    /// crash; the next start recovers from the WAL).
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let _ = as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "-t", "60", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        self.running = false;
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        for _ in 0..5 {
+            if self.run() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("the private PostgreSQL did not start again:\n{}", self.log());
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -485,6 +485,7 @@ pub struct Binary {
     child: std::process::Child,
     pub base: String,
     dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -492,12 +493,20 @@ impl Binary {
     /// Starts the binary with `yaml` (where `{upstream}` stands for
     /// `upstream`) and extra environment; answers once it listens.
     pub fn start(yaml: &str, upstream: &str, env: &[(String, String)]) -> Self {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("remotes.yaml"), yaml.replace("{upstream}", upstream)).unwrap();
+        let (child, base, lines) = Self::spawn(dir.path(), env);
+        Self { child, base, dir, env: env.to_vec(), lines }
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        env: &[(String, String)],
+    ) -> (std::process::Child, String, Arc<Mutex<Vec<String>>>) {
+        use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_artifactapi"))
-            .env("CONFIG_PATH", dir.path().join("remotes.yaml"))
-            .env("DATA_DIR", dir.path().join("data"))
+            .env("CONFIG_PATH", dir.join("remotes.yaml"))
+            .env("DATA_DIR", dir.join("data"))
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -520,7 +529,23 @@ impl Binary {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the binary starts and logs its address");
-        Self { child, base: format!("http://{addr}"), dir, lines }
+        (child, format!("http://{addr}"), lines)
+    }
+
+    /// Kills the process with SIGKILL if it still runs (no clean-up of any
+    /// kind) and starts it again on the same configuration, `DATA_DIR` and
+    /// environment; it listens on a new port (see [`Binary::base`]). Log
+    /// lines start afresh.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, base, lines) = Self::spawn(self.dir.path(), &self.env);
+        (self.child, self.base, self.lines) = (child, base, lines);
+    }
+
+    /// Kills the process with SIGKILL and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The configuration file it runs with.
@@ -580,6 +605,38 @@ impl Binary {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// What its open file descriptors point to (`socket:[…]`, a path, …),
+    /// one entry per descriptor.
+    pub fn fd_targets(&self) -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|t| t.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// How many file descriptors it has open.
+    pub fn open_fds(&self) -> usize {
+        self.fd_targets().len()
     }
 }
 
