@@ -33,12 +33,6 @@ async fn setup(env: &[(&str, &str)]) -> (Upstream, Proxy) {
     (upstream, proxy)
 }
 
-async fn listing_count(proxy: &Proxy, remote: &str) -> u64 {
-    let res = client().get(proxy.url(&format!("/artifacts/{remote}"))).send().await.unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
-    json["count"].as_u64().unwrap_or(0)
-}
-
 fn request(method: &str, path: &str, headers: &str, body: &str) -> String {
     format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -137,7 +131,7 @@ async fn the_admin_token_holds_under_every_encoding_method_and_alias() {
     }
 
     // Nothing changed.
-    assert_eq!(listing_count(&proxy, "internal").await, 1, "no upload landed");
+    assert_eq!(proxy.cached_count("internal").await, 1, "no upload landed");
     let kept = client().get(proxy.url("/api/internal/keep.bin")).send().await.unwrap();
     assert_eq!(kept.text().await.unwrap(), "kept");
     let cached = client().get(proxy.url("/api/files/cached.tgz")).send().await.unwrap();
@@ -152,7 +146,7 @@ async fn the_admin_token_holds_under_every_encoding_method_and_alias() {
     assert!(res.status().is_success());
     let res = client().delete(proxy.url("/cache/files/cached.tgz")).bearer_auth(TOKEN).send().await.unwrap();
     assert!(res.status().is_success());
-    assert_eq!(listing_count(&proxy, "files").await, 0);
+    assert_eq!(proxy.cached_count("files").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +207,7 @@ async fn invalid_names_digests_and_references_on_v2_are_registry_errors_before_u
         assert_eq!(json["errors"][0]["code"], *code, "{path}: {body}");
     }
     assert_eq!(upstream.total(), 0, "nothing malformed reached upstream");
-    assert_eq!(listing_count(&proxy, "hub").await, 0);
+    assert_eq!(proxy.cached_count("hub").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -392,19 +392,34 @@ async fn s3_stopped_while_a_miss_arrives_serves_it_whole_caches_nothing_and_refe
 /// failed commit), nothing is cached, the unfinished upload Garage keeps is
 /// aborted by the clean-up once S3 is back, and the next request fetches and
 /// caches the body.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_stopped_mid_upload_leaves_no_entry_no_spool_and_no_unfinished_upload() {
+/// A proxy on S3 (through a gate that can hold an upload) + PostgreSQL, with
+/// a clean-up every second that aborts uploads older than 15 s (an upload of
+/// these tests' 40 MiB takes well under that).
+struct Held {
+    upstream: Upstream,
+    garage: Garage,
+    gate: S3Gate,
+    db: PgDatabase,
+    bucket: String,
+    proxy: Binary,
+}
+
+async fn held_upload_setup() -> Held {
     let upstream = Upstream::start().await;
-    let mut garage = Garage::start();
+    let garage = Garage::start();
     let gate = S3Gate::start(&garage.endpoint).await;
     let db = PgDatabase::create();
     let bucket = format!("faults-{}", unique());
     let mut env = s3_env(&garage, &gate.url(), &bucket, &db);
-    // The clean-up runs every second and aborts uploads older than 15 s (an
-    // upload of this test's 40 MiB takes well under that).
     env.push(("CLEANUP_INTERVAL".into(), "1".into()));
     env.push(("CLEANUP_GRACE".into(), "15".into()));
-    let mut proxy = Binary::start(CONFIG, &upstream.url(), &env);
+    let proxy = Binary::start(CONFIG, &upstream.url(), &env);
+    Held { upstream, garage, gate, db, bucket, proxy }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stopped_mid_upload_leaves_no_entry_no_spool_and_no_unfinished_upload() {
+    let Held { upstream, mut garage, gate, db: _db, bucket, mut proxy } = held_upload_setup().await;
 
     // 40 MiB: three parts of an upload (16 + 16 + 8 MiB); the second is held
     // half way.
@@ -698,17 +713,7 @@ async fn killed_mid_download_on_the_embedded_store_restarts_clean_and_refetches(
 /// and the next request fetches and caches the whole body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_upload_on_s3_and_postgresql_restarts_clean_and_refetches() {
-    let upstream = Upstream::start().await;
-    let garage = Garage::start();
-    let gate = S3Gate::start(&garage.endpoint).await;
-    let db = PgDatabase::create();
-    let bucket = format!("faults-{}", unique());
-    let mut env = s3_env(&garage, &gate.url(), &bucket, &db);
-    // The clean-up runs every second and aborts uploads older than 15 s (an
-    // upload of this test's 40 MiB takes well under that).
-    env.push(("CLEANUP_INTERVAL".into(), "1".into()));
-    env.push(("CLEANUP_GRACE".into(), "15".into()));
-    let mut proxy = Binary::start(CONFIG, &upstream.url(), &env);
+    let Held { upstream, garage, gate, db: _db, bucket, mut proxy } = held_upload_setup().await;
 
     let len = 40 * MIB;
     let path = format!("/large/{len}/killed-uploading.bin");

@@ -9,12 +9,6 @@ use std::time::Duration;
 use support::{client, Proxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn listing_count(proxy: &Proxy, remote: &str) -> u64 {
-    let res = client().get(proxy.url(&format!("/artifacts/{remote}"))).send().await.unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
-    json["count"].as_u64().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_does_not_resolve_is_a_502_and_pinned_names_reach_their_address() {
     let upstream = Upstream::start().await;
@@ -27,7 +21,7 @@ async fn a_name_that_does_not_resolve_is_a_502_and_pinned_names_reach_their_addr
     assert_eq!(res.status(), 502);
     let text = res.text().await.unwrap();
     assert!(text.contains("does not resolve"), "{text}");
-    assert_eq!(listing_count(&proxy, "broken").await, 0, "nothing cached");
+    assert_eq!(proxy.cached_count("broken").await, 0, "nothing cached");
 
     let res = client().get(proxy.url("/api/pinned/tool.tgz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
@@ -77,7 +71,7 @@ async fn a_connection_closed_without_an_answer_is_a_502_not_retried_and_not_cach
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Only failures to connect are retried (a sent request may have had effects).
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert_eq!(listing_count(&proxy, "raw").await, 0);
+    assert_eq!(proxy.cached_count("raw").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +83,7 @@ async fn a_redirect_loop_is_a_502_after_a_bounded_number_of_hops() {
     assert!(res.text().await.unwrap().contains("redirect"));
     let hops = upstream.count("GET", "/loop/x.bin");
     assert!((2..=11).contains(&hops), "bounded: {hops} requests");
-    assert_eq!(listing_count(&proxy, "files").await, 0);
+    assert_eq!(proxy.cached_count("files").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +104,7 @@ async fn headers_slower_than_the_read_timeout_are_a_504() {
     let proxy = Proxy::start_with(yaml, &url, &[("UPSTREAM_READ_TIMEOUT", "0.5")]).await;
     let res = client().get(proxy.url("/api/slow/x.bin")).send().await.unwrap();
     assert_eq!(res.status(), 504);
-    assert_eq!(listing_count(&proxy, "slow").await, 0);
+    assert_eq!(proxy.cached_count("slow").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,12 +41,6 @@ async fn trap() -> (u16, Arc<AtomicUsize>) {
     (port, count)
 }
 
-async fn listing_count(proxy: &Proxy, remote: &str) -> u64 {
-    let res = client().get(proxy.url(&format!("/artifacts/{remote}"))).send().await.unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
-    json["count"].as_u64().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_from_a_public_remote_never_reach_a_private_network() {
     let upstream = Upstream::start().await;
@@ -78,7 +72,7 @@ async fn redirects_from_a_public_remote_never_reach_a_private_network() {
         assert!(text.contains("private network refused"), "{target}: {text}");
         assert_eq!(trapped.load(Ordering::SeqCst), 0, "{target}: nothing reached the private network");
     }
-    assert_eq!(listing_count(&proxy, "files").await, 0, "the refusals cached nothing");
+    assert_eq!(proxy.cached_count("files").await, 0, "the refusals cached nothing");
 
     // Outside, by name: followed, and without the remote's credentials.
     let path = format!("/api/files/redirect-host/cdn.example.test:{}/cdn/ok.tgz", cdn.addr.port());

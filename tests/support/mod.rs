@@ -456,6 +456,13 @@ impl Proxy {
         self.raw(&format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")).await
     }
 
+    /// How many entries `GET /artifacts/{remote}` lists.
+    pub async fn cached_count(&self, remote: &str) -> u64 {
+        let res = client().get(self.url(&format!("/artifacts/{remote}"))).send().await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        json["count"].as_u64().unwrap_or(0)
+    }
+
     /// Sends `request` as written (it should ask `Connection: close`);
     /// answers the status (0 when none came) and the body.
     pub async fn raw(&self, request: &str) -> (u16, String) {
