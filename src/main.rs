@@ -126,6 +126,16 @@ async fn serve(settings: Settings) -> ExitCode {
     // within the deadline, then exit; whatever is unfinished then was never
     // committed (spool files are removed at the next start).
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // No Nagle: an answer goes out as head and body writes, and a client that
+    // delays its ACK would otherwise hold the body back ~40 ms (measured: 41
+    // requests/s on one keep-alive connection for a 4 KiB hit, 40× fewer than
+    // with it off).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = tokio::spawn(
         axum::serve(listener, app.router)
             .with_graceful_shutdown(async move {
