@@ -84,6 +84,60 @@ pub(crate) struct Head {
     pub(crate) file: Arc<File>,
     /// The serialized cache policy of the exchange, for later revalidation.
     pub(crate) policy: Option<String>,
+    /// The last bytes written to the spool, still in memory: clients that
+    /// keep up with the fill take them from here instead of reading the
+    /// spool back (no copy, no blocking read).
+    pub(crate) recent: Mutex<Recent>,
+}
+
+/// How much of what a fill wrote last stays in memory for its clients.
+const RECENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most recently spooled frames, contiguous, ending at what was written.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    /// The spool offset of the first frame.
+    start: u64,
+    frames: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Recent {
+    /// Appends frames written at `offset` (which follows the last one), and
+    /// forgets the oldest beyond the window.
+    fn push(&mut self, offset: u64, frames: &[Bytes]) {
+        if self.start + self.len as u64 != offset {
+            *self = Recent { start: offset, ..Recent::default() };
+        }
+        for f in frames.iter().filter(|f| !f.is_empty()) {
+            self.len += f.len();
+            self.frames.push_back(f.clone());
+        }
+        while self.len > RECENT_BYTES {
+            let Some(old) = self.frames.pop_front() else { break };
+            self.len -= old.len();
+            self.start += old.len() as u64;
+        }
+    }
+
+    /// The bytes at `offset`, up to the end of the frame holding it (and
+    /// before `limit`), when they are still here.
+    pub(crate) fn at(&self, offset: u64, limit: u64) -> Option<Bytes> {
+        if offset < self.start || offset >= limit {
+            return None;
+        }
+        let mut frame_start = self.start;
+        for f in &self.frames {
+            let frame_end = frame_start + f.len() as u64;
+            if offset < frame_end {
+                let from = (offset - frame_start) as usize;
+                let to = (frame_end.min(limit) - frame_start) as usize;
+                return Some(f.slice(from..to));
+            }
+            frame_start = frame_end;
+        }
+        None
+    }
 }
 
 /// Why a fill failed. Cloned to every client of the fill.
@@ -452,6 +506,7 @@ where
             .and_then(|v| v.parse().ok()),
         file: Arc::new(file),
         policy,
+        recent: Mutex::new(Recent::default()),
     });
     tx.send_replace(FillStatus::Streaming { head: head.clone(), written: 0 });
     let expected = fills.digests.as_ref().and_then(|d| d.get(&job.key));
@@ -574,6 +629,7 @@ async fn spool_body(
             }
             Err(e) => return Err(FillError::Store(format!("spool write failed: {e}").into())),
         }
+        head.recent.lock().expect("recent lock").push(written, &batch);
         written += batch_len as u64;
         tx.send_modify(|status| {
             if let FillStatus::Streaming { written: w, .. } = status {
@@ -686,5 +742,30 @@ async fn commit(
             }
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+
+    #[test]
+    fn recent_bytes_are_sliced_by_offset_and_bounded() {
+        let mut r = Recent::default();
+        r.push(0, &[Bytes::from_static(b"abcd"), Bytes::from_static(b""), Bytes::from_static(b"efgh")]);
+        assert_eq!(r.at(0, 8).as_deref(), Some(&b"abcd"[..]));
+        assert_eq!(r.at(2, 8).as_deref(), Some(&b"cd"[..]));
+        assert_eq!(r.at(5, 8).as_deref(), Some(&b"fgh"[..]));
+        assert_eq!(r.at(5, 6).as_deref(), Some(&b"f"[..]), "never past what is published");
+        assert_eq!(r.at(8, 8), None);
+        // The window keeps the newest RECENT_BYTES.
+        let big = Bytes::from(vec![7u8; RECENT_BYTES]);
+        r.push(8, &[big]);
+        assert_eq!(r.at(0, 8 + RECENT_BYTES as u64), None, "forgotten: read from the spool");
+        assert_eq!(r.at(8, 9).as_deref(), Some(&[7u8][..]));
+        // A gap (a write this window did not see) starts it again.
+        r.push(100 + RECENT_BYTES as u64, &[Bytes::from_static(b"xyz")]);
+        assert_eq!(r.at(8, 9), None);
+        assert_eq!(r.at(101 + RECENT_BYTES as u64, u64::MAX).as_deref(), Some(&b"yz"[..]));
     }
 }

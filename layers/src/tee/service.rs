@@ -173,7 +173,7 @@ where
         Waited::NotModified(headers) => return Ok(not_modified(headers)),
         Waited::Direct(direct) => return direct_answer(&direct, status),
     };
-    let mut response = Response::new(tail(rx, &head));
+    let mut response = Response::new(tail(rx, head.clone()));
     respond::put_headers(response.headers_mut(), &head.headers, status);
     if let Some(len) = complete.or(head.content_length) {
         response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -336,10 +336,10 @@ async fn wait_complete(rx: &mut watch::Receiver<FillStatus>) -> Result<Waited, B
 }
 
 /// A body that reads the spool as the fill writes it, and fails if the fill does.
-fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
+fn tail(rx: watch::Receiver<FillStatus>, head: Arc<Head>) -> ArtifactBody {
     // `offset` is `None` once the rest of a handed-over body was taken.
-    let start = (rx, head.file.clone(), Some(0u64));
-    let spooled = stream::try_unfold(start, |(mut rx, file, offset)| async move {
+    let start = (rx, head, Some(0u64));
+    let spooled = stream::try_unfold(start, |(mut rx, head, offset)| async move {
         let Some(offset) = offset else { return Ok(None) };
         loop {
             let handover = match &*rx.borrow_and_update() {
@@ -356,7 +356,7 @@ fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
                         .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })
                         .map_err(io::Error::other),
                 );
-                return Ok(Some((Segment::Rest(Box::pin(rest)), (rx, file, None))));
+                return Ok(Some((Segment::Rest(Box::pin(rest)), (rx, head, None))));
             }
             let (available, complete) = match &*rx.borrow() {
                 FillStatus::Pending => (0, false),
@@ -369,13 +369,19 @@ fn tail(rx: watch::Receiver<FillStatus>, head: &Head) -> ArtifactBody {
                 FillStatus::Handover(h) => (h.at, false),
             };
             if offset < available {
-                let len = ((available - offset) as usize).min(spool::CHUNK);
-                let bytes = spool::read_at(file.clone(), offset, len).await?;
+                let recent = head.recent.lock().expect("recent lock").at(offset, available);
+                let bytes = match recent {
+                    Some(bytes) => bytes,
+                    None => {
+                        let len = ((available - offset) as usize).min(spool::CHUNK);
+                        spool::read_at(head.file.clone(), offset, len).await?
+                    }
+                };
                 if bytes.is_empty() {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file is short"));
                 }
                 let next = offset + bytes.len() as u64;
-                return Ok(Some((Segment::Bytes(bytes), (rx, file, Some(next)))));
+                return Ok(Some((Segment::Bytes(bytes), (rx, head, Some(next)))));
             }
             if complete {
                 return Ok(None);

@@ -22,7 +22,7 @@ use futures_util::stream;
 use crate::store::BlobStream;
 
 /// The most a client read or a spool write moves at once.
-pub(crate) const CHUNK: usize = 256 * 1024;
+pub(crate) const CHUNK: usize = 1024 * 1024;
 
 /// A name no other fill, process or replica will pick.
 pub(crate) fn unique_id() -> String {
