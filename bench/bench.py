@@ -1,0 +1,734 @@
+#!/usr/bin/env python3
+"""artifactapi side by side with its peers, on this machine, in one run.
+
+Started by bench/run (which installs the peers and builds the release
+binary); writes BENCHMARKS.md. Every figure that has a target is a ratio
+against a peer measured in the same run, alternating rounds, so that a noisy
+neighbour hits both sides alike.
+
+Peers: nginx proxy_cache (worker_processes auto) in front of the same origin
+nginx; the distribution registry (docker-registry) in proxy mode in front of
+the same upstream registry; and a direct download from the origin.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "artifactapi")
+MIB = 1024 * 1024
+
+
+def log(*args):
+    print("==", *args, flush=True)
+
+
+def run(args, **kw):
+    """subprocess.run that says what a failed command printed."""
+    done = subprocess.run(args, capture_output=True, text=True, **kw)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status < 500:
+                    return
+        except Exception:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+class Procs:
+    """Every process started, stopped at the end."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, log_path, env=None, cwd=None):
+        out = open(log_path, "ab")
+        p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            try:
+                self.stop(p)
+            except ProcessLookupError:
+                pass
+
+
+def rss_kib(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------- servers
+
+
+def nginx_conf(work, name, port, body, workers="1"):
+    d = os.path.join(work, name)
+    os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+    conf = f"""
+worker_processes {workers};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    {body}
+}}
+"""
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return d, path
+
+
+def start_origin(procs, work, files_dir):
+    port = free_port()
+    d, conf = nginx_conf(work, "origin", port, f"server {{ listen 127.0.0.1:{port}; root {files_dir}; }}")
+    procs.start(["nginx", "-c", conf, "-p", d], os.path.join(d, "stdout.log"))
+    wait_http(f"http://127.0.0.1:{port}/small.bin")
+    return port, os.path.join(d, "access.log")
+
+
+def start_nginx_cache(procs, work, origin_port):
+    port = free_port()
+    cache = os.path.join(work, "nginx-cache", "store")
+    shutil.rmtree(cache, ignore_errors=True)
+    body = f"""
+    proxy_cache_path {cache} levels=1:2 keys_zone=bench:16m max_size=20g inactive=1d use_temp_path=off;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{origin_port};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_valid 200 1d;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 10m;
+            proxy_max_temp_file_size 0;
+            add_header X-Cache-Status $upstream_cache_status;
+        }}
+    }}"""
+    d, conf = nginx_conf(work, "nginx-cache", port, body, workers="auto")
+    p = procs.start(["nginx", "-c", conf, "-p", d], os.path.join(d, "stdout.log"))
+    wait_http(f"http://127.0.0.1:{port}/small.bin")
+    return port, p
+
+
+class Artifactapi:
+    def __init__(self, procs, work, name, yaml, env=None):
+        self.dir = os.path.join(work, name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        with open(os.path.join(self.dir, "remotes.yaml"), "w") as f:
+            f.write(yaml)
+        self.port = free_port()
+        e = dict(os.environ)
+        e.update(
+            {
+                "CONFIG_PATH": os.path.join(self.dir, "remotes.yaml"),
+                "DATA_DIR": os.path.join(self.dir, "data"),
+                "LISTEN_ADDR": f"127.0.0.1:{self.port}",
+            }
+        )
+        e.update(env or {})
+        started = time.monotonic()
+        self.proc = procs.start([BINARY, "serve"], os.path.join(self.dir, "log"), env=e)
+        wait_http(self.url("/health"))
+        self.startup_s = time.monotonic() - started
+        self.procs = procs
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self):
+        self.procs.stop(self.proc)
+
+    def wait_cached(self, remote, count, timeout=120):
+        """Waits until `count` entries of `remote` are committed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(self.url(f"/artifacts/{remote}")) as r:
+                if json.load(r).get("count", 0) >= count:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{remote}: {count} entries were never committed")
+
+
+class Garage:
+    def __init__(self, procs, work):
+        self.dir = os.path.join(work, "garage")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        rpc, s3, admin = free_port(), free_port(), free_port()
+        token = os.urandom(16).hex()
+        conf = os.path.join(self.dir, "garage.toml")
+        with open(conf, "w") as f:
+            f.write(
+                f'metadata_dir = "{self.dir}/meta"\ndata_dir = "{self.dir}/data"\ndb_engine = "sqlite"\n'
+                f'replication_factor = 1\nrpc_bind_addr = "127.0.0.1:{rpc}"\nrpc_public_addr = "127.0.0.1:{rpc}"\n'
+                f'rpc_secret = "{os.urandom(32).hex()}"\n[s3_api]\ns3_region = "us-east-1"\n'
+                f'api_bind_addr = "127.0.0.1:{s3}"\nroot_domain = ".s3.garage.localhost"\n'
+                f'[admin]\napi_bind_addr = "127.0.0.1:{admin}"\nadmin_token = "{token}"\n'
+            )
+        os.chmod(conf, 0o600)
+        self.access_key = "GK" + os.urandom(12).hex()
+        self.secret_key = os.urandom(32).hex()
+        env = dict(os.environ, GARAGE_DEFAULT_ACCESS_KEY=self.access_key, GARAGE_DEFAULT_SECRET_KEY=self.secret_key)
+        env["RUST_LOG"] = "warn"
+        garage = shutil.which("garage") or os.path.expanduser("~/.cargo/bin/garage")
+        procs.start([garage, "-c", conf, "server", "--single-node", "--default-access-key"],
+                    os.path.join(self.dir, "log"), env=env)
+        wait_http(f"http://127.0.0.1:{admin}/health")
+        self.endpoint = f"http://127.0.0.1:{s3}"
+
+    def env(self, bucket):
+        return {
+            "MINIO_ENDPOINT": self.endpoint,
+            "MINIO_ACCESS_KEY": self.access_key,
+            "MINIO_SECRET_KEY": self.secret_key,
+            "MINIO_BUCKET": bucket,
+            "MINIO_REGION": "us-east-1",
+        }
+
+
+# ---------------------------------------------------------------- measures
+
+
+def wrk(url, connections, seconds):
+    out = subprocess.run(
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s", "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
+    unit = {"B": 1, "KB": 1024, "MB": MIB, "GB": 1024 * MIB}
+    bps = float(transfer.group(1)) * unit[transfer.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if errors or socket_errors:
+        raise RuntimeError(f"wrk saw failures on {url}:\n{out}")
+    return {"rps": rps, "p99_ms": p99_ms, "bps": bps}
+
+
+def curl_time(url):
+    out = subprocess.run(
+        ["curl", "-sf", "--noproxy", "*", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total} %{size_download}", url],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return float(out[0]), float(out[1]), int(out[2])
+
+
+def count_requests(access_log, path):
+    with open(access_log) as f:
+        return sum(1 for line in f if f'"GET {path} ' in line)
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def hits(results, origin_port, nginx_port, embedded, production, rounds, seconds):
+    targets = {"nginx": f"http://127.0.0.1:{nginx_port}", "embedded": embedded.url("/api/files"),
+               "production": production.url("/api/files") if production else None}
+    for name, base in targets.items():
+        if base:
+            for f in ("small.bin", "large.bin"):
+                subprocess.run(["curl", "-sf", "--noproxy", "*", "-o", "/dev/null", f"{base}/{f}"], check=True)
+    for a in (embedded, production):
+        if a:
+            a.wait_cached("files", 2)
+    small = {k: [] for k, v in targets.items() if v}
+    large = {k: [] for k, v in targets.items() if v}
+    for r in range(rounds):
+        for name in small:
+            log(f"hits, 4 KiB, 64 connections: {name} round {r + 1}")
+            small[name].append(wrk(f"{targets[name]}/small.bin", 64, seconds))
+        for name in large:
+            log(f"hits, 100 MiB, 8 connections: {name} round {r + 1}")
+            large[name].append(wrk(f"{targets[name]}/large.bin", 8, seconds))
+    results["small"] = {k: {"rps": median([x["rps"] for x in v]), "p99_ms": median([x["p99_ms"] for x in v])}
+                        for k, v in small.items()}
+    results["large"] = {k: {"bps": median([x["bps"] for x in v])} for k, v in large.items()}
+
+
+def cold_miss(results, procs, work, origin_port, rounds):
+    direct, proxied, ttfb_direct, ttfb_proxied, peaks, nginx = [], [], [], [], [], []
+    yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
+    for r in range(rounds):
+        log(f"cold miss, 1 GiB: round {r + 1}")
+        t0, t1, n = curl_time(f"http://127.0.0.1:{origin_port}/huge.bin")
+        assert n == 1024 * MIB
+        ttfb_direct.append(t0)
+        direct.append(t1)
+        a = Artifactapi(procs, work, "cold", yaml)
+        t0, t1, n = curl_time(a.url("/api/files/huge.bin"))
+        assert n == 1024 * MIB
+        ttfb_proxied.append(t0)
+        proxied.append(t1)
+        peaks.append(rss_kib(a.proc.pid, "VmHWM"))
+        a.stop()
+        # nginx proxy_cache on the same cold miss (a fresh cache; the small
+        # file answers its readiness probe).
+        port, p = start_nginx_cache(procs, work, origin_port)
+        _, t1, n = curl_time(f"http://127.0.0.1:{port}/huge.bin")
+        assert n == 1024 * MIB
+        nginx.append(t1)
+        procs.stop(p)
+    results["cold"] = {
+        "direct_s": median(direct), "proxied_s": median(proxied),
+        "ttfb_direct_ms": median(ttfb_direct) * 1e3, "ttfb_proxied_ms": median(ttfb_proxied) * 1e3,
+        "peak_rss_mib": max(peaks) / 1024, "nginx_s": median(nginx),
+    }
+
+
+def cold_burst(results, procs, work, origin_port, origin_log, clients):
+    yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
+    expected = hashlib.sha256(open(os.path.join(work, "files", "large.bin"), "rb").read()).hexdigest()
+
+    def fetch_all(url, n):
+        procs_ = [subprocess.Popen(["sh", "-c", f"curl -sf --noproxy '*' '{url}' | sha256sum"],
+                                   stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        digests = [p.communicate()[0].split()[0] for p in procs_]
+        return digests
+
+    log("cold burst: one client alone")
+    a = Artifactapi(procs, work, "burst-one", yaml)
+    before = count_requests(origin_log, "/large.bin")
+    started = time.monotonic()
+    one = fetch_all(a.url("/api/files/large.bin"), 1)
+    alone_s = time.monotonic() - started
+    a.stop()
+    assert one == [expected], "the single client's body is wrong"
+    log(f"cold burst: {clients} clients at once")
+    a = Artifactapi(procs, work, "burst", yaml)
+    before = count_requests(origin_log, "/large.bin")
+    started = time.monotonic()
+    digests = fetch_all(a.url("/api/files/large.bin"), clients)
+    burst_s = time.monotonic() - started
+    upstream = count_requests(origin_log, "/large.bin") - before
+    a.stop()
+    log(f"cold burst: {clients} clients at once through nginx proxy_cache")
+    port, p = start_nginx_cache(procs, work, origin_port)
+    before = count_requests(origin_log, "/large.bin")
+    started = time.monotonic()
+    nginx_digests = fetch_all(f"http://127.0.0.1:{port}/large.bin", clients)
+    nginx_s = time.monotonic() - started
+    nginx_upstream = count_requests(origin_log, "/large.bin") - before
+    procs.stop(p)
+    results["burst"] = {
+        "nginx_s": nginx_s, "nginx_upstream_requests": nginx_upstream,
+        "nginx_identical": all(d == expected for d in nginx_digests),
+        "clients": clients, "upstream_requests": upstream,
+        "identical": all(d == expected for d in digests), "alone_s": alone_s, "burst_s": burst_s,
+    }
+
+
+def idle(results, procs, work, origin_port):
+    yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
+    starts, rss = [], []
+    for r in range(3):
+        a = Artifactapi(procs, work, "idle", yaml)
+        time.sleep(2)
+        starts.append(a.startup_s)
+        rss.append(rss_kib(a.proc.pid))
+        a.stop()
+    results["idle"] = {"startup_ms": median(starts) * 1e3, "rss_mib": median(rss) / 1024}
+
+
+def images(results, procs, work, layers, layer_mib, rounds):
+    reg_dir = os.path.join(work, "registry")
+    shutil.rmtree(reg_dir, ignore_errors=True)
+    os.makedirs(reg_dir)
+
+    def registry(name, extra=""):
+        port = free_port()
+        d = os.path.join(reg_dir, name)
+        os.makedirs(d, exist_ok=True)
+        conf = os.path.join(d, "config.yml")
+        with open(conf, "w") as f:
+            f.write(
+                f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n"
+                f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}"
+            )
+        p = procs.start(["docker-registry", "serve", conf], os.path.join(d, "log"))
+        wait_http(f"http://127.0.0.1:{port}/v2/")
+        return port, p
+
+    log(f"images: building a {layers}-layer image of {layers * layer_mib} MiB")
+    layout = os.path.join(reg_dir, "layout")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tests", "fixtures", "make_oci.py"), layout, "v1",
+                    "--layers", str(layers), "--layer-size", str(layer_mib * MIB), "--seed", "bench"],
+                   check=True, capture_output=True)
+    upstream_port, _ = registry("upstream")
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:v1",
+                    f"docker://127.0.0.1:{upstream_port}/bench/app:v1"], check=True)
+
+    def copy(src):
+        out = tempfile.mkdtemp(dir=reg_dir)
+        started = time.monotonic()
+        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", src, f"dir:{out}"], check=True)
+        elapsed = time.monotonic() - started
+        shutil.rmtree(out)
+        return elapsed
+
+    times = {k: [] for k in ("direct", "distribution_cold", "distribution_warm", "artifactapi_cold", "artifactapi_warm")}
+    yaml = f'remotes:\n  hub:\n    base_url: "http://127.0.0.1:{upstream_port}"\n    package: docker\n'
+    for r in range(rounds):
+        log(f"images: round {r + 1}")
+        times["direct"].append(copy(f"docker://127.0.0.1:{upstream_port}/bench/app:v1"))
+        shutil.rmtree(os.path.join(reg_dir, f"proxy{r}"), ignore_errors=True)
+        proxy_port, proxy = registry(f"proxy{r}", f"proxy:\n  remoteurl: http://127.0.0.1:{upstream_port}\n")
+        times["distribution_cold"].append(copy(f"docker://127.0.0.1:{proxy_port}/bench/app:v1"))
+        time.sleep(2)  # distribution stores blobs in the background
+        times["distribution_warm"].append(copy(f"docker://127.0.0.1:{proxy_port}/bench/app:v1"))
+        procs.stop(proxy)
+        a = Artifactapi(procs, work, "images", yaml)
+        times["artifactapi_cold"].append(copy(f"docker://127.0.0.1:{a.port}/hub/bench/app:v1"))
+        time.sleep(1)
+        times["artifactapi_warm"].append(copy(f"docker://127.0.0.1:{a.port}/hub/bench/app:v1"))
+        a.stop()
+    results["images"] = {k: median(v) for k, v in times.items()}
+    results["images"]["mib"] = layers * layer_mib
+
+
+def packages(results, procs, work, rounds, count=20):
+    """uv pip install of `count` generated wheels (from pypiserver) and npm ci
+    of `count` generated packages (from verdaccio), warm, through artifactapi
+    and straight from the upstream. The packages are made here, so nothing is
+    downloaded from a public index."""
+    venv = os.environ.get("ARTIFACTAPI_TEST_VENV", os.path.expanduser("~/.cache/artifactapi/test-venv"))
+    verdaccio_dir = os.environ.get("ARTIFACTAPI_TEST_VERDACCIO", os.path.expanduser("~/.cache/artifactapi/verdaccio"))
+    d = os.path.join(work, "packages")
+    shutil.rmtree(d, ignore_errors=True)
+    wheels = os.path.join(d, "wheels")
+    os.makedirs(wheels)
+    names = [f"benchpkg{i:02d}" for i in range(count)]
+    for i, name in enumerate(names):
+        requires = [f"{names[i + 1]}>=1"] if i + 1 < count and i % 4 != 3 else []
+        subprocess.run([sys.executable, os.path.join(ROOT, "tests", "fixtures", "make_wheel.py"), wheels, name, "1.0",
+                        *requires], check=True, capture_output=True)
+    pypi_port = free_port()
+    procs.start([os.path.join(venv, "bin", "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(pypi_port), "-a", ".",
+                 "-P", ".", "--disable-fallback", "--server", "paste", "--hash-algo", "sha256", wheels],
+                os.path.join(d, "pypiserver.log"))
+    wait_http(f"http://127.0.0.1:{pypi_port}/simple/")
+
+    root = os.path.join(d, "npm")
+    os.makedirs(root)
+    verdaccio_port = free_port()
+    with open(os.path.join(root, "verdaccio.yaml"), "w") as f:
+        f.write(f"storage: {root}/storage\nauth:\n  htpasswd:\n    file: {root}/htpasswd\nuplinks: {{}}\n"
+                "packages:\n  '**':\n    access: $all\n    publish: $all\nmiddlewares:\n  audit:\n    enabled: false\n"
+                "web:\n  enable: false\nlog: { type: stdout, format: pretty, level: warn }\n")
+    procs.start([os.path.join(verdaccio_dir, "node_modules", ".bin", "verdaccio"), "--config",
+                 os.path.join(root, "verdaccio.yaml"), "--listen", f"127.0.0.1:{verdaccio_port}"],
+                os.path.join(root, "verdaccio.log"))
+    wait_http(f"http://127.0.0.1:{verdaccio_port}/-/ping")
+
+    def npm(registry, args, cwd, cache):
+        rc = os.path.join(root, "npmrc")
+        host = registry.split("://", 1)[1].rstrip("/")
+        with open(rc, "w") as f:
+            f.write(f"registry={registry}\n//{host}/:_authToken=bench\nomit-lockfile-registry-resolved=true\n")
+        env = dict(os.environ, NO_PROXY="*")
+        for k in ("HTTP_PROXY", "HTTPS_PROXY", "npm_config_registry"):
+            env.pop(k, None)
+        run(["npm", *args, "--userconfig", rc, "--globalconfig", os.path.join(root, "global-npmrc"),
+                        "--registry", registry, "--cache", cache, "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=cwd, env=env)
+
+    open(os.path.join(root, "global-npmrc"), "w").close()
+    direct_npm = f"http://127.0.0.1:{verdaccio_port}/"
+    for i, name in enumerate(names):
+        src = os.path.join(root, "src", name)
+        os.makedirs(src)
+        deps = {names[i + 1]: "^1.0.0"} if i + 1 < count and i % 4 != 3 else {}
+        with open(os.path.join(src, "package.json"), "w") as f:
+            json.dump({"name": name, "version": "1.0.0", "main": "index.js", "dependencies": deps}, f)
+        with open(os.path.join(src, "index.js"), "w") as f:
+            f.write(f"module.exports = {json.dumps(name)};\n// " + os.urandom(60000).hex() + "\n")
+        npm(direct_npm, ["publish", "--ignore-scripts", "--provenance=false"], src, os.path.join(root, "cache-publish"))
+    app = os.path.join(root, "app")
+    os.makedirs(app)
+    with open(os.path.join(app, "package.json"), "w") as f:
+        json.dump({"name": "bench-app", "version": "1.0.0", "private": True,
+                   "dependencies": {n: "^1.0.0" for n in names}}, f)
+    npm(direct_npm, ["install", "--package-lock-only"], app, os.path.join(root, "cache-lock"))
+
+    yaml = (f'remotes:\n  pypi:\n    base_url: "http://127.0.0.1:{pypi_port}"\n    package: pypi\n'
+            f'  npm:\n    base_url: "http://127.0.0.1:{verdaccio_port}"\n    package: npm\n')
+    a = Artifactapi(procs, work, "packages-proxy", yaml)
+
+    def uv(index):
+        target = tempfile.mkdtemp(dir=d)
+        home = tempfile.mkdtemp(dir=d)
+        env = dict(os.environ, HOME=home, UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never", NO_PROXY="*",
+                   PIP_FIND_LINKS="", PIP_CONFIG_FILE="/dev/null")
+        started = time.monotonic()
+        run([os.path.join(venv, "bin", "uv"), "pip", "install", "--no-cache", "--python",
+                        os.path.join(venv, "bin", "python"), "--index-url", index, "--target", target, *names],
+                       env=env)
+        elapsed = time.monotonic() - started
+        shutil.rmtree(target)
+        shutil.rmtree(home)
+        return elapsed
+
+    def npm_ci(registry):
+        cache = tempfile.mkdtemp(dir=d)
+        shutil.rmtree(os.path.join(app, "node_modules"), ignore_errors=True)
+        started = time.monotonic()
+        npm(registry, ["ci", "--prefer-online"], app, cache)
+        elapsed = time.monotonic() - started
+        shutil.rmtree(cache)
+        return elapsed
+
+    proxied_pypi = a.url("/api/pypi/simple/")
+    proxied_npm = a.url("/api/npm/")
+    uv(proxied_pypi)  # warm
+    npm_ci(proxied_npm)
+    time.sleep(1)
+    times = {"uv_direct": [], "uv_artifactapi": [], "npm_direct": [], "npm_artifactapi": []}
+    for r in range(rounds):
+        log(f"package installs: round {r + 1}")
+        times["uv_direct"].append(uv(f"http://127.0.0.1:{pypi_port}/simple/"))
+        times["uv_artifactapi"].append(uv(proxied_pypi))
+        times["npm_direct"].append(npm_ci(direct_npm))
+        times["npm_artifactapi"].append(npm_ci(proxied_npm))
+    a.stop()
+    results["packages"] = {k: median(v) for k, v in times.items()}
+    results["packages"]["count"] = count
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(results, out, args):
+    def check(value, target, better):
+        if value != value:  # NaN
+            return "–"
+        ok = value >= target if better == "higher" else value <= target
+        return "met" if ok else "**missed**"
+
+    lines = []
+    w = lines.append
+    w("# Benchmarks")
+    w("")
+    w(f"Generated by `bench/run` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: "
+      f"{os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
+      f"{platform.platform()}; everything on loopback, the load generator on the same cores. Every ratio compares "
+      f"two peers measured in the same run, rounds alternating (median of {args.rounds}).")
+    w("")
+    w("| # | measure | artifactapi | peer | ratio | target | |")
+    w("|---|---|---|---|---|---|---|")
+    if "small" in results:
+        s, l = results["small"], results["large"]
+        r1 = ratio(s["embedded"]["rps"], s["nginx"]["rps"])
+        w(f"| 1 | hits, 4 KiB, 64 connections: requests/s (p99) | embedded {s['embedded']['rps']:,.0f} "
+          f"({s['embedded']['p99_ms']:.2f} ms) | nginx proxy_cache {s['nginx']['rps']:,.0f} "
+          f"({s['nginx']['p99_ms']:.2f} ms) | {r1:.2f}× | ≥ 1.0× | {check(r1, 1.0, 'higher')} |")
+        if "production" in s:
+            r = ratio(s["production"]["rps"], s["nginx"]["rps"])
+            w(f"| 1 | … S3 + PostgreSQL + Redis | {s['production']['rps']:,.0f} ({s['production']['p99_ms']:.2f} ms) "
+              f"| nginx {s['nginx']['rps']:,.0f} | {r:.2f}× | – | |")
+        r2 = ratio(l["embedded"]["bps"], l["nginx"]["bps"])
+        w(f"| 2 | hits, 100 MiB, 8 connections: throughput | embedded {l['embedded']['bps'] / MIB:,.0f} MiB/s "
+          f"| nginx {l['nginx']['bps'] / MIB:,.0f} MiB/s | {r2:.2f}× | ≥ 0.9× | {check(r2, 0.9, 'higher')} |")
+        if "production" in l:
+            r = ratio(l["production"]["bps"], l["nginx"]["bps"])
+            w(f"| 2 | … S3 + PostgreSQL + Redis | {l['production']['bps'] / MIB:,.0f} MiB/s "
+              f"| nginx {l['nginx']['bps'] / MIB:,.0f} MiB/s | {r:.2f}× | – | |")
+    if "cold" in results:
+        c = results["cold"]
+        r3 = ratio(c["proxied_s"], c["direct_s"])
+        w(f"| 3 | cold miss, 1 GiB: total time (first byte) | {c['proxied_s']:.2f} s ({c['ttfb_proxied_ms']:.1f} ms) "
+          f"| direct {c['direct_s']:.2f} s ({c['ttfb_direct_ms']:.1f} ms) | {r3:.2f}× | ≤ 1.1× "
+          f"| {check(r3, 1.1, 'lower')} |")
+        w(f"| 3 | … the same cold miss through nginx proxy_cache | {c['proxied_s']:.2f} s | nginx {c['nginx_s']:.2f} s "
+          f"| {ratio(c['proxied_s'], c['nginx_s']):.2f}× | – | |")
+        w(f"| 3 | cold miss, 1 GiB: peak RSS of the proxy | {c['peak_rss_mib']:.1f} MiB | – | – | < 64 MiB "
+          f"| {check(c['peak_rss_mib'], 64, 'lower')} |")
+    if "burst" in results:
+        b = results["burst"]
+        r4 = ratio(b["burst_s"], b["alone_s"])
+        w(f"| 4 | cold burst, {b['clients']} clients, one 100 MiB artifact: upstream requests "
+          f"| {b['upstream_requests']} | – | – | 1 | {'met' if b['upstream_requests'] == 1 else '**missed**'} |")
+        w(f"| 4 | … all bodies identical (sha256) | {'yes' if b['identical'] else '**no**'} | – | – | yes | "
+          f"{'met' if b['identical'] else '**missed**'} |")
+        w(f"| 4 | … completion, all clients vs one alone | {b['burst_s']:.2f} s | {b['alone_s']:.2f} s "
+          f"| {r4:.2f}× | – | |")
+        w(f"| 4 | … completion vs nginx proxy_cache (proxy_cache_lock on; {b['nginx_upstream_requests']} upstream "
+          f"request(s)) | {b['burst_s']:.2f} s | nginx {b['nginx_s']:.2f} s | {ratio(b['burst_s'], b['nginx_s']):.2f}× "
+          f"| – | |")
+    if "images" in results:
+        im = results["images"]
+        rw = ratio(im["artifactapi_warm"], im["distribution_warm"])
+        rc = ratio(im["artifactapi_cold"], im["direct"])
+        w(f"| 5 | skopeo copy, {im['mib']} MiB image, warm | {im['artifactapi_warm']:.2f} s "
+          f"| distribution proxy {im['distribution_warm']:.2f} s | {rw:.2f}× | ≤ 1.0× | {check(rw, 1.0, 'lower')} |")
+        w(f"| 5 | … cold | {im['artifactapi_cold']:.2f} s | direct {im['direct']:.2f} s "
+          f"(distribution proxy cold {im['distribution_cold']:.2f} s) | {rc:.2f}× | ≤ 1.1× "
+          f"| {check(rc, 1.1, 'lower')} |")
+    if "packages" in results:
+        pk = results["packages"]
+        w(f"| 6 | uv pip install, {pk['count']} packages, warm | {pk['uv_artifactapi']:.2f} s "
+          f"| direct from pypiserver {pk['uv_direct']:.2f} s | {ratio(pk['uv_artifactapi'], pk['uv_direct']):.2f}× "
+          f"| – | |")
+        w(f"| 6 | npm ci, {pk['count']} packages, warm | {pk['npm_artifactapi']:.2f} s "
+          f"| direct from verdaccio {pk['npm_direct']:.2f} s | {ratio(pk['npm_artifactapi'], pk['npm_direct']):.2f}× "
+          f"| – | |")
+    if "idle" in results:
+        i = results["idle"]
+        w(f"| 7 | idle: RSS, start-up to `/health` | {i['rss_mib']:.1f} MiB, {i['startup_ms']:.0f} ms | – | – | – | |")
+    for name, error in results["errors"].items():
+        w(f"| – | {name}: **failed** | {error.splitlines()[0][:200]} | | | | |")
+    analysis = os.path.join(ROOT, "bench", "analysis.md")
+    if os.path.exists(analysis):
+        w("")
+        with open(analysis) as f:
+            w(f.read().rstrip())
+    w("")
+    w("Raw figures (JSON):")
+    w("")
+    w("```json")
+    w(json.dumps(results, indent=1, sort_keys=True))
+    w("```")
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default=os.environ.get("BENCH_DIR", "/tmp/artifactapi-bench"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--burst-clients", type=int, default=100)
+    ap.add_argument("--skip", default="", help="comma-separated sections to leave out, and/or production")
+    ap.add_argument("--only", default="", help="comma-separated: hits,cold,burst,idle,images,packages")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    work = args.work
+    os.makedirs(work, exist_ok=True)
+    files = os.path.join(work, "files")
+    os.makedirs(files, exist_ok=True)
+    for name, size in (("small.bin", 4096), ("large.bin", 100 * MIB), ("huge.bin", 1024 * MIB)):
+        path = os.path.join(files, name)
+        if not os.path.exists(path) or os.path.getsize(path) != size:
+            log(f"writing {name}")
+            with open(path, "wb") as f:
+                left = size
+                while left:
+                    chunk = min(left, 16 * MIB)
+                    f.write(os.urandom(chunk))
+                    left -= chunk
+    procs = Procs()
+    results = {"errors": {}}
+    only = set(filter(None, args.only.split(","))) or {"hits", "cold", "burst", "idle", "images", "packages"}
+    only -= skip
+
+    def section(name, fn, *a, **kw):
+        if name not in only:
+            return
+        try:
+            fn(results, *a, **kw)
+        except Exception as e:  # reported, and the other sections still run
+            log(f"{name} failed: {e}")
+            results["errors"][name] = str(e)[:2000]
+
+    try:
+        origin_port, origin_log = start_origin(procs, work, files)
+        if "hits" in only:
+            nginx_port, nginx = start_nginx_cache(procs, work, origin_port)
+            yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
+            embedded = Artifactapi(procs, work, "embedded", yaml)
+            production = None
+            if "production" not in skip:
+                garage = Garage(procs, work)
+                db = f"artifactapi_bench_{os.getpid()}"
+                run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {db}"])
+                env = garage.env(f"bench-{os.getpid()}")
+                env.update({"DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db}",
+                            "REDIS_URL": "redis://127.0.0.1:6379", "REDIS_PREFIX": f"artifactapi-bench-{os.getpid()}:"})
+                production = Artifactapi(procs, work, "production", yaml, env)
+            section("hits", hits, origin_port, nginx_port, embedded, production, args.rounds, args.seconds)
+            procs.stop(nginx)
+            embedded.stop()
+            if production:
+                production.stop()
+                run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"DROP DATABASE {db} WITH (FORCE)"])
+        section("cold", cold_miss, procs, work, origin_port, args.rounds)
+        section("burst", cold_burst, procs, work, origin_port, origin_log, args.burst_clients)
+        section("idle", idle, procs, work, origin_port)
+        section("images", images, procs, work, layers=5, layer_mib=48, rounds=args.rounds)
+        section("packages", packages, procs, work, rounds=args.rounds)
+    finally:
+        procs.stop_all()
+    report(results, args.out, args)
+    with open(args.out) as f:
+        print(f.read())
+
+
+if __name__ == "__main__":
+    main()
