@@ -6,7 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A child process that is killed when dropped.
+/// A child process that is killed when dropped. (nginx runs without a master
+/// process, so that killing it leaves no orphaned worker behind.)
 pub struct Kill(pub Child);
 
 impl Drop for Kill {
@@ -47,7 +48,7 @@ pub fn start_with(root: &Path, server_extra: &str, http_extra: &str) -> (Kill, u
         let nonce = format!("{port}-{}-{:?}", std::process::id(), Instant::now());
         std::fs::write(root.join("www/ready.txt"), &nonce).unwrap();
         let conf = format!(
-            "daemon off; worker_processes 1; pid {r}/nginx.pid; error_log {r}/nginx-error.log;
+            "daemon off; master_process off; pid {r}/nginx.pid; error_log {r}/nginx-error.log;
              user root;
              events {{ worker_connections 64; }}
              http {{
