@@ -19,6 +19,8 @@ install_apt() {
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  # Server programs for the private PostgreSQL of the backend fault tests.
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v rpmbuild >/dev/null 2>&1 || missing+=(rpm)
   command -v createrepo_c >/dev/null 2>&1 || missing+=(createrepo-c)

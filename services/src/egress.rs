@@ -94,6 +94,9 @@ fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
     }
 }
 
+/// How many resolved names are remembered.
+const MAX_SEEN: usize = 10_000;
+
 tokio::task_local! {
     /// The `base_url` of the remote the current upstream request is for.
     static ORIGIN: Url;
@@ -170,7 +173,16 @@ impl Egress {
                 .collect(),
         };
         let inside = addrs.iter().any(|a| self.networks.contains(a.ip()));
-        self.seen.lock().expect("egress lock").insert(name.clone(), inside);
+        {
+            let mut seen = self.seen.lock().expect("egress lock");
+            if seen.len() >= MAX_SEEN && !seen.contains_key(&name) {
+                // Bounded: names found outside are forgotten (they are judged
+                // again when they connect); names found inside are kept, so a
+                // pooled connection to one is still refused.
+                seen.retain(|_, inside| *inside);
+            }
+            seen.insert(name.clone(), inside);
+        }
         if let Some(origin) = origin {
             let own = origin.host_str().is_some_and(|h| h.trim_end_matches('.').eq_ignore_ascii_case(&name))
                 || self.proxies.contains(&name);

@@ -214,11 +214,24 @@ pub struct PrivatePostgres {
     running: bool,
 }
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The server programs of the newest PostgreSQL installed (Debian keeps
+/// them under /usr/lib/postgresql/<version>/bin).
+fn pg_bin() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    found.retain(|bin| bin.join("initdb").exists());
+    found.sort_by_key(|bin| {
+        bin.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok())
+    });
+    found.pop().expect(
+        "PostgreSQL's server programs are installed: the README's test command (./test.sh) installs them",
+    )
+}
 
 fn as_postgres(program: &str) -> Command {
     let mut cmd = Command::new("runuser");
-    cmd.args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")]);
+    cmd.args(["-u", "postgres", "--"]).arg(pg_bin().join(program));
     cmd
 }
 
@@ -232,7 +245,7 @@ impl PrivatePostgres {
             .arg(dir.path().join("data"))
             .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
             .output()
-            .expect("initdb runs (PostgreSQL 15 is installed)");
+            .expect("initdb runs");
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         let mut pg = Self { port: 0, dir, running: false };
         for _ in 0..5 {
