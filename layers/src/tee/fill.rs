@@ -40,8 +40,11 @@ use crate::{
 pub(crate) enum FillStatus {
     /// Waiting for upstream's answer.
     Pending,
-    /// Upstream answered 200; `written` bytes are in the spool so far.
-    Streaming { head: Arc<Head>, written: u64 },
+    /// Upstream answered 200; `received` bytes have arrived, the first
+    /// `written` of them are in the spool, and the rest are in the head's
+    /// memory window ([`Head::recent`]), so clients need not wait for the
+    /// spool write to send them.
+    Streaming { head: Arc<Head>, written: u64, received: u64 },
     /// The whole body is in the spool and checked.
     Complete { head: Arc<Head>, written: u64 },
     /// The fill failed; nothing is cached.
@@ -84,39 +87,57 @@ pub(crate) struct Head {
     pub(crate) file: Arc<File>,
     /// The serialized cache policy of the exchange, for later revalidation.
     pub(crate) policy: Option<String>,
-    /// The last bytes written to the spool, still in memory: clients that
-    /// keep up with the fill take them from here instead of reading the
-    /// spool back (no copy, no blocking read).
+    /// The last bytes received, still in memory: every byte not yet in the
+    /// spool, and the last few MiB that are. Clients that keep up with the
+    /// fill take them from here instead of reading the spool back (no copy,
+    /// no blocking read, no wait for the write).
     pub(crate) recent: Mutex<Recent>,
 }
 
 /// How much of what a fill wrote last stays in memory for its clients.
 const RECENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// The most recently spooled frames, contiguous, ending at what was written.
+/// The most recently received frames, contiguous, ending at what was
+/// received. Frames not yet in the spool are never forgotten.
 #[derive(Debug, Default)]
 pub(crate) struct Recent {
     /// The spool offset of the first frame.
     start: u64,
     frames: std::collections::VecDeque<Bytes>,
     len: usize,
+    /// How much of the body is in the spool: frames past it stay.
+    durable: u64,
 }
 
 impl Recent {
-    /// Appends frames written at `offset` (which follows the last one), and
-    /// forgets the oldest beyond the window.
+    /// Appends frames received at `offset` (which follows the last one), and
+    /// forgets the oldest spooled ones beyond the window.
     fn push(&mut self, offset: u64, frames: &[Bytes]) {
         if self.start + self.len as u64 != offset {
-            *self = Recent { start: offset, ..Recent::default() };
+            *self = Recent { start: offset, durable: self.durable.min(offset), ..Recent::default() };
         }
         for f in frames.iter().filter(|f| !f.is_empty()) {
             self.len += f.len();
             self.frames.push_back(f.clone());
         }
+        self.trim();
+    }
+
+    /// Records that the spool holds the first `upto` bytes.
+    fn spooled(&mut self, upto: u64) {
+        self.durable = self.durable.max(upto);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
         while self.len > RECENT_BYTES {
-            let Some(old) = self.frames.pop_front() else { break };
+            let Some(old) = self.frames.front() else { break };
+            if self.start + old.len() as u64 > self.durable {
+                break;
+            }
             self.len -= old.len();
             self.start += old.len() as u64;
+            self.frames.pop_front();
         }
     }
 
@@ -508,7 +529,7 @@ where
         policy,
         recent: Mutex::new(Recent::default()),
     });
-    tx.send_replace(FillStatus::Streaming { head: head.clone(), written: 0 });
+    tx.send_replace(FillStatus::Streaming { head: head.clone(), written: 0, received: 0 });
     let expected = fills.digests.as_ref().and_then(|d| d.get(&job.key));
     let written = match spool_body(body, &head, &tx, expected).await {
         Ok(Spooled::Whole(written)) => written,
@@ -557,16 +578,59 @@ where
     }
 }
 
-/// Copies the body into the spool, publishing progress after each write.
-/// Frames that are already there are written together, up to a chunk.
 /// How spooling a body ended, when upstream did not fail.
 enum Spooled {
     /// Every byte is in the spool, checked.
     Whole(u64),
-    /// The spool could take only the first `at` bytes.
+    /// The spool could take only the first `at` bytes; `pending` holds the
+    /// bytes received after them, `rest` the body still to come.
     NoRoom { at: u64, pending: Vec<Bytes>, rest: ArtifactBody, error: String },
 }
 
+/// A batch of frames: what upstream has sent so far, up to a chunk.
+struct Batch {
+    frames: Vec<Bytes>,
+    len: usize,
+    /// The body ended after these frames.
+    ended: bool,
+}
+
+/// Waits for the next frame, then takes every frame already there, up to a
+/// chunk.
+async fn next_batch(body: &mut ArtifactBody) -> Result<Batch, FillError> {
+    let mut batch = Batch { frames: Vec::new(), len: 0, ended: false };
+    let take = |frame: http_body::Frame<Bytes>, batch: &mut Batch| {
+        if let Ok(data) = frame.into_data() {
+            batch.len += data.len();
+            batch.frames.push(data);
+        }
+    };
+    match body.frame().await {
+        None => batch.ended = true,
+        Some(Err(e)) => return Err(FillError::from_box(e, UpstreamErrorKind::Body)),
+        Some(Ok(frame)) => take(frame, &mut batch),
+    }
+    while !batch.ended && batch.len < spool::CHUNK {
+        match body.frame().now_or_never() {
+            None => break,
+            Some(None) => batch.ended = true,
+            Some(Some(Err(e))) => return Err(FillError::from_box(e, UpstreamErrorKind::Body)),
+            Some(Some(Ok(frame))) => take(frame, &mut batch),
+        }
+    }
+    Ok(batch)
+}
+
+/// A spool write in flight: the frames it writes, and how it went.
+type Writing = tokio::task::JoinHandle<(Vec<Bytes>, std::io::Result<()>)>;
+
+/// Copies the body into the spool and publishes it to the fill's clients.
+///
+/// Pipelined: a batch is published to clients (from memory) as soon as it
+/// arrives, and written to the spool while the next batch is received, so
+/// neither upstream nor the clients wait for the disk. One write is in
+/// flight at a time, in order (the digest is computed as it writes), so at
+/// most two batches are in memory unspooled.
 async fn spool_body(
     mut body: ArtifactBody,
     head: &Head,
@@ -574,68 +638,60 @@ async fn spool_body(
     expected: Option<Expected>,
 ) -> Result<Spooled, FillError> {
     let mut hasher = expected.as_ref().map(|e| Arc::new(Mutex::new(e.hasher())));
-    let mut written = 0u64;
+    let (mut written, mut received) = (0u64, 0u64);
+    let mut writing: Option<Writing> = None;
     let mut ended = false;
-    while !ended {
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batch_len = 0;
-        match body.frame().await {
-            None => break,
-            Some(Err(e)) => return Err(FillError::from_box(e, UpstreamErrorKind::Body)),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    batch_len += data.len();
-                    batch.push(data);
-                }
-            }
-        }
-        while batch_len < spool::CHUNK {
-            match body.frame().now_or_never() {
-                None => break,
-                Some(None) => {
-                    ended = true;
-                    break;
-                }
-                Some(Some(Err(e))) => return Err(FillError::from_box(e, UpstreamErrorKind::Body)),
-                Some(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        batch_len += data.len();
-                        batch.push(data);
+    loop {
+        let batch = if ended { None } else { Some(next_batch(&mut body).await?) };
+        if let Some(batch) = &batch {
+            ended = batch.ended;
+            if batch.len > 0 {
+                head.recent.lock().expect("recent lock").push(received, &batch.frames);
+                received += batch.len as u64;
+                tx.send_modify(|status| {
+                    if let FillStatus::Streaming { received: r, .. } = status {
+                        *r = received;
                     }
+                });
+            }
+        }
+        if let Some(write) = writing.take() {
+            let (frames, wrote) = write.await.map_err(|e| FillError::Store(e.to_string().into()))?;
+            match wrote {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(28 | 122)) => {
+                    // ENOSPC or EDQUOT: no room, but upstream is fine.
+                    let mut pending = frames;
+                    pending.extend(batch.map(|b| b.frames).unwrap_or_default());
+                    return Ok(Spooled::NoRoom { at: written, pending, rest: body, error: e.to_string() });
                 }
+                Err(e) => return Err(FillError::Store(format!("spool write failed: {e}").into())),
             }
+            written += frames.iter().map(|f| f.len() as u64).sum::<u64>();
+            head.recent.lock().expect("recent lock").spooled(written);
+            tx.send_modify(|status| {
+                if let FillStatus::Streaming { written: w, .. } = status {
+                    *w = written;
+                }
+            });
         }
-        if batch_len == 0 {
-            continue;
+        match batch {
+            Some(batch) if batch.len > 0 => {
+                let file = head.file.clone();
+                let hashing = hasher.clone();
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    if let Some(h) = hashing {
+                        let mut h = h.lock().expect("hasher lock");
+                        batch.frames.iter().for_each(|b| h.update(b));
+                    }
+                    let mut f: &File = &file;
+                    let wrote = batch.frames.iter().try_for_each(|b| f.write_all(b));
+                    (batch.frames, wrote)
+                }));
+            }
+            _ if ended => break,
+            _ => {}
         }
-        let file = head.file.clone();
-        let hashing = hasher.clone();
-        let (batch, wrote) = tokio::task::spawn_blocking(move || {
-            if let Some(h) = hashing {
-                let mut h = h.lock().expect("hasher lock");
-                batch.iter().for_each(|b| h.update(b));
-            }
-            let mut f: &File = &file;
-            let wrote = batch.iter().try_for_each(|b| f.write_all(b));
-            (batch, wrote)
-        })
-        .await
-        .map_err(|e| FillError::Store(e.to_string().into()))?;
-        match wrote {
-            Ok(()) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(28 | 122)) => {
-                // ENOSPC or EDQUOT: no room, but upstream is fine.
-                return Ok(Spooled::NoRoom { at: written, pending: batch, rest: body, error: e.to_string() });
-            }
-            Err(e) => return Err(FillError::Store(format!("spool write failed: {e}").into())),
-        }
-        head.recent.lock().expect("recent lock").push(written, &batch);
-        written += batch_len as u64;
-        tx.send_modify(|status| {
-            if let FillStatus::Streaming { written: w, .. } = status {
-                *w = written;
-            }
-        });
     }
     if let Some(expected) = head.content_length {
         if expected != written {
@@ -758,14 +814,31 @@ mod recent_tests {
         assert_eq!(r.at(5, 8).as_deref(), Some(&b"fgh"[..]));
         assert_eq!(r.at(5, 6).as_deref(), Some(&b"f"[..]), "never past what is published");
         assert_eq!(r.at(8, 8), None);
-        // The window keeps the newest RECENT_BYTES.
+        // The window keeps the newest RECENT_BYTES once they are spooled.
         let big = Bytes::from(vec![7u8; RECENT_BYTES]);
         r.push(8, &[big]);
+        r.spooled(8 + RECENT_BYTES as u64);
         assert_eq!(r.at(0, 8 + RECENT_BYTES as u64), None, "forgotten: read from the spool");
         assert_eq!(r.at(8, 9).as_deref(), Some(&[7u8][..]));
         // A gap (a write this window did not see) starts it again.
         r.push(100 + RECENT_BYTES as u64, &[Bytes::from_static(b"xyz")]);
         assert_eq!(r.at(8, 9), None);
         assert_eq!(r.at(101 + RECENT_BYTES as u64, u64::MAX).as_deref(), Some(&b"yz"[..]));
+    }
+
+    #[test]
+    fn bytes_not_yet_spooled_are_never_forgotten() {
+        let mut r = Recent::default();
+        let mib = Bytes::from(vec![1u8; 1 << 20]);
+        for i in 0..8u64 {
+            r.push(i << 20, std::slice::from_ref(&mib));
+        }
+        // Nothing is spooled: all 8 MiB stay, past the window.
+        assert!(r.at(0, 8 << 20).is_some(), "the first unspooled byte is still here");
+        // Once the spool has 6 MiB, the window shrinks back to its size.
+        r.spooled(6 << 20);
+        assert!(r.at(0, 8 << 20).is_none());
+        assert!(r.at((8 << 20) - RECENT_BYTES as u64, 8 << 20).is_some());
+        assert!(r.at(7 << 20, 8 << 20).is_some());
     }
 }

@@ -347,41 +347,62 @@ fn tail(rx: watch::Receiver<FillStatus>, head: Arc<Head>) -> ArtifactBody {
                 _ => None,
             };
             if let Some(h) = handover {
-                // The spool holds no more: the rest comes from upstream.
-                let Some((pending, rest)) = h.rest.lock().expect("handover lock").take() else {
+                // The spool holds no more: the rest comes from upstream. This
+                // client may have had some of the bytes past the spool from
+                // memory already: those are skipped.
+                let Some((mut pending, rest)) = h.rest.lock().expect("handover lock").take() else {
                     return Err(io::Error::other(StoreError::Backend("the cache store is full".into())));
                 };
-                let rest = stream::iter(pending.into_iter().map(Ok)).chain(
+                let mut skip = (offset - h.at) as usize;
+                for frame in &mut pending {
+                    let cut = skip.min(frame.len());
+                    *frame = frame.slice(cut..);
+                    skip -= cut;
+                }
+                let rest = stream::iter(pending.into_iter().filter(|f| !f.is_empty()).map(Ok)).chain(
                     http_body_util::BodyStream::new(rest)
                         .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })
                         .map_err(io::Error::other),
                 );
                 return Ok(Some((Segment::Rest(Box::pin(rest)), (rx, head, None))));
             }
-            let (available, complete) = match &*rx.borrow() {
-                FillStatus::Pending => (0, false),
-                FillStatus::Streaming { written, .. } => (*written, false),
-                FillStatus::Complete { written, .. } => (*written, true),
+            // Bytes up to `received` have arrived; those up to `written` are
+            // in the spool, the others still in the head's memory window.
+            // The last byte of an announced length waits for the fill to be
+            // complete and checked: a client never has the whole of a body
+            // that then fails its length or digest check.
+            let (received, written, complete) = match &*rx.borrow() {
+                FillStatus::Pending => (0, 0, false),
+                FillStatus::Streaming { written, received, .. } => {
+                    let held = head.content_length.map_or(u64::MAX, |len| len.saturating_sub(1));
+                    ((*received).min(held), (*written).min(held), false)
+                }
+                FillStatus::Complete { written, .. } => (*written, *written, true),
                 FillStatus::Failed(e) => return Err(io::Error::other(e.clone().into_box())),
                 FillStatus::NotModified(_) | FillStatus::Direct(_) => {
                     return Err(io::Error::other(abandoned()))
                 }
-                FillStatus::Handover(h) => (h.at, false),
+                FillStatus::Handover(h) => (h.at, h.at, false),
             };
-            if offset < available {
-                let recent = head.recent.lock().expect("recent lock").at(offset, available);
+            if offset < received {
+                let recent = head.recent.lock().expect("recent lock").at(offset, received);
                 let bytes = match recent {
-                    Some(bytes) => bytes,
-                    None => {
-                        let len = ((available - offset) as usize).min(spool::CHUNK);
-                        spool::read_at(head.file.clone(), offset, len).await?
+                    Some(bytes) => Some(bytes),
+                    None if offset < written => {
+                        let len = ((written - offset) as usize).min(spool::CHUNK);
+                        Some(spool::read_at(head.file.clone(), offset, len).await?)
                     }
+                    // Not spooled yet and no longer in memory: cannot be (the
+                    // window keeps what is unspooled); wait for the write.
+                    None => None,
                 };
-                if bytes.is_empty() {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file is short"));
+                if let Some(bytes) = bytes {
+                    if bytes.is_empty() {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file is short"));
+                    }
+                    let next = offset + bytes.len() as u64;
+                    return Ok(Some((Segment::Bytes(bytes), (rx, head, Some(next)))));
                 }
-                let next = offset + bytes.len() as u64;
-                return Ok(Some((Segment::Bytes(bytes), (rx, head, Some(next)))));
             }
             if complete {
                 return Ok(None);

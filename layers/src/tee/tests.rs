@@ -260,3 +260,43 @@ async fn metadata_declared_out_of_date_while_its_fill_runs_commits_expired() {
     let entry = f.index.get(&key("pkg/index.json")).await.unwrap().unwrap();
     assert!(!entry.is_fresh(crate::store::now_ms()), "stored, but already expired");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_up_and_one_that_lags_both_get_every_byte() {
+    // 24 MiB in 64 KiB frames: far past the fill's memory window, so the
+    // fast client is served from memory (ahead of the spool write) and the
+    // slow one reads most of it back from the spool.
+    const FRAMES: usize = 384;
+    const FRAME: usize = 64 * 1024;
+    let f = Fixture::new();
+    let upstream = service_fn(|_req: Request<()>| async {
+        let chunks = stream::iter((0..FRAMES).map(|i| {
+            let frame: Vec<u8> = (0..FRAME).map(|j| ((i * 7 + j) % 251) as u8).collect();
+            Ok::<_, BoxError>(Bytes::from(frame))
+        }));
+        Ok::<_, BoxError>(Response::new(body::from_stream(chunks)))
+    });
+    let expected: Vec<u8> =
+        (0..FRAMES).flat_map(|i| (0..FRAME).map(move |j| ((i * 7 + j) % 251) as u8)).collect();
+    let svc = f.layer().layer(upstream);
+    let fast = svc.clone().oneshot(request("big.bin"));
+    let slow = svc.oneshot(request("big.bin"));
+    let (fast, slow) = tokio::join!(fast, slow);
+    let fast = tokio::spawn(async move { fast.unwrap().into_body().collect().await.unwrap().to_bytes() });
+    let slow = tokio::spawn(async move {
+        let mut body = slow.unwrap().into_body();
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            got.extend_from_slice(frame.unwrap().data_ref().unwrap());
+            if got.len() < 8 << 20 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        got
+    });
+    assert!(fast.await.unwrap() == expected[..], "the fast client got every byte in order");
+    assert!(slow.await.unwrap() == expected, "the slow client got every byte in order");
+    assert!(f.committed(&key("big.bin")).await);
+    let entry = f.index.get(&key("big.bin")).await.unwrap().unwrap();
+    assert!(f.blobs.get(&entry.blob).unwrap() == expected[..], "the stored blob is the body");
+}
