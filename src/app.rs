@@ -12,7 +12,7 @@ use artifactapi_layers::{
     digest::ExpectedDigests,
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
     local::LocalRepo,
-    store::{hot::HotIndex, now_ms, BlobStore, Index, Store, StoreError},
+    store::{hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Index, Store, StoreError},
     ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Package, PathError, PatternGuardLayer, RemoteKind,
     RemoteResolveLayer, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
@@ -45,6 +45,10 @@ use crate::{
 /// How many index entries are kept in memory for hits without a database
 /// round trip.
 const HOT_ENTRIES: usize = 20_000;
+
+/// How long a replica keeps its memory copy of a small blob before reading
+/// it again from the shared store (where another replica may have deleted it).
+const HOT_BLOB_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The store and coordination this process runs on.
 pub(crate) struct Backends {
@@ -126,6 +130,21 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
         index: index_kind,
         blobs: blobs_kind,
         coordination: if coordinator.is_some() { "redis" } else { "in-process" },
+    };
+    // Small blobs served again and again are answered from memory. Replicas
+    // (a shared index) delete each other's blobs unseen: with Redis, which
+    // tells them of every change, copies live at most HOT_BLOB_AGE; without
+    // it, there are none (a hit must find a purged blob missing at once).
+    let capacity = usize::try_from(settings.cache_memory_bytes).unwrap_or(usize::MAX);
+    let blobs: Arc<dyn BlobStore> = match (index_kind, &coordinator) {
+        ("sqlite", _) => Arc::new(HotBlobs::new(blobs, capacity)),
+        (_, Some(_)) => Arc::new(HotBlobs::new(blobs, capacity).with_max_age(HOT_BLOB_AGE)),
+        (_, None) => {
+            if capacity > 0 {
+                tracing::info!("no copies of small blobs in memory: replicas without Redis cannot tell each other of purges");
+            }
+            blobs
+        }
     };
     Ok(Backends { store: Store::new(hot, blobs), spool, coordinator, kinds })
 }

@@ -45,6 +45,10 @@ pub struct Settings {
     /// `CACHE_MAX_BYTES`: the most the whole store may take (bytes, or
     /// `500M`, `20G`, `1T`); least recently used entries are evicted past it.
     pub cache_max_bytes: Option<u64>,
+    /// `CACHE_MEMORY_BYTES`, default 32 MiB (`0`: off): how much memory
+    /// holds copies of small, recently served blobs, so their hits read
+    /// no file and send no object-store request.
+    pub cache_memory_bytes: u64,
     /// `CACHE_EVICT_INTERVAL`, default 10 s: how often the budget is checked
     /// (and served entries' access times written).
     pub evict_interval: Duration,
@@ -107,6 +111,7 @@ pub const VARIABLES: &[&str] = &[
     "METADATA_MAX_BYTES",
     "SHUTDOWN_TIMEOUT",
     "CACHE_MAX_BYTES",
+    "CACHE_MEMORY_BYTES",
     "CACHE_EVICT_INTERVAL",
     "CLEANUP_INTERVAL",
     "CLEANUP_GRACE",
@@ -295,8 +300,15 @@ impl Settings {
                     format!("CACHE_MAX_BYTES {s:?} is not a size (bytes, or 500M, 20G, 1T)")
                 })?),
             };
+        let cache_memory_bytes = match var("CACHE_MEMORY_BYTES").filter(|s| !s.is_empty()) {
+            None => 32 << 20,
+            Some(s) => parse_bytes(&s).ok_or_else(|| {
+                format!("CACHE_MEMORY_BYTES {s:?} is not a size (bytes, or 64M, 1G; 0 turns it off)")
+            })?,
+        };
         Ok(Self {
             cache_max_bytes,
+            cache_memory_bytes,
             evict_interval: seconds("CACHE_EVICT_INTERVAL", 10)?,
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", 30)?,
             config_watch,

@@ -11,6 +11,7 @@ mod access;
 mod cleanup;
 mod evict;
 pub mod hot;
+pub mod hot_blobs;
 pub mod memory;
 
 pub use access::{AccessLog, ExpiryMarks, ReadGuard};
@@ -289,8 +290,13 @@ pub trait BlobStore: Send + Sync + 'static {
 }
 
 /// An index and a blob store together: what the cache layers are given.
+/// Cheap to clone (one reference count): every layer of a stack holds one,
+/// and stacks are cloned for every request.
 #[derive(Clone)]
-pub struct Store {
+pub struct Store(std::sync::Arc<StoreParts>);
+
+/// What a [`Store`] is made of; its fields are reached through the store.
+pub struct StoreParts {
     /// The index of entries.
     pub index: std::sync::Arc<dyn Index>,
     /// The bytes.
@@ -301,10 +307,23 @@ pub struct Store {
     pub marks: std::sync::Arc<ExpiryMarks>,
 }
 
+impl std::ops::Deref for Store {
+    type Target = StoreParts;
+
+    fn deref(&self) -> &StoreParts {
+        &self.0
+    }
+}
+
 impl Store {
     /// A store of `index` and `blobs`.
     pub fn new(index: std::sync::Arc<dyn Index>, blobs: std::sync::Arc<dyn BlobStore>) -> Self {
-        Self { index, blobs, access: std::sync::Arc::default(), marks: std::sync::Arc::default() }
+        Self(std::sync::Arc::new(StoreParts {
+            index,
+            blobs,
+            access: std::sync::Arc::default(),
+            marks: std::sync::Arc::default(),
+        }))
     }
 
     /// An in-memory store, for tests and examples.
