@@ -3,6 +3,9 @@ use std::{future::IntoFuture, path::PathBuf, process::ExitCode};
 use artifactapi::{app, config, settings::Settings};
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A caching proxy for build artifacts: release files, package repositories
 /// and container registries, served from its own store on every repeat.
 #[derive(Parser)]
