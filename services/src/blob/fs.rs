@@ -14,8 +14,6 @@ use std::{
 use artifactapi_layers::store::{BlobStore, BlobStream, StoreError};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 /// Calls `each` with every file under `dir` and its modification time.
 fn walk(dir: &Path, each: &mut dyn FnMut(&Path, std::time::SystemTime)) -> io::Result<()> {
@@ -47,7 +45,35 @@ enum Opened {
     Stream(std::fs::File, Option<Range<u64>>),
 }
 
-const READ_CHUNK: usize = 256 * 1024;
+/// Read size for streaming large blobs: one blocking-pool trip each.
+const READ_CHUNK: u64 = 1024 * 1024;
+
+/// Streams `range` of `file`, which is positioned at its start: each chunk is
+/// read straight into the buffer it is sent in, off the async threads. (With
+/// `tokio::fs` every 256 KiB went through tokio's own buffer, one more copy,
+/// and one more trip to the blocking pool: 100 MiB hits ran at 0.8× nginx.)
+fn read_chunks(
+    file: std::fs::File,
+    range: Range<u64>,
+) -> impl futures_util::Stream<Item = io::Result<bytes::Bytes>> {
+    let left = range.end.saturating_sub(range.start);
+    futures_util::stream::try_unfold((Some(file), left), |(file, left)| async move {
+        let Some(file) = file.filter(|_| left > 0) else { return Ok(None) };
+        let want = left.min(READ_CHUNK);
+        let (file, chunk) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut chunk = Vec::with_capacity(want as usize);
+            (&file).take(want).read_to_end(&mut chunk).map(|_| (file, chunk))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        if chunk.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is shorter than its entry"));
+        }
+        let left = left - chunk.len() as u64;
+        Ok(Some((bytes::Bytes::from(chunk), (Some(file), left))))
+    })
+}
 
 /// A blob store of files under `root`.
 #[derive(Debug, Clone)]
@@ -133,8 +159,8 @@ impl BlobStore for FsBlobStore {
                 Some(r) => (r.start, r.end - r.start),
                 None => (0, file.metadata()?.len()),
             };
+            file.seek(SeekFrom::Start(start))?;
             if len <= SMALL_BLOB {
-                file.seek(SeekFrom::Start(start))?;
                 let mut bytes = Vec::with_capacity(len as usize);
                 file.take(len).read_to_end(&mut bytes)?;
                 return Ok(Opened::Whole(bytes.into()));
@@ -149,14 +175,11 @@ impl BlobStore for FsBlobStore {
         let stream = match opened {
             Opened::Whole(bytes) => futures_util::stream::once(async move { Ok(bytes) }).boxed(),
             Opened::Stream(file, range) => {
-                let mut file = tokio::fs::File::from_std(file);
-                match range {
-                    Some(r) => {
-                        file.seek(SeekFrom::Start(r.start)).await?;
-                        ReaderStream::with_capacity(file.take(r.end - r.start), READ_CHUNK).boxed()
-                    }
-                    None => ReaderStream::with_capacity(file, READ_CHUNK).boxed(),
-                }
+                let range = match range {
+                    Some(r) => r,
+                    None => 0..file.metadata()?.len(),
+                };
+                read_chunks(file, range).boxed()
             }
         };
         Ok(stream)
