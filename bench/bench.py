@@ -2,9 +2,15 @@
 """artifactapi side by side with its peers, on this machine, in one run.
 
 Started by bench/run (which installs the peers and builds the release
-binary); writes BENCHMARKS.md. Every figure that has a target is a ratio
-against a peer measured in the same run, alternating rounds, so that a noisy
-neighbour hits both sides alike.
+binary); writes BENCHMARKS.md. Every ratio divides two figures of the same
+run. A measure that compares peers runs in rounds, each round measuring every
+peer once, and the order of the peers rotates from round to round (the first
+of one round goes last in the next), so that neither a noisy neighbour nor what
+the previous peer left behind (dirty pages, a warm CPU cache) always falls on
+the same side. How each measure was taken (rounds, the order in each round,
+median or single figure) and the machine it ran on are stored in the raw
+figures, and the report renders them from there, also when it is re-rendered
+elsewhere with --report-from.
 
 Peers: nginx proxy_cache (worker_processes auto) in front of the same origin
 nginx; the distribution registry (docker-registry) in proxy mode in front of
@@ -286,6 +292,25 @@ def ratio(a, b):
     return a / b if b else float("nan")
 
 
+def rotations(peers, rounds):
+    """The order of `peers` in each of `rounds` rounds: rotated by one each
+    round, so that each peer goes first in turn."""
+    return [peers[r % len(peers):] + peers[:r % len(peers)] for r in range(rounds)]
+
+
+def machine_now(date):
+    """What the figures are measured on, stored with them."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": cpu,
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "platform": platform.platform(), "date": date}
+
+
 # ---------------------------------------------------------------- benchmarks
 
 
@@ -299,51 +324,92 @@ def hits(results, origin_port, nginx_port, embedded, production, rounds, seconds
     for a in (embedded, production):
         if a:
             a.wait_cached("files", 2)
-    small = {k: [] for k, v in targets.items() if v}
-    large = {k: [] for k, v in targets.items() if v}
-    for r in range(rounds):
-        for name in small:
+    peers = [k for k, v in targets.items() if v]
+    small = {k: [] for k in peers}
+    large = {k: [] for k in peers}
+    orders = rotations(peers, rounds)
+    for r, order in enumerate(orders):
+        for name in order:
             log(f"hits, 4 KiB, 64 connections: {name} round {r + 1}")
             small[name].append(wrk(f"{targets[name]}/small.bin", 64, seconds))
-        for name in large:
+        for name in order:
             log(f"hits, 100 MiB, 8 connections: {name} round {r + 1}")
             large[name].append(wrk(f"{targets[name]}/large.bin", 8, seconds))
     results["small"] = {k: {"rps": median([x["rps"] for x in v]), "p99_ms": median([x["p99_ms"] for x in v])}
                         for k, v in small.items()}
     results["large"] = {k: {"bps": median([x["bps"] for x in v])} for k, v in large.items()}
+    note = (f"wrk for {seconds} s per peer and round, every peer warmed by one request first; in each round the "
+            "small hits of every peer, then their large hits, in the same order")
+    results["how"]["small"] = {"rounds": rounds, "orders": orders, "stat": "median", "note": note,
+                               "per_round": {k: [[x["rps"], x["p99_ms"]] for x in v] for k, v in small.items()}}
+    results["how"]["large"] = {"rounds": rounds, "orders": orders, "stat": "median", "note": note,
+                               "per_round": {k: [x["bps"] for x in v] for k, v in large.items()}}
 
 
 def cold_miss(results, procs, work, origin_port, rounds):
-    direct, proxied, ttfb_direct, ttfb_proxied, peaks, nginx = [], [], [], [], [], []
+    """A 1 GiB download straight from the origin, through a new artifactapi
+    (empty cache) and through nginx proxy_cache (empty cache), the three in
+    rotating order. Each proxy is started, and the page cache flushed, before
+    the clock starts, so that no peer pays for what the one before it wrote."""
     yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
-    for r in range(rounds):
-        log(f"cold miss, 1 GiB: round {r + 1}")
-        t0, t1, n = curl_time(f"http://127.0.0.1:{origin_port}/huge.bin")
-        assert n == 1024 * MIB
-        ttfb_direct.append(t0)
-        direct.append(t1)
+    peers = ["direct", "artifactapi", "nginx"]
+    total = {p: [] for p in peers}
+    ttfb = {"direct": [], "artifactapi": []}
+    peaks = []
+
+    def timed(url):
+        os.sync()
+        t0, t1, n = curl_time(url)
+        assert n == 1024 * MIB, f"{url}: {n} bytes"
+        return t0, t1
+
+    def direct():
+        return timed(f"http://127.0.0.1:{origin_port}/huge.bin")
+
+    def artifactapi():
         a = Artifactapi(procs, work, "cold", yaml)
-        t0, t1, n = curl_time(a.url("/api/files/huge.bin"))
-        assert n == 1024 * MIB
-        ttfb_proxied.append(t0)
-        proxied.append(t1)
-        peaks.append(rss_kib(a.proc.pid, "VmHWM"))
-        a.stop()
-        # nginx proxy_cache on the same cold miss (a fresh cache; the small
-        # file answers its readiness probe).
+        try:
+            t = timed(a.url("/api/files/huge.bin"))
+            peaks.append(rss_kib(a.proc.pid, "VmHWM"))
+        finally:
+            a.stop()
+        return t
+
+    def nginx():
+        # A fresh cache; the small file answers its readiness probe.
         port, p = start_nginx_cache(procs, work, origin_port)
-        _, t1, n = curl_time(f"http://127.0.0.1:{port}/huge.bin")
-        assert n == 1024 * MIB
-        nginx.append(t1)
-        procs.stop(p)
+        try:
+            return timed(f"http://127.0.0.1:{port}/huge.bin")
+        finally:
+            procs.stop(p)
+
+    measure = {"direct": direct, "artifactapi": artifactapi, "nginx": nginx}
+    orders = rotations(peers, rounds)
+    for r, order in enumerate(orders):
+        for peer in order:
+            log(f"cold miss, 1 GiB: round {r + 1}: {peer}")
+            t0, t1 = measure[peer]()
+            total[peer].append(t1)
+            if peer in ttfb:
+                ttfb[peer].append(t0)
     results["cold"] = {
-        "direct_s": median(direct), "proxied_s": median(proxied),
-        "ttfb_direct_ms": median(ttfb_direct) * 1e3, "ttfb_proxied_ms": median(ttfb_proxied) * 1e3,
-        "peak_rss_mib": max(peaks) / 1024, "nginx_s": median(nginx),
+        "direct_s": median(total["direct"]), "proxied_s": median(total["artifactapi"]),
+        "ttfb_direct_ms": median(ttfb["direct"]) * 1e3, "ttfb_proxied_ms": median(ttfb["artifactapi"]) * 1e3,
+        "peak_rss_mib": max(peaks) / 1024, "nginx_s": median(total["nginx"]),
+    }
+    results["how"]["cold"] = {
+        "rounds": rounds, "orders": orders, "stat": "median", "stats": {"peak_rss_mib": "largest"},
+        "note": "a new artifactapi and an empty nginx cache in every round, started before the clock; "
+                "the page cache flushed (sync) before each download",
+        "per_round": {"total_s": total, "ttfb_s": ttfb, "peak_rss_kib": peaks},
     }
 
 
-def cold_burst(results, procs, work, origin_port, origin_log, clients):
+def cold_burst(results, procs, work, origin_port, origin_log, clients, rounds):
+    """One 100 MiB artifact asked for by `clients` clients at once, through a
+    new artifactapi and through nginx proxy_cache with an empty cache, and by
+    one client alone through a new artifactapi: each `rounds` times, the three
+    in rotating order."""
     yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
     expected = hashlib.sha256(open(os.path.join(work, "files", "large.bin"), "rb").read()).hexdigest()
 
@@ -353,35 +419,51 @@ def cold_burst(results, procs, work, origin_port, origin_log, clients):
         digests = [p.communicate()[0].split()[0] for p in procs_]
         return digests
 
-    log("cold burst: one client alone")
-    a = Artifactapi(procs, work, "burst-one", yaml)
-    before = count_requests(origin_log, "/large.bin")
-    started = time.monotonic()
-    one = fetch_all(a.url("/api/files/large.bin"), 1)
-    alone_s = time.monotonic() - started
-    a.stop()
-    assert one == [expected], "the single client's body is wrong"
-    log(f"cold burst: {clients} clients at once")
-    a = Artifactapi(procs, work, "burst", yaml)
-    before = count_requests(origin_log, "/large.bin")
-    started = time.monotonic()
-    digests = fetch_all(a.url("/api/files/large.bin"), clients)
-    burst_s = time.monotonic() - started
-    upstream = count_requests(origin_log, "/large.bin") - before
-    a.stop()
-    log(f"cold burst: {clients} clients at once through nginx proxy_cache")
-    port, p = start_nginx_cache(procs, work, origin_port)
-    before = count_requests(origin_log, "/large.bin")
-    started = time.monotonic()
-    nginx_digests = fetch_all(f"http://127.0.0.1:{port}/large.bin", clients)
-    nginx_s = time.monotonic() - started
-    nginx_upstream = count_requests(origin_log, "/large.bin") - before
-    procs.stop(p)
+    def measure(peer):
+        if peer == "nginx":
+            port, p = start_nginx_cache(procs, work, origin_port)
+            url, stop = f"http://127.0.0.1:{port}/large.bin", lambda: procs.stop(p)
+        else:
+            a = Artifactapi(procs, work, "burst-one" if peer == "artifactapi alone" else "burst", yaml)
+            url, stop = a.url("/api/files/large.bin"), a.stop
+        n = 1 if peer == "artifactapi alone" else clients
+        try:
+            os.sync()
+            before = count_requests(origin_log, "/large.bin")
+            started = time.monotonic()
+            digests = fetch_all(url, n)
+            elapsed = time.monotonic() - started
+            upstream = count_requests(origin_log, "/large.bin") - before
+        finally:
+            stop()
+        return elapsed, upstream, len(digests) == n and all(d == expected for d in digests)
+
+    peers = ["artifactapi alone", "artifactapi", "nginx"]
+    runs = {p: {"s": [], "upstream_requests": [], "identical": []} for p in peers}
+    orders = rotations(peers, rounds)
+    for r, order in enumerate(orders):
+        for peer in order:
+            log(f"cold burst: round {r + 1}: {peer} ({1 if peer == 'artifactapi alone' else clients} client(s))")
+            elapsed, upstream, identical = measure(peer)
+            if peer == "artifactapi alone":
+                assert identical, "the single client's body is wrong"
+            runs[peer]["s"].append(elapsed)
+            runs[peer]["upstream_requests"].append(upstream)
+            runs[peer]["identical"].append(identical)
+    a, n = runs["artifactapi"], runs["nginx"]
     results["burst"] = {
-        "nginx_s": nginx_s, "nginx_upstream_requests": nginx_upstream,
-        "nginx_identical": all(d == expected for d in nginx_digests),
-        "clients": clients, "upstream_requests": upstream,
-        "identical": all(d == expected for d in digests), "alone_s": alone_s, "burst_s": burst_s,
+        "nginx_s": median(n["s"]), "nginx_upstream_requests": max(n["upstream_requests"]),
+        "nginx_identical": all(n["identical"]),
+        "clients": clients, "upstream_requests": max(a["upstream_requests"]),
+        "identical": all(a["identical"]), "alone_s": median(runs["artifactapi alone"]["s"]),
+        "burst_s": median(a["s"]),
+    }
+    results["how"]["burst"] = {
+        "rounds": rounds, "orders": orders, "stat": "median",
+        "stats": {"upstream_requests": "largest", "identical": "every round"},
+        "note": "a new artifactapi, or nginx with an empty cache, for every measure, started before the clock; "
+                "the page cache flushed (sync) before each",
+        "per_round": runs,
     }
 
 
@@ -395,6 +477,9 @@ def idle(results, procs, work, origin_port):
         rss.append(rss_kib(a.proc.pid))
         a.stop()
     results["idle"] = {"startup_ms": median(starts) * 1e3, "rss_mib": median(rss) / 1024}
+    results["how"]["idle"] = {"rounds": 3, "orders": [["artifactapi"]] * 3, "stat": "median",
+                              "note": "a new instance each time, RSS read 2 s after `/health` answered",
+                              "per_round": {"startup_s": starts, "rss_kib": rss}}
 
 
 def images(results, procs, work, layers, layer_mib, rounds):
@@ -435,22 +520,43 @@ def images(results, procs, work, layers, layer_mib, rounds):
 
     times = {k: [] for k in ("direct", "distribution_cold", "distribution_warm", "artifactapi_cold", "artifactapi_warm")}
     yaml = f'remotes:\n  hub:\n    base_url: "http://127.0.0.1:{upstream_port}"\n    package: docker\n'
-    for r in range(rounds):
-        log(f"images: round {r + 1}")
+
+    def direct(r):
         times["direct"].append(copy(f"docker://127.0.0.1:{upstream_port}/bench/app:v1"))
+
+    def distribution(r):
         shutil.rmtree(os.path.join(reg_dir, f"proxy{r}"), ignore_errors=True)
         proxy_port, proxy = registry(f"proxy{r}", f"proxy:\n  remoteurl: http://127.0.0.1:{upstream_port}\n")
-        times["distribution_cold"].append(copy(f"docker://127.0.0.1:{proxy_port}/bench/app:v1"))
-        time.sleep(2)  # distribution stores blobs in the background
-        times["distribution_warm"].append(copy(f"docker://127.0.0.1:{proxy_port}/bench/app:v1"))
-        procs.stop(proxy)
+        try:
+            times["distribution_cold"].append(copy(f"docker://127.0.0.1:{proxy_port}/bench/app:v1"))
+            time.sleep(2)  # distribution stores blobs in the background
+            times["distribution_warm"].append(copy(f"docker://127.0.0.1:{proxy_port}/bench/app:v1"))
+        finally:
+            procs.stop(proxy)
+
+    def artifactapi(r):
         a = Artifactapi(procs, work, "images", yaml)
-        times["artifactapi_cold"].append(copy(f"docker://127.0.0.1:{a.port}/hub/bench/app:v1"))
-        time.sleep(1)
-        times["artifactapi_warm"].append(copy(f"docker://127.0.0.1:{a.port}/hub/bench/app:v1"))
-        a.stop()
+        try:
+            times["artifactapi_cold"].append(copy(f"docker://127.0.0.1:{a.port}/hub/bench/app:v1"))
+            time.sleep(1)
+            times["artifactapi_warm"].append(copy(f"docker://127.0.0.1:{a.port}/hub/bench/app:v1"))
+        finally:
+            a.stop()
+
+    measure = {"direct": direct, "distribution": distribution, "artifactapi": artifactapi}
+    orders = rotations(["direct", "distribution", "artifactapi"], rounds)
+    for r, order in enumerate(orders):
+        for peer in order:
+            log(f"images: round {r + 1}: {peer}")
+            measure[peer](r)
     results["images"] = {k: median(v) for k, v in times.items()}
     results["images"]["mib"] = layers * layer_mib
+    results["how"]["images"] = {
+        "rounds": rounds, "orders": orders, "stat": "median",
+        "note": "a new distribution proxy and a new artifactapi in every round, each warm copy right after its "
+                "cold one",
+        "per_round": times,
+    }
 
 
 def packages(results, procs, work, rounds, count=20):
@@ -550,18 +656,100 @@ def packages(results, procs, work, rounds, count=20):
     npm_ci(proxied_npm)
     time.sleep(1)
     times = {"uv_direct": [], "uv_artifactapi": [], "npm_direct": [], "npm_artifactapi": []}
-    for r in range(rounds):
-        log(f"package installs: round {r + 1}")
-        times["uv_direct"].append(uv(f"http://127.0.0.1:{pypi_port}/simple/"))
-        times["uv_artifactapi"].append(uv(proxied_pypi))
-        times["npm_direct"].append(npm_ci(direct_npm))
-        times["npm_artifactapi"].append(npm_ci(proxied_npm))
+    installs = {"uv_direct": lambda: uv(f"http://127.0.0.1:{pypi_port}/simple/"),
+                "uv_artifactapi": lambda: uv(proxied_pypi),
+                "npm_direct": lambda: npm_ci(direct_npm), "npm_artifactapi": lambda: npm_ci(proxied_npm)}
+    orders = rotations(["direct", "artifactapi"], rounds)
+    for r, order in enumerate(orders):
+        log(f"package installs: round {r + 1}: {' then '.join(order)}")
+        for tool in ("uv", "npm"):
+            for peer in order:
+                times[f"{tool}_{peer}"].append(installs[f"{tool}_{peer}"]())
     a.stop()
     results["packages"] = {k: median(v) for k, v in times.items()}
     results["packages"]["count"] = count
+    results["how"]["packages"] = {
+        "rounds": rounds, "orders": orders, "stat": "median",
+        "note": "warm: artifactapi filled by one install of each kind before the rounds; in each round the uv pair, "
+                "then the npm pair, in the order given; no client cache",
+        "per_round": times,
+    }
 
 
 # ---------------------------------------------------------------- report
+
+
+def legacy_how(results):
+    """How figures without a stored "how" were measured: what bench.py did
+    before it stored it (up to 2026-12-01). Each peer measured in the same
+    order in every round; the cold burst once per peer, artifactapi first."""
+    n = results.get("rounds")
+
+    def same(peers, note, rounds=n, stat="median", stats=None):
+        return {"rounds": rounds, "orders": [list(peers)] * (rounds or 1), "stat": stat, "stats": stats or {},
+                "note": note, "inferred": True}
+
+    hits_peers = ["nginx", "embedded"] + (["production"] if "production" in results.get("small", {}) else [])
+    hits_note = ("wrk for --seconds (not recorded; 10 s by default) per peer and round, every peer warmed by one "
+                 "request first; in each round the small hits of every peer, then their large hits")
+    return {
+        "small": same(hits_peers, hits_note),
+        "large": same(hits_peers, hits_note),
+        "cold": same(["direct", "artifactapi", "nginx"],
+                     "a new artifactapi and an empty nginx cache in every round; nothing flushed between downloads",
+                     stats={"peak_rss_mib": "largest"}),
+        "burst": same(["artifactapi alone", "artifactapi", "nginx"],
+                      "measured once per peer, in this order: a new artifactapi for the one client, another "
+                      "for the burst, then nginx with an empty cache; nothing flushed between them",
+                      rounds=1, stat="single"),
+        "idle": same(["artifactapi"], "a new instance each time, RSS read 2 s after `/health` answered", rounds=3),
+        "images": same(["direct", "distribution", "artifactapi"],
+                       "a new distribution proxy and a new artifactapi in every round, each warm copy right after "
+                       "its cold one"),
+        "packages": same(["direct", "artifactapi"],
+                         "warm: artifactapi filled by one install of each kind before the rounds; in each round uv "
+                         "direct, uv through artifactapi, npm direct, npm through artifactapi; no client cache"),
+    }
+
+
+def how_text(h, field=None):
+    """A row's "measured" cell: rounds, the order of the peers, the statistic."""
+    if not h:
+        return "not recorded"
+    n = h.get("rounds")
+    orders = h.get("orders") or []
+    peers = orders[0] if orders else []
+    stat = (h.get("stats") or {}).get(field, h.get("stat", "median"))
+    if n == 1:
+        return "once" if len(peers) < 2 else "once per peer, in the order " + " → ".join(peers)
+    text = f"{n} rounds" if n else "rounds not recorded"
+    if len(peers) > 1:
+        if all(o == peers for o in orders):
+            text += ", same order in each: " + " → ".join(peers)
+        else:
+            text += ", first in turn: " + ", ".join(o[0] for o in orders)
+    words = {"median": "; median", "largest": "; largest", "every round": "; in every round"}
+    return text + words.get(stat, f"; {stat}")
+
+
+def machine_text(m):
+    if not m:
+        return "unknown (not stored with these figures)"
+    text = f"{m.get('cores', '?')} cores" + (f" ({m['cpu']})" if m.get("cpu") else "")
+    text += f", {m.get('memory_gib', '?')} GiB, {m.get('platform', '?')}"
+    if m.get("source"):
+        text += f" ({m['source']})"
+    return text
+
+
+def machine_from_header(text):
+    """The machine as the header of a page rendered before bench.py stored it
+    with the figures stated it (that header was written by the run itself)."""
+    m = re.search(r"^Generated by `bench/run` on ([^.]*)\. Machine: (\d+) cores, (\d+) GiB, ([^;\n]+);", text, re.M)
+    if not m:
+        return None
+    return {"date": m.group(1), "cores": int(m.group(2)), "memory_gib": int(m.group(3)), "platform": m.group(4),
+            "source": "as the page's former header gave it; bench.py did not yet store the machine with the figures"}
 
 
 def report(results, out, args):
@@ -571,79 +759,115 @@ def report(results, out, args):
         ok = value >= target if better == "higher" else value <= target
         return "met" if ok else "**missed**"
 
+    if not results.get("how"):
+        results["how"] = legacy_how(results)
+    how = results["how"]
     lines = []
     w = lines.append
+
+    def row(text, section, field=None):
+        w(f"{text} {how_text(how.get(section), field)} |")
+
     w("# Benchmarks")
     w("")
-    generated = results.get("generated") or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
-    w(f"Generated by `bench/run` on {generated}. Machine: "
-      f"{os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
-      f"{platform.platform()}; everything on loopback, the load generator on the same cores. Every ratio compares "
-      f"two peers measured in the same run, rounds alternating (median of {results.get('rounds', args.rounds)}).")
+    measured = results.get("generated") or "an unknown date"
+    w(f"Measured by `bench/run` on {measured}. Machine: {machine_text(results.get('machine'))}; everything on "
+      "loopback, the load generator on the same cores. Each ratio is the artifactapi figure over the peer figure "
+      "on its row, both from that run. The last column says how the row was measured: the number of rounds (a "
+      "round measures each peer once), the order of the peers within a round (\"first in turn\": the order "
+      "rotated by one from round to round, and these peers went first), and whether the figure is the median of "
+      "the rounds, the largest, or a single measure. The notes under the table say what was fresh for each "
+      "measure.")
+    if any(h.get("inferred") for h in how.values()):
+        w("")
+        w("These figures were measured before bench.py stored how it measured them; the last column and the notes "
+          "give what bench.py did at the time, with each peer in the same order in every round and the cold burst "
+          "measured once.")
+    if args.report_from:
+        w("")
+        w("Rendered with `bench.py --report-from` from the raw figures at the end of this page; the figures, the "
+          "date and the machine are those of the run.")
     w("")
-    w("| # | measure | artifactapi | peer | ratio | target | |")
-    w("|---|---|---|---|---|---|---|")
+    w("| # | measure | artifactapi | peer | ratio | target | | measured |")
+    w("|---|---|---|---|---|---|---|---|")
     if "small" in results:
         s, l = results["small"], results["large"]
         r1 = ratio(s["embedded"]["rps"], s["nginx"]["rps"])
-        w(f"| 1 | hits, 4 KiB, 64 connections: requests/s (p99) | embedded {s['embedded']['rps']:,.0f} "
-          f"({s['embedded']['p99_ms']:.2f} ms) | nginx proxy_cache {s['nginx']['rps']:,.0f} "
-          f"({s['nginx']['p99_ms']:.2f} ms) | {r1:.2f}× | ≥ 1.0× | {check(r1, 1.0, 'higher')} |")
+        row(f"| 1 | hits, 4 KiB, 64 connections: requests/s (p99) | embedded {s['embedded']['rps']:,.0f} "
+            f"({s['embedded']['p99_ms']:.2f} ms) | nginx proxy_cache {s['nginx']['rps']:,.0f} "
+            f"({s['nginx']['p99_ms']:.2f} ms) | {r1:.2f}× | ≥ 1.0× | {check(r1, 1.0, 'higher')} |", "small")
         if "production" in s:
             r = ratio(s["production"]["rps"], s["nginx"]["rps"])
-            w(f"| 1 | … S3 + PostgreSQL + Redis | {s['production']['rps']:,.0f} ({s['production']['p99_ms']:.2f} ms) "
-              f"| nginx {s['nginx']['rps']:,.0f} | {r:.2f}× | – | |")
+            row(f"| 1 | … S3 + PostgreSQL + Redis | {s['production']['rps']:,.0f} ({s['production']['p99_ms']:.2f} ms) "
+                f"| nginx {s['nginx']['rps']:,.0f} | {r:.2f}× | – | |", "small")
         r2 = ratio(l["embedded"]["bps"], l["nginx"]["bps"])
-        w(f"| 2 | hits, 100 MiB, 8 connections: throughput | embedded {l['embedded']['bps'] / MIB:,.0f} MiB/s "
-          f"| nginx {l['nginx']['bps'] / MIB:,.0f} MiB/s | {r2:.2f}× | ≥ 0.9× | {check(r2, 0.9, 'higher')} |")
+        row(f"| 2 | hits, 100 MiB, 8 connections: throughput | embedded {l['embedded']['bps'] / MIB:,.0f} MiB/s "
+            f"| nginx {l['nginx']['bps'] / MIB:,.0f} MiB/s | {r2:.2f}× | ≥ 0.9× | {check(r2, 0.9, 'higher')} |",
+            "large")
         if "production" in l:
             r = ratio(l["production"]["bps"], l["nginx"]["bps"])
-            w(f"| 2 | … S3 + PostgreSQL + Redis | {l['production']['bps'] / MIB:,.0f} MiB/s "
-              f"| nginx {l['nginx']['bps'] / MIB:,.0f} MiB/s | {r:.2f}× | – | |")
+            row(f"| 2 | … S3 + PostgreSQL + Redis | {l['production']['bps'] / MIB:,.0f} MiB/s "
+                f"| nginx {l['nginx']['bps'] / MIB:,.0f} MiB/s | {r:.2f}× | – | |", "large")
     if "cold" in results:
         c = results["cold"]
         r3 = ratio(c["proxied_s"], c["direct_s"])
-        w(f"| 3 | cold miss, 1 GiB: total time (first byte) | {c['proxied_s']:.2f} s ({c['ttfb_proxied_ms']:.1f} ms) "
-          f"| direct {c['direct_s']:.2f} s ({c['ttfb_direct_ms']:.1f} ms) | {r3:.2f}× | ≤ 1.1× "
-          f"| {check(r3, 1.1, 'lower')} |")
-        w(f"| 3 | … the same cold miss through nginx proxy_cache | {c['proxied_s']:.2f} s | nginx {c['nginx_s']:.2f} s "
-          f"| {ratio(c['proxied_s'], c['nginx_s']):.2f}× | – | |")
-        w(f"| 3 | cold miss, 1 GiB: peak RSS of the proxy | {c['peak_rss_mib']:.1f} MiB | – | – | < 64 MiB "
-          f"| {check(c['peak_rss_mib'], 64, 'lower')} |")
+        row(f"| 3 | cold miss, 1 GiB: total time (first byte) | {c['proxied_s']:.2f} s ({c['ttfb_proxied_ms']:.1f} ms) "
+            f"| direct {c['direct_s']:.2f} s ({c['ttfb_direct_ms']:.1f} ms) | {r3:.2f}× | ≤ 1.1× "
+            f"| {check(r3, 1.1, 'lower')} |", "cold")
+        row(f"| 3 | … the same cold miss through nginx proxy_cache | {c['proxied_s']:.2f} s "
+            f"| nginx {c['nginx_s']:.2f} s "
+            f"| {ratio(c['proxied_s'], c['nginx_s']):.2f}× | – | |", "cold")
+        row(f"| 3 | cold miss, 1 GiB: peak RSS of the proxy | {c['peak_rss_mib']:.1f} MiB | – | – | < 64 MiB "
+            f"| {check(c['peak_rss_mib'], 64, 'lower')} |", "cold", "peak_rss_mib")
     if "burst" in results:
         b = results["burst"]
         r4 = ratio(b["burst_s"], b["alone_s"])
-        w(f"| 4 | cold burst, {b['clients']} clients, one 100 MiB artifact: upstream requests "
-          f"| {b['upstream_requests']} | – | – | 1 | {'met' if b['upstream_requests'] == 1 else '**missed**'} |")
-        w(f"| 4 | … all bodies identical (sha256) | {'yes' if b['identical'] else '**no**'} | – | – | yes | "
-          f"{'met' if b['identical'] else '**missed**'} |")
-        w(f"| 4 | … completion, all clients vs one alone | {b['burst_s']:.2f} s | {b['alone_s']:.2f} s "
-          f"| {r4:.2f}× | – | |")
-        w(f"| 4 | … completion vs nginx proxy_cache (proxy_cache_lock on; {b['nginx_upstream_requests']} upstream "
-          f"request(s)) | {b['burst_s']:.2f} s | nginx {b['nginx_s']:.2f} s | {ratio(b['burst_s'], b['nginx_s']):.2f}× "
-          f"| – | |")
+        row(f"| 4 | cold burst, {b['clients']} clients, one 100 MiB artifact: upstream requests "
+            f"| {b['upstream_requests']} | – | – | 1 | {'met' if b['upstream_requests'] == 1 else '**missed**'} |",
+            "burst", "upstream_requests")
+        row(f"| 4 | … all bodies identical (sha256) | {'yes' if b['identical'] else '**no**'} | – | – | yes | "
+            f"{'met' if b['identical'] else '**missed**'} |", "burst", "identical")
+        row(f"| 4 | … completion, all clients vs one alone | {b['burst_s']:.2f} s | {b['alone_s']:.2f} s "
+            f"| {r4:.2f}× | – | |", "burst")
+        row(f"| 4 | … completion vs nginx proxy_cache (proxy_cache_lock on; {b['nginx_upstream_requests']} upstream "
+            f"request(s)) | {b['burst_s']:.2f} s | nginx {b['nginx_s']:.2f} s "
+            f"| {ratio(b['burst_s'], b['nginx_s']):.2f}× "
+            f"| – | |", "burst")
     if "images" in results:
         im = results["images"]
         rw = ratio(im["artifactapi_warm"], im["distribution_warm"])
         rc = ratio(im["artifactapi_cold"], im["direct"])
-        w(f"| 5 | skopeo copy, {im['mib']} MiB image, warm | {im['artifactapi_warm']:.2f} s "
-          f"| distribution proxy {im['distribution_warm']:.2f} s | {rw:.2f}× | ≤ 1.0× | {check(rw, 1.0, 'lower')} |")
-        w(f"| 5 | … cold | {im['artifactapi_cold']:.2f} s | direct {im['direct']:.2f} s "
-          f"(distribution proxy cold {im['distribution_cold']:.2f} s) | {rc:.2f}× | ≤ 1.1× "
-          f"| {check(rc, 1.1, 'lower')} |")
+        row(f"| 5 | skopeo copy, {im['mib']} MiB image, warm | {im['artifactapi_warm']:.2f} s "
+            f"| distribution proxy {im['distribution_warm']:.2f} s | {rw:.2f}× | ≤ 1.0× | {check(rw, 1.0, 'lower')} |",
+            "images")
+        row(f"| 5 | … cold | {im['artifactapi_cold']:.2f} s | direct {im['direct']:.2f} s "
+            f"(distribution proxy cold {im['distribution_cold']:.2f} s) | {rc:.2f}× | ≤ 1.1× "
+            f"| {check(rc, 1.1, 'lower')} |", "images")
     if "packages" in results:
         pk = results["packages"]
-        w(f"| 6 | uv pip install, {pk['count']} packages, warm | {pk['uv_artifactapi']:.2f} s "
-          f"| direct from pypiserver {pk['uv_direct']:.2f} s | {ratio(pk['uv_artifactapi'], pk['uv_direct']):.2f}× "
-          f"| – | |")
-        w(f"| 6 | npm ci, {pk['count']} packages, warm | {pk['npm_artifactapi']:.2f} s "
-          f"| direct from verdaccio {pk['npm_direct']:.2f} s | {ratio(pk['npm_artifactapi'], pk['npm_direct']):.2f}× "
-          f"| – | |")
+        row(f"| 6 | uv pip install, {pk['count']} packages, warm | {pk['uv_artifactapi']:.2f} s "
+            f"| direct from pypiserver {pk['uv_direct']:.2f} s | {ratio(pk['uv_artifactapi'], pk['uv_direct']):.2f}× "
+            f"| – | |", "packages")
+        row(f"| 6 | npm ci, {pk['count']} packages, warm | {pk['npm_artifactapi']:.2f} s "
+            f"| direct from verdaccio {pk['npm_direct']:.2f} s | {ratio(pk['npm_artifactapi'], pk['npm_direct']):.2f}× "
+            f"| – | |", "packages")
     if "idle" in results:
         i = results["idle"]
-        w(f"| 7 | idle: RSS, start-up to `/health` | {i['rss_mib']:.1f} MiB, {i['startup_ms']:.0f} ms | – | – | – | |")
+        row(f"| 7 | idle: RSS, start-up to `/health` | {i['rss_mib']:.1f} MiB, {i['startup_ms']:.0f} ms "
+            "| – | – | – | |",
+            "idle")
     for name, error in results["errors"].items():
-        w(f"| – | {name}: **failed** | {error.splitlines()[0][:200]} | | | | |")
+        w(f"| – | {name}: **failed** | {error.splitlines()[0][:200]} | | | | | |")
+    notes = [(num, how.get(key) or how.get(alt)) for num, key, alt in
+             (("1–2", "small", "large"), ("3", "cold", None), ("4", "burst", None), ("5", "images", None),
+              ("6", "packages", None), ("7", "idle", None))]
+    notes = [(num, h["note"]) for num, h in notes if h and h.get("note")]
+    if notes:
+        w("")
+        w("What was fresh, and what ran in which order, per measure:")
+        w("")
+        for num, note in notes:
+            w(f"- {num}: {note}.")
     analysis = os.path.join(ROOT, "bench", "analysis.md")
     if os.path.exists(analysis):
         w("")
@@ -670,14 +894,19 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated: hits,cold,burst,idle,images,packages")
     ap.add_argument("--report-from", default="",
                     help="re-render OUT from this file's raw figures (a BENCHMARKS.md or a JSON file) and "
-                         "bench/analysis.md, measuring nothing")
+                         "bench/analysis.md, measuring nothing; the machine and how each measure was taken come "
+                         "from the figures too (for a page older than that: the machine from its header)")
     args = ap.parse_args()
     if args.report_from:
         with open(args.report_from) as f:
             text = f.read()
-        if "```json" in text:
-            text = text.split("```json", 1)[1].split("```", 1)[0]
-        report(json.loads(text), args.out, args)
+        page = "```json" in text
+        results = json.loads(text.rsplit("```json", 1)[1].split("```", 1)[0] if page else text)
+        if "machine" not in results:
+            # Figures from before the machine was stored with them: the
+            # header of their page, which the run itself wrote, or unknown.
+            results["machine"] = machine_from_header(text) if page else None
+        report(results, args.out, args)
         return
     skip = set(filter(None, args.skip.split(",")))
     work = args.work
@@ -695,7 +924,9 @@ def main():
                     f.write(os.urandom(chunk))
                     left -= chunk
     procs = Procs()
-    results = {"errors": {}, "generated": time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), "rounds": args.rounds}
+    generated = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    results = {"errors": {}, "generated": generated, "rounds": args.rounds, "machine": machine_now(generated),
+               "how": {}}
     only = set(filter(None, args.only.split(","))) or {"hits", "cold", "burst", "idle", "images", "packages"}
     only -= skip
 
@@ -730,7 +961,7 @@ def main():
                 production.stop()
                 run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"DROP DATABASE {db} WITH (FORCE)"])
         section("cold", cold_miss, procs, work, origin_port, args.rounds)
-        section("burst", cold_burst, procs, work, origin_port, origin_log, args.burst_clients)
+        section("burst", cold_burst, procs, work, origin_port, origin_log, args.burst_clients, args.rounds)
         section("idle", idle, procs, work, origin_port)
         section("images", images, procs, work, layers=5, layer_mib=48, rounds=args.rounds)
         section("packages", packages, procs, work, rounds=args.rounds)
