@@ -340,6 +340,9 @@ pub(crate) async fn flush(Shared(state): Shared<State>, Query(query): Query<Flus
             return error(StatusCode::SERVICE_UNAVAILABLE, "index unavailable", remote.unwrap_or_default());
         }
     };
+    // Nothing fetched before the flush answers a request after it: not a
+    // finished fill still joinable, not a remembered 404.
+    state.tee.forget_all(remote);
     // Content-addressed blobs may be shared with entries that stay.
     for entry in flushed.removed.iter().filter(|e| !is_shared_blob(&e.blob)) {
         if let Err(e) = state.store.blobs.delete(&entry.blob).await {

@@ -26,6 +26,13 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn held(&self, key: &str) -> Result<bool, String>;
     /// Tells the other replicas that the entry under `key` changed (`None`: all).
     async fn invalidate(&self, key: Option<&str>);
+    /// Like [`Coordinator::invalidate`], and waits (briefly) until every
+    /// listening replica has acted on it: a purge or a flush answers only
+    /// then, so that no replica answers afterwards from what it removed.
+    /// The default waits for nothing.
+    async fn invalidate_everywhere(&self, key: Option<&str>) {
+        self.invalidate(key).await;
+    }
     /// A short-lived value every replica may use (an upstream registry
     /// token), if one is shared under `key`. The default shares nothing.
     async fn shared_value(&self, _key: &str) -> Result<Option<String>, String> {

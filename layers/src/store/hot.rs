@@ -65,10 +65,21 @@ impl HotIndex {
         self
     }
 
+    /// Tells other replicas of a write, in the background: a commit does
+    /// not wait for Redis.
     fn announce(&self, key: Option<&str>) {
         if let Some(coord) = self.coordinator.clone() {
             let key = key.map(str::to_owned);
             tokio::spawn(async move { coord.invalidate(key.as_deref()).await });
+        }
+    }
+
+    /// Tells other replicas of a removal and waits until they have acted on
+    /// it: once a purge or a flush has answered, no replica serves what it
+    /// removed from a memory copy.
+    async fn announce_now(&self, key: Option<&str>) {
+        if let Some(coord) = &self.coordinator {
+            coord.invalidate_everywhere(key).await;
         }
     }
 
@@ -134,7 +145,7 @@ impl Index for HotIndex {
         self.invalidate(key);
         let removed = self.inner.remove(key).await;
         self.invalidate(key);
-        self.announce(Some(key));
+        self.announce_now(Some(key)).await;
         removed
     }
 
@@ -230,7 +241,7 @@ impl Index for HotIndex {
         let flushed = self.inner.flush(remote, drop_immutable, now_ms).await;
         // Whatever happened, nothing hot may be trusted any more.
         self.clear();
-        self.announce(None);
+        self.announce_now(None).await;
         flushed
     }
 }

@@ -312,6 +312,24 @@ impl Fills {
         self.missing.lock().expect("negative cache lock").remove(key);
     }
 
+    /// Forgets every finished fill and remembered 404 of `remote` (of every
+    /// remote with `None`): the cache was flushed, so nothing fetched before
+    /// the flush may answer a request after it. Fills still fetching stay:
+    /// what they commit is newer than the flush.
+    pub(crate) fn forget_all(&self, remote: Option<&str>) {
+        let of_remote = |key: &str| match remote {
+            None => true,
+            Some(remote) => {
+                key.strip_prefix(remote).is_some_and(|rest| rest.starts_with(crate::path::KEY_SEPARATOR))
+            }
+        };
+        self.inflight
+            .lock()
+            .expect("fill map lock")
+            .retain(|key, (rx, _)| !(of_remote(key) && matches!(*rx.borrow(), FillStatus::Complete { .. })));
+        self.missing.lock().expect("negative cache lock").retain(|key, _| !of_remote(key));
+    }
+
     /// The fill in flight for `key`, if any.
     pub(crate) fn find(&self, key: &str) -> Option<watch::Receiver<FillStatus>> {
         self.inflight.lock().expect("fill map lock").get(key).map(|(rx, _)| rx.clone())
@@ -770,11 +788,17 @@ async fn commit(
             policy: None,
             ..entry.clone()
         };
-        if let Err(e) = store.index.put(alias).await {
-            tracing::warn!(key = %path.display(), error = %e, "could not store an alias entry");
+        match store.index.put(alias).await {
+            Ok(_) => store.growth.add(&job.remote.name, size),
+            Err(e) => tracing::warn!(key = %path.display(), error = %e, "could not store an alias entry"),
         }
     }
-    match store.index.put(entry).await {
+    let committed = store.index.put(entry).await;
+    if committed.is_ok() {
+        // Eviction checks the budget at once, not on its next round.
+        store.growth.add(&job.remote.name, size);
+    }
+    match committed {
         Ok(Some(old)) if old.blob != blob => {
             if replaced_release {
                 // New release file: the index files it lists must follow.

@@ -48,6 +48,13 @@ impl S3TeeLayer {
         self.fills.forget(key);
     }
 
+    /// Forgets every finished fill and remembered 404 of `remote` (of every
+    /// remote with `None`), so that after a flush no request is answered
+    /// from bytes fetched before it.
+    pub fn forget_all(&self, remote: Option<&str>) {
+        self.fills.forget_all(remote);
+    }
+
     /// What the fills behind this layer (and its clones) have done.
     pub fn stats(&self) -> Arc<TeeStats> {
         self.fills.stats.clone()

@@ -5,8 +5,12 @@
 //! the fill runs and released (only by its holder, atomically) when the
 //! entry is committed; if the holder dies the lease simply expires.
 //! Invalidations go out on one pub/sub channel, and each replica drops the
-//! hot copies other replicas changed. Every call has a short deadline: when
-//! Redis is down or slow, callers go on without it.
+//! hot copies other replicas changed. A message is `{replica}\n{key}` (`*`
+//! for all); a purge or flush sends `{replica} {ack}\n{key}`, every
+//! replica that acted on it (the sender's own listener too) increments
+//! `{prefix}ack:{ack}`, and the sender waits until the count reaches the
+//! number of listeners `PUBLISH` reached. Every call has a short deadline:
+//! when Redis is down or slow, callers go on without it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,12 +25,17 @@ use futures_util::StreamExt;
 /// How long any one Redis call may take before the caller goes on without it.
 const OP_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// How long a purge or flush waits for every replica to confirm it.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+
 /// Coordination through one Redis server.
 pub struct RedisCoordinator {
     pool: deadpool_redis::Pool,
     client: redis::Client,
     prefix: String,
     replica: String,
+    /// Numbers the invalidations this replica waits on.
+    acks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RedisCoordinator {
@@ -53,7 +62,13 @@ impl RedisCoordinator {
         config.pool = Some(pool);
         let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(|e| format!("REDIS_URL: {e}"))?;
         let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
-        Ok(Self { pool, client, prefix: prefix.to_owned(), replica: replica.to_owned() })
+        Ok(Self {
+            pool,
+            client,
+            prefix: prefix.to_owned(),
+            replica: replica.to_owned(),
+            acks: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     fn lease(&self, key: &str) -> Vec<u8> {
@@ -66,6 +81,29 @@ impl RedisCoordinator {
 
     fn channel(&self) -> String {
         format!("{}invalidate", self.prefix)
+    }
+
+    fn ack(&self, id: &str) -> String {
+        format!("{}ack:{id}", self.prefix)
+    }
+
+    /// Counts one replica's confirmation of invalidation `id`.
+    async fn confirm(&self, id: &str) {
+        let confirmed = with_deadline(async {
+            let mut conn = self.conn().await?;
+            redis::pipe()
+                .incr(self.ack(id), 1)
+                .ignore()
+                .pexpire(self.ack(id), ACK_WAIT.as_millis() as i64 * 5)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Err(e) = confirmed {
+            tracing::debug!(error = %e, "could not confirm an invalidation");
+        }
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, String> {
@@ -99,8 +137,16 @@ impl RedisCoordinator {
                             while let Some(message) = messages.next().await {
                                 let Ok(payload) = message.get_payload::<String>() else { continue };
                                 let Some((from, key)) = payload.split_once('\n') else { continue };
+                                let (from, ack) = match from.split_once(' ') {
+                                    Some((from, ack)) => (from, Some(ack)),
+                                    None => (from, None),
+                                };
                                 if from != this.replica {
                                     on(if key == "*" { None } else { Some(key) });
+                                }
+                                if let Some(ack) = ack {
+                                    let (this, ack) = (this.clone(), ack.to_owned());
+                                    tokio::spawn(async move { this.confirm(&ack).await });
                                 }
                             }
                         }
@@ -197,6 +243,44 @@ impl Coordinator for RedisCoordinator {
                 .map_err(|e| e.to_string())
         })
         .await
+    }
+
+    async fn invalidate_everywhere(&self, key: Option<&str>) {
+        let n = self.acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n}", self.replica);
+        let message = format!("{} {id}\n{}", self.replica, key.unwrap_or("*"));
+        let listeners = with_deadline(async {
+            let mut conn = self.conn().await?;
+            conn.publish::<_, _, i64>(self.channel(), message).await.map_err(|e| e.to_string())
+        })
+        .await;
+        let listeners = match listeners {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not tell the other replicas of a purge or flush");
+                return;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + ACK_WAIT;
+        loop {
+            let confirmed = with_deadline(async {
+                let mut conn = self.conn().await?;
+                conn.get::<_, Option<i64>>(self.ack(&id)).await.map_err(|e| e.to_string())
+            })
+            .await;
+            if matches!(confirmed, Ok(Some(n)) if n >= listeners) || (listeners == 0) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    listeners,
+                    confirmed = ?confirmed,
+                    "not every replica confirmed a purge or flush in time; going on"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn invalidate(&self, key: Option<&str>) {
