@@ -12,7 +12,9 @@ use artifactapi_layers::{
     digest::ExpectedDigests,
     error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
     local::LocalRepo,
-    store::{hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Index, Store, StoreError},
+    store::{
+        hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store, StoreError,
+    },
     ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Package, PathError, PatternGuardLayer, RemoteKind,
     RemoteResolveLayer, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
@@ -56,6 +58,8 @@ pub(crate) struct Backends {
     pub(crate) spool: PathBuf,
     pub(crate) coordinator: Option<Arc<RedisCoordinator>>,
     pub(crate) kinds: manage::Kinds,
+    /// The index's memory copies, which other replicas' writes make stale.
+    pub(crate) hot: Arc<HotIndex>,
 }
 
 /// Opens the backends the environment asks for: blobs in S3 (`MINIO_*`) or
@@ -118,14 +122,6 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
         hot = hot.with_coordinator(redis.clone());
     }
     let hot = Arc::new(hot);
-    if let Some(redis) = &coordinator {
-        // Other replicas' writes make our hot copies stale.
-        let hot = hot.clone();
-        redis.listen(move |key| match key {
-            Some(key) => hot.invalidate(key),
-            None => hot.clear(),
-        });
-    }
     let kinds = manage::Kinds {
         index: index_kind,
         blobs: blobs_kind,
@@ -146,7 +142,7 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
             blobs
         }
     };
-    Ok(Backends { store: Store::new(hot, blobs), spool, coordinator, kinds })
+    Ok(Backends { store: Store::new(hot.clone(), blobs), spool, coordinator, kinds, hot })
 }
 
 /// Cleans up at start-up and then every `interval`: leftovers of interrupted
@@ -177,10 +173,12 @@ fn spawn_clean_up(
     });
 }
 
-/// Every `CACHE_EVICT_INTERVAL` (and whenever the store is short of room):
-/// writes the access times of what was served
+/// Every `CACHE_EVICT_INTERVAL`: writes the access times of what was served
 /// and, with a budget (`CACHE_MAX_BYTES`, `cache.max_bytes`), evicts the
-/// least recently served entries past it.
+/// least recently served entries past it. Also at once when a fill found the
+/// store short of room, and when a commit may have taken the store past its
+/// budget (the [`Keeper`] adds up commits between checks), so that a burst
+/// of fills does not overshoot by whatever arrives in one interval.
 fn spawn_eviction(
     store: Store,
     remotes: SharedRemotes,
@@ -190,16 +188,25 @@ fn spawn_eviction(
 ) {
     let (total, interval) = (settings.cache_max_bytes, settings.evict_interval);
     tokio::spawn(async move {
+        let mut keeper = Keeper::new();
+        let mut rounds = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Or at once when a fill found the store short of room.
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = tee.short_of_room.notified() => {}
-            }
-            let per_remote =
-                remotes.load().iter().filter_map(|r| r.max_bytes.map(|max| (r.name.clone(), max))).collect();
-            let budget = artifactapi_layers::store::Budget { total, per_remote };
-            match artifactapi_layers::store::evict(&store, &budget).await {
+            let per_remote = || {
+                remotes.load().iter().filter_map(|r| r.max_bytes.map(|max| (r.name.clone(), max))).collect()
+            };
+            let budget = tokio::select! {
+                _ = rounds.tick() => Budget { total, per_remote: per_remote() },
+                () = tee.short_of_room.notified() => Budget { total, per_remote: per_remote() },
+                () = store.growth.grown() => {
+                    let budget = Budget { total, per_remote: per_remote() };
+                    if !keeper.may_exceed(&store, &budget) {
+                        continue;
+                    }
+                    budget
+                }
+            };
+            match keeper.check(&store, &budget).await {
                 Ok(done) if done.entries > 0 => {
                     metrics.evicted(done.entries, done.bytes);
                     tracing::info!(
@@ -259,7 +266,7 @@ pub(crate) type Stack = BoxCloneSyncService<Request<Body>, Response<ArtifactBody
 /// The whole application: management endpoints and the artifact routes.
 pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError> {
     let remotes = SharedRemotes::new(Arc::new(config.remotes.clone()));
-    let Backends { store, spool, coordinator, kinds } = open_backends(settings).await?;
+    let Backends { store, spool, coordinator, kinds, hot } = open_backends(settings).await?;
     spawn_clean_up(store.clone(), spool.clone(), settings.cleanup_interval, settings.cleanup_grace);
     let upstream = UpstreamFetch::new(&settings.upstream)?;
     // Digests promised by package metadata, checked when the files are fetched.
@@ -271,6 +278,21 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         None => S3TeeLayer::new(store.clone(), spool.clone()),
     }
     .verify_with(digests.clone());
+    if let Some(redis) = &coordinator {
+        // Other replicas' writes, purges and flushes make our memory copies
+        // stale: hot index entries, and finished fills still joinable.
+        let tee = tee.clone();
+        redis.listen(move |key| match key {
+            Some(key) => {
+                hot.invalidate(key);
+                tee.forget(key);
+            }
+            None => {
+                hot.clear();
+                tee.forget_all(None);
+            }
+        });
+    }
     let metrics = Arc::new(Metrics::new(store.clone(), vec![tee.stats()], remotes.clone()));
     spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
 

@@ -261,7 +261,8 @@ impl Settings {
                     .parse::<f64>()
                     .ok()
                     .filter(|v| v.is_finite() && *v > 0.0)
-                    .map(Duration::from_secs_f64)
+                    .and_then(|v| Duration::try_from_secs_f64(v).ok())
+                    .filter(|d| !d.is_zero())
                     .ok_or_else(|| format!("{name} {s:?} is not a positive number of seconds")),
             }
         };

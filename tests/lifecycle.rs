@@ -397,3 +397,148 @@ async fn a_full_store_still_answers_uncached_and_leaves_nothing_behind() {
     let metrics = client().get(proxy.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("artifactapi_store_full_total 3"), "{metrics}");
 }
+
+fn flush_url(proxy: &Proxy, query: &str) -> String {
+    proxy.url(&format!("/cache/flush?{query}"))
+}
+
+async fn flush(url: String) -> Value {
+    let res = client().put(url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    serde_json::from_slice(&res.bytes().await.unwrap()).unwrap()
+}
+
+/// The `X-Cache-Status` and `X-Artifact-Source` of a GET.
+async fn statuses(url: String) -> (String, String) {
+    let res = client().get(url).send().await.unwrap();
+    let header =
+        |name: &str| res.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let answer = (header("x-cache-status"), header("x-artifact-source"));
+    res.bytes().await.unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_right_after_a_fill_is_never_answered_from_that_fill() {
+    let upstream = Upstream::start().await;
+    upstream.put("/rel/a.tgz", vec![1u8; 1000], &[]);
+    upstream.put("/rel/b.tgz", vec![2u8; 1000], &[]);
+    upstream.put("/meta/index.json", "v1", &[("etag", "\"v1\"")]);
+    let yaml = "remotes:\n  files:\n    base_url: \"{upstream}\"\n    mutable_patterns: ['\\.json$']\n  other:\n    base_url: \"{upstream}\"\n";
+    let proxy = Proxy::start_with(yaml, &upstream.url(), &[("ADMIN_TOKEN", TOKEN)]).await;
+    let file = |remote: &str, path: &str| proxy.url(&format!("/api/{remote}{path}"));
+
+    // The fill's commit is a moment old when the flush removes the entry:
+    // the finished fill (joinable for two seconds) must not answer for it.
+    assert_eq!(statuses(file("files", "/rel/a.tgz")).await, ("MISS".into(), "remote".into()));
+    assert_eq!(flush(flush_url(&proxy, "all=true")).await["removed"], 1);
+    assert_eq!(statuses(file("files", "/rel/a.tgz")).await, ("MISS".into(), "remote".into()));
+    assert_eq!(upstream.count("GET", "/rel/a.tgz"), 2);
+
+    // Flushing one remote forgets that remote's fills, not another's.
+    assert_eq!(statuses(file("files", "/rel/b.tgz")).await.0, "MISS");
+    assert_eq!(statuses(file("other", "/rel/b.tgz")).await.0, "MISS");
+    assert_eq!(flush(flush_url(&proxy, "remote=files&all=true")).await["removed"], 2, "a.tgz and b.tgz");
+    assert_eq!(statuses(file("files", "/rel/b.tgz")).await.0, "MISS");
+    assert_eq!(statuses(file("other", "/rel/b.tgz")).await.0, "HIT");
+    assert_eq!(upstream.count("GET", "/rel/b.tgz"), 3);
+
+    // Without all=true, mutable entries expire: the next request asks
+    // upstream (conditionally), never a HIT from the fill just finished.
+    assert_eq!(statuses(file("files", "/meta/index.json")).await.0, "MISS");
+    assert_eq!(flush(flush_url(&proxy, "remote=files")).await["expired"], 1);
+    assert_ne!(statuses(file("files", "/meta/index.json")).await.0, "HIT");
+    assert_eq!(upstream.count("GET", "/meta/index.json"), 2);
+
+    // A remembered 404 is forgotten too: a file published since is found.
+    let (status, _, _) = get(&proxy, "/api/files/rel/new.tgz", None).await;
+    assert_eq!(status, 404);
+    upstream.put("/rel/new.tgz", "new", &[]);
+    assert_eq!(get(&proxy, "/api/files/rel/new.tgz", None).await.0, 404, "remembered for negative_ttl");
+    flush(flush_url(&proxy, "remote=files")).await;
+    assert_eq!(get(&proxy, "/api/files/rel/new.tgz", None).await, (200, "MISS".into(), b"new".to_vec()));
+    assert_eq!(upstream.count("GET", "/rel/new.tgz"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_replicas_a_flush_or_purge_that_answered_leaves_no_hit_anywhere() {
+    use support::backends::{unique, Garage, PgDatabase};
+    let upstream = Upstream::start().await;
+    let garage = Garage::start();
+    let db = PgDatabase::create();
+    let mut env = garage.env(&format!("flush-{}", unique()));
+    env.push(("DATABASE_URL".into(), db.url()));
+    env.push(("REDIS_URL".into(), "redis://127.0.0.1:6379".into()));
+    env.push(("REDIS_PREFIX".into(), format!("artifactapi-test:{}:", unique())));
+    env.push(("ADMIN_TOKEN".into(), TOKEN.into()));
+    let yaml = "remotes:\n  files:\n    base_url: \"{upstream}\"\n";
+    let a = support::Binary::start(yaml, &upstream.url(), &env);
+    let b = support::Binary::start(yaml, &upstream.url(), &env);
+    let admin = |req: reqwest::RequestBuilder| async move {
+        let res = req.bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    };
+    upstream.put("/rel/a.tgz", "a", &[]);
+    upstream.put("/rel/b.tgz", "b", &[]);
+
+    // Replica b's finished fill (and its memory copy of the entry) are a
+    // moment old when replica a flushes: b's next answer is not from them.
+    assert_eq!(statuses(b.url("/api/files/rel/a.tgz")).await.0, "MISS");
+    admin(client().put(a.url("/cache/flush?all=true"))).await;
+    assert_eq!(statuses(b.url("/api/files/rel/a.tgz")).await, ("MISS".into(), "remote".into()));
+    assert_eq!(upstream.count("GET", "/rel/a.tgz"), 2);
+
+    // The same for a purge.
+    assert_eq!(statuses(b.url("/api/files/rel/b.tgz")).await.0, "MISS");
+    admin(client().delete(a.url("/cache/files/rel/b.tgz"))).await;
+    assert_eq!(statuses(b.url("/api/files/rel/b.tgz")).await.0, "MISS");
+    assert_eq!(upstream.count("GET", "/rel/b.tgz"), 2);
+
+    // Past the linger, an entry served from b's memory copy: the flush
+    // through a reaches it before a answers.
+    tokio::time::sleep(Duration::from_millis(2200)).await; // the linger's two seconds pass
+    assert_eq!(statuses(b.url("/api/files/rel/b.tgz")).await.0, "HIT");
+    admin(client().put(a.url("/cache/flush?all=true"))).await;
+    assert_eq!(statuses(b.url("/api/files/rel/b.tgz")).await.0, "MISS");
+    assert_eq!(upstream.count("GET", "/rel/b.tgz"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_fills_is_evicted_as_it_lands_not_on_the_next_interval() {
+    const BUDGET: u64 = 20_000_000;
+    const SIZE: u64 = 5 * 1024 * 1024;
+    let upstream = Upstream::start().await;
+    let yaml = "remotes:\n  files:\n    base_url: \"{upstream}\"\n";
+    // The interval is an hour: only the commits can wake eviction here.
+    let env = [("CACHE_MAX_BYTES", "20000000"), ("CACHE_EVICT_INTERVAL", "3600")];
+    let proxy = Proxy::start_with(yaml, &upstream.url(), &env).await;
+    let mut peak = 0;
+    for i in 1..=8 {
+        let path = format!("large/{SIZE}/f{i}.bin");
+        let (status, cache, body) = get(&proxy, &format!("/api/files/{path}"), None).await;
+        assert_eq!((status, cache.as_str(), body.len() as u64), (200, "MISS", SIZE));
+        // Once this fill is committed, eviction brings the store back within
+        // its budget before the next fill (so it never holds more than one
+        // artifact over it), with no interval to wake it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let list = listing(&proxy, "files").await;
+            let total = list["total_bytes"].as_u64().unwrap();
+            peak = peak.max(total);
+            let committed =
+                list["items"].as_array().unwrap().iter().any(|item| item["path"] == path.as_str());
+            if committed && total <= BUDGET {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "after fill {i}: {path} committed {committed}, {total} bytes stored"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(peak <= BUDGET + SIZE, "the store held {peak} bytes at one point");
+    assert_eq!(count(&proxy, "files").await, BUDGET / SIZE, "as many as fit, the newest");
+    let items = listing(&proxy, "files").await;
+    assert_eq!(items["items"][0]["path"], format!("large/{SIZE}/f6.bin"));
+}

@@ -223,7 +223,11 @@ impl LocalRepo {
             policy: None,
         };
         let replaced = match self.store.index.put(entry).await {
-            Ok(old) => old,
+            Ok(old) => {
+                // Local artifacts count towards CACHE_MAX_BYTES.
+                self.store.growth.add(remote, size);
+                old
+            }
             Err(e) => {
                 let _ = self.store.blobs.delete(&blob).await;
                 return failed(remote, path, e);

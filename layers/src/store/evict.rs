@@ -8,7 +8,10 @@
 //! shared by several entries (content-addressed) is deleted with the last of
 //! them. The index row goes first, so no replica serves the bytes afterwards.
 
-use std::collections::HashSet;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
 
 use super::{access::docker_image, Store, StoreError};
 
@@ -38,47 +41,143 @@ pub struct Evicted {
     pub bytes: u64,
 }
 
+/// Bytes by remote.
+type Bytes = HashMap<String, u64>;
+
 /// Evicts until `store` is within `budget`, or nothing more may go.
 pub async fn evict(store: &Store, budget: &Budget) -> Result<Evicted, StoreError> {
+    Ok(evict_measured(store, budget).await?.0)
+}
+
+/// [`evict`], answering also what each remote holds afterwards.
+async fn evict_measured(store: &Store, budget: &Budget) -> Result<(Evicted, Bytes), StoreError> {
     store.access.flush(&*store.index).await?;
     let mut done = Evicted::default();
     if !budget.is_set() {
-        return Ok(done);
+        return Ok((done, Bytes::new()));
     }
-    let usage = store.index.usage().await?;
+    let mut usage: Bytes = store.index.usage().await?.into_iter().map(|u| (u.remote, u.bytes)).collect();
     for (remote, max) in &budget.per_remote {
-        let used = usage.iter().find(|u| &u.remote == remote).map_or(0, |u| u.bytes);
+        let used = usage.get(remote).copied().unwrap_or(0);
         if used > *max {
-            let freed = evict_from(store, Some(remote), used - max).await?;
-            done.entries += freed.entries;
-            done.bytes += freed.bytes;
+            evict_from(store, Some(remote), used - max, &mut done, &mut usage).await?;
         }
     }
     if let Some(max) = budget.total {
-        let used = usage.iter().map(|u| u.bytes).sum::<u64>().saturating_sub(done.bytes);
+        let used = usage.values().sum::<u64>();
         if used > max {
-            let freed = evict_from(store, None, used - max).await?;
-            done.entries += freed.entries;
-            done.bytes += freed.bytes;
+            evict_from(store, None, used - max, &mut done, &mut usage).await?;
         }
     }
-    Ok(done)
+    Ok((done, usage))
+}
+
+/// Bytes committed since the store was last measured, by remote. A commit
+/// records its size here and wakes the [`Keeper`], so that a burst of fills
+/// is evicted as it lands rather than on the next interval.
+#[derive(Debug, Default)]
+pub struct Growth {
+    added: Mutex<Bytes>,
+    wake: tokio::sync::Notify,
+}
+
+impl Growth {
+    /// Records that `bytes` were committed for `remote`.
+    pub fn add(&self, remote: &str, bytes: u64) {
+        let mut added = self.added.lock().expect("growth lock");
+        match added.get_mut(remote) {
+            Some(sum) => *sum = sum.saturating_add(bytes),
+            None => {
+                added.insert(remote.to_owned(), bytes);
+            }
+        }
+        drop(added);
+        self.wake.notify_one();
+    }
+
+    /// Waits until something is committed.
+    pub async fn grown(&self) {
+        self.wake.notified().await;
+    }
+
+    fn take(&self) -> Bytes {
+        std::mem::take(&mut *self.added.lock().expect("growth lock"))
+    }
+}
+
+/// Keeps a store within its budget between full checks: it remembers what
+/// each remote held at the last check and adds what [`Growth`] reports, and
+/// evicts as soon as that estimate passes a limit. The estimate errs high (a
+/// commit that replaces an entry counts whole), so a check is never skipped
+/// when one is due; each check measures again.
+#[derive(Debug, Default)]
+pub struct Keeper {
+    /// What each remote held at the last check, plus what was committed
+    /// since; `None` before the first check.
+    estimate: Option<Bytes>,
+}
+
+impl Keeper {
+    /// A keeper that has measured nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes what was committed since the last call; answers whether the
+    /// store may now be past `budget` (always, before the first check).
+    pub fn may_exceed(&mut self, store: &Store, budget: &Budget) -> bool {
+        let grown = store.growth.take();
+        if !budget.is_set() {
+            return false;
+        }
+        let Some(estimate) = &mut self.estimate else { return true };
+        for (remote, bytes) in grown {
+            *estimate.entry(remote).or_default() += bytes;
+        }
+        let over_remote = budget.per_remote.iter().any(|(r, max)| estimate.get(r).is_some_and(|b| b > max));
+        let over_total = budget.total.is_some_and(|max| estimate.values().sum::<u64>() > max);
+        over_remote || over_total
+    }
+
+    /// Measures the store and evicts until it is within `budget`.
+    pub async fn check(&mut self, store: &Store, budget: &Budget) -> Result<Evicted, StoreError> {
+        // Commits from here on are not in the measure: they count from now.
+        store.growth.take();
+        match evict_measured(store, budget).await {
+            Ok((done, usage)) => {
+                self.estimate = budget.is_set().then_some(usage);
+                Ok(done)
+            }
+            Err(e) => {
+                self.estimate = None;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// How many of the coldest entries are looked at in one round.
 const ROUND: usize = 256;
 
-async fn evict_from(store: &Store, remote: Option<&str>, excess: u64) -> Result<Evicted, StoreError> {
-    let mut done = Evicted::default();
+/// Evicts at least `excess` bytes of `remote` (of any remote with `None`)
+/// when it can; adds what went to `done` and takes it off `usage`.
+async fn evict_from(
+    store: &Store,
+    remote: Option<&str>,
+    excess: u64,
+    done: &mut Evicted,
+    usage: &mut Bytes,
+) -> Result<(), StoreError> {
+    let mut freed = 0;
     let mut kept: HashSet<String> = HashSet::new();
-    while done.bytes < excess {
+    while freed < excess {
         let cold = store.index.coldest(remote, ROUND + kept.len()).await?;
         let candidates: Vec<_> = cold.into_iter().filter(|e| !kept.contains(&e.key)).collect();
         if candidates.is_empty() {
             break;
         }
         for entry in candidates {
-            if done.bytes >= excess {
+            if freed >= excess {
                 break;
             }
             let image_kept = match (entry.path.contains("/blobs/"), docker_image(&entry.path)) {
@@ -101,9 +200,13 @@ async fn evict_from(store: &Store, remote: Option<&str>, excess: u64) -> Result<
             tracing::debug!(remote = %removed.remote, path = %removed.path, size = removed.size, "evicted");
             done.entries += 1;
             done.bytes += removed.size;
+            freed += removed.size;
+            if let Some(used) = usage.get_mut(&removed.remote) {
+                *used = used.saturating_sub(removed.size);
+            }
         }
     }
-    Ok(done)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -181,6 +284,28 @@ mod tests {
         assert_eq!(done.entries, 1, "with no manifest left, the layer may go");
         drop(reading);
         assert_eq!(evict(&store, &budget).await.unwrap().entries, 1);
+    }
+
+    #[tokio::test]
+    async fn the_keeper_checks_as_soon_as_commits_may_pass_a_limit() {
+        let (store, index) = fixture(&[entry("r", "a", 600, EntryClass::Immutable, 1)]).await;
+        let budget = Budget { total: Some(1000), per_remote: vec![("s".into(), 100)] };
+        let mut keeper = Keeper::new();
+        assert!(keeper.may_exceed(&store, &budget), "nothing measured yet");
+        assert_eq!(keeper.check(&store, &budget).await.unwrap(), Evicted::default());
+        store.growth.add("r", 300);
+        assert!(!keeper.may_exceed(&store, &budget), "900 of 1000");
+        store.growth.add("s", 50);
+        assert!(!keeper.may_exceed(&store, &budget), "950 of 1000, s at 50 of 100");
+        store.growth.add("s", 60);
+        assert!(keeper.may_exceed(&store, &budget), "s past its own 100");
+        // What the commits added is in the index; the check measures it.
+        index.put(entry("r", "b", 500, EntryClass::Immutable, 2)).await.unwrap();
+        index.put(entry("s", "c", 110, EntryClass::Immutable, 3)).await.unwrap();
+        let done = keeper.check(&store, &budget).await.unwrap();
+        assert_eq!(done, Evicted { entries: 2, bytes: 710 }, "s/c for its remote, then r/a for the total");
+        assert!(!keeper.may_exceed(&store, &budget), "500 of 1000 after the check");
+        assert!(!keeper.may_exceed(&store, &Budget::default()), "no budget, no check");
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ pub mod memory;
 
 pub use access::{AccessLog, ExpiryMarks, ReadGuard};
 pub use cleanup::{clean_up, CleanUp};
-pub use evict::{evict, Budget, Evicted};
+pub use evict::{evict, Budget, Evicted, Growth, Keeper};
 
 use std::{
     io,
@@ -305,6 +305,8 @@ pub struct StoreParts {
     pub access: std::sync::Arc<AccessLog>,
     /// Metadata declared out of date while its fill may still be in flight.
     pub marks: std::sync::Arc<ExpiryMarks>,
+    /// Bytes committed since eviction last measured the store.
+    pub growth: std::sync::Arc<Growth>,
 }
 
 impl std::ops::Deref for Store {
@@ -323,6 +325,7 @@ impl Store {
             blobs,
             access: std::sync::Arc::default(),
             marks: std::sync::Arc::default(),
+            growth: std::sync::Arc::default(),
         }))
     }
 
