@@ -124,15 +124,19 @@ struct HrefAt {
     value_len: usize,
 }
 
-/// The next `href="..."` or `href='...'` attribute value.
+/// The next `href="..."` or `href='...'` attribute value. Looks at each byte
+/// of `s` at most a few times whatever the number of links: a page is
+/// rewritten in time linear in its size (it may be `METADATA_MAX_BYTES` with
+/// tens of thousands of links), so nothing here copies or lowercases the
+/// rest of the page per link.
 fn find_href(s: &str) -> Option<HrefAt> {
-    let lower = s.to_ascii_lowercase();
+    let bytes = s.as_bytes();
     let mut from = 0;
-    while let Some(i) = lower[from..].find("href") {
+    while let Some(i) = bytes[from..].windows(4).position(|w| w.eq_ignore_ascii_case(b"href")) {
         let start = from + i;
         from = start + 4;
         // Only as an attribute name: preceded by whitespace.
-        if start > 0 && !s.as_bytes()[start - 1].is_ascii_whitespace() {
+        if start > 0 && !bytes[start - 1].is_ascii_whitespace() {
             continue;
         }
         let after = s[from..].trim_start();
@@ -230,6 +234,46 @@ mod tests {
         assert_eq!(out["files"][0]["core-metadata"]["sha256"], "22");
         assert_eq!(out["meta"]["api-version"], "1.1");
         assert!(rewrite_json(b"<html>", &page(), &Map).is_err());
+    }
+
+    /// A page of `links` anchors, as a large project's simple page looks.
+    fn simple_page(links: usize) -> String {
+        let mut html = String::from("<!DOCTYPE html><html><body>\n");
+        for i in 0..links {
+            html.push_str(&format!(
+                "<a href=\"https://files.example.internal/packages/{i:02x}/project-{i}.0-py3-none-any.whl#sha256=00{i:x}\" data-requires-python=\"&gt;=3.8\">project-{i}.0-py3-none-any.whl</a><br/>\n"
+            ));
+        }
+        html.push_str("</body></html>");
+        html
+    }
+
+    /// The fastest of `runs` rewrites of `page`, per link.
+    fn time_per_link(page: &str, links: usize, runs: usize) -> f64 {
+        (0..runs)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let out = rewrite_html(page, &self::page(), &Map);
+                let elapsed = started.elapsed().as_secs_f64();
+                assert_eq!(out.matches("/api/v1/remote/pypi-files/").count(), links);
+                elapsed
+            })
+            .fold(f64::INFINITY, f64::min)
+            / links as f64
+    }
+
+    #[test]
+    fn a_page_of_many_thousands_of_links_costs_the_same_per_link_as_a_small_one() {
+        // A ratio of two measurements in one run, not a wall-clock limit:
+        // linear work keeps it near 1; scanning the rest of the page once
+        // per link (as this did) made it about 100 (20 000 links against 200).
+        let (small, large) = (200, 20_000);
+        let (small_page, large_page) = (simple_page(small), simple_page(large));
+        assert!(large_page.len() > 2_000_000, "{}", large_page.len());
+        let per_link_small = time_per_link(&small_page, small, 30);
+        let per_link_large = time_per_link(&large_page, large, 3);
+        let ratio = per_link_large / per_link_small;
+        assert!(ratio < 8.0, "a link on a page of {large} costs {ratio:.1}x one on a page of {small}");
     }
 
     #[test]
