@@ -132,3 +132,58 @@ async fn a_flapping_upstream_is_answered_stale_while_down_and_fresh_while_up() {
         assert_eq!((status, body.as_str()), (200, version), "up again: the new version");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_tried_three_times_then_a_502() {
+    let upstream = Upstream::start().await;
+    upstream.put("/tool.tgz", "never", &[]);
+    let gate = support::Gate::start(upstream.addr).await;
+    gate.close();
+    let proxy =
+        support::Binary::start("remotes:\n  files:\n    base_url: \"{upstream}\"\n", &gate.url(), &[]);
+    let started = std::time::Instant::now();
+    let res = client().get(proxy.url("/api/files/tool.tgz")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    let waited = started.elapsed();
+    // Two retries, after 100 ms and 300 ms: three attempts in all.
+    let log = |text: &'static str, wait: u64| {
+        tokio::task::block_in_place(|| proxy.wait_for_log(text, Duration::from_millis(wait)))
+    };
+    assert!(log("retrying attempt=1", 5000) && log("retrying attempt=2", 5000), "two retries logged");
+    assert!(!log("retrying attempt=3", 300), "no third retry");
+    assert!(waited >= Duration::from_millis(400), "the retries back off: {waited:?}");
+    assert_eq!(upstream.total(), 0);
+    assert_eq!(proxy_cached(&proxy).await, 0, "nothing cached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_starts_listening_during_the_backoff_is_reached_with_one_request() {
+    let upstream = Upstream::start().await;
+    upstream.put("/tool.tgz", "late but here", &[]);
+    let gate = support::Gate::start(upstream.addr).await;
+    gate.close();
+    let proxy =
+        support::Binary::start("remotes:\n  files:\n    base_url: \"{upstream}\"\n", &gate.url(), &[]);
+    let url = proxy.url("/api/files/tool.tgz");
+    let request = tokio::spawn(async move {
+        let res = client().get(url).send().await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    });
+    // The first attempt was refused; the port opens while the proxy waits
+    // to try again (a retry comes 100 ms after it, the last one 400 ms).
+    let refused =
+        tokio::task::block_in_place(|| proxy.wait_for_log("retrying attempt=1", Duration::from_secs(10)));
+    assert!(refused, "the first attempt is refused and retried");
+    gate.open().await;
+    assert_eq!(request.await.unwrap(), (200, "late but here".to_owned()));
+    assert_eq!(upstream.count("GET", "/tool.tgz"), 1, "one request reached upstream");
+    let res = client().get(proxy.url("/api/files/tool.tgz")).send().await.unwrap();
+    assert_eq!(res.headers()["x-cache-status"], "HIT");
+    assert_eq!(upstream.count("GET", "/tool.tgz"), 1);
+}
+
+async fn proxy_cached(proxy: &support::Binary) -> u64 {
+    let res = client().get(proxy.url("/artifacts/files")).send().await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    json["count"].as_u64().unwrap()
+}
