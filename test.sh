@@ -32,19 +32,7 @@ log "documentation tests"
 cargo test --workspace --doc 2>&1 | tee target/doctest.log
 doc_status=${PIPESTATUS[0]}
 
-# nextest: "Summary [..] N tests run: P passed, F failed, S skipped" (parts optional)
-summary=$(grep -E '^\s*Summary \[' target/nextest.log | tail -1)
-n_pass=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
-n_fail=$(grep -oE '[0-9]+ failed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
-n_skip=$(grep -oE '[0-9]+ skipped' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
-sum() { awk '{ s += $1 } END { print s + 0 }'; }
-d_pass=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' target/doctest.log | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' | sum)
-d_fail=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' target/doctest.log | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' | sum)
-passed=$(( ${n_pass:-0} + ${d_pass:-0} ))
-failed=$(( ${n_fail:-0} + ${d_fail:-0} ))
-if [ "$nextest_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
-if [ "$doc_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
-
+# One closing line; timed-out tests, tests that could not start and test
+# binaries that could not be listed count as failed (tools/test_summary.py).
 echo
-echo "tests: ${passed} passed, ${failed} failed, ${n_skip:-0} skipped"
-[ "$nextest_status" -eq 0 ] && [ "$doc_status" -eq 0 ]
+python3 tools/test_summary.py target/nextest.log "$nextest_status" target/doctest.log "$doc_status"
