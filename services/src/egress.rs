@@ -22,11 +22,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use ipnet::IpNet;
 use url::{Host, Url};
 
 /// A list of IP networks (CIDR).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrivateNetworks(Vec<(IpAddr, u8)>);
+pub struct PrivateNetworks(Vec<IpNet>);
 
 impl Default for PrivateNetworks {
     /// Loopback, RFC 1918, link-local, shared address space (100.64/10),
@@ -48,19 +49,16 @@ impl PrivateNetworks {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut out = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (addr, prefix) = item.split_once('/').unwrap_or((item, ""));
-            let addr: IpAddr = addr.parse().map_err(|_| format!("{item:?} is not address/prefix"))?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix = if prefix.is_empty() {
-                max
-            } else {
-                prefix
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= max)
-                    .ok_or_else(|| format!("{item:?}: bad prefix"))?
+            let net = match item.split_once('/') {
+                Some((addr, _)) => {
+                    addr.parse::<IpAddr>().map_err(|_| format!("{item:?} is not address/prefix"))?;
+                    item.parse::<IpNet>().map_err(|_| format!("{item:?}: bad prefix"))?
+                }
+                None => IpNet::from(
+                    item.parse::<IpAddr>().map_err(|_| format!("{item:?} is not address/prefix"))?,
+                ),
             };
-            out.push((addr, prefix));
+            out.push(net);
         }
         if out.is_empty() {
             return Err("no network given".into());
@@ -74,23 +72,7 @@ impl PrivateNetworks {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.0.iter().any(|(net, prefix)| match (net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                masked(u32::from(*n).into(), *prefix, 32) == masked(u32::from(a).into(), *prefix, 32)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                masked(u128::from(*n), *prefix, 128) == masked(u128::from(a), *prefix, 128)
-            }
-            _ => false,
-        })
-    }
-}
-
-fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        bits >> (width - prefix)
+        self.0.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -252,9 +234,20 @@ mod tests {
         assert!(nets.contains("127.0.0.2".parse().unwrap()));
         assert!(!nets.contains("127.0.0.1".parse().unwrap()));
         assert!(PrivateNetworks::parse("0.0.0.0/0").unwrap().contains("1.2.3.4".parse().unwrap()));
-        for bad in ["", " , ", "10.0.0.0/33", "fc00::/129", "example.com/8", "10.0.0.0/x"] {
+        for bad in ["", " , ", "10.0.0.0/33", "fc00::/129", "example.com/8", "10.0.0.0/x", "10.0.0.0/"] {
             assert!(PrivateNetworks::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_network_written_with_host_bits_covers_its_whole_prefix() {
+        let nets = PrivateNetworks::parse("10.1.2.3/8,fd12::1/16,2001:db8::7").unwrap();
+        assert!(nets.contains("10.200.0.1".parse().unwrap()));
+        assert!(nets.contains("fd12:ffff::1".parse().unwrap()));
+        assert!(!nets.contains("fd13::1".parse().unwrap()));
+        assert!(nets.contains("2001:db8::7".parse().unwrap()));
+        assert!(!nets.contains("2001:db8::8".parse().unwrap()));
+        assert!(!nets.contains("11.0.0.1".parse().unwrap()));
     }
 
     #[tokio::test]
