@@ -10,6 +10,11 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
+use base64::{
+    alphabet,
+    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+    Engine as _,
+};
 use sha2::{Digest, Sha256, Sha512};
 
 /// A digest algorithm metadata uses.
@@ -96,33 +101,13 @@ impl Hasher {
     }
 }
 
+/// Subresource Integrity allows either alphabet (`+/` or `-_`), padded or not.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes: Vec<u8> = s.trim_end_matches('=').bytes().collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            acc |= value(*c)? << (18 - 6 * i);
-        }
-        let n = match chunk.len() {
-            4 => 3,
-            3 => 2,
-            2 => 1,
-            _ => return None,
-        };
-        out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
-    }
-    Some(out)
+    const CONFIG: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+    STANDARD.decode(s).or_else(|_| URL_SAFE.decode(s)).ok()
 }
 
 /// The digests promised for files, by cache key.
@@ -184,6 +169,20 @@ mod tests {
         let both = format!("sha1-abc {empty}");
         assert_eq!(Expected::integrity(&both).unwrap().algorithm, Algorithm::Sha512);
         assert!(Expected::integrity("md5-xyz").is_none());
+    }
+
+    #[test]
+    fn integrity_may_be_unpadded_or_url_safe() {
+        let padded =
+            "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==";
+        let digest = Expected::integrity(padded).unwrap().digest;
+        let unpadded = padded.trim_end_matches('=');
+        let url_safe = unpadded.replace('+', "-").replace('/', "_");
+        assert_eq!(Expected::integrity(unpadded).unwrap().digest, digest);
+        assert_eq!(Expected::integrity(&url_safe).unwrap().digest, digest);
+        assert_eq!(Expected::integrity(&format!("{padded}?opt")).unwrap().digest, digest);
+        assert!(Expected::integrity("sha512-not*base64").is_none());
+        assert!(Expected::integrity("sha256-YWJj").is_none(), "too short for its algorithm");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::{
 use artifactapi_layers::{
     coord::Coordinator, error::UpstreamErrorKind, store::now_ms, Remote, UpstreamError,
 };
+use base64::Engine as _;
 use http::HeaderValue;
 use serde::Deserialize;
 use url::Url;
@@ -256,21 +257,7 @@ fn basic(credentials: &artifactapi_layers::Credentials) -> HeaderValue {
 }
 
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
