@@ -77,21 +77,10 @@ fn resolve_from(text: Option<&str>) -> Result<Vec<(String, Vec<std::net::SocketA
 /// A size: plain bytes, or a number with `K`, `M`, `G` or `T` (powers of
 /// 1024, as nginx reads them; `KB`/`KiB` and lower case too).
 pub fn parse_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit = unit.trim().to_ascii_lowercase();
-    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return None,
-    };
-    let value: f64 = number.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
-    let bytes = value * (1u64 << shift) as f64;
-    (bytes < u64::MAX as f64).then_some(bytes as u64)
+    // `with_binary`: `M` and `MB` are 2^20 as well as `MiB`, as the README
+    // promises; the library's default would make them 10^6.
+    const SIZES: parse_size::Config = parse_size::Config::new().with_binary();
+    SIZES.parse_size(text.trim()).ok()
 }
 
 /// Every environment variable artifactapi reads (the settings above, and
@@ -357,6 +346,18 @@ mod tests {
         assert_eq!(parse_bytes("10x"), None);
         assert_eq!(parse_bytes("-1"), None);
         assert_eq!(parse_bytes(""), None);
+    }
+
+    #[test]
+    fn every_spelling_of_a_unit_is_a_power_of_1024() {
+        for text in ["1k", "1K", "1KB", "1kb", "1KiB", "1 kib", " 1K "] {
+            assert_eq!(parse_bytes(text), Some(1024), "{text:?}");
+        }
+        assert_eq!(parse_bytes("64MB"), Some(64 << 20));
+        assert_eq!(parse_bytes("1TiB"), Some(1 << 40));
+        assert_eq!(parse_bytes("0.5K"), Some(512));
+        assert_eq!(parse_bytes("20000000T"), None, "past u64");
+        assert_eq!(parse_bytes("M"), None);
     }
 
     #[test]
