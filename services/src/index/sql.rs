@@ -1,43 +1,60 @@
-//! The index in PostgreSQL: shared by every replica.
+//! The one implementation of [`Index`] over SQL, for SQLite and PostgreSQL.
 //!
-//! Migrations run at start-up; sqlx serialises them across replicas with an
-//! advisory lock, so two replicas starting at once is safe. Queries are built
-//! at run time: the build needs no database.
+//! Queries are built at run time, so the build needs no database. Every
+//! statement here reads the same on both; what does not is asked of the
+//! [`Dialect`].
 
-use std::time::Duration;
-
-use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError, Usage};
+use artifactapi_layers::store::{Entry, EntryClass, Flushed, Index, Refresh, StoreError, Usage};
 use async_trait::async_trait;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
-use super::{backend, blob_row, columns, entry, usage};
-use sqlx::{
-    postgres::{PgConnectOptions, PgPoolOptions},
-    PgPool,
-};
+use super::{columns, later_access, Dialect};
 
-/// An index in a PostgreSQL database.
-#[derive(Debug, Clone)]
-pub struct PostgresIndex {
-    pool: PgPool,
+/// An index in a SQL database: [`super::SqliteIndex`] or [`super::PostgresIndex`].
+#[derive(Debug)]
+pub struct SqlIndex<DB: Database> {
+    pub(super) pool: Pool<DB>,
 }
 
-impl PostgresIndex {
-    /// Connects with `options`, failing fast when the server cannot be
-    /// reached, and migrates the schema.
-    pub async fn connect(options: PgConnectOptions) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(backend)?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(backend)?;
-        Ok(Self { pool })
+// By hand: a derive would ask `DB: Clone`, and the pool is what is shared.
+impl<DB: Database> Clone for SqlIndex<DB> {
+    fn clone(&self) -> Self {
+        Self { pool: self.pool.clone() }
     }
 }
 
+pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// How many characters `prefix` has, for `substr(path, 1, n) = prefix`: an
+/// `i32` because PostgreSQL's `substr` takes an `integer` and finds no
+/// function for a `bigint` (SQLite takes either).
+fn chars(prefix: &str) -> i32 {
+    i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX)
+}
+
+/// A `LIMIT` of `n` rows, as the `bigint` both databases take.
+fn at_most(n: usize) -> i64 {
+    n.min(i64::MAX as usize) as i64
+}
+
+// The bounds say what both drivers provide (executors, the types bound and
+// read); Rust does not infer them from `DB: Dialect`, so they are spelt out.
 #[async_trait]
-impl Index for PostgresIndex {
+impl<DB> Index for SqlIndex<DB>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> i32: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+    &'static str: ColumnIndex<DB::Row>,
+{
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         let row = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = $1"))
             .bind(key)
@@ -49,12 +66,13 @@ impl Index for PostgresIndex {
 
     async fn put(&self, e: Entry) -> Result<Option<Entry>, StoreError> {
         let headers = serde_json::to_string(&e.headers).map_err(backend)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let old = sqlx::query(concat!("SELECT ", columns!(), " FROM entries WHERE key = $1 FOR UPDATE"))
-            .bind(&e.key)
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await.map_err(backend)?;
+        let old = sqlx::query(DB::SELECT_FOR_REPLACE)
+            .bind(e.key.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(backend)?;
+        // Last served when stored: `$8` twice.
         sqlx::query(
             "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, expires_at_ms, policy, last_access_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $8) \
@@ -63,16 +81,16 @@ impl Index for PostgresIndex {
              cached_at_ms = excluded.cached_at_ms, expires_at_ms = excluded.expires_at_ms, policy = excluded.policy, \
              last_access_ms = excluded.last_access_ms",
         )
-        .bind(&e.key)
-        .bind(&e.remote)
-        .bind(&e.path)
-        .bind(&e.blob)
+        .bind(e.key.as_str())
+        .bind(e.remote.as_str())
+        .bind(e.path.as_str())
+        .bind(e.blob.as_str())
         .bind(e.size as i64)
         .bind(e.class.as_str())
-        .bind(headers)
+        .bind(headers.as_str())
         .bind(e.cached_at_ms)
         .bind(e.expires_at_ms)
-        .bind(&e.policy)
+        .bind(e.policy.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -116,26 +134,27 @@ impl Index for PostgresIndex {
                     "UPDATE entries SET expires_at_ms = $1, headers = $2, policy = $3 WHERE key = $4 AND blob = $5",
                 )
                 .bind(refresh.expires_at_ms)
-                .bind(headers)
-                .bind(&revalidated.policy)
+                .bind(headers.as_str())
+                .bind(revalidated.policy.as_deref())
                 .bind(key)
                 .bind(blob)
                 .execute(&self.pool)
                 .await
             }
         };
-        Ok(done.map_err(backend)?.rows_affected() == 1)
+        Ok(DB::rows_affected(&done.map_err(backend)?) == 1)
     }
 
     async fn list(&self, remote: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        // The CAST gives PostgreSQL a type for a NULL it only compares.
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM entries WHERE remote = $1 AND ($2::text IS NULL OR path > $2) ORDER BY path LIMIT $3"
+            " FROM entries WHERE remote = $1 AND (CAST($2 AS TEXT) IS NULL OR path > $2) ORDER BY path LIMIT $3"
         ))
         .bind(remote)
         .bind(after)
-        .bind(limit.min(i64::MAX as usize) as i64)
+        .bind(at_most(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
@@ -143,28 +162,18 @@ impl Index for PostgresIndex {
     }
 
     async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
-        let (keys, times): (Vec<&str>, Vec<i64>) = accesses.iter().map(|(k, t)| (k.as_str(), *t)).unzip();
-        sqlx::query(
-            "UPDATE entries SET last_access_ms = GREATEST(COALESCE(entries.last_access_ms, 0), a.at) \
-             FROM UNNEST($1::text[], $2::bigint[]) AS a(key, at) WHERE entries.key = a.key",
-        )
-        .bind(keys)
-        .bind(times)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        DB::touch(&self.pool, accesses).await
     }
 
     async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM entries WHERE class <> 'local' AND ($1::text IS NULL OR remote = $1) \
+            " FROM entries WHERE class <> 'local' AND (CAST($1 AS TEXT) IS NULL OR remote = $1) \
              ORDER BY COALESCE(last_access_ms, cached_at_ms), key LIMIT $2"
         ))
         .bind(remote)
-        .bind(limit.min(i64::MAX as usize) as i64)
+        .bind(at_most(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
@@ -172,14 +181,18 @@ impl Index for PostgresIndex {
     }
 
     async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE entries SET last_access_ms = GREATEST(COALESCE(last_access_ms, 0), $1) WHERE remote = $2 AND left(path, $3) = $4")
-            .bind(at)
-            .bind(remote)
-            .bind(prefix.chars().count() as i32)
-            .bind(prefix)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+        sqlx::query(concat!(
+            "UPDATE entries SET last_access_ms = ",
+            later_access!(),
+            " WHERE remote = $2 AND substr(path, 1, $3) = $4"
+        ))
+        .bind(at)
+        .bind(remote)
+        .bind(chars(prefix))
+        .bind(prefix)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
         Ok(())
     }
 
@@ -193,9 +206,9 @@ impl Index for PostgresIndex {
     }
 
     async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM entries WHERE remote = $1 AND left(path, $2) = $3 LIMIT 1")
+        let row = sqlx::query("SELECT 1 FROM entries WHERE remote = $1 AND substr(path, 1, $2) = $3 LIMIT 1")
             .bind(remote)
-            .bind(prefix.chars().count() as i32)
+            .bind(chars(prefix))
             .bind(prefix)
             .fetch_optional(&self.pool)
             .await
@@ -208,7 +221,15 @@ impl Index for PostgresIndex {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        rows.iter().map(blob_row).collect()
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("key").map_err(backend)?,
+                    row.try_get("blob").map_err(backend)?,
+                    row.try_get("cached_at_ms").map_err(backend)?,
+                ))
+            })
+            .collect()
     }
 
     async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
@@ -223,11 +244,23 @@ impl Index for PostgresIndex {
     }
 
     async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
-        let rows = sqlx::query("SELECT remote, COUNT(*)::BIGINT AS n, COALESCE(SUM(size), 0)::BIGINT AS bytes FROM entries GROUP BY remote ORDER BY remote")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.iter().map(usage).collect()
+        // PostgreSQL sums a `bigint` into a `numeric`: cast back.
+        let rows = sqlx::query(
+            "SELECT remote, CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes \
+             FROM entries GROUP BY remote ORDER BY remote",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Usage {
+                    remote: row.try_get("remote").map_err(backend)?,
+                    entries: row.try_get::<i64, _>("n").map_err(backend)?.max(0) as u64,
+                    bytes: row.try_get::<i64, _>("bytes").map_err(backend)?.max(0) as u64,
+                })
+            })
+            .collect()
     }
 
     async fn expire_under(
@@ -237,16 +270,19 @@ impl Index for PostgresIndex {
         keep: &str,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE entries SET expires_at_ms = $1 WHERE remote = $2 AND class = 'mutable' AND key <> $3 AND substr(path, 1, $4) = $5")
-            .bind(now_ms)
-            .bind(remote)
-            .bind(keep)
-            .bind(dir.chars().count() as i32)
-            .bind(dir)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected())
+        let done = sqlx::query(
+            "UPDATE entries SET expires_at_ms = $1 \
+             WHERE remote = $2 AND class = 'mutable' AND key <> $3 AND substr(path, 1, $4) = $5",
+        )
+        .bind(now_ms)
+        .bind(remote)
+        .bind(keep)
+        .bind(chars(dir))
+        .bind(dir)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(DB::rows_affected(&done))
     }
 
     async fn flush(
@@ -255,19 +291,19 @@ impl Index for PostgresIndex {
         drop_immutable: bool,
         now_ms: i64,
     ) -> Result<Flushed, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await.map_err(backend)?;
         let expired = sqlx::query(
-            "UPDATE entries SET expires_at_ms = $1 WHERE class = 'mutable' AND ($2::text IS NULL OR remote = $2)",
+            "UPDATE entries SET expires_at_ms = $1 WHERE class = 'mutable' AND (CAST($2 AS TEXT) IS NULL OR remote = $2)",
         )
         .bind(now_ms)
         .bind(remote)
         .execute(&mut *tx)
         .await
-        .map_err(backend)?
-        .rows_affected();
+        .map_err(backend)?;
+        let expired = DB::rows_affected(&expired);
         let removed = if drop_immutable {
             sqlx::query(concat!(
-                "DELETE FROM entries WHERE class = 'immutable' AND ($1::text IS NULL OR remote = $1) RETURNING ",
+                "DELETE FROM entries WHERE class = 'immutable' AND (CAST($1 AS TEXT) IS NULL OR remote = $1) RETURNING ",
                 columns!()
             ))
             .bind(remote)
@@ -287,4 +323,28 @@ impl Index for PostgresIndex {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(backend)
     }
+}
+
+/// An entry from a row of `columns!()`.
+fn entry<'r, R>(row: &'r R) -> Result<Entry, StoreError>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let class: String = row.try_get("class").map_err(backend)?;
+    let headers: String = row.try_get("headers").map_err(backend)?;
+    Ok(Entry {
+        key: row.try_get("key").map_err(backend)?,
+        remote: row.try_get("remote").map_err(backend)?,
+        path: row.try_get("path").map_err(backend)?,
+        blob: row.try_get("blob").map_err(backend)?,
+        size: row.try_get::<i64, _>("size").map_err(backend)? as u64,
+        class: EntryClass::parse(&class).ok_or_else(|| backend(format!("unknown class {class:?}")))?,
+        headers: serde_json::from_str(&headers).map_err(backend)?,
+        cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
+        expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
+        policy: row.try_get("policy").map_err(backend)?,
+    })
 }
