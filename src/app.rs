@@ -15,7 +15,7 @@ use artifactapi_layers::{
     store::{
         hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store, StoreError,
     },
-    ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Package, PathError, PatternGuardLayer, RemoteKind,
+    ArtifactBody, BodyRewriteLayer, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind,
     RemoteResolveLayer, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
 use artifactapi_services::{
@@ -418,9 +418,9 @@ impl Service<Request<Body>> for Artifacts {
         let (remote, path) = full.split_once('/').unwrap_or((full, ""));
         let (remote, path) = (remote.to_owned(), path.to_owned());
         let remotes = self.remotes.load();
-        if remotes.get(&remote).is_some_and(|r| r.package == Package::Docker) {
+        if remotes.get(&remote).is_some_and(|r| r.package.format().is_registry()) {
             let message =
-                format!("a docker remote is a registry mirror: pull from /v2/{remote}/{{name}}/...");
+                format!("{remote} is a container registry mirror: pull from /v2/{remote}/{{name}}/...");
             return ready(json_error(StatusCode::NOT_FOUND, &message, &remote, &path));
         }
         let local = remotes.get(&remote).is_some_and(|r| r.kind == RemoteKind::Local);

@@ -11,7 +11,8 @@
 use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
 
 use artifactapi_layers::{
-    remote::FilesRewrite, Classifier, Credentials, Package, Pattern, Remote, RemoteKind, Remotes, Ttl,
+    format::Formats, remote::FilesRewrite, Classifier, Credentials, Package, Pattern, Remote, RemoteKind,
+    Remotes, Ttl,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -370,13 +371,11 @@ impl Ctx<'_> {
             ));
         }
         let package = match rc.package.as_deref() {
-            None => Package::Generic,
+            None => Package::GENERIC,
             Some(p) => Package::parse(p).unwrap_or_else(|| {
-                self.problem(
-                    "package",
-                    format!("{p:?} is not one of generic, alpine, rpm, docker, pypi, npm"),
-                );
-                Package::Generic
+                let known = Formats::builtin().names().join(", ");
+                self.problem("package", format!("{p:?} is not one of {known}"));
+                Package::GENERIC
             }),
         };
         let kind = match (rc.kind.as_deref().unwrap_or("remote"), &rc.base_url) {
@@ -488,9 +487,10 @@ impl Ctx<'_> {
                 }
             }
         };
-        let registry_hosts = match (&rc.registry_hosts, package) {
+        let has_registry_hosts = package.format().own_keys().contains(&"registry_hosts");
+        let registry_hosts = match (&rc.registry_hosts, has_registry_hosts) {
             (None, _) => Vec::new(),
-            (Some(hosts), Package::Docker) => {
+            (Some(hosts), true) => {
                 for host in hosts {
                     let valid = !host.is_empty()
                         && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
@@ -501,7 +501,11 @@ impl Ctx<'_> {
                 hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
             }
             (Some(_), _) => {
-                self.problem("registry_hosts", "only a `package: docker` remote has registry hosts");
+                let owners = Formats::builtin().owners_of("registry_hosts").join(", ");
+                self.problem(
+                    "registry_hosts",
+                    format!("only a remote of package {owners} has registry hosts"),
+                );
                 Vec::new()
             }
         };
@@ -612,7 +616,7 @@ remotes:
         )
         .unwrap();
         let pypi = config.remotes.get("pypi").unwrap();
-        assert_eq!(pypi.package, Package::Pypi);
+        assert_eq!(pypi.package.as_str(), "pypi");
         assert!(pypi.check_mutable_updates);
         assert_eq!(pypi.ttl.mutable, Duration::from_secs(600));
         assert_eq!(pypi.ttl.immutable, None, "0 keeps immutable entries forever");

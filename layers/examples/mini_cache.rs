@@ -27,7 +27,7 @@ async fn fake_upstream(req: Request<Body>) -> Result<Response<ArtifactBody>, Box
 async fn main() {
     // One remote, "demo", that allows only .txt files.
     let mut demo = Remote::proxy("demo", "http://upstream.invalid".parse().unwrap());
-    demo.classifier = Classifier::new(Some(vec![Pattern::new(r"\.txt$").unwrap()]), vec![], Package::Generic);
+    demo.classifier = Classifier::new(Some(vec![Pattern::new(r"\.txt$").unwrap()]), vec![], Package::GENERIC);
     let remotes = Arc::new(Remotes::new([demo]));
 
     // The innermost service is anything that answers a response.

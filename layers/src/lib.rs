@@ -46,7 +46,6 @@ pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
     std::mem::replace(inner, clone)
 }
 
-mod apt;
 pub mod body;
 pub mod cache_lookup;
 pub mod content_type;
@@ -54,6 +53,7 @@ pub mod coord;
 pub mod digest;
 pub mod error;
 pub mod extensions;
+pub mod format;
 pub mod local;
 pub mod path;
 pub mod pattern;

@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::remote::Package;
+use crate::format::Package;
 
 /// How many backtracking steps a look-around pattern may take on one path
 /// before it counts as failed (and so denies).
@@ -155,12 +155,19 @@ impl Classifier {
     /// A classifier from the user's patterns plus `package`'s built-in mutable
     /// ones. `immutable: None` (the key absent) allows every path.
     pub fn new(immutable: Option<Vec<Pattern>>, mutable: Vec<Pattern>, package: Package) -> Self {
-        let builtin_mutable = builtin_mutable_patterns(package)
+        let format = package.format();
+        let builtin_mutable = format
+            .builtin_mutable()
             .iter()
             .filter(|b| !mutable.iter().any(|m| m.as_str() == **b))
             .map(|b| Pattern::new(b).expect("built-in patterns compile"))
             .collect();
-        Self { immutable, user_mutable: mutable, builtin_mutable, gate_all: package == Package::Docker }
+        Self {
+            immutable,
+            user_mutable: mutable,
+            builtin_mutable,
+            gate_all: format.patterns_gate_every_path(),
+        }
     }
 
     /// Classifies a decoded artifact path.
@@ -222,21 +229,6 @@ fn failed(p: &Pattern, e: &str) -> String {
     format!("pattern {:?} could not be evaluated ({e}); denied", p.as_str())
 }
 
-/// The mutable patterns every remote of a package type has without configuration.
-pub fn builtin_mutable_patterns(package: Package) -> &'static [&'static str] {
-    match package {
-        Package::Alpine => &[r"APKINDEX\.tar\.gz$"],
-        Package::Rpm => &[
-            r"repomd\.xml(\.asc|\.key)?$",
-            r"repodata/[^/]+\.(xml|sqlite|yaml|asc|txt)(\.(gz|bz2|xz|zst))?$",
-            r"Packages\.gz$",
-        ],
-        Package::Docker => &[r"/manifests/(?!sha256:)", r"/tags/list$"],
-        Package::Pypi => &[r"^simple(/|$)"],
-        Package::Npm | Package::Generic => &[],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,8 +237,8 @@ mod tests {
         list.iter().map(|p| Pattern::new(p).unwrap()).collect()
     }
 
-    fn classifier(imm: Option<&[&str]>, mutable: &[&str], package: Package) -> Classifier {
-        Classifier::new(imm.map(pats), pats(mutable), package)
+    fn classifier(imm: Option<&[&str]>, mutable: &[&str]) -> Classifier {
+        Classifier::new(imm.map(pats), pats(mutable), Package::GENERIC)
     }
 
     #[test]
@@ -259,20 +251,20 @@ mod tests {
 
     #[test]
     fn a_remote_without_immutable_patterns_allows_everything_as_immutable() {
-        let c = classifier(None, &[], Package::Generic);
+        let c = classifier(None, &[]);
         assert_eq!(c.classify("any/thing"), Decision::Allow(Class::Immutable));
     }
 
     #[test]
     fn unmatched_paths_are_denied_when_immutable_patterns_exist() {
-        let c = classifier(Some(&[r"\.tar\.gz$"]), &[], Package::Generic);
+        let c = classifier(Some(&[r"\.tar\.gz$"]), &[]);
         assert_eq!(c.classify("a.tar.gz"), Decision::Allow(Class::Immutable));
         assert!(matches!(c.classify("a.zip"), Decision::Deny(_)));
     }
 
     #[test]
     fn mutable_wins_over_immutable() {
-        let c = classifier(Some(&[r"\.tar\.gz$"]), &[r"heads/main\.tar\.gz$"], Package::Generic);
+        let c = classifier(Some(&[r"\.tar\.gz$"]), &[r"heads/main\.tar\.gz$"]);
         assert_eq!(
             c.classify("x/archive/refs/heads/main.tar.gz"),
             Decision::Allow(Class::Mutable { builtin: false })
@@ -281,70 +273,14 @@ mod tests {
     }
 
     #[test]
-    fn builtin_patterns_apply_per_package_and_allow_without_user_patterns() {
-        let rpm = classifier(Some(&[r"\.rpm$"]), &[], Package::Rpm);
-        for path in [
-            "el9/repodata/repomd.xml",
-            "el9/repodata/repomd.xml.asc",
-            "el9/repodata/abc-primary.xml.gz",
-            "el9/repodata/abc-comps.xml.zst",
-            "deb/Packages.gz",
-        ] {
-            assert_eq!(rpm.classify(path), Decision::Allow(Class::Mutable { builtin: true }), "{path}");
-        }
-        assert_eq!(rpm.classify("x86_64/a.rpm"), Decision::Allow(Class::Immutable));
-
-        let alpine = classifier(Some(&[r"\.apk$"]), &[], Package::Alpine);
-        assert_eq!(
-            alpine.classify("v3.20/main/x86_64/APKINDEX.tar.gz"),
-            Decision::Allow(Class::Mutable { builtin: true })
-        );
-        let pypi = classifier(None, &[], Package::Pypi);
-        assert_eq!(pypi.classify("simple/requests/"), Decision::Allow(Class::Mutable { builtin: true }));
-        assert_eq!(pypi.classify("simple"), Decision::Allow(Class::Mutable { builtin: true }));
-        assert_eq!(pypi.classify("packages/x.whl"), Decision::Allow(Class::Immutable));
-        let generic = classifier(None, &[], Package::Generic);
-        assert_eq!(generic.classify("simple/x"), Decision::Allow(Class::Immutable));
-        let npm = classifier(None, &[], Package::Npm);
-        assert_eq!(npm.classify("express"), Decision::Allow(Class::Immutable));
-    }
-
-    #[test]
-    fn docker_tags_are_mutable_and_digests_immutable() {
-        let c = classifier(None, &[], Package::Docker);
-        assert_eq!(
-            c.classify("library/nginx/manifests/latest"),
-            Decision::Allow(Class::Mutable { builtin: true })
-        );
-        assert_eq!(c.classify("library/nginx/manifests/sha256:abc"), Decision::Allow(Class::Immutable));
-        assert_eq!(c.classify("library/nginx/tags/list"), Decision::Allow(Class::Mutable { builtin: true }));
-    }
-
-    #[test]
-    fn docker_patterns_gate_every_request_for_an_image_name() {
-        let c = classifier(Some(&["^library/nginx/", "^rancher/"]), &[], Package::Docker);
-        let tag = Decision::Allow(Class::Mutable { builtin: true });
-        assert_eq!(c.classify("library/nginx/manifests/latest"), tag);
-        assert_eq!(c.classify("rancher/rke2-runtime/tags/list"), tag);
-        assert_eq!(c.classify("library/nginx/blobs/sha256:ab"), Decision::Allow(Class::Immutable));
-        for denied in ["library/redis/manifests/latest", "library/redis/tags/list", "evil/x/blobs/sha256:ab"]
-        {
-            assert!(matches!(c.classify(denied), Decision::Deny(_)), "{denied}");
-        }
-        // Elsewhere a mutable pattern wins over immutable_patterns, as in the seed.
-        let generic = classifier(Some(&[r"\.tgz$"]), &["index"], Package::Generic);
+    fn a_mutable_pattern_wins_over_immutable_patterns_as_in_the_seed() {
+        let generic = classifier(Some(&[r"\.tgz$"]), &["index"]);
         assert_eq!(generic.classify("index.html"), Decision::Allow(Class::Mutable { builtin: false }));
     }
 
     #[test]
-    fn user_mutable_is_reported_as_user_even_when_builtin_matches_too() {
-        let c = classifier(None, &[r"repomd\.xml$"], Package::Rpm);
-        assert_eq!(c.classify("repodata/repomd.xml"), Decision::Allow(Class::Mutable { builtin: false }));
-    }
-
-    #[test]
     fn look_around_falls_back_to_the_backtracking_engine() {
-        let c = classifier(Some(&[r"\.tgz$"]), &[r"^(?!.*\.tgz$).*"], Package::Npm);
+        let c = classifier(Some(&[r"\.tgz$"]), &[r"^(?!.*\.tgz$).*"]);
         assert_eq!(c.classify("express"), Decision::Allow(Class::Mutable { builtin: false }));
         assert_eq!(c.classify("@babel/core"), Decision::Allow(Class::Mutable { builtin: false }));
         assert_eq!(c.classify("express/-/express-4.18.2.tgz"), Decision::Allow(Class::Immutable));
@@ -354,7 +290,7 @@ mod tests {
     fn a_pattern_that_fails_while_matching_denies() {
         // Catastrophic backtracking: the budget runs out and the path is denied,
         // even though a later pattern would allow it.
-        let c = classifier(Some(&[r"(a*)*\1(?=b)", r"a"]), &[], Package::Generic);
+        let c = classifier(Some(&[r"(a*)*\1(?=b)", r"a"]), &[]);
         let path = "a".repeat(64);
         match c.classify(&path) {
             Decision::Deny(reason) => {
@@ -376,11 +312,6 @@ mod tests {
             );
         }
         for source in [r"\w+-\d+\.\d+\.tar\.gz$", r"^(?!.*\.tgz$).*", r"[a-z0-9._-]{1,128}"] {
-            assert!(Pattern::new(source).is_ok(), "{source}");
-        }
-        for source in
-            builtin_mutable_patterns(Package::Npm).iter().chain(builtin_mutable_patterns(Package::Rpm))
-        {
             assert!(Pattern::new(source).is_ok(), "{source}");
         }
     }

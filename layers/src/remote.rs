@@ -9,48 +9,11 @@ use std::{
 
 use url::Url;
 
+pub use crate::format::Package;
 use crate::{
     pattern::{Class, Classifier},
     store::EntryClass,
 };
-
-/// The package type of a remote, which brings built-in patterns and formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Package {
-    /// Plain files (release pages, archives).
-    Generic,
-    /// Alpine `apk` repositories.
-    Alpine,
-    /// RPM repositories (dnf, yum).
-    Rpm,
-    /// Docker / OCI registries.
-    Docker,
-    /// Python package indexes.
-    Pypi,
-    /// npm registries.
-    Npm,
-}
-
-impl Package {
-    /// The name used in `remotes.yaml`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Package::Generic => "generic",
-            Package::Alpine => "alpine",
-            Package::Rpm => "rpm",
-            Package::Docker => "docker",
-            Package::Pypi => "pypi",
-            Package::Npm => "npm",
-        }
-    }
-
-    /// Parses the name used in `remotes.yaml`.
-    pub fn parse(name: &str) -> Option<Self> {
-        [Package::Generic, Package::Alpine, Package::Rpm, Package::Docker, Package::Pypi, Package::Npm]
-            .into_iter()
-            .find(|p| p.as_str() == name)
-    }
-}
 
 /// Whether a remote proxies an upstream or stores its own artifacts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +125,7 @@ impl Remote {
         Self {
             name: name.to_owned(),
             kind: RemoteKind::Remote { base_url },
-            package: Package::Generic,
+            package: Package::GENERIC,
             description: String::new(),
             classifier: Classifier::default(),
             ttl: Ttl::default(),

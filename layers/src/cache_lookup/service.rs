@@ -122,7 +122,7 @@ where
 /// Whether `entry` is an index file that a fresh release file above it was
 /// fetched with (not after): see [`crate::apt`].
 async fn paired_with_fresh_release(store: &Store, entry: &Entry) -> bool {
-    for key in crate::apt::release_keys(&entry.remote, &entry.path) {
+    for key in crate::format::apt::release_keys(&entry.remote, &entry.path) {
         if let Ok(Some(release)) = store.index.get(&key).await {
             return release.is_fresh(now_ms()) && release.cached_at_ms <= entry.cached_at_ms;
         }

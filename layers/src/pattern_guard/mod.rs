@@ -15,7 +15,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let mut remote = Remote::proxy("gh", "https://github.com".parse().unwrap());
-//! remote.classifier = Classifier::new(Some(vec![Pattern::new(r"\.tar\.gz$").unwrap()]), vec![], Package::Generic);
+//! remote.classifier = Classifier::new(Some(vec![Pattern::new(r"\.tar\.gz$").unwrap()]), vec![], Package::GENERIC);
 //! let svc = ServiceBuilder::new()
 //!     .layer(RemoteResolveLayer::new(Arc::new(Remotes::new([remote]))))
 //!     .layer(PatternGuardLayer::new())

@@ -97,7 +97,7 @@ mod tests {
         remote.classifier = Classifier::new(
             Some(vec![Pattern::new(r"\.tar\.gz$").unwrap()]),
             vec![Pattern::new(r"index\.yaml$").unwrap()],
-            Package::Generic,
+            Package::GENERIC,
         );
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = calls.clone();

@@ -28,8 +28,8 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! // A PyPI remote whose index pages must be checked on every request.
 //! let mut pypi = Remote::proxy("pypi", "https://pypi.example.internal".parse().unwrap());
-//! pypi.package = Package::Pypi;
-//! pypi.classifier = Classifier::new(None, vec![], Package::Pypi);
+//! pypi.package = Package::parse("pypi").unwrap();
+//! pypi.classifier = Classifier::new(None, vec![], Package::parse("pypi").unwrap());
 //! pypi.ttl.mutable = Duration::ZERO;
 //! // Upstream answers 304 when asked with the validator it handed out.
 //! let upstream = service_fn(|req: Request<()>| async move {

@@ -9,24 +9,18 @@
 //! and `Vary: Accept`; a document over the size cap is an error, never a
 //! truncation.
 //!
-//! PyPI (`package: pypi`): `simple/` pages in both PEP 503 HTML and PEP 691
-//! JSON. The variant is negotiated from the client's `Accept`, asked of
-//! upstream with one canonical `Accept`, and cached apart. Links to
-//! `pypi_files_url` go to `pypi_files_remote`; links into the remote's own
-//! `base_url` (absolute, root-relative or relative, as pypiserver writes them)
-//! stay on the remote; others are left alone. Hash fragments and the
-//! `data-*` attributes (requires-python, yanked, PEP 658/714 metadata) are
-//! kept byte for byte, and the SHA-256 a page promises for a file is checked
-//! when that file is fetched.
+//! Which paths are documents, their variants and how each is rewritten is the
+//! remote's [format](crate::format)'s to say (PyPI simple pages, npm
+//! packuments). The variant is negotiated from the client's `Accept`, asked
+//! of upstream with one canonical `Accept`, and cached apart. Links to the
+//! format's files URL (`pypi_files_url`, `npm_files_url`) go to its files
+//! remote; links into the remote's own `base_url` (absolute, root-relative or
+//! relative) stay on the remote; others are left alone. The digest a
+//! document promises for a file is checked when that file is fetched.
 //!
-//! npm (`package: npm`): every path but a tarball is a packument; full and
-//! abbreviated (`application/vnd.npm.install-v1+json`) forms are negotiated and
-//! cached apart; `versions.*.dist.tarball` links to `npm_files_url` go to
-//! `npm_files_remote` (links into the remote's own `base_url` stay on it), and
-//! each `dist.integrity` is checked when the tarball is fetched.
-
-mod npm;
-mod pypi;
+//! When a file is fetched for the first time, the documents that list it
+//! (the formats' [`listing_keys`](crate::format::Format::listing_keys)) are
+//! marked expired, so a fresh publish becomes visible without tiny TTLs.
 
 use std::{
     sync::Arc,
@@ -46,9 +40,9 @@ use crate::{
     error::{json_error, BoxError},
     extensions::headers::X_CACHE_STATUS,
     extensions::Variant,
+    format::{self, LinkMap},
     path::ArtifactPath,
-    path::KEY_SEPARATOR,
-    remote::{Package, Remote, Remotes, SharedRemotes},
+    remote::{Remote, SharedRemotes},
     remote_resolve::ResolvedRemote,
     store::{now_ms, Refresh, Store},
 };
@@ -122,7 +116,7 @@ struct RemoteLinks {
     digests: Option<Arc<ExpectedDigests>>,
 }
 
-impl pypi::LinkMap for RemoteLinks {
+impl LinkMap for RemoteLinks {
     fn map(&self, resolved: &Url, expected: Option<Expected>) -> Option<String> {
         let s = resolved.as_str();
         self.targets.iter().find_map(|(prefix, remote)| {
@@ -187,25 +181,6 @@ fn links(remote: &Remote, api: String, digests: Option<Arc<ExpectedDigests>>) ->
     RemoteLinks { api, targets, digests }
 }
 
-/// The kinds of document this layer rewrites.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    /// A PyPI simple page.
-    Pypi,
-    /// An npm packument (any npm path but a tarball).
-    Npm,
-}
-
-/// Which document, if any, this request is for.
-fn format(remote: &Remote, path: &ArtifactPath) -> Option<Format> {
-    let p = path.decoded();
-    match remote.package {
-        Package::Pypi if p == "simple" || p.starts_with("simple/") => Some(Format::Pypi),
-        Package::Npm if !p.ends_with(".tgz") => Some(Format::Npm),
-        _ => None,
-    }
-}
-
 impl<S, B> Service<Request<B>> for BodyRewrite<S>
 where
     S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
@@ -227,10 +202,10 @@ where
         else {
             return Box::pin(inner.oneshot(req));
         };
-        let Some(format) =
-            format(remote, path).filter(|_| matches!(*req.method(), Method::GET | Method::HEAD))
-        else {
-            let keys = self.store.as_ref().map(|(_, remotes)| metadata_keys(remote, path, &remotes.load()));
+        let document = remote.package.format().document(path);
+        let Some(document) = document.filter(|_| matches!(*req.method(), Method::GET | Method::HEAD)) else {
+            let keys =
+                self.store.as_ref().map(|(_, remotes)| format::listing_keys(remote, path, &remotes.load()));
             if let (Some((store, _)), Some(keys), true) =
                 (self.store.clone(), keys.filter(|k| !k.is_empty()), req.method() == Method::GET)
             {
@@ -249,18 +224,9 @@ where
         };
         let (remote, path) = (remote.clone(), path.clone());
         let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
-        let (variant, canonical) = match format {
-            Format::Pypi => {
-                let v = pypi::negotiate(accept);
-                (v, pypi::accept_for(v))
-            }
-            Format::Npm => {
-                let v = npm::negotiate(accept);
-                (v, npm::accept_for(v))
-            }
-        };
-        req.extensions_mut().insert(Variant(variant.into()));
-        req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(canonical));
+        let negotiated = document.negotiate(accept);
+        req.extensions_mut().insert(Variant(negotiated.variant.into()));
+        req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(negotiated.accept));
         // A rewritten document is answered whole.
         req.headers_mut().remove(header::RANGE);
         let map = links(&remote, self.public_api(&req), self.digests.clone());
@@ -294,17 +260,7 @@ where
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("json"));
-            let rewritten = match (format, json) {
-                (Format::Pypi, true) => pypi::rewrite_json(&bytes, &page, &map),
-                (Format::Pypi, false) => Ok(match std::str::from_utf8(&bytes) {
-                    Ok(text) => pypi::rewrite_html(text, &page, &map).into_bytes(),
-                    Err(_) => bytes.to_vec(),
-                }),
-                (Format::Npm, true) => npm::rewrite_packument(&bytes, &page, &map),
-                // Not a packument (an npm path that answers something else).
-                (Format::Npm, false) => Ok(bytes.to_vec()),
-            };
-            let rewritten = match rewritten {
+            let rewritten = match document.rewrite(&bytes, json, &page, &map) {
                 Ok(out) => out,
                 Err(e) => return Ok(json_error(StatusCode::BAD_GATEWAY, &e, &remote.name, path.decoded())),
             };
@@ -321,35 +277,6 @@ where
             Ok(Response::from_parts(parts, body::full(rewritten)))
         })
     }
-}
-
-/// The cache keys of the metadata that lists the file at `path`: an npm
-/// tarball's packument; a PyPI file's simple page, on this remote (an index
-/// that serves its own files, like pypiserver) and on every PyPI remote whose
-/// `pypi_files_remote` this remote is.
-fn metadata_keys(remote: &Remote, path: &ArtifactPath, remotes: &Remotes) -> Vec<String> {
-    let decoded = path.decoded();
-    let keys = |on: &str, document: &str, variants: [&str; 2]| -> Vec<String> {
-        let Ok(document) = ArtifactPath::parse(document, None) else { return Vec::new() };
-        let base = document.cache_key(on);
-        variants.iter().map(|v| format!("{base}{KEY_SEPARATOR}{v}")).collect()
-    };
-    if remote.package == Package::Npm {
-        return match decoded.split_once("/-/").filter(|_| decoded.ends_with(".tgz")) {
-            Some((package, _)) => keys(&remote.name, package, [npm::FULL, npm::ABBREVIATED]),
-            None => Vec::new(),
-        };
-    }
-    let Some(project) = pypi::project_of(path.file_name()).filter(|_| !decoded.starts_with("simple")) else {
-        return Vec::new();
-    };
-    let page = format!("simple/{project}/");
-    remotes
-        .iter()
-        .filter(|r| r.package == Package::Pypi)
-        .filter(|r| r.name == remote.name || r.files.as_ref().is_some_and(|f| f.remote == remote.name))
-        .flat_map(|r| keys(&r.name, &page, [pypi::JSON, pypi::HTML]))
-        .collect()
 }
 
 async fn expire_metadata(store: Store, keys: Vec<String>) {

@@ -777,7 +777,8 @@ async fn commit(
         },
         policy: head.policy.clone(),
     };
-    let replaced_release = job.class != Class::Immutable && crate::apt::is_release(job.path.decoded());
+    let replaced_release =
+        job.class != Class::Immutable && crate::format::apt::is_release(job.path.decoded());
     for (key, path) in &store_as.aliases {
         // The same bytes under another key (a manifest by digest): immutable.
         let alias = Entry {
@@ -802,7 +803,7 @@ async fn commit(
         Ok(Some(old)) if old.blob != blob => {
             if replaced_release {
                 // New release file: the index files it lists must follow.
-                let dir = crate::apt::dir_of(job.path.decoded());
+                let dir = crate::format::apt::dir_of(job.path.decoded());
                 if let Err(e) = store.index.expire_under(&job.remote.name, dir, &job.key, now).await {
                     tracing::warn!(error = %e, "could not expire the index files of a new release file");
                 }

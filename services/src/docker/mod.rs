@@ -33,7 +33,7 @@ use artifactapi_layers::{
     body::{self, ArtifactBody},
     error::BoxError,
     extensions::{Classification, Variant},
-    ArtifactPath, Decision, Package, Remote, RemoteKind, ResolvedRemote, SharedRemotes,
+    ArtifactPath, Decision, Remote, RemoteKind, ResolvedRemote, SharedRemotes,
 };
 use axum::{
     body::Body,
@@ -175,7 +175,7 @@ impl Registry {
     /// otherwise the remote for containerd's `ns`.
     fn remote_for(&self, components: &[&str], ns: Option<&str>) -> Option<(Arc<Remote>, usize)> {
         let is_docker =
-            |r: &Remote| r.package == Package::Docker && matches!(r.kind, RemoteKind::Remote { .. });
+            |r: &Remote| r.package.format().is_registry() && matches!(r.kind, RemoteKind::Remote { .. });
         let remotes = self.remotes.load();
         if components.len() >= 2 {
             if let Some(remote) = remotes.get(components[0]).filter(|r| is_docker(r)) {
@@ -245,10 +245,10 @@ mod tests {
     #[test]
     fn remotes_are_found_by_name_first_then_by_registry_host() {
         let mut hub = Remote::proxy("dockerhub", "https://registry-1.docker.io".parse().unwrap());
-        hub.package = Package::Docker;
+        hub.package = artifactapi_layers::Package::parse("docker").unwrap();
         hub.registry_hosts = vec!["docker.io".into()];
         let mut local = Remote::proxy("local", "http://127.0.0.1:5000".parse().unwrap());
-        local.package = Package::Docker;
+        local.package = artifactapi_layers::Package::parse("docker").unwrap();
         let files = Remote::proxy("files", "https://github.com".parse().unwrap());
         let registry = Registry {
             stack: BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {

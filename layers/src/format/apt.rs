@@ -12,6 +12,25 @@
 
 use crate::path::ArtifactPath;
 
+/// Debian-style repositories (`package: apt`): release and index files are
+/// mutable, packages and by-hash files immutable. The consistency rules
+/// above hold for any remote (a seed configuration mirrors apt as
+/// `generic`); this format adds the built-in patterns.
+pub(super) struct Apt;
+
+impl super::Format for Apt {
+    fn name(&self) -> &'static str {
+        "apt"
+    }
+
+    fn builtin_mutable(&self) -> &'static [&'static str] {
+        &[
+            r"(^|/)(In)?Release(\.gpg)?$",
+            r"(^|/)(Packages|Sources|Contents-[^/]*|Translation-[^/]*|Components-[^/]*|Commands-[^/]*|icons-[^/]*)(\.(gz|bz2|xz|lzma|zst))?$",
+        ]
+    }
+}
+
 const RELEASE_FILES: [&str; 2] = ["InRelease", "Release"];
 const INDEX_PREFIXES: [&str; 7] =
     ["Packages", "Sources", "Contents-", "Translation-", "Components-", "Commands-", "icons-"];
@@ -79,5 +98,32 @@ mod tests {
         assert!(release_keys("apt", "pool/main/h/hello/hello_1.0_all.deb").is_empty());
         let flat = release_keys("apt", "Packages.gz");
         assert_eq!(flat.len(), 2);
+    }
+
+    #[test]
+    fn release_and_index_files_are_mutable_packages_and_by_hash_files_immutable() {
+        use crate::{
+            format::tests::{classifier, BUILTIN_MUTABLE},
+            pattern::{Class, Decision},
+        };
+        let apt = classifier("apt", None, &[]);
+        for path in [
+            "debian/dists/bookworm/InRelease",
+            "debian/dists/bookworm/Release",
+            "debian/dists/bookworm/Release.gpg",
+            "debian/dists/bookworm/main/binary-amd64/Packages.xz",
+            "debian/dists/bookworm/main/i18n/Translation-en.bz2",
+            "debian/dists/bookworm/main/Contents-amd64.gz",
+            "Packages.gz",
+        ] {
+            assert_eq!(apt.classify(path), BUILTIN_MUTABLE, "{path}");
+        }
+        for path in [
+            "debian/pool/main/h/hello/hello_2.10-3_amd64.deb",
+            "debian/dists/bookworm/main/binary-amd64/by-hash/SHA256/0a1b2c",
+            "debian/dists/bookworm/ReleaseNotes",
+        ] {
+            assert_eq!(apt.classify(path), Decision::Allow(Class::Immutable), "{path}");
+        }
     }
 }

@@ -3,15 +3,74 @@
 use serde_json::Value;
 use url::Url;
 
-use crate::digest::Expected;
+use super::{rewrite_link, variant_keys, Document, Format, LinkMap, Negotiated};
+use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
+
+/// Python package indexes (`package: pypi`): PEP 503/691 simple pages are
+/// metadata; files may live on another remote (`pypi_files_remote`).
+pub(super) struct Pypi;
+
+/// A simple page, in either representation.
+struct SimplePage;
+
+impl Format for Pypi {
+    fn name(&self) -> &'static str {
+        "pypi"
+    }
+
+    fn builtin_mutable(&self) -> &'static [&'static str] {
+        &[r"^simple(/|$)"]
+    }
+
+    fn own_keys(&self) -> &'static [&'static str] {
+        &["pypi_files_url", "pypi_files_remote"]
+    }
+
+    fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
+        let p = path.decoded();
+        (p == "simple" || p.starts_with("simple/")).then_some(&SimplePage as &'static dyn Document)
+    }
+
+    /// A new file's simple page, on the index that serves its own files
+    /// (like pypiserver) or lists those of `pypi_files_remote`.
+    fn listing_keys(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Vec<String> {
+        let lists =
+            lister.name == remote.name || lister.files.as_ref().is_some_and(|f| f.remote == remote.name);
+        if !lists || path.decoded().starts_with("simple") {
+            return Vec::new();
+        }
+        match project_of(path.file_name()) {
+            Some(project) => variant_keys(&lister.name, &format!("simple/{project}/"), &[JSON, HTML]),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Document for SimplePage {
+    fn negotiate(&self, accept: Option<&str>) -> Negotiated {
+        let variant = negotiate(accept);
+        Negotiated { variant, accept: accept_for(variant) }
+    }
+
+    fn rewrite(&self, body: &[u8], json: bool, page: &Url, links: &dyn LinkMap) -> Result<Vec<u8>, String> {
+        if json {
+            return rewrite_json(body, page, links);
+        }
+        Ok(match std::str::from_utf8(body) {
+            Ok(text) => rewrite_html(text, page, links).into_bytes(),
+            // Not text: not a page this can rewrite; passed on as it came.
+            Err(_) => body.to_vec(),
+        })
+    }
+}
 
 /// The two representations of a simple page, cached apart.
-pub(crate) const JSON: &str = "pypi-json";
-pub(crate) const HTML: &str = "pypi-html";
+const JSON: &str = "pypi-json";
+const HTML: &str = "pypi-html";
 
 /// What upstream is asked for, per variant (one canonical `Accept` each, so
 /// the bytes stored for a variant do not depend on which client asked first).
-pub(crate) fn accept_for(variant: &str) -> &'static str {
+fn accept_for(variant: &str) -> &'static str {
     if variant == JSON {
         "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
     } else {
@@ -21,7 +80,7 @@ pub(crate) fn accept_for(variant: &str) -> &'static str {
 
 /// The variant a client's `Accept` prefers: JSON when it rates PEP 691 JSON
 /// at least as high as any HTML type, HTML otherwise (and by default).
-pub(crate) fn negotiate(accept: Option<&str>) -> &'static str {
+fn negotiate(accept: Option<&str>) -> &'static str {
     let Some(accept) = accept else { return HTML };
     let mut json = 0.0f32;
     let mut html = 0.0f32;
@@ -51,7 +110,7 @@ pub(crate) fn negotiate(accept: Option<&str>) -> &'static str {
 
 /// The normalized project name (PEP 503) of a distribution file name:
 /// `Foo_Bar-1.0-py3-none-any.whl` and `foo.bar-1.0.tar.gz` are `foo-bar`.
-pub(crate) fn project_of(file_name: &str) -> Option<String> {
+fn project_of(file_name: &str) -> Option<String> {
     let stem =
         [".whl", ".tar.gz", ".zip", ".tar.bz2", ".egg"].iter().find_map(|ext| file_name.strip_suffix(ext))?;
     let name = if file_name.ends_with(".whl") {
@@ -76,32 +135,10 @@ pub(crate) fn project_of(file_name: &str) -> Option<String> {
     (!normalized.is_empty()).then_some(normalized)
 }
 
-/// Maps a link found on a page to where clients should fetch it.
-pub(crate) trait LinkMap {
-    /// The link as a client of the proxy should see it, or `None` to keep
-    /// it; `expected` is the digest the document promises for the file.
-    fn map(&self, resolved: &Url, expected: Option<Expected>) -> Option<String>;
-}
-
-/// Resolves `link` against `page` and maps it; a `#sha256=` fragment counts
-/// as a promised digest when none is given.
-pub(crate) fn rewrite_link(
-    page: &Url,
-    link: &str,
-    expected: Option<Expected>,
-    map: &dyn LinkMap,
-) -> Option<String> {
-    let resolved = page.join(link).ok()?;
-    let from_fragment =
-        || resolved.fragment().and_then(|f| f.strip_prefix("sha256=")).and_then(Expected::sha256_hex);
-    let expected = expected.or_else(from_fragment);
-    map.map(&resolved, expected)
-}
-
 /// Rewrites the `href`s of a PEP 503 page, keeping everything else
 /// (`#sha256=` fragments, `data-requires-python`, `data-yanked`,
 /// `data-dist-info-metadata`, `data-core-metadata`) byte for byte.
-pub(crate) fn rewrite_html(body: &str, page: &Url, map: &dyn LinkMap) -> String {
+fn rewrite_html(body: &str, page: &Url, map: &dyn LinkMap) -> String {
     let mut out = String::with_capacity(body.len() + body.len() / 4);
     let mut rest = body;
     while let Some(at) = find_href(rest) {
@@ -154,7 +191,7 @@ fn find_href(s: &str) -> Option<HrefAt> {
 }
 
 /// Rewrites `files[].url` of a PEP 691 page; everything else is kept.
-pub(crate) fn rewrite_json(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result<Vec<u8>, String> {
+fn rewrite_json(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result<Vec<u8>, String> {
     let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not a PEP 691 document: {e}"))?;
     if let Some(files) = doc.get_mut("files").and_then(Value::as_array_mut) {
         for file in files {
@@ -292,5 +329,36 @@ mod tests {
         assert_eq!(negotiate(None), HTML);
         assert_eq!(negotiate(Some("*/*")), HTML);
         assert_eq!(negotiate(Some("application/vnd.pypi.simple.v1+json;q=0.2, text/html")), HTML);
+    }
+
+    #[test]
+    fn simple_pages_are_mutable_documents_and_files_immutable() {
+        use crate::format::tests::{classifier, BUILTIN_MUTABLE};
+        use crate::pattern::{Class, Decision};
+        let pypi = classifier("pypi", None, &[]);
+        assert_eq!(pypi.classify("simple/requests/"), BUILTIN_MUTABLE);
+        assert_eq!(pypi.classify("simple"), BUILTIN_MUTABLE);
+        assert_eq!(pypi.classify("packages/x.whl"), Decision::Allow(Class::Immutable));
+        let doc = |p: &str| Pypi.document(&ArtifactPath::parse(p, None).unwrap()).is_some();
+        assert!(doc("simple") && doc("simple/requests/"));
+        assert!(!doc("packages/requests-2.0.tar.gz") && !doc("simplex/y"));
+    }
+
+    #[test]
+    fn a_new_file_expires_its_project_page_on_every_index_that_lists_it() {
+        let mut index = Remote::proxy("pypi", "https://pypi.example.internal/".parse().unwrap());
+        index.files = Some(crate::remote::FilesRewrite {
+            url: "https://files.example.internal/".into(),
+            remote: "files".into(),
+        });
+        let files = Remote::proxy("files", "https://files.example.internal/".parse().unwrap());
+        let other = Remote::proxy("other", "https://other.example.internal/".parse().unwrap());
+        let wheel = ArtifactPath::parse("packages/ab/Foo_Bar-1.0-py3-none-any.whl", None).unwrap();
+        let keys = Pypi.listing_keys(&index, &files, &wheel);
+        assert_eq!(keys, variant_keys("pypi", "simple/foo-bar/", &[JSON, HTML]));
+        assert!(Pypi.listing_keys(&other, &files, &wheel).is_empty(), "another index does not list it");
+        assert_eq!(Pypi.listing_keys(&other, &other, &wheel).len(), 2, "an index serving its own files");
+        let page = ArtifactPath::parse("simple/foo-bar/", None).unwrap();
+        assert!(Pypi.listing_keys(&index, &index, &page).is_empty(), "pages list files, not pages");
     }
 }

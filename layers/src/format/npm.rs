@@ -3,15 +3,61 @@
 use serde_json::Value;
 use url::Url;
 
-use super::pypi::{rewrite_link, LinkMap};
-use crate::digest::Expected;
+use super::{rewrite_link, variant_keys, Document, Format, LinkMap, Negotiated};
+use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
+
+/// npm registries (`package: npm`): every path but a tarball is a packument.
+pub(super) struct Npm;
+
+/// A packument, full or abbreviated.
+struct Packument;
+
+impl Format for Npm {
+    fn name(&self) -> &'static str {
+        "npm"
+    }
+
+    fn own_keys(&self) -> &'static [&'static str] {
+        &["npm_files_url", "npm_files_remote"]
+    }
+
+    fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
+        (!path.decoded().ends_with(".tgz")).then_some(&Packument as &'static dyn Document)
+    }
+
+    /// A new tarball's packument (`{package}/-/{file}.tgz` is listed in
+    /// `{package}`), both forms.
+    fn listing_keys(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Vec<String> {
+        let decoded = path.decoded();
+        match decoded.split_once("/-/").filter(|_| lister.name == remote.name && decoded.ends_with(".tgz")) {
+            Some((package, _)) => variant_keys(&remote.name, package, &[FULL, ABBREVIATED]),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Document for Packument {
+    fn negotiate(&self, accept: Option<&str>) -> Negotiated {
+        let variant = negotiate(accept);
+        Negotiated { variant, accept: accept_for(variant) }
+    }
+
+    fn rewrite(&self, body: &[u8], json: bool, page: &Url, links: &dyn LinkMap) -> Result<Vec<u8>, String> {
+        if json {
+            rewrite_packument(body, page, links)
+        } else {
+            // Not a packument (an npm path that answers something else).
+            Ok(body.to_vec())
+        }
+    }
+}
 
 /// The two representations of a packument, cached apart.
-pub(crate) const FULL: &str = "npm-full";
-pub(crate) const ABBREVIATED: &str = "npm-abbreviated";
+const FULL: &str = "npm-full";
+const ABBREVIATED: &str = "npm-abbreviated";
 
 /// What upstream is asked for, per variant.
-pub(crate) fn accept_for(variant: &str) -> &'static str {
+fn accept_for(variant: &str) -> &'static str {
     if variant == ABBREVIATED {
         "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*"
     } else {
@@ -20,7 +66,7 @@ pub(crate) fn accept_for(variant: &str) -> &'static str {
 }
 
 /// npm, yarn and pnpm ask for the abbreviated form when they can install from it.
-pub(crate) fn negotiate(accept: Option<&str>) -> &'static str {
+fn negotiate(accept: Option<&str>) -> &'static str {
     match accept {
         Some(a) if a.contains("application/vnd.npm.install-v1+json") => ABBREVIATED,
         _ => FULL,
@@ -28,7 +74,7 @@ pub(crate) fn negotiate(accept: Option<&str>) -> &'static str {
 }
 
 /// Rewrites every `versions.*.dist.tarball`, recording `dist.integrity`.
-pub(crate) fn rewrite_packument(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result<Vec<u8>, String> {
+fn rewrite_packument(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result<Vec<u8>, String> {
     let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not an npm packument: {e}"))?;
     if let Some(versions) = doc.get_mut("versions").and_then(Value::as_object_mut) {
         for version in versions.values_mut() {
@@ -117,5 +163,21 @@ mod tests {
         );
         assert_eq!(negotiate(Some("application/json")), FULL);
         assert_eq!(negotiate(None), FULL);
+    }
+
+    #[test]
+    fn every_path_but_a_tarball_is_a_packument_listed_by_its_package() {
+        let doc = |p: &str| Npm.document(&ArtifactPath::parse(p, None).unwrap()).is_some();
+        assert!(doc("express") && doc("@babel%2fcore"));
+        assert!(!doc("express/-/express-4.18.2.tgz"));
+        let npm = Remote::proxy("npm", "https://npm.example.internal/".parse().unwrap());
+        let other = Remote::proxy("other", "https://npm.example.internal/".parse().unwrap());
+        let tarball = ArtifactPath::parse("@babel/core/-/core-7.21.0.tgz", None).unwrap();
+        assert_eq!(
+            Npm.listing_keys(&npm, &npm, &tarball),
+            variant_keys("npm", "@babel/core", &[FULL, ABBREVIATED])
+        );
+        assert!(Npm.listing_keys(&other, &npm, &tarball).is_empty());
+        assert!(Npm.listing_keys(&npm, &npm, &ArtifactPath::parse("express", None).unwrap()).is_empty());
     }
 }

@@ -1,0 +1,371 @@
+//! Package formats: everything the proxy knows about one kind of repository,
+//! in one module per format behind one trait.
+//!
+//! A remote's `package:` names its format. The format says which of its
+//! paths change upstream (its built-in mutable patterns), whether its
+//! patterns gate every request of a package (a registry's image names),
+//! which paths are metadata documents, which variants a document has and how
+//! a client's `Accept` picks one, how a document is rewritten so that the
+//! files it names come back through this proxy (and which digests it
+//! promises for them), and which documents a newly fetched file makes out of
+//! date. The layers ask the remote's format; none of them names a format.
+//!
+//! | format | built-in mutable paths | metadata |
+//! |---|---|---|
+//! | `generic` | none | none |
+//! | `alpine` | `APKINDEX.tar.gz` | none |
+//! | `rpm` | `repomd.xml`, `repodata/*` | none |
+//! | `apt` | `InRelease`, `Release`, index files | none (release consistency: [`apt`]) |
+//! | `docker` | tag manifests, tag lists | served at `/v2/`; patterns gate image names |
+//! | `pypi` | `simple/...` | PEP 503 HTML and PEP 691 JSON pages |
+//! | `npm` | none | packuments, full and abbreviated |
+//!
+//! # How to add a format
+//!
+//! 1. Write a module here with a unit struct that implements [`Format`]: its
+//!    [`name`](Format::name) (the `package:` value) and whatever of the
+//!    defaulted methods applies to it, with unit tests for its built-in
+//!    patterns and metadata detection.
+//! 2. Add it to [`BUILTIN`] (one line). [`Formats::register`] adds one at
+//!    run time instead, as the test at the end of this file does with a toy
+//!    format.
+//!
+//! Nothing else changes: configuration parsing looks formats up by name, and
+//! the layers ask the remote's format.
+
+pub mod apt;
+mod docker;
+mod generic;
+pub mod npm;
+pub mod pypi;
+mod rpm;
+
+use std::fmt;
+
+use url::Url;
+
+use crate::{
+    digest::Expected,
+    path::{ArtifactPath, KEY_SEPARATOR},
+    remote::{Remote, Remotes},
+};
+
+/// What a package format knows. Every method but [`Format::name`] has a
+/// default that suits a format of plain files.
+pub trait Format: Send + Sync + 'static {
+    /// The `package:` value in `remotes.yaml`.
+    fn name(&self) -> &'static str;
+
+    /// Patterns (Python `re.search` syntax) of paths that change upstream:
+    /// mutable whatever the user's patterns say.
+    fn builtin_mutable(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whether a remote's `immutable_patterns` gate every request (a
+    /// registry's image names: a denied image is denied whole, tag
+    /// manifests included) instead of classifying immutable paths.
+    fn patterns_gate_every_path(&self) -> bool {
+        false
+    }
+
+    /// Whether the format is a container registry, served at `/v2/` rather
+    /// than at `/api/{remote}/...`.
+    fn is_registry(&self) -> bool {
+        false
+    }
+
+    /// Which `remotes.yaml` keys of this format's own a remote may set,
+    /// beyond the common ones.
+    fn own_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The metadata document at `path`, if it is one this format rewrites.
+    fn document(&self, _path: &ArtifactPath) -> Option<&'static dyn Document> {
+        None
+    }
+
+    /// The cache keys of documents of `lister` (a remote of this format)
+    /// that list the file just fetched at `path` on `remote`: they are out of
+    /// date once a new file appears, and are marked expired.
+    fn listing_keys(&self, _lister: &Remote, _remote: &Remote, _path: &ArtifactPath) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A metadata document: its variants, and how it is rewritten.
+pub trait Document: Send + Sync + 'static {
+    /// The variant a client's `Accept` asks for, and the one `Accept` header
+    /// upstream is asked with for that variant (so the bytes stored for a
+    /// variant do not depend on which client asked first).
+    fn negotiate(&self, accept: Option<&str>) -> Negotiated;
+
+    /// The document with the file links `links` maps rewritten; `json`
+    /// tells what upstream's `Content-Type` said. An error says why the
+    /// document is not one of this format's (answered 502, never cached
+    /// half rewritten).
+    fn rewrite(&self, body: &[u8], json: bool, page: &Url, links: &dyn LinkMap) -> Result<Vec<u8>, String>;
+}
+
+/// A negotiated variant of a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Its name, part of the cache key.
+    pub variant: &'static str,
+    /// The `Accept` header sent upstream for it.
+    pub accept: &'static str,
+}
+
+/// Maps a link found in a document to where clients should fetch it.
+pub trait LinkMap {
+    /// The link as a client of the proxy should see it, or `None` to keep
+    /// it; `expected` is the digest the document promises for the file.
+    fn map(&self, resolved: &Url, expected: Option<Expected>) -> Option<String>;
+}
+
+/// Resolves `link` against `page` and maps it; a `#sha256=` fragment counts
+/// as a promised digest when none is given.
+pub(crate) fn rewrite_link(
+    page: &Url,
+    link: &str,
+    expected: Option<Expected>,
+    map: &dyn LinkMap,
+) -> Option<String> {
+    let resolved = page.join(link).ok()?;
+    let from_fragment =
+        || resolved.fragment().and_then(|f| f.strip_prefix("sha256=")).and_then(Expected::sha256_hex);
+    let expected = expected.or_else(from_fragment);
+    map.map(&resolved, expected)
+}
+
+/// The cache keys of `variants` of the document at `document` on `remote`.
+pub(crate) fn variant_keys(remote: &str, document: &str, variants: &[&str]) -> Vec<String> {
+    let Ok(document) = ArtifactPath::parse(document, None) else { return Vec::new() };
+    let base = document.cache_key(remote);
+    variants.iter().map(|v| format!("{base}{KEY_SEPARATOR}{v}")).collect()
+}
+
+/// The formats this build knows, in the order they are listed to users.
+pub static BUILTIN: &[&dyn Format] =
+    &[&generic::Generic, &alpine::Alpine, &rpm::Rpm, &apt::Apt, &docker::Docker, &pypi::Pypi, &npm::Npm];
+
+mod alpine {
+    /// Alpine `apk` repositories.
+    pub(super) struct Alpine;
+
+    impl super::Format for Alpine {
+        fn name(&self) -> &'static str {
+            "alpine"
+        }
+
+        fn builtin_mutable(&self) -> &'static [&'static str] {
+            &[r"APKINDEX\.tar\.gz$"]
+        }
+    }
+}
+
+/// The formats a configuration may name: the built-in ones and any
+/// registered besides.
+#[derive(Clone)]
+pub struct Formats(Vec<&'static dyn Format>);
+
+impl Default for Formats {
+    fn default() -> Self {
+        Self(BUILTIN.to_vec())
+    }
+}
+
+impl Formats {
+    /// The built-in formats.
+    pub fn builtin() -> Self {
+        Self::default()
+    }
+
+    /// Adds `format` (replacing one of the same name).
+    pub fn register(&mut self, format: &'static dyn Format) {
+        self.0.retain(|f| f.name() != format.name());
+        self.0.push(format);
+    }
+
+    /// The format called `name`.
+    pub fn get(&self, name: &str) -> Option<Package> {
+        self.0.iter().find(|f| f.name() == name).map(|f| Package(*f))
+    }
+
+    /// The names, for messages.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|f| f.name()).collect()
+    }
+
+    /// The names of the formats that own the `remotes.yaml` key `key`.
+    pub fn owners_of(&self, key: &str) -> Vec<&'static str> {
+        self.0.iter().filter(|f| f.own_keys().contains(&key)).map(|f| f.name()).collect()
+    }
+}
+
+/// A remote's package format: a handle on a [`Format`], compared by name.
+#[derive(Clone, Copy)]
+pub struct Package(&'static dyn Format);
+
+impl Package {
+    /// The format of plain files, the default.
+    pub const GENERIC: Package = Package(&generic::Generic);
+
+    /// A handle on `format`.
+    pub fn new(format: &'static dyn Format) -> Self {
+        Self(format)
+    }
+
+    /// The format.
+    pub fn format(self) -> &'static dyn Format {
+        self.0
+    }
+
+    /// The name used in `remotes.yaml`.
+    pub fn as_str(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// Parses the name used in `remotes.yaml`, among the built-in formats.
+    pub fn parse(name: &str) -> Option<Self> {
+        Formats::builtin().get(name)
+    }
+}
+
+impl Default for Package {
+    fn default() -> Self {
+        Self::GENERIC
+    }
+}
+
+impl PartialEq for Package {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Package {}
+
+impl fmt::Debug for Package {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Package({})", self.as_str())
+    }
+}
+
+/// The keys of every document any remote of `remotes` keeps that lists the
+/// file just fetched at `path` on `remote` (see [`Format::listing_keys`]).
+pub fn listing_keys(remote: &Remote, path: &ArtifactPath, remotes: &Remotes) -> Vec<String> {
+    remotes.iter().flat_map(|lister| lister.package.format().listing_keys(lister, remote, path)).collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::pattern::{Class, Classifier, Decision, Pattern};
+
+    /// A remote of `package` with the user's patterns.
+    pub(crate) fn classifier(package: &str, immutable: Option<&[&str]>, mutable: &[&str]) -> Classifier {
+        let pats = |list: &[&str]| list.iter().map(|p| Pattern::new(p).unwrap()).collect::<Vec<_>>();
+        Classifier::new(immutable.map(pats), pats(mutable), Package::parse(package).unwrap())
+    }
+
+    pub(crate) const BUILTIN_MUTABLE: Decision = Decision::Allow(Class::Mutable { builtin: true });
+
+    #[test]
+    fn every_builtin_format_is_named_once_and_its_patterns_compile() {
+        let names = Formats::builtin().names();
+        assert_eq!(names, ["generic", "alpine", "rpm", "apt", "docker", "pypi", "npm"]);
+        for format in BUILTIN {
+            for p in format.builtin_mutable() {
+                Pattern::new(p).unwrap_or_else(|e| panic!("{}: {e}", format.name()));
+            }
+        }
+        assert_eq!(Package::parse("rpm").unwrap().as_str(), "rpm");
+        assert!(Package::parse("maven").is_none());
+        assert_eq!(Package::default(), Package::GENERIC);
+    }
+
+    #[test]
+    fn alpine_indexes_are_mutable_and_packages_immutable() {
+        let alpine = classifier("alpine", Some(&[r"\.apk$"]), &[]);
+        assert_eq!(alpine.classify("v3.20/main/x86_64/APKINDEX.tar.gz"), BUILTIN_MUTABLE);
+        assert_eq!(alpine.classify("v3.20/main/x86_64/curl-8.0-r0.apk"), Decision::Allow(Class::Immutable));
+    }
+
+    /// A toy format: files under `stable/` move, `index.toy` is a document
+    /// whose lines are links.
+    struct Toy;
+    struct ToyIndex;
+
+    impl Format for Toy {
+        fn name(&self) -> &'static str {
+            "toy"
+        }
+        fn builtin_mutable(&self) -> &'static [&'static str] {
+            &[r"^stable/"]
+        }
+        fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
+            (path.file_name() == "index.toy").then_some(&ToyIndex as &'static dyn Document)
+        }
+    }
+
+    impl Document for ToyIndex {
+        fn negotiate(&self, _accept: Option<&str>) -> Negotiated {
+            Negotiated { variant: "toy", accept: "text/plain" }
+        }
+        fn rewrite(
+            &self,
+            body: &[u8],
+            _json: bool,
+            page: &Url,
+            links: &dyn LinkMap,
+        ) -> Result<Vec<u8>, String> {
+            let text = std::str::from_utf8(body).map_err(|_| "not text".to_owned())?;
+            let lines: Vec<String> = text
+                .lines()
+                .map(|l| rewrite_link(page, l, None, links).unwrap_or_else(|| l.to_owned()))
+                .collect();
+            Ok(lines.join("\n").into_bytes())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_toy_format_is_one_registration_away() {
+        use std::sync::Arc;
+
+        use http::{Request, Response};
+        use http_body_util::BodyExt;
+        use tower::{service_fn, ServiceExt};
+
+        use crate::{
+            body, error::BoxError, BodyRewriteLayer, PatternGuardLayer, RemoteResolveLayer, Remotes,
+        };
+
+        let mut formats = Formats::builtin();
+        assert!(formats.get("toy").is_none());
+        formats.register(&Toy);
+        let toy = formats.get("toy").expect("registered");
+
+        let mut remote = Remote::proxy("toys", "https://toys.example.com/".parse().unwrap());
+        remote.package = toy;
+        remote.classifier = Classifier::new(None, vec![], toy);
+        assert_eq!(remote.classifier.classify("stable/a.toy"), BUILTIN_MUTABLE);
+        assert_eq!(remote.classifier.classify("v1/a.toy"), Decision::Allow(Class::Immutable));
+
+        // The same layers as every remote: the document is rewritten.
+        let upstream = service_fn(|_req: Request<()>| async {
+            Ok::<_, BoxError>(Response::new(body::full(
+                "https://toys.example.com/v1/a.toy\nhttps://else.example.com/b",
+            )))
+        });
+        let stack = tower::ServiceBuilder::new()
+            .layer(RemoteResolveLayer::new(Arc::new(Remotes::new([remote]))))
+            .layer(PatternGuardLayer::new())
+            .layer(BodyRewriteLayer::new(Some("http://proxy.example.com".parse().unwrap()), 1 << 20))
+            .service(upstream);
+        let res = stack.oneshot(Request::get("/toys/v1/index.toy").body(()).unwrap()).await.unwrap();
+        let text = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert_eq!(text, "http://proxy.example.com/api/v1/remote/toys/v1/a.toy\nhttps://else.example.com/b");
+    }
+}
