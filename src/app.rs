@@ -20,7 +20,7 @@ use artifactapi_layers::{
 };
 use artifactapi_services::{
     blob::{FsBlobStore, S3BlobStore},
-    coord::RedisCoordinator,
+    coord::{Notice, RedisCoordinator},
     docker::{self, auth::Tokens, upstream::RegistryUpstream},
     index::{PostgresIndex, SqliteIndex},
     upstream::UpstreamFetch,
@@ -282,14 +282,20 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         // Other replicas' writes, purges and flushes make our memory copies
         // stale: hot index entries, and finished fills still joinable.
         let tee = tee.clone();
-        redis.listen(move |key| match key {
-            Some(key) => {
+        redis.listen(move |notice| match notice {
+            Notice::Changed(key) => {
                 hot.invalidate(key);
                 tee.forget(key);
+                None
             }
-            None => {
+            Notice::All => {
                 hot.clear();
                 tee.forget_all(None);
+                None
+            }
+            Notice::Flushing { remote, remove_immutable } => {
+                let (tee, remote) = (tee.clone(), remote.map(str::to_owned));
+                Some(Box::pin(async move { tee.flushing(remote.as_deref(), remove_immutable).await }))
             }
         });
     }

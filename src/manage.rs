@@ -7,6 +7,7 @@ use std::sync::{
 };
 
 use artifactapi_layers::{
+    coord::Coordinator,
     error::json_error,
     store::{is_shared_blob, now_ms, Entry, Store},
     RemoteKind, SharedRemotes,
@@ -81,6 +82,8 @@ pub(crate) async fn purge(
         }
         Some(_) => {}
     }
+    // A fill whose client has the whole body is committed before we look.
+    state.tee.settled().await;
     let entries = match state.store.index.find_path(&remote, &path).await {
         Ok(entries) => entries,
         Err(e) => {
@@ -333,6 +336,13 @@ pub(crate) async fn flush(Shared(state): Shared<State>, Query(query): Query<Flus
         }
     }
     let remote = query.remote.as_deref();
+    // Fills in flight that began before now will not commit as fresh, and
+    // the commits under way land before the index is flushed.
+    state.tee.flushing(remote, query.all.unwrap_or(false)).await;
+    if let Some(redis) = &state.coordinator {
+        // The same on every other replica, before the index is touched.
+        redis.flushing(remote, query.all.unwrap_or(false)).await;
+    }
     let flushed = match state.store.index.flush(remote, query.all.unwrap_or(false), now_ms() - 1).await {
         Ok(flushed) => flushed,
         Err(e) => {

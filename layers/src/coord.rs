@@ -33,6 +33,11 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn invalidate_everywhere(&self, key: Option<&str>) {
         self.invalidate(key).await;
     }
+    /// Before a flush of `remote` (every remote with `None`) touches the
+    /// index: asks every other replica to keep its fills in flight from
+    /// committing as fresh and to finish the commits under way, and waits
+    /// (briefly) until each has. The default has no other replicas.
+    async fn flushing(&self, _remote: Option<&str>, _remove_immutable: bool) {}
     /// A short-lived value every replica may use (an upstream registry
     /// token), if one is shared under `key`. The default shares nothing.
     async fn shared_value(&self, _key: &str) -> Result<Option<String>, String> {

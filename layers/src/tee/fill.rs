@@ -21,7 +21,10 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
-use super::spool;
+use super::{
+    flush::{FlushMarks, Flushed},
+    spool,
+};
 use crate::{
     body::ArtifactBody,
     coord::Coordinator,
@@ -219,6 +222,8 @@ pub(crate) struct Fills {
     pub(crate) digests: Option<Arc<ExpectedDigests>>,
     /// Counters for operators.
     pub(crate) stats: Arc<TeeStats>,
+    /// Flushes that fills in flight must honour.
+    pub(crate) flushes: FlushMarks,
 }
 
 /// What the tee has done, for metrics. Counters only grow.
@@ -262,6 +267,7 @@ impl Fills {
             coordinator,
             digests: None,
             stats: Arc::default(),
+            flushes: FlushMarks::default(),
         }
     }
 
@@ -576,9 +582,21 @@ where
             return None;
         }
     };
+    // From before the clients see the body complete until its row is
+    // written: a flush waits for this commit, or this commit sees the flush.
+    let _committing = fills.flushes.gate.read().await;
     tx.send_replace(FillStatus::Complete { head: head.clone(), written });
     span.record("bytes", written);
-    let committed = commit(&fills.store, &job, &head, &spool_path, written, &store_as).await;
+    let flushed = fills.flushes.since(&job.remote.name, job.started_ms);
+    if flushed == Flushed::Removed {
+        // The cache was flushed while this fill ran: its bytes are older
+        // than the flush, so its clients have them and the cache does not.
+        span.record("outcome", "not stored: flushed");
+        let _ = tokio::fs::remove_file(&spool_path).await;
+        return None;
+    }
+    let expired = flushed == Flushed::Expired;
+    let committed = commit(&fills.store, &job, &head, &spool_path, written, &store_as, expired).await;
     span.record("outcome", if committed.is_ok() { "stored" } else { "not stored" });
     match committed {
         // Only an entry that stays fresh longer than the linger may be
@@ -746,6 +764,7 @@ async fn commit(
     spool_path: &std::path::Path,
     size: u64,
     store_as: &StoreAs,
+    flushed: bool,
 ) -> Result<Option<Duration>, StoreError> {
     let file = head.file.clone();
     tokio::task::spawn_blocking(move || file.sync_all())
@@ -772,6 +791,7 @@ async fn commit(
         cached_at_ms: now,
         expires_at_ms: match ttl {
             // Declared out of date while this fill ran: stored, but expired.
+            Some(_) if flushed && job.class != Class::Immutable => Some(now - 1),
             Some(_) if store.marks.marked_since(&job.key, job.started_ms) => Some(now - 1),
             ttl => ttl.map(|d| now.saturating_add(d.as_millis() as i64)),
         },

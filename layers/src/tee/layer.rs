@@ -48,6 +48,20 @@ impl S3TeeLayer {
         self.fills.forget(key);
     }
 
+    /// Before a flush of `remote` (of every remote with `None`) touches the
+    /// index: fills in flight that began before it will not commit their
+    /// bytes as fresh entries (none at all with `remove_immutable`), and
+    /// the commits under way are waited for, so that the flush sees them.
+    pub async fn flushing(&self, remote: Option<&str>, remove_immutable: bool) {
+        self.fills.flushes.flush(remote, remove_immutable, crate::store::now_ms()).await;
+    }
+
+    /// Waits until the commits under way have written their rows: a purge
+    /// then finds an entry whose body a client has already received whole.
+    pub async fn settled(&self) {
+        drop(self.fills.flushes.gate.write().await);
+    }
+
     /// Forgets every finished fill and remembered 404 of `remote` (of every
     /// remote with `None`), so that after a flush no request is answered
     /// from bytes fetched before it.

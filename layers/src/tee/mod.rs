@@ -51,6 +51,7 @@
 //! ```
 
 mod fill;
+mod flush;
 mod layer;
 mod service;
 pub(crate) mod spool;

@@ -2,4 +2,4 @@
 
 mod redis;
 
-pub use self::redis::RedisCoordinator;
+pub use self::redis::{Notice, RedisCoordinator, Settling};

@@ -6,11 +6,15 @@
 //! entry is committed; if the holder dies the lease simply expires.
 //! Invalidations go out on one pub/sub channel, and each replica drops the
 //! hot copies other replicas changed. A message is `{replica}\n{key}` (`*`
-//! for all); a purge or flush sends `{replica} {ack}\n{key}`, every
+//! for all). A purge or flush sends `{replica} {ack}\n{key}`, every
 //! replica that acted on it (the sender's own listener too) increments
 //! `{prefix}ack:{ack}`, and the sender waits until the count reaches the
-//! number of listeners `PUBLISH` reached. Every call has a short deadline:
-//! when Redis is down or slow, callers go on without it.
+//! number of listeners `PUBLISH` reached. Before a flush touches the index,
+//! `{replica} {ack}\n\x1fflushing\x1f{remote or *}\x1f{0|1}` asks every
+//! replica to stop its fills in flight from committing as fresh and to
+//! finish the commits under way (a cache key never starts with `\x1f`).
+//! Every call has a short deadline: when Redis is down or slow, callers go
+//! on without it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,6 +24,7 @@ use deadpool_redis::{
     redis::{self, AsyncCommands},
     Config, PoolConfig, Runtime, Timeouts,
 };
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 
 /// How long any one Redis call may take before the caller goes on without it.
@@ -87,6 +92,46 @@ impl RedisCoordinator {
         format!("{}ack:{id}", self.prefix)
     }
 
+    /// Publishes `body` with a fresh confirmation id and waits (at most
+    /// [`ACK_WAIT`]) until every listener has confirmed it.
+    async fn publish_confirmed(&self, body: &str) {
+        let n = self.acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n}", self.replica);
+        let message = format!("{} {id}\n{body}", self.replica);
+        let listeners = with_deadline(async {
+            let mut conn = self.conn().await?;
+            conn.publish::<_, _, i64>(self.channel(), message).await.map_err(|e| e.to_string())
+        })
+        .await;
+        let listeners = match listeners {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not tell the other replicas of a purge or flush");
+                return;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + ACK_WAIT;
+        loop {
+            let confirmed = with_deadline(async {
+                let mut conn = self.conn().await?;
+                conn.get::<_, Option<i64>>(self.ack(&id)).await.map_err(|e| e.to_string())
+            })
+            .await;
+            if matches!(confirmed, Ok(Some(n)) if n >= listeners) || (listeners == 0) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    listeners,
+                    confirmed = ?confirmed,
+                    "not every replica confirmed a purge or flush in time; going on"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Counts one replica's confirmation of invalidation `id`.
     async fn confirm(&self, id: &str) {
         let confirmed = with_deadline(async {
@@ -120,9 +165,11 @@ impl RedisCoordinator {
         .await
     }
 
-    /// Listens for other replicas' invalidations for as long as the process
-    /// runs, reconnecting after failures; `on` gets the key, or `None` for all.
-    pub fn listen(self: &Arc<Self>, on: impl Fn(Option<&str>) + Send + Sync + 'static) {
+    /// Listens for other replicas' notices for as long as the process runs,
+    /// reconnecting after failures. `on` acts on each; what it must still
+    /// wait for, it answers as a future, and the notice is confirmed to its
+    /// sender once that is done.
+    pub fn listen(self: &Arc<Self>, on: impl Fn(Notice<'_>) -> Option<Settling> + Send + Sync + 'static) {
         let this = self.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
@@ -132,7 +179,7 @@ impl RedisCoordinator {
                         if pubsub.subscribe(this.channel()).await.is_ok() {
                             delay = Duration::from_millis(100);
                             // Anything may have changed while we were not listening.
-                            on(None);
+                            on(Notice::All);
                             let mut messages = pubsub.into_on_message();
                             while let Some(message) = messages.next().await {
                                 let Ok(payload) = message.get_payload::<String>() else { continue };
@@ -141,12 +188,21 @@ impl RedisCoordinator {
                                     Some((from, ack)) => (from, Some(ack)),
                                     None => (from, None),
                                 };
-                                if from != this.replica {
-                                    on(if key == "*" { None } else { Some(key) });
-                                }
-                                if let Some(ack) = ack {
-                                    let (this, ack) = (this.clone(), ack.to_owned());
-                                    tokio::spawn(async move { this.confirm(&ack).await });
+                                let settling = if from != this.replica {
+                                    Notice::parse(key).and_then(&on)
+                                } else {
+                                    None
+                                };
+                                if settling.is_some() || ack.is_some() {
+                                    let (this, ack) = (this.clone(), ack.map(str::to_owned));
+                                    tokio::spawn(async move {
+                                        if let Some(settling) = settling {
+                                            settling.await;
+                                        }
+                                        if let Some(ack) = ack {
+                                            this.confirm(&ack).await;
+                                        }
+                                    });
                                 }
                             }
                         }
@@ -246,41 +302,12 @@ impl Coordinator for RedisCoordinator {
     }
 
     async fn invalidate_everywhere(&self, key: Option<&str>) {
-        let n = self.acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{}-{n}", self.replica);
-        let message = format!("{} {id}\n{}", self.replica, key.unwrap_or("*"));
-        let listeners = with_deadline(async {
-            let mut conn = self.conn().await?;
-            conn.publish::<_, _, i64>(self.channel(), message).await.map_err(|e| e.to_string())
-        })
-        .await;
-        let listeners = match listeners {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not tell the other replicas of a purge or flush");
-                return;
-            }
-        };
-        let deadline = tokio::time::Instant::now() + ACK_WAIT;
-        loop {
-            let confirmed = with_deadline(async {
-                let mut conn = self.conn().await?;
-                conn.get::<_, Option<i64>>(self.ack(&id)).await.map_err(|e| e.to_string())
-            })
-            .await;
-            if matches!(confirmed, Ok(Some(n)) if n >= listeners) || (listeners == 0) {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    listeners,
-                    confirmed = ?confirmed,
-                    "not every replica confirmed a purge or flush in time; going on"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.publish_confirmed(key.unwrap_or("*")).await;
+    }
+
+    async fn flushing(&self, remote: Option<&str>, remove_immutable: bool) {
+        let body = format!("\x1fflushing\x1f{}\x1f{}", remote.unwrap_or("*"), u8::from(remove_immutable));
+        self.publish_confirmed(&body).await;
     }
 
     async fn invalidate(&self, key: Option<&str>) {
@@ -294,5 +321,60 @@ impl Coordinator for RedisCoordinator {
         if let Err(e) = sent {
             tracing::debug!(error = %e, "could not publish an invalidation");
         }
+    }
+}
+
+/// What another replica did that this one must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice<'a> {
+    /// The entry under this cache key changed.
+    Changed(&'a str),
+    /// Anything may have changed.
+    All,
+    /// A flush of `remote` (every remote with `None`) is about to touch the
+    /// index: fills in flight must not commit as fresh, and the commits
+    /// under way must land first.
+    Flushing {
+        /// The remote flushed, or `None` for every remote.
+        remote: Option<&'a str>,
+        /// Immutable entries go too.
+        remove_immutable: bool,
+    },
+}
+
+impl<'a> Notice<'a> {
+    fn parse(body: &'a str) -> Option<Self> {
+        if body == "*" {
+            return Some(Notice::All);
+        }
+        let Some(flushing) = body.strip_prefix("\x1fflushing\x1f") else {
+            return Some(Notice::Changed(body));
+        };
+        let (remote, remove) = flushing.split_once('\x1f')?;
+        let remote = (remote != "*").then_some(remote);
+        Some(Notice::Flushing { remote, remove_immutable: remove == "1" })
+    }
+}
+
+/// What a replica still waits for before it confirms a notice.
+pub type Settling = BoxFuture<'static, ()>;
+
+#[cfg(test)]
+mod notice_tests {
+    use super::Notice;
+
+    #[test]
+    fn notices_are_keys_all_or_flushes() {
+        assert_eq!(Notice::parse("*"), Some(Notice::All));
+        assert_eq!(Notice::parse("files\x1fa.tgz"), Some(Notice::Changed("files\x1fa.tgz")));
+        assert_eq!(
+            Notice::parse("\x1fflushing\x1f*\x1f1"),
+            Some(Notice::Flushing { remote: None, remove_immutable: true })
+        );
+        assert_eq!(
+            Notice::parse("\x1fflushing\x1ffiles\x1f0"),
+            Some(Notice::Flushing { remote: Some("files"), remove_immutable: false })
+        );
+        assert_eq!(Notice::parse("\x1fflushing\x1fbroken"), None);
     }
 }
