@@ -8,7 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use support::{client, large_chunk, large_sha256, sha256, Gate, Proxy, Upstream};
+use support::{
+    client, eventually, fills_in_flight, large_chunk, large_sha256, sha256, Gate, Proxy, Upstream, PATIENCE,
+};
 
 fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
     res.headers().get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
@@ -21,12 +23,13 @@ async fn get(url: &str) -> (String, String) {
     (status, body)
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits for the one entry of `remote` to be in the index: it is committed
+/// just after its client has the last byte.
+async fn committed(proxy: &Proxy, remote: &str) {
+    eventually(&format!("an entry of {remote} to be committed"), PATIENCE, || async {
+        proxy.cached_count(remote).await == 1
+    })
+    .await;
 }
 
 const GENERIC: &str = "remotes:\n  files:\n    base_url: \"{upstream}\"\n";
@@ -87,8 +90,8 @@ async fn the_fill_completes_when_the_first_client_disconnects_mid_transfer() {
     let mut leader = client().get(&url).send().await.unwrap();
     leader.chunk().await.unwrap().unwrap();
     drop(leader);
-    eventually("upstream to finish sending", || upstream.finished(path) == 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("upstream to finish sending", PATIENCE, || async { upstream.finished(path) == 1 }).await;
+    committed(&proxy, "files").await;
 
     let res = client().get(&url).send().await.unwrap();
     assert_eq!(header(&res, "x-cache-status"), "HIT");
@@ -155,10 +158,11 @@ async fn an_expired_entry_is_revalidated_and_a_304_keeps_its_bytes() {
     upstream.put("/index.json", "v1", &[("etag", "\"e1\""), ("content-type", "application/json")]);
     let url = proxy.url("/api/meta/index.json");
     assert_eq!(get(&url).await, ("MISS".into(), "v1".into()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    committed(&proxy, "meta").await;
     let blobs = proxy.blob_files();
     assert_eq!(blobs.len(), 1);
 
+    // Time, not an event: the committed entry's mutable_ttl runs out.
     tokio::time::sleep(EXPIRE).await;
     let res = client().get(&url).send().await.unwrap();
     assert_eq!(header(&res, "x-cache-status"), "REVALIDATED");
@@ -184,12 +188,20 @@ async fn a_changed_upstream_answers_200_and_replaces_the_entry() {
     upstream.put("/index.json", "v1", &[("etag", "\"e1\"")]);
     let url = proxy.url("/api/meta/index.json");
     get(&url).await;
+    committed(&proxy, "meta").await;
+    // Time, not an event: the committed entry's mutable_ttl runs out.
     tokio::time::sleep(EXPIRE).await;
     upstream.put("/index.json", "version two", &[("etag", "\"e2\"")]);
     assert_eq!(get(&url).await, ("EXPIRED".into(), "version two".into()));
     let seen = upstream.requests();
     assert_eq!(seen[1].headers["if-none-match"], "\"e1\"");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new body is committed, and the replaced blob deleted, just after
+    // the client has the last byte: the fill has finished once it no longer
+    // counts as in flight.
+    eventually("the replacing fill to finish", PATIENCE, || async {
+        fills_in_flight(&proxy.url("/metrics")).await == 0
+    })
+    .await;
     assert_eq!(get(&url).await, ("HIT".into(), "version two".into()));
     assert_eq!(proxy.blob_files().len(), 1, "the replaced blob was deleted");
 }
@@ -201,6 +213,8 @@ async fn without_check_mutable_updates_user_patterns_are_fetched_again() {
     upstream.put("/index.json", "v1", &[("etag", "\"e1\"")]);
     let url = proxy.url("/api/refetch/index.json");
     get(&url).await;
+    committed(&proxy, "refetch").await;
+    // Time, not an event: the committed entry's mutable_ttl runs out.
     tokio::time::sleep(EXPIRE).await;
     assert_eq!(get(&url).await, ("EXPIRED".into(), "v1".into()));
     let seen = upstream.requests();
@@ -216,6 +230,8 @@ async fn built_in_patterns_always_revalidate_with_last_modified_too() {
     upstream.put("/el9/repodata/repomd.xml", "<repomd/>", &[("last-modified", modified)]);
     let url = proxy.url("/api/repo/el9/repodata/repomd.xml");
     get(&url).await;
+    committed(&proxy, "repo").await;
+    // Time, not an event: the committed entry's mutable_ttl runs out.
     tokio::time::sleep(EXPIRE).await;
     assert_eq!(get(&url).await, ("REVALIDATED".into(), "<repomd/>".into()));
     let seen = upstream.requests();
@@ -230,17 +246,9 @@ async fn mutable_ttl_zero_checks_upstream_every_time_and_serves_from_cache() {
     upstream.put("/index.json", "v1", &[("etag", "\"e1\"")]);
     let url = proxy.url("/api/always/index.json");
     assert_eq!(get(&url).await.0, "MISS");
-    // The entry is committed just after the client has the last byte.
-    for _ in 0..100 {
-        let listing =
-            client().get(proxy.url("/artifacts/always")).send().await.unwrap().text().await.unwrap();
-        if listing.contains("index.json") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    committed(&proxy, "always").await;
+    // Back to back: a zero lifetime is over at once, so each request asks.
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(get(&url).await, ("REVALIDATED".into(), "v1".into()));
     }
     assert_eq!(upstream.count("GET", "/index.json"), 4);
@@ -259,8 +267,10 @@ remotes:
     cache: { mutable_ttl: 1 }
 "#;
 
-async fn warm_then_expire(url: &str) {
+async fn warm_then_expire(proxy: &Proxy, url: &str) {
     assert_eq!(get(url).await, ("MISS".into(), "entries: v1".into()));
+    committed(proxy, "files").await;
+    // Time, not an event: the committed entry's mutable_ttl runs out.
     tokio::time::sleep(EXPIRE).await;
 }
 
@@ -271,7 +281,7 @@ async fn serves_stale_copy_when_upstream_refuses_connection() {
     let proxy = Proxy::start(SHORT, &gate.url()).await;
     upstream.put("/index.yaml", "entries: v1", &[]);
     let url = proxy.url("/api/files/index.yaml");
-    warm_then_expire(&url).await;
+    warm_then_expire(&proxy, &url).await;
     gate.close();
     let res = client().get(&url).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -286,6 +296,8 @@ async fn serves_stale_copy_when_upstream_refuses_connection() {
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
 
     gate.open().await;
+    // Time, not an event: the lifetime the stale answer refreshed (the HIT
+    // above shows it was) runs out.
     tokio::time::sleep(EXPIRE).await;
     upstream.put("/index.yaml", "entries: v2", &[]);
     assert_eq!(get(&url).await, ("EXPIRED".into(), "entries: v2".into()), "back to normal");
@@ -298,7 +310,7 @@ async fn serves_stale_copy_when_upstream_hangs() {
     let proxy = Proxy::start_with(SHORT, &gate.url(), &[("UPSTREAM_READ_TIMEOUT", "0.5")]).await;
     upstream.put("/index.yaml", "entries: v1", &[]);
     let url = proxy.url("/api/files/index.yaml");
-    warm_then_expire(&url).await;
+    warm_then_expire(&proxy, &url).await;
     gate.hang().await;
     assert_eq!(get(&url).await, ("STALE".into(), "entries: v1".into()));
     let res = client().get(proxy.url("/api/files/cold.yaml")).send().await.unwrap();
@@ -311,13 +323,16 @@ async fn serves_stale_copy_on_503_and_429_but_not_on_404() {
     let proxy = Proxy::start(SHORT, &upstream.url()).await;
     upstream.put("/index.yaml", "entries: v1", &[]);
     let url = proxy.url("/api/files/index.yaml");
-    warm_then_expire(&url).await;
+    warm_then_expire(&proxy, &url).await;
 
     upstream.fail("/index.yaml", 503);
     assert_eq!(get(&url).await, ("STALE".into(), "entries: v1".into()));
+    // Time, not an event: the lifetime refreshed by the stale answer (in the
+    // index before the answer went out) runs out.
     tokio::time::sleep(EXPIRE).await;
     upstream.fail("/index.yaml", 429);
     assert_eq!(get(&url).await, ("STALE".into(), "entries: v1".into()));
+    // Time, not an event, again.
     tokio::time::sleep(EXPIRE).await;
 
     upstream.heal("/index.yaml");
@@ -346,12 +361,16 @@ async fn a_storm_of_requests_for_a_missing_file_reaches_upstream_once_per_window
     let config = "remotes:\n  files:\n    base_url: \"{upstream}\"\n    cache: { negative_ttl: 2 }\n";
     let proxy = Proxy::start(config, &upstream.url()).await;
     let url = proxy.url("/api/files/missing/tool.tar.gz");
+    // One client, made before the clock starts: making one per request costs
+    // more CPU than the storm itself, and a busy machine would stretch the
+    // storm past the window.
+    let http = client();
     let started = Instant::now();
-    assert_eq!(client().get(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
     let clients: Vec<_> = (0..49)
         .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { client().get(&url).send().await.unwrap().status() })
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move { http.get(&url).send().await.unwrap().status() })
         })
         .collect();
     for c in clients {
@@ -362,6 +381,7 @@ async fn a_storm_of_requests_for_a_missing_file_reaches_upstream_once_per_window
 
     // A publish becomes visible once the window has passed.
     upstream.put("/missing/tool.tar.gz", "published", &[]);
+    // Time, not an event: the 2-second negative_ttl window runs out.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(get(&url).await, ("MISS".into(), "published".into()));
     assert_eq!(upstream.count("GET", "/missing/tool.tar.gz"), 2);
@@ -381,7 +401,7 @@ async fn a_slow_client_slows_neither_the_download_nor_other_clients() {
 
     let fast = client().get(&url).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(fast.len(), len);
-    eventually("upstream to finish", || upstream.finished(path) == 1).await;
+    eventually("upstream to finish", PATIENCE, || async { upstream.finished(path) == 1 }).await;
 
     // The stalled client still gets every byte when it reads again.
     let mut rest = 0;

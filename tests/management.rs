@@ -2,11 +2,9 @@
 
 mod support;
 
-use std::time::Duration;
-
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use support::{client, sha256, Proxy, Upstream};
+use support::{client, eventually, sha256, Proxy, Upstream, PATIENCE};
 
 const CONFIG: &str = r#"
 remotes:
@@ -214,7 +212,11 @@ async fn artifacts_are_listed_in_pages_sorted_by_path() {
     // Cached entries list their class and expiry.
     upstream.put("/index.json", "{}", &[]);
     client().get(proxy.url("/api/meta/index.json")).send().await.unwrap().bytes().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Committed just after the client has the last byte.
+    eventually("the entry of meta to be committed", PATIENCE, || async {
+        proxy.cached_count("meta").await == 1
+    })
+    .await;
     let meta = json(client().get(proxy.url("/artifacts/meta")).send().await.unwrap()).await;
     assert_eq!(meta["items"][0]["class"], "mutable");
     assert!(meta["items"][0]["expires_at"].as_str().unwrap().ends_with('Z'));
@@ -250,7 +252,11 @@ async fn cache_artifact_warms_the_cache_through_the_normal_stack() {
     assert_eq!(results[2]["status"], "error");
     assert!(results[2]["error"].as_str().unwrap().contains("404"), "{}", results[2]);
 
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Each is committed just after its body has been read.
+    eventually("both warmed entries to be committed", PATIENCE, || async {
+        proxy.cached_count("files").await == 2
+    })
+    .await;
     let res = client().get(proxy.url("/api/files/rel/a.tar.gz")).send().await.unwrap();
     assert_eq!(header(&res, "x-cache-status"), "HIT");
     let res = client().get(proxy.url("/api/files/rel/b%20c.tar.gz")).send().await.unwrap();
@@ -286,7 +292,13 @@ async fn flush_expires_mutable_entries_drops_immutable_ones_with_all_and_keeps_l
     client().get(&tool).send().await.unwrap().bytes().await.unwrap();
     let local = proxy.url("/api/internal/keep.bin");
     send(Method::PUT, &local, None, Some(b"ours".to_vec())).await;
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Both are committed just after their clients have the last byte; a flush
+    // before a commit would miss it. (A finished fill still joinable is
+    // forgotten by the flush itself: nothing to wait for there.)
+    eventually("both entries of meta to be committed", PATIENCE, || async {
+        proxy.cached_count("meta").await == 2
+    })
+    .await;
 
     let res = send(Method::PUT, &proxy.url("/cache/flush?remote=meta"), None, None).await;
     assert_eq!(res.status(), StatusCode::OK);

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use support::{client, Proxy};
+use support::{client, eventually, fills_in_flight, Proxy, PATIENCE};
 
 fn verdaccio_dir() -> PathBuf {
     let dir = std::env::var("ARTIFACTAPI_TEST_VERDACCIO").unwrap_or_else(|_| {
@@ -186,6 +186,13 @@ remotes:
     // Warm: with verdaccio gone and the metadata expired, a clean install
     // with a fresh npm cache works from the proxy's cache.
     upstream.stop();
+    // What npm fetched is committed just after it had the bytes: wait for
+    // every fill to have finished, then (time, not an event) for the
+    // metadata's mutable_ttl to run out.
+    eventually("every fill to finish", PATIENCE, || async {
+        fills_in_flight(&proxy.url("/metrics")).await == 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     std::fs::remove_dir_all(project.join("node_modules")).unwrap();
     let mut cmd = npm(root, &registry, &["ci"], &project);
@@ -240,14 +247,41 @@ async fn fetching_an_unlisted_version_refreshes_the_cached_packument() {
     assert!(ok, "{log}");
     let (status, doc) = packument().await;
     assert_eq!((status.as_str(), versions(doc)), ("HIT", vec!["1.0.0".to_owned()]));
+    eventually("the packument to be committed", PATIENCE, || async {
+        !expiries(&proxy, "npm", PACKUMENT).await.is_empty()
+    })
+    .await;
+    let fresh_until = expiries(&proxy, "npm", PACKUMENT).await;
 
     // A client with a lockfile made elsewhere asks for the new tarball...
     let res = client().get(proxy.url("/api/npm/@acme/tool/-/tool-1.1.0.tgz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     res.bytes().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...which marks the cached packument expired (before its answer went out)...
+    eventually("the cached packument to be marked expired", PATIENCE, || async {
+        let now = expiries(&proxy, "npm", PACKUMENT).await;
+        !now.is_empty() && now.iter().all(|e| fresh_until.iter().all(|before| e < before))
+    })
+    .await;
     // ...and from then on the packument lists it.
     let (status, doc) = packument().await;
     assert_ne!(status, "HIT");
     assert_eq!(versions(doc), vec!["1.0.0".to_owned(), "1.1.0".to_owned()]);
+}
+
+/// The cached packument of `@acme/tool`, as the index lists it.
+const PACKUMENT: &str = "@acme/tool";
+
+/// When each listed entry of `remote` at `path` expires (RFC 3339, UTC, to
+/// the millisecond: they compare as strings).
+async fn expiries(proxy: &Proxy, remote: &str, path: &str) -> Vec<String> {
+    let res = client().get(proxy.url(&format!("/artifacts/{remote}?limit=1000"))).send().await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["path"] == path)
+        .map(|item| item["expires_at"].as_str().expect("metadata expires").to_owned())
+        .collect()
 }

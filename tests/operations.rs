@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{client, large_sha256, sha256, Binary, Upstream};
+use support::{client, eventually, large_sha256, sha256, Binary, Upstream, PATIENCE};
 
 const TWO: &str = "remotes:\n  first:\n    base_url: \"{upstream}\"\n";
 
@@ -28,7 +28,11 @@ async fn sighup_puts_a_valid_file_in_force_and_keeps_the_old_one_over_an_invalid
     // A download in flight when the configuration changes finishes whole.
     let slow = proxy.url("/api/first/slow/16/100/s.bin");
     let download = tokio::spawn(async move { client().get(slow).send().await.unwrap().bytes().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight once upstream has been asked (it takes 1.6 s to send).
+    eventually("the download to reach upstream", PATIENCE, || async {
+        upstream.count("GET", "/slow/16/100/s.bin") == 1
+    })
+    .await;
 
     let valid = format!(
         "remotes:\n  second:\n    base_url: \"{}\"\n    immutable_patterns: ['\\.txt$']\n",
@@ -74,7 +78,11 @@ async fn sigterm_lets_a_slow_download_finish_and_then_exits() {
     let mut proxy = Binary::start(TWO, &upstream.url(), &env(&[("SHUTDOWN_TIMEOUT", "20")]));
     let slow = proxy.url("/api/first/slow/20/100/done.bin");
     let download = tokio::spawn(async move { client().get(slow).send().await.unwrap().bytes().await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // In flight once upstream has been asked (it takes 2 s to send).
+    eventually("the download to reach upstream", PATIENCE, || async {
+        upstream.count("GET", "/slow/20/100/done.bin") == 1
+    })
+    .await;
     proxy.signal("TERM");
     assert!(proxy.wait_for_log("shutting down", Duration::from_secs(5)));
     // No new connections once draining.
@@ -91,7 +99,11 @@ async fn sigterm_past_the_deadline_cuts_the_transfer_and_caches_nothing() {
     let mut proxy = Binary::start(TWO, &upstream.url(), &env(&[("SHUTDOWN_TIMEOUT", "0.5")]));
     let slow = proxy.url("/api/first/slow/100/100/cut.bin");
     let download = tokio::spawn(async move { client().get(slow).send().await.unwrap().bytes().await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // In flight once upstream has been asked (it takes 10 s to send).
+    eventually("the download to reach upstream", PATIENCE, || async {
+        upstream.count("GET", "/slow/100/100/cut.bin") == 1
+    })
+    .await;
     proxy.signal("TERM");
     let exit = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(10)));
     assert!(exit.is_some_and(|s| s.success()), "it exits at the deadline: {exit:?}");

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use support::{client, Proxy};
+use support::{client, eventually, fills_in_flight, Proxy, PATIENCE};
 
 fn venv() -> PathBuf {
     let dir = std::env::var("ARTIFACTAPI_TEST_VENV").unwrap_or_else(|_| {
@@ -165,6 +165,13 @@ async fn pip_and_uv_install_through_the_proxy_and_again_with_the_upstream_down()
     // Warm: with pypiserver gone (and every index page expired), both install
     // again from the cache.
     upstream.stop();
+    // What pip and uv fetched is committed just after they had the bytes: wait
+    // for every fill to have finished, then (time, not an event) for the
+    // pages' mutable_ttl to run out.
+    eventually("every fill to finish", PATIENCE, || async {
+        fills_in_flight(&proxy.url("/metrics")).await == 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let pip_accept =
         "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01";
@@ -233,10 +240,15 @@ async fn files_are_checked_against_the_sha256_their_index_page_promises() {
             Err(_) => true,
         };
         assert!(failed, "a file that does not match its index is never served whole");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The failed fill is done with (its spool removed) only after its
+        // client heard of the failure; a request before that would join it.
+        eventually("the failed fill to finish", PATIENCE, || async {
+            fills_in_flight(&proxy.url("/metrics")).await == 0
+        })
+        .await;
         assert_eq!(upstream.count("GET", "/packages/bad-1.0.tar.gz"), attempt, "and never cached");
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(listed(&proxy, "pypi").await.contains(&"packages/good-1.0.tar.gz".to_owned()));
     let res = client().get(proxy.url("/api/v1/remote/pypi/packages/good-1.0.tar.gz")).send().await.unwrap();
     assert_eq!(res.headers()["x-cache-status"], "HIT");
 }
@@ -345,6 +357,12 @@ async fn pip_and_uv_install_from_a_static_pep_691_and_pep_658_index() {
 
     upstream.0.kill().unwrap();
     upstream.0.wait().unwrap();
+    // Every fill finished (committed), then time, not an event: the pages'
+    // mutable_ttl runs out.
+    eventually("every fill to finish", PATIENCE, || async {
+        fills_in_flight(&proxy.url("/metrics")).await == 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (ok, log) = uv_install(&venv, &index, &root.join("uv-offline"), &home).await;
     assert!(ok, "uv pip install with the upstream down failed:\n{log}");
@@ -374,6 +392,11 @@ async fn fetching_a_new_file_from_the_files_remote_refreshes_the_cached_page() {
     let html = client().get(proxy.url("/api/pypi/simple/gamma/")).send().await.unwrap().text().await.unwrap();
     assert!(html.contains(&proxy.url("/api/v1/remote/pypi-files/packages/gamma-1.0.tar.gz")), "{html}");
     assert!(!html.contains("gamma-1.1"));
+    eventually("the page to be committed", PATIENCE, || async {
+        !expiries(&proxy, "pypi", "simple/gamma/").await.is_empty()
+    })
+    .await;
+    let fresh_until = expiries(&proxy, "pypi", "simple/gamma/").await;
 
     // 1.1 is published; a client that knows of it (a lock file) fetches it.
     upstream.put("/simple/gamma/", page(&["1.0", "1.1"]), &[("content-type", "text/html")]);
@@ -381,8 +404,44 @@ async fn fetching_a_new_file_from_the_files_remote_refreshes_the_cached_page() {
     let res =
         client().get(proxy.url("/api/v1/remote/pypi-files/packages/gamma-1.1.tar.gz")).send().await.unwrap();
     assert_eq!(res.text().await.unwrap(), "one point one");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Fetching it marked the cached page expired (before its answer went out).
+    eventually("the cached page to be marked expired", PATIENCE, || async {
+        let now = expiries(&proxy, "pypi", "simple/gamma/").await;
+        !now.is_empty() && now.iter().all(|e| fresh_until.iter().all(|before| e < before))
+    })
+    .await;
     let html = client().get(proxy.url("/api/pypi/simple/gamma/")).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("gamma-1.1.tar.gz"), "the cached page was refreshed: {html}");
     assert_eq!(upstream.count("GET", "/simple/gamma/"), 2);
+}
+
+/// The first page of `GET /artifacts/{remote}`: each entry's path and when
+/// it expires (RFC 3339, UTC, to the millisecond: they compare as strings).
+async fn listing(proxy: &Proxy, remote: &str) -> Vec<(String, Option<String>)> {
+    let res = client().get(proxy.url(&format!("/artifacts/{remote}?limit=1000"))).send().await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let path = item["path"].as_str().unwrap().to_owned();
+            (path, item["expires_at"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+/// The paths of the entries of `remote`.
+async fn listed(proxy: &Proxy, remote: &str) -> Vec<String> {
+    listing(proxy, remote).await.into_iter().map(|(path, _)| path).collect()
+}
+
+/// When each entry of `remote` at `path` expires.
+async fn expiries(proxy: &Proxy, remote: &str, path: &str) -> Vec<String> {
+    listing(proxy, remote)
+        .await
+        .into_iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, expires)| expires.expect("metadata expires"))
+        .collect()
 }

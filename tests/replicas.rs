@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use support::{
     backends::{unique, Garage, PgDatabase, PrivateRedis},
-    client, large_sha256, sha256, Binary, Upstream,
+    client, eventually, large_sha256, sha256, Binary, Upstream, PATIENCE,
 };
 
 const CONFIG: &str = "remotes:\n  files:\n    base_url: \"{upstream}\"\n    mutable_patterns: ['\\.json$']\n";
@@ -67,13 +67,13 @@ async fn two_replicas_share_one_cache_and_one_upstream_fetch_per_key() {
     assert_eq!(get(&b.url("/api/files/meta/index.json")).await.0, "HIT");
     let flushed = client().put(a.url("/cache/flush?remote=files")).send().await.unwrap();
     assert_eq!(flushed.status(), 200);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     upstream.put("/meta/index.json", "v2", &[]);
-    assert_eq!(
-        get(&b.url("/api/files/meta/index.json")).await,
-        ("EXPIRED".into(), b"v2".to_vec()),
-        "replica b saw replica a's flush"
-    );
+    // Until a's message reaches b over pub/sub, b answers from its hot copy
+    // (a HIT, upstream not asked); the first answer that is not is the one
+    // that counts.
+    let answer =
+        until_not_hit(&b.url("/api/files/meta/index.json"), "replica b to see replica a's flush").await;
+    assert_eq!(answer, ("EXPIRED".into(), b"v2".to_vec()), "replica b saw replica a's flush");
 
     // A purge through one replica: the other's next request is a fresh miss too.
     upstream.put("/rel/poisoned.tgz", "bad bytes", &[]);
@@ -81,9 +81,10 @@ async fn two_replicas_share_one_cache_and_one_upstream_fetch_per_key() {
     assert_eq!(get(&b.url("/api/files/rel/poisoned.tgz")).await.0, "HIT");
     let purged = client().delete(a.url("/cache/files/rel/poisoned.tgz")).send().await.unwrap();
     assert_eq!(purged.status(), 200);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     upstream.put("/rel/poisoned.tgz", "good bytes", &[]);
-    assert_eq!(get(&b.url("/api/files/rel/poisoned.tgz")).await, ("MISS".into(), b"good bytes".to_vec()));
+    let answer =
+        until_not_hit(&b.url("/api/files/rel/poisoned.tgz"), "replica b to see replica a's purge").await;
+    assert_eq!(answer, ("MISS".into(), b"good bytes".to_vec()));
     assert_eq!(get(&a.url("/api/files/rel/poisoned.tgz")).await, ("HIT".into(), b"good bytes".to_vec()));
 
     // A cold burst split across both replicas: one upstream request.
@@ -125,8 +126,12 @@ async fn a_200_mib_cold_miss_through_s3_keeps_memory_bounded() {
         assert_eq!(got, len);
         assert_eq!(hex::encode(sha2::Digest::finalize(hasher)), expected, "{status}");
         if status == "MISS" {
-            // The upload to S3 finishes after the client has its bytes.
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // The upload to S3, and then the commit, finish after the client
+            // has its bytes.
+            eventually("the 200 MiB entry to be committed", Duration::from_secs(60), || async {
+                listing(&proxy).await == 1
+            })
+            .await;
         }
     }
     let peak = proxy.peak_rss_kib();
@@ -168,7 +173,18 @@ async fn requests_keep_succeeding_without_redis_and_coordination_resumes_when_it
     );
 
     redis.restart();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Each replica reconnects on its next call (its pool drops the broken
+    // connections): wait until both reach Redis again.
+    for replica in [&a, &b] {
+        eventually("the replica to reach Redis again", PATIENCE, || async {
+            let health: serde_json::Value = serde_json::from_slice(
+                &client().get(replica.url("/health")).send().await.unwrap().bytes().await.unwrap(),
+            )
+            .unwrap();
+            health["backends"]["coordination"]["state"] == "ok"
+        })
+        .await;
+    }
     assert_eq!(
         burst(&[&a, &b], &upstream, "/slow/8/20/after.bin", 8 * 64 * 1024).await,
         1,
@@ -253,11 +269,7 @@ async fn a_replica_with_an_old_copy_of_a_replaced_entry_serves_the_new_one_and_d
     upstream.put("/rel/v1.tar.gz", "first bytes", &[]);
     assert_eq!(get(&a.url("/api/files/rel/v1.tar.gz")).await.0, "MISS");
     // The row is committed just after the client's last byte.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while listing(&b).await == 0 {
-        assert!(std::time::Instant::now() < deadline, "the entry was never committed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the entry to be committed", PATIENCE, || async { listing(&b).await == 1 }).await;
     assert_eq!(get(&a.url("/api/files/rel/v1.tar.gz")).await.0, "HIT", "A holds its copy in memory");
 
     let res = client().delete(b.url("/cache/files/rel/v1.tar.gz")).send().await.unwrap();
@@ -266,13 +278,10 @@ async fn a_replica_with_an_old_copy_of_a_replaced_entry_serves_the_new_one_and_d
     upstream.put("/rel/v1.tar.gz", "second bytes", &[]);
     assert_eq!(get(&b.url("/api/files/rel/v1.tar.gz")).await, ("MISS".into(), b"second bytes".to_vec()));
     assert_eq!(upstream.count("GET", "/rel/v1.tar.gz"), 2);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while listing(&b).await == 0 {
-        assert!(std::time::Instant::now() < deadline, "B's entry was never committed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // A's own finished fill stays joinable for two seconds after its commit
-    // (the tee's linger); past that, only the index speaks.
+    eventually("B's entry to be committed", PATIENCE, || async { listing(&b).await == 1 }).await;
+    // Time, not an event: A's own finished fill stays joinable for two
+    // seconds after its commit (the tee's linger); past that, only the index
+    // speaks.
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
     // A finds its blob gone: it serves B's entry instead of deleting it.
@@ -285,4 +294,19 @@ async fn listing(replica: &Binary) -> u64 {
     let res = client().get(replica.url("/artifacts/files")).send().await.unwrap();
     let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
     json["count"].as_u64().unwrap_or(0)
+}
+
+/// GETs `url` until the answer is not a `HIT`, and answers it: for a replica
+/// that serves its hot copy until another replica's invalidation reaches it
+/// (a hit asks upstream nothing and changes nothing).
+async fn until_not_hit(url: &str, what: &str) -> (String, Vec<u8>) {
+    let answer = std::sync::Mutex::new(None);
+    eventually(what, PATIENCE, || async {
+        let (status, body) = get(url).await;
+        let done = status != "HIT";
+        *answer.lock().unwrap() = Some((status, body));
+        done
+    })
+    .await;
+    answer.into_inner().unwrap().unwrap()
 }

@@ -684,3 +684,36 @@ pub fn start_on_free_port(
     }
     panic!("the server did not start on any port");
 }
+
+/// How long [`eventually`] waits, by default, for something a background task
+/// does at once on an idle machine (a commit, an invalidation, a download
+/// getting under way): generous, for a busy one.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Polls `check` every 20 ms until it answers true, and fails the test,
+/// naming `what` never happened, once `deadline` has passed. Tests wait for a
+/// background event this way, never with a fixed sleep that a busy machine
+/// outlasts. A synchronous check is `|| async { upstream.finished(path) == 1 }`.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < deadline, "gave up after {deadline:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `artifactapi_fills_in_flight` at `metrics_url` (a `/metrics` URL): fills
+/// still fetching or committing, the replaced blob's deletion included (a
+/// finished fill that lingers, joinable, does not count). Zero once every
+/// fill started so far has finished.
+pub async fn fills_in_flight(metrics_url: &str) -> u64 {
+    let text = client().get(metrics_url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("artifactapi_fills_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no artifactapi_fills_in_flight in {metrics_url}:\n{text}"))
+}
