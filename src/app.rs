@@ -15,8 +15,8 @@ use artifactapi_layers::{
     store::{
         hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store, StoreError,
     },
-    ArtifactBody, BodyRewriteLayer, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind,
-    RemoteResolveLayer, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
+    ArtifactBody, ArtifactPath, BodyRewriteLayer, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind,
+    RemoteResolveLayer, ResolvedRemote, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
 use artifactapi_services::{
     blob::{FsBlobStore, S3BlobStore},
@@ -39,7 +39,7 @@ use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use crate::{
     auth::{require_admin, AdminToken},
     config::Config,
-    manage,
+    manage::{self, BlobsKind, CoordinationKind, IndexKind},
     metrics::{Metrics, ObserveLayer},
     settings::Settings,
 };
@@ -88,22 +88,22 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
             let store = S3BlobStore::connect(s3)
                 .await
                 .map_err(|e| format!("cannot use S3 at {} (bucket {}): {e}", s3.endpoint, s3.bucket))?;
-            (Arc::new(store), "s3")
+            (Arc::new(store), BlobsKind::S3)
         }
-        None => (Arc::new(FsBlobStore::new(data_dir.join("blobs"))?), "filesystem"),
+        None => (Arc::new(FsBlobStore::new(data_dir.join("blobs"))?), BlobsKind::Filesystem),
     };
     let (index, index_kind): (Arc<dyn Index>, _) = match &settings.postgres {
         Some(pg) => {
             let index = PostgresIndex::connect(pg.options()?)
                 .await
                 .map_err(|e| format!("cannot use PostgreSQL ({pg:?}): {e}"))?;
-            (Arc::new(index), "postgres")
+            (Arc::new(index), IndexKind::Postgres)
         }
         None => {
             let index = SqliteIndex::open(&data_dir.join("index.db"))
                 .await
                 .map_err(|e| format!("cannot open the index in {}: {e}", data_dir.display()))?;
-            (Arc::new(index), "sqlite")
+            (Arc::new(index), IndexKind::Sqlite)
         }
     };
     let coordinator = match &settings.redis_url {
@@ -125,7 +125,11 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
     let kinds = manage::Kinds {
         index: index_kind,
         blobs: blobs_kind,
-        coordination: if coordinator.is_some() { "redis" } else { "in-process" },
+        coordination: if coordinator.is_some() {
+            CoordinationKind::Redis
+        } else {
+            CoordinationKind::InProcess
+        },
     };
     // Small blobs served again and again are answered from memory. Replicas
     // (a shared index) delete each other's blobs unseen: with Redis, which
@@ -133,7 +137,7 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
     // it, there are none (a hit must find a purged blob missing at once).
     let capacity = usize::try_from(settings.cache_memory_bytes).unwrap_or(usize::MAX);
     let blobs: Arc<dyn BlobStore> = match (index_kind, &coordinator) {
-        ("sqlite", _) => Arc::new(HotBlobs::new(blobs, capacity)),
+        (IndexKind::Sqlite, _) => Arc::new(HotBlobs::new(blobs, capacity)),
         (_, Some(_)) => Arc::new(HotBlobs::new(blobs, capacity).with_max_age(HOT_BLOB_AGE)),
         (_, None) => {
             if capacity > 0 {
@@ -302,10 +306,9 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     let metrics = Arc::new(Metrics::new(store.clone(), vec![tee.stats()], remotes.clone()));
     spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
 
-    // Remotes. Outermost first; each layer may answer on its own.
+    // Remotes (behind the front door, see `Artifacts`). Outermost first;
+    // each layer may answer on its own.
     let proxy = ServiceBuilder::new()
-        // 404 for an unknown remote, 400 for a refused path.
-        .layer(RemoteResolveLayer::new(remotes.clone()))
         // 403 when no pattern allows the path; attaches its class.
         .layer(PatternGuardLayer::new())
         // Requests, results and bytes, by remote and class.
@@ -342,18 +345,17 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
 
     // Local repositories: the same path rules, then uploads and downloads.
     let local = ServiceBuilder::new()
-        .layer(RemoteResolveLayer::new(remotes.clone()))
         .layer(PatternGuardLayer::new())
         .layer(ObserveLayer::requests(metrics.clone()))
         .service(LocalRepo::new(store.clone(), spool, settings.max_upload_bytes));
 
     let admin = AdminToken::new(settings.admin_token.clone());
-    let artifacts = Artifacts {
+    let dispatch = Dispatch {
         proxy: BoxCloneSyncService::new(proxy),
         local: BoxCloneSyncService::new(local),
-        remotes: remotes.clone(),
         admin: admin.clone(),
     };
+    let artifacts = Artifacts::new(remotes.clone(), dispatch);
     let draining = Arc::new(AtomicBool::new(false));
     let reload =
         Reload { remotes: remotes.clone(), config: Arc::new(RwLock::new(Arc::new(config.masked()))) };
@@ -399,15 +401,23 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     Ok(App { router, draining, reload })
 }
 
-/// The edge of the artifact routes: sends each request to the stack of its
-/// remote's kind, checks methods and the admin token for writes, and turns
-/// every error a stack raised into its HTTP answer, by asking what caused it.
+/// The edge of the artifact routes: the front door ([`RemoteResolveLayer`],
+/// the one place a path becomes a remote and an artifact path) in front of
+/// [`Dispatch`], and the one rescue that turns every error a stack raised
+/// into its HTTP answer, by asking what caused it.
 #[derive(Clone)]
 pub(crate) struct Artifacts {
-    proxy: Stack,
-    local: Stack,
-    remotes: SharedRemotes,
-    admin: AdminToken,
+    front: Stack,
+}
+
+impl Artifacts {
+    fn new(remotes: SharedRemotes, dispatch: Dispatch) -> Self {
+        let front = ServiceBuilder::new()
+            // 404 for an unknown remote, 400 for a refused path.
+            .layer(RemoteResolveLayer::new(remotes))
+            .service(dispatch);
+        Self { front: BoxCloneSyncService::new(front) }
+    }
 }
 
 impl Service<Request<Body>> for Artifacts {
@@ -420,32 +430,11 @@ impl Service<Request<Body>> for Artifacts {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // Only to name them in an error answer.
         let full = req.uri().path().trim_start_matches('/');
         let (remote, path) = full.split_once('/').unwrap_or((full, ""));
         let (remote, path) = (remote.to_owned(), path.to_owned());
-        let remotes = self.remotes.load();
-        if remotes.get(&remote).is_some_and(|r| r.package.format().is_registry()) {
-            let message =
-                format!("{remote} is a container registry mirror: pull from /v2/{remote}/{{name}}/...");
-            return ready(json_error(StatusCode::NOT_FOUND, &message, &remote, &path));
-        }
-        let local = remotes.get(&remote).is_some_and(|r| r.kind == RemoteKind::Local);
-        let refuse = |allow: &'static str| {
-            let mut answer = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", &remote, &path);
-            answer.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-            answer
-        };
-        let stack = match (local, req.method().clone()) {
-            (false, Method::GET | Method::HEAD) => self.proxy.clone(),
-            (false, _) => return ready(refuse("GET, HEAD")),
-            (true, Method::GET | Method::HEAD) => self.local.clone(),
-            (true, Method::PUT | Method::DELETE) => match self.admin.check(req.headers()) {
-                Ok(()) => self.local.clone(),
-                Err(refused) => return ready(refused.response()),
-            },
-            (true, _) => return ready(refuse("GET, HEAD, PUT, DELETE")),
-        };
-        let call = stack.oneshot(req);
+        let call = self.front.clone().oneshot(req);
         Box::pin(async move {
             let answer = match call.await {
                 Ok(answer) => answer,
@@ -456,8 +445,54 @@ impl Service<Request<Body>> for Artifacts {
     }
 }
 
-fn ready(answer: Response<ArtifactBody>) -> BoxFuture<'static, Result<Response<Body>, Infallible>> {
-    Box::pin(async move { Ok(answer.map(Body::new)) })
+/// Sends a resolved request to the stack of its remote's kind: a caching
+/// remote's (GET, HEAD) or a local repository's (GET, HEAD; PUT and DELETE
+/// with the admin token). A registry remote is served at `/v2/` only.
+#[derive(Clone)]
+pub(crate) struct Dispatch {
+    proxy: Stack,
+    local: Stack,
+    admin: AdminToken,
+}
+
+impl Service<Request<Body>> for Dispatch {
+    type Response = Response<ArtifactBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (Some(ResolvedRemote(remote)), Some(path)) =
+            (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>())
+        else {
+            return Box::pin(async { Err("a request reached dispatch unresolved".into()) });
+        };
+        let (name, path) = (remote.name.clone(), path.decoded().to_owned());
+        let answer = |answer: Response<ArtifactBody>| -> Self::Future { Box::pin(async move { Ok(answer) }) };
+        if remote.package.format().is_registry() {
+            let message = format!("{name} is a container registry mirror: pull from /v2/{name}/{{name}}/...");
+            return answer(json_error(StatusCode::NOT_FOUND, &message, &name, &path));
+        }
+        let refuse = |allow: &'static str| {
+            let mut refused = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", &name, &path);
+            refused.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            answer(refused)
+        };
+        let stack = match (remote.kind == RemoteKind::Local, req.method().clone()) {
+            (false, Method::GET | Method::HEAD) => self.proxy.clone(),
+            (false, _) => return refuse("GET, HEAD"),
+            (true, Method::GET | Method::HEAD) => self.local.clone(),
+            (true, Method::PUT | Method::DELETE) => match self.admin.check(req.headers()) {
+                Ok(()) => self.local.clone(),
+                Err(refused) => return answer(refused.response()),
+            },
+            (true, _) => return refuse("GET, HEAD, PUT, DELETE"),
+        };
+        Box::pin(stack.oneshot(req))
+    }
 }
 
 fn rescue(e: &(dyn std::error::Error + 'static), remote: &str, path: &str) -> Response<ArtifactBody> {

@@ -49,9 +49,63 @@ pub(crate) struct State {
 /// Which backend plays each role, for `/health`.
 #[derive(Clone, Copy)]
 pub(crate) struct Kinds {
-    pub(crate) index: &'static str,
-    pub(crate) blobs: &'static str,
-    pub(crate) coordination: &'static str,
+    pub(crate) index: IndexKind,
+    pub(crate) blobs: BlobsKind,
+    pub(crate) coordination: CoordinationKind,
+}
+
+/// Where the index lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IndexKind {
+    /// SQLite under `DATA_DIR`: one process.
+    Sqlite,
+    /// PostgreSQL, shared by replicas.
+    Postgres,
+}
+
+/// Where the blobs live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BlobsKind {
+    /// Files under `DATA_DIR`.
+    Filesystem,
+    /// An S3-compatible object store.
+    S3,
+}
+
+/// How replicas coordinate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CoordinationKind {
+    /// Redis: leases, invalidations, shared tokens.
+    Redis,
+    /// None beyond this process.
+    InProcess,
+}
+
+impl IndexKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            IndexKind::Sqlite => "sqlite",
+            IndexKind::Postgres => "postgres",
+        }
+    }
+}
+
+impl BlobsKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            BlobsKind::Filesystem => "filesystem",
+            BlobsKind::S3 => "s3",
+        }
+    }
+}
+
+impl CoordinationKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            CoordinationKind::Redis => "redis",
+            CoordinationKind::InProcess => "in-process",
+        }
+    }
 }
 
 /// How many paths `POST /cache-artifact` fetches at once.
@@ -157,9 +211,9 @@ async fn backend_states(state: &State) -> (bool, Value) {
     };
     let healthy = index.is_ok() && blobs.is_ok();
     let backends = json!({
-        "index": describe(state.kinds.index, &index),
-        "blobs": describe(state.kinds.blobs, &blobs),
-        "coordination": describe(state.kinds.coordination, &coordination),
+        "index": describe(state.kinds.index.as_str(), &index),
+        "blobs": describe(state.kinds.blobs.as_str(), &blobs),
+        "coordination": describe(state.kinds.coordination.as_str(), &coordination),
     });
     (healthy, backends)
 }
