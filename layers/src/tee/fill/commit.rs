@@ -1,0 +1,102 @@
+//! Committing a complete fill: the blob first, then the index row that
+//! makes the entry visible.
+
+use std::time::Duration;
+
+use super::status::{FillJob, Head};
+use crate::{
+    extensions::StoreAs,
+    pattern::Class,
+    store::{is_shared_blob, new_blob_key, now_ms, Entry, EntryClass, Store, StoreError},
+};
+
+/// Makes the spool durable as a blob, then writes the index row: only then
+/// is the entry visible. Answers the entry's time to live.
+pub(super) async fn commit(
+    store: &Store,
+    job: &FillJob,
+    head: &Head,
+    spool_path: &std::path::Path,
+    size: u64,
+    store_as: &StoreAs,
+    flushed: bool,
+) -> Result<Option<Duration>, StoreError> {
+    let file = head.file.clone();
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
+    let blob = match &store_as.content_address {
+        Some(address) => address.clone(),
+        None => new_blob_key(&job.remote.name, &job.key, job.path.file_name()),
+    };
+    store.blobs.put_file(&blob, spool_path, size).await?;
+    let now = now_ms();
+    let ttl = job.remote.ttl.for_class(job.class);
+    let entry = Entry {
+        key: job.key.to_string(),
+        remote: job.remote.name.clone(),
+        path: job.path.display(),
+        blob: blob.clone(),
+        size,
+        class: match job.class {
+            Class::Immutable => EntryClass::Immutable,
+            Class::Mutable { .. } => EntryClass::Mutable,
+        },
+        headers: head.headers.clone(),
+        cached_at_ms: now,
+        expires_at_ms: match ttl {
+            // Declared out of date while this fill ran: stored, but expired.
+            Some(_) if flushed && job.class != Class::Immutable => Some(now - 1),
+            Some(_) if store.marks.marked_since(&job.key, job.started_ms) => Some(now - 1),
+            ttl => ttl.map(|d| now.saturating_add(d.as_millis() as i64)),
+        },
+        policy: head.policy.clone(),
+    };
+    let replaced_release =
+        job.class != Class::Immutable && crate::format::apt::is_release(job.path.decoded());
+    for (key, path) in &store_as.aliases {
+        // The same bytes under another key (a manifest by digest): immutable.
+        let alias = Entry {
+            key: key.to_string(),
+            path: path.display(),
+            class: EntryClass::Immutable,
+            expires_at_ms: job.remote.ttl.expiry(EntryClass::Immutable, now),
+            policy: None,
+            ..entry.clone()
+        };
+        match store.index.put(alias).await {
+            Ok(_) => store.growth.add(&job.remote.name, size),
+            Err(e) => tracing::warn!(key = %path.display(), error = %e, "could not store an alias entry"),
+        }
+    }
+    let committed = store.index.put(entry).await;
+    if committed.is_ok() {
+        // Eviction checks the budget at once, not on its next round.
+        store.growth.add(&job.remote.name, size);
+    }
+    match committed {
+        Ok(Some(old)) if old.blob != blob => {
+            if replaced_release {
+                // New release file: the index files it lists must follow.
+                let dir = crate::format::apt::dir_of(job.path.decoded());
+                if let Err(e) = store.index.expire_under(&job.remote.name, dir, &job.key, now).await {
+                    tracing::warn!(error = %e, "could not expire the index files of a new release file");
+                }
+            }
+            // A shared blob may still be another entry's.
+            if !is_shared_blob(&old.blob) {
+                if let Err(e) = store.blobs.delete(&old.blob).await {
+                    tracing::warn!(blob = %old.blob, error = %e, "could not delete a replaced blob");
+                }
+            }
+            Ok(ttl)
+        }
+        Ok(_) => Ok(ttl),
+        Err(e) => {
+            if !is_shared_blob(&blob) {
+                let _ = store.blobs.delete(&blob).await;
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Running one fill: ask upstream, then either pass its answer on (an
+//! error, a 304, a body there is no room for) or spool the body and commit it.
+
+use std::{
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::Duration,
+};
+
+use http::{header, Request, Response, StatusCode};
+use http_cache_semantics::CachePolicy;
+use tokio::sync::watch;
+use tower::{Service, ServiceExt};
+
+use super::{
+    commit::commit,
+    map::Fills,
+    spooling::{spool_body, Spooled},
+    status::{Direct, FillError, FillJob, FillStatus, Handover, Head, Recent},
+};
+use crate::{
+    body::ArtifactBody,
+    error::{BoxError, UpstreamErrorKind, UpstreamStatus},
+    extensions::StoreAs,
+    respond,
+    tee::{flush::Flushed, spool},
+};
+
+/// Free space kept on the spool's filesystem beyond a body's size.
+const ROOM_TO_SPARE: u64 = 1 << 20;
+
+/// How long a committed fill stays joinable. A request that looked the key
+/// up in the index just before the commit finds the finished fill here
+/// instead of starting a second upstream fetch.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Runs one fill; answers how long it should stay joinable afterwards.
+pub(super) async fn run<S, B>(
+    fills: Arc<Fills>,
+    inner: S,
+    req: Request<B>,
+    tx: watch::Sender<FillStatus>,
+    job: FillJob,
+) -> Option<Duration>
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
+{
+    // The exchange as the cache policy records it (for revalidation later).
+    let mut policy_req = Request::new(());
+    *policy_req.method_mut() = req.method().clone();
+    *policy_req.uri_mut() = req.uri().clone();
+    *policy_req.headers_mut() = req.headers().clone();
+    let response = match inner.oneshot(req).await {
+        Ok(response) => response,
+        Err(e) => {
+            fills.stats.failed.fetch_add(1, Ordering::Relaxed);
+            tx.send_replace(FillStatus::Failed(FillError::from_box(e, UpstreamErrorKind::Other)));
+            return None;
+        }
+    };
+    let span = tracing::Span::current();
+    if response.status() == StatusCode::NOT_MODIFIED && job.conditional {
+        span.record("outcome", "not modified");
+        tx.send_replace(FillStatus::NotModified(Arc::new(response.headers().clone())));
+        return None;
+    }
+    if response.status() != StatusCode::OK {
+        if response.status() == StatusCode::NOT_FOUND {
+            fills.remember_missing(&job.key, job.remote.ttl.negative);
+        }
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+        span.record("outcome", response.status().as_u16());
+        let status = UpstreamStatus::new(response.status(), retry_after);
+        tx.send_replace(FillStatus::Failed(FillError::Status(status)));
+        return None;
+    }
+    let policy = serde_json::to_string(&CachePolicy::new(&policy_req, &response)).ok();
+    let announced: Option<u64> = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if let (Some(len), Some(free)) = (announced, spool::free_bytes(&fills.spool_dir)) {
+        if len.saturating_add(ROOM_TO_SPARE) > free {
+            // No room to spool it: the client gets the body as it arrives,
+            // uncached, and eviction is asked to make room.
+            tracing::warn!(remote = %job.remote.name, path = %job.path.display(), size = len, free, "no room in the store; serving uncached");
+            fills.stats.store_full.fetch_add(1, Ordering::Relaxed);
+            fills.stats.short_of_room.notify_one();
+            span.record("outcome", "uncached: no room");
+            let headers = respond::stored_headers(response.headers(), &job.path);
+            let body = Mutex::new(Some(response.into_body()));
+            tx.send_replace(FillStatus::Direct(Arc::new(Direct {
+                headers,
+                content_length: Some(len),
+                body,
+            })));
+            return None;
+        }
+    }
+    let store_as = response.extensions().get::<StoreAs>().cloned().unwrap_or_default();
+    let (parts, body) = response.into_parts();
+    let (spool_path, file) = match spool::create(&fills.spool_dir) {
+        Ok(created) => created,
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %fills.spool_dir.display(), "cannot create a spool file");
+            fills.stats.failed.fetch_add(1, Ordering::Relaxed);
+            tx.send_replace(FillStatus::Failed(FillError::Store(format!("cannot spool: {e}").into())));
+            return None;
+        }
+    };
+    let head = Arc::new(Head {
+        headers: respond::stored_headers(&parts.headers, &job.path),
+        content_length: parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        file: Arc::new(file),
+        policy,
+        recent: Mutex::new(Recent::default()),
+    });
+    tx.send_replace(FillStatus::Streaming { head: head.clone(), written: 0, received: 0 });
+    let expected = fills.digests.as_ref().and_then(|d| d.get(&job.key));
+    let written = match spool_body(body, &head, &tx, expected).await {
+        Ok(Spooled::Whole(written)) => written,
+        Ok(Spooled::NoRoom { at, pending, rest, error }) => {
+            // The disk filled up part way: the clients read what is spooled,
+            // then one of them the rest straight from upstream, uncached.
+            tracing::warn!(remote = %job.remote.name, path = %job.path.display(), at, error, "the spool filled up; serving the rest uncached");
+            span.record("outcome", "uncached: no room");
+            fills.stats.store_full.fetch_add(1, Ordering::Relaxed);
+            fills.stats.short_of_room.notify_one();
+            // Readers keep the open file; the name goes now.
+            let _ = tokio::fs::remove_file(&spool_path).await;
+            let rest = Mutex::new(Some((pending, rest)));
+            tx.send_replace(FillStatus::Handover(Arc::new(Handover { head: head.clone(), at, rest })));
+            return None;
+        }
+        Err(e) => {
+            span.record("outcome", "failed");
+            if matches!(e, FillError::Store(_)) {
+                fills.stats.short_of_room.notify_one();
+            }
+            tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = ?e, "fill failed; nothing cached");
+            fills.stats.failed.fetch_add(1, Ordering::Relaxed);
+            tx.send_replace(FillStatus::Failed(e));
+            let _ = tokio::fs::remove_file(&spool_path).await;
+            return None;
+        }
+    };
+    // From before the clients see the body complete until its row is
+    // written: a flush waits for this commit, or this commit sees the flush.
+    let _committing = fills.flushes.gate.read().await;
+    tx.send_replace(FillStatus::Complete { head: head.clone(), written });
+    span.record("bytes", written);
+    let flushed = fills.flushes.since(&job.remote.name, job.started_ms);
+    if flushed == Flushed::Removed {
+        // The cache was flushed while this fill ran: its bytes are older
+        // than the flush, so its clients have them and the cache does not.
+        span.record("outcome", "not stored: flushed");
+        let _ = tokio::fs::remove_file(&spool_path).await;
+        return None;
+    }
+    let expired = flushed == Flushed::Expired;
+    let committed = commit(&fills.store, &job, &head, &spool_path, written, &store_as, expired).await;
+    span.record("outcome", if committed.is_ok() { "stored" } else { "not stored" });
+    match committed {
+        // Only an entry that stays fresh longer than the linger may be
+        // answered from the finished fill: `mutable_ttl: 0` means every
+        // request asks upstream.
+        Ok(ttl) if ttl.is_none_or(|t| t > LINGER) => Some(LINGER),
+        Ok(_) => None,
+        Err(e) => {
+            fills.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+            fills.stats.short_of_room.notify_one();
+            tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error = %e, "could not store a complete body; served uncached");
+            let _ = tokio::fs::remove_file(&spool_path).await;
+            None
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Copying upstream's body into the spool while publishing it to the fill's
+//! clients, and checking it (length, digest) on the way.
+
+use std::{
+    fs::File,
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+
+use super::status::{FillError, FillStatus, Head};
+use crate::{
+    body::ArtifactBody,
+    digest::Expected,
+    error::{UpstreamError, UpstreamErrorKind},
+    tee::spool,
+};
+
+/// How spooling a body ended, when upstream did not fail.
+pub(super) enum Spooled {
+    /// Every byte is in the spool, checked.
+    Whole(u64),
+    /// The spool could take only the first `at` bytes; `pending` holds the
+    /// bytes received after them, `rest` the body still to come.
+    NoRoom { at: u64, pending: Vec<Bytes>, rest: ArtifactBody, error: String },
+}
+
+/// A batch of frames: what upstream has sent so far, up to a chunk.
+struct Batch {
+    frames: Vec<Bytes>,
+    len: usize,
+    /// The body ended after these frames.
+    ended: bool,
+}
+
+/// Waits for the next frame, then takes every frame already there, up to a
+/// chunk.
+async fn next_batch(body: &mut ArtifactBody) -> Result<Batch, FillError> {
+    let mut batch = Batch { frames: Vec::new(), len: 0, ended: false };
+    let take = |frame: http_body::Frame<Bytes>, batch: &mut Batch| {
+        if let Ok(data) = frame.into_data() {
+            batch.len += data.len();
+            batch.frames.push(data);
+        }
+    };
+    match body.frame().await {
+        None => batch.ended = true,
+        Some(Err(e)) => return Err(FillError::from_box(e, UpstreamErrorKind::Body)),
+        Some(Ok(frame)) => take(frame, &mut batch),
+    }
+    while !batch.ended && batch.len < spool::CHUNK {
+        match body.frame().now_or_never() {
+            None => break,
+            Some(None) => batch.ended = true,
+            Some(Some(Err(e))) => return Err(FillError::from_box(e, UpstreamErrorKind::Body)),
+            Some(Some(Ok(frame))) => take(frame, &mut batch),
+        }
+    }
+    Ok(batch)
+}
+
+/// A spool write in flight: the frames it writes, and how it went.
+type Writing = tokio::task::JoinHandle<(Vec<Bytes>, std::io::Result<()>)>;
+
+/// Copies the body into the spool and publishes it to the fill's clients.
+///
+/// Pipelined: a batch is published to clients (from memory) as soon as it
+/// arrives, and written to the spool while the next batch is received, so
+/// neither upstream nor the clients wait for the disk. One write is in
+/// flight at a time, in order (the digest is computed as it writes), so at
+/// most two batches are in memory unspooled.
+pub(super) async fn spool_body(
+    mut body: ArtifactBody,
+    head: &Head,
+    tx: &watch::Sender<FillStatus>,
+    expected: Option<Expected>,
+) -> Result<Spooled, FillError> {
+    let mut hasher = expected.as_ref().map(|e| Arc::new(Mutex::new(e.hasher())));
+    let (mut written, mut received) = (0u64, 0u64);
+    let mut writing: Option<Writing> = None;
+    let mut ended = false;
+    loop {
+        let batch = if ended { None } else { Some(next_batch(&mut body).await?) };
+        if let Some(batch) = &batch {
+            ended = batch.ended;
+            if batch.len > 0 {
+                head.recent.lock().expect("recent lock").push(received, &batch.frames);
+                received += batch.len as u64;
+                tx.send_modify(|status| {
+                    if let FillStatus::Streaming { received: r, .. } = status {
+                        *r = received;
+                    }
+                });
+            }
+        }
+        if let Some(write) = writing.take() {
+            let (frames, wrote) = write.await.map_err(|e| FillError::Store(e.to_string().into()))?;
+            match wrote {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(28 | 122)) => {
+                    // ENOSPC or EDQUOT: no room, but upstream is fine.
+                    let mut pending = frames;
+                    pending.extend(batch.map(|b| b.frames).unwrap_or_default());
+                    return Ok(Spooled::NoRoom { at: written, pending, rest: body, error: e.to_string() });
+                }
+                Err(e) => return Err(FillError::Store(format!("spool write failed: {e}").into())),
+            }
+            written += frames.iter().map(|f| f.len() as u64).sum::<u64>();
+            head.recent.lock().expect("recent lock").spooled(written);
+            tx.send_modify(|status| {
+                if let FillStatus::Streaming { written: w, .. } = status {
+                    *w = written;
+                }
+            });
+        }
+        match batch {
+            Some(batch) if batch.len > 0 => {
+                let file = head.file.clone();
+                let hashing = hasher.clone();
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    if let Some(h) = hashing {
+                        let mut h = h.lock().expect("hasher lock");
+                        batch.frames.iter().for_each(|b| h.update(b));
+                    }
+                    let mut f: &File = &file;
+                    let wrote = batch.frames.iter().try_for_each(|b| f.write_all(b));
+                    (batch.frames, wrote)
+                }));
+            }
+            _ if ended => break,
+            _ => {}
+        }
+    }
+    if let Some(expected) = head.content_length {
+        if expected != written {
+            return Err(FillError::Upstream(UpstreamError::new(
+                UpstreamErrorKind::Body,
+                format!("upstream sent {written} of the {expected} bytes it announced"),
+            )));
+        }
+    }
+    if let (Some(expected), Some(hasher)) = (expected, hasher.take()) {
+        let hasher = Arc::try_unwrap(hasher).map(|m| m.into_inner().expect("hasher lock")).ok();
+        let got = hasher.map(|h| h.finish()).unwrap_or_default();
+        if got != expected.digest {
+            return Err(FillError::Upstream(UpstreamError::new(
+                UpstreamErrorKind::Body,
+                format!(
+                    "digest mismatch: the metadata promised {:?} {}, upstream sent {}",
+                    expected.algorithm,
+                    expected.hex(),
+                    hex::encode(got)
+                ),
+            )));
+        }
+    }
+    Ok(Spooled::Whole(written))
+}
