@@ -1,0 +1,118 @@
+//! The file as written: serde structs that refuse unknown keys.
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Serialize};
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The remotes by name (a name written twice is an error, not a
+    /// silent choice of one).
+    #[serde(deserialize_with = "unique_names")]
+    pub remotes: BTreeMap<String, RemoteConfig>,
+}
+
+fn unique_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, RemoteConfig>, D::Error> {
+    struct Names;
+    impl<'de> serde::de::Visitor<'de> for Names {
+        type Value = BTreeMap<String, RemoteConfig>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of remote names to remotes")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!("remote {name:?} is defined twice")));
+                }
+                let remote = map.next_value()?;
+                out.insert(name, remote);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Names)
+}
+
+/// One remote as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Upstream URL (remotes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// `remote` (default) or `local`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `generic` (default), `alpine`, `rpm`, `docker`, `pypi` or `npm`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Paths cached for `immutable_ttl`; when present, other paths are denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub immutable_patterns: Option<Vec<String>>,
+    /// Paths cached for `mutable_ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutable_patterns: Option<Vec<String>>,
+    /// Legacy name of `immutable_patterns`.
+    #[serde(skip_serializing)]
+    pub include_patterns: Option<Vec<String>>,
+    /// Legacy name of `mutable_patterns`.
+    #[serde(skip_serializing)]
+    pub index_patterns: Option<Vec<String>>,
+    /// Revalidate expired user-mutable entries conditionally.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_mutable_updates: Option<bool>,
+    /// Lifetimes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
+    /// Upstream user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Upstream password or token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PyPI: the files URL written in index pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pypi_files_url: Option<String>,
+    /// PyPI: our remote that serves those files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pypi_files_remote: Option<String>,
+    /// npm: the tarball URL prefix written in metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub npm_files_url: Option<String>,
+    /// npm: our remote that serves those tarballs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub npm_files_remote: Option<String>,
+    /// Docker: more registry host names containerd's `?ns=` may name this remote by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_hosts: Option<Vec<String>>,
+}
+
+/// The `cache:` block as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Seconds immutable entries stay fresh; 0 keeps them forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub immutable_ttl: Option<u64>,
+    /// Seconds mutable entries stay fresh; 0 checks upstream every time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutable_ttl: Option<u64>,
+    /// Seconds an upstream 404 is remembered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_ttl: Option<u64>,
+    /// The most this remote's entries may take: bytes, or `500M`, `20G`...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<serde_yaml_ng::Value>,
+    /// Legacy name of `immutable_ttl`.
+    #[serde(skip_serializing)]
+    pub file_ttl: Option<u64>,
+    /// Legacy name of `mutable_ttl`.
+    #[serde(skip_serializing)]
+    pub index_ttl: Option<u64>,
+}

@@ -1,0 +1,316 @@
+//! One remote as written compiled into a [`Remote`]: each key checked by a
+//! short method that reports what is wrong with the remote's name, the key
+//! and the reason.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use artifactapi_layers::{
+    format::Formats, remote::FilesRewrite, Classifier, Credentials, Package, Pattern, Remote, RemoteKind, Ttl,
+};
+use url::Url;
+
+use super::file::{CacheConfig, RemoteConfig};
+
+/// Where the problems and warnings of one remote go.
+pub(super) struct Ctx<'a> {
+    pub(super) name: &'a str,
+    pub(super) problems: &'a mut Vec<String>,
+    pub(super) warnings: &'a mut Vec<String>,
+    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Ctx<'_> {
+    fn problem(&mut self, key: &str, reason: impl fmt::Display) {
+        self.problems.push(format!("remotes.{}.{key}: {reason}", self.name));
+    }
+
+    fn legacy<T: Clone>(&mut self, key: &str, new: &Option<T>, old_key: &str, old: &Option<T>) -> Option<T> {
+        match (new, old) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    old_key,
+                    format!("both `{key}` and its legacy name `{old_key}` are set; keep `{key}`"),
+                );
+                None
+            }
+            (None, Some(v)) => {
+                self.warnings
+                    .push(format!("remotes.{}.{old_key} is a legacy name; write `{key}`", self.name));
+                Some(v.clone())
+            }
+            (v, None) => v.clone(),
+        }
+    }
+
+    /// A credential as written, or `${VAR}` read from the environment (so
+    /// that secrets stay out of ConfigMaps).
+    fn secret(&mut self, key: &str, value: &str) -> String {
+        let Some(var) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
+            return value.to_owned();
+        };
+        let valid = !var.is_empty()
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !var.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            self.problem(key, format!("`${{{var}}}` is not a valid environment variable reference"));
+            return String::new();
+        }
+        match (self.env)(var) {
+            Some(v) => v,
+            None => {
+                self.problem(key, format!("environment variable {var} is not set"));
+                String::new()
+            }
+        }
+    }
+
+    fn patterns(&mut self, key: &str, list: Option<Vec<String>>) -> Option<Vec<Pattern>> {
+        let list = list?;
+        let mut compiled = Vec::new();
+        for (i, source) in list.iter().enumerate() {
+            match Pattern::new(source) {
+                Ok(p) => compiled.push(p),
+                Err(e) => self.problem(&format!("{key}[{i}]"), e),
+            }
+        }
+        Some(compiled)
+    }
+
+    fn url(&mut self, key: &str, value: &str) -> Option<Url> {
+        match Url::parse(value) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                self.problem(key, format!("{value:?} is not an http or https URL"));
+                None
+            }
+            Ok(url) if url.host().is_none() => {
+                self.problem(key, format!("{value:?} has no host"));
+                None
+            }
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                self.problem(key, "credentials in the URL are not allowed; use `username` and `password`");
+                None
+            }
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                self.problem(key, format!("{value:?} must not have a query or fragment"));
+                None
+            }
+            Ok(url) => Some(url),
+            Err(e) => {
+                self.problem(key, format!("{value:?} is not a valid URL: {e}"));
+                None
+            }
+        }
+    }
+
+    /// One remote as written, compiled; `None` (and problems) if anything is
+    /// wrong with it. Every check runs, so that all problems come at once.
+    pub(super) fn remote(
+        &mut self,
+        rc: &RemoteConfig,
+        all: &BTreeMap<String, RemoteConfig>,
+    ) -> Option<Remote> {
+        let before = self.problems.len();
+        self.check_name();
+        let package = self.package(rc);
+        let kind = self.kind(rc);
+        let (immutable, mutable) = self.classifier_patterns(rc);
+        let cache = rc.cache.clone().unwrap_or_default();
+        let ttl = self.ttl(&cache);
+        let credentials = self.credentials(rc);
+        let files = self.files_rewrite(rc, all);
+        let max_bytes = self.max_bytes(&cache);
+        let registry_hosts = self.registry_hosts(rc, package);
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Remote {
+            name: self.name.to_owned(),
+            kind: kind?,
+            package,
+            description: rc.description.clone().unwrap_or_default(),
+            classifier: Classifier::new(immutable, mutable, package),
+            ttl,
+            check_mutable_updates: rc.check_mutable_updates.unwrap_or(false),
+            credentials,
+            files,
+            registry_hosts,
+            max_bytes,
+        })
+    }
+
+    /// The name is a path segment and a metric label: keep it plain.
+    fn check_name(&mut self) {
+        let valid_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && self.name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !valid_name {
+            self.problems.push(format!(
+                "remotes.{}: a remote name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                self.name
+            ));
+        }
+    }
+
+    /// `package`, `generic` when absent (and after a problem, so that the
+    /// checks that depend on it still run).
+    fn package(&mut self, rc: &RemoteConfig) -> Package {
+        match rc.package.as_deref() {
+            None => Package::GENERIC,
+            Some(p) => Package::parse(p).unwrap_or_else(|| {
+                let known = Formats::builtin().names().join(", ");
+                self.problem("package", format!("{p:?} is not one of {known}"));
+                Package::GENERIC
+            }),
+        }
+    }
+
+    /// `type` and `base_url`, which only make sense together.
+    fn kind(&mut self, rc: &RemoteConfig) -> Option<RemoteKind> {
+        match (rc.kind.as_deref().unwrap_or("remote"), &rc.base_url) {
+            ("remote", Some(url)) => {
+                self.url("base_url", url).map(|base_url| RemoteKind::Remote { base_url })
+            }
+            ("remote", None) => {
+                self.problem("base_url", "a remote of type `remote` needs a base_url");
+                None
+            }
+            ("local", Some(_)) => {
+                self.problem("base_url", "a local repository stores uploads and has no base_url");
+                None
+            }
+            ("local", None) => Some(RemoteKind::Local),
+            (other, _) => {
+                self.problem("type", format!("{other:?} is not `remote` or `local`"));
+                None
+            }
+        }
+    }
+
+    /// The immutable patterns (`None`: every path is allowed) and the
+    /// mutable ones, under their current or legacy names.
+    fn classifier_patterns(&mut self, rc: &RemoteConfig) -> (Option<Vec<Pattern>>, Vec<Pattern>) {
+        let immutable = self.legacy(
+            "immutable_patterns",
+            &rc.immutable_patterns,
+            "include_patterns",
+            &rc.include_patterns,
+        );
+        let mutable =
+            self.legacy("mutable_patterns", &rc.mutable_patterns, "index_patterns", &rc.index_patterns);
+        if immutable.as_ref().is_some_and(Vec::is_empty) {
+            self.warnings.push(format!(
+                "remotes.{}.immutable_patterns is empty, which (as in the seed) allows every path; remove it or list patterns",
+                self.name
+            ));
+        }
+        let immutable = self.patterns("immutable_patterns", immutable.filter(|l| !l.is_empty()));
+        let mutable = self.patterns("mutable_patterns", mutable).unwrap_or_default();
+        (immutable, mutable)
+    }
+
+    /// The lifetimes of `cache:`, under their current or legacy names.
+    fn ttl(&mut self, cache: &CacheConfig) -> Ttl {
+        let immutable_ttl =
+            self.legacy("cache.immutable_ttl", &cache.immutable_ttl, "cache.file_ttl", &cache.file_ttl);
+        let mutable_ttl =
+            self.legacy("cache.mutable_ttl", &cache.mutable_ttl, "cache.index_ttl", &cache.index_ttl);
+        let defaults = Ttl::default();
+        Ttl {
+            immutable: immutable_ttl.filter(|s| *s > 0).map(Duration::from_secs),
+            mutable: mutable_ttl.map(Duration::from_secs).unwrap_or(defaults.mutable),
+            negative: cache.negative_ttl.map(Duration::from_secs).unwrap_or(defaults.negative),
+        }
+    }
+
+    /// `username` and `password`: both or neither.
+    fn credentials(&mut self, rc: &RemoteConfig) -> Option<Credentials> {
+        let username = rc.username.as_deref().map(|u| self.secret("username", u));
+        let password = rc.password.as_deref().map(|p| self.secret("password", p));
+        match (&username, &password) {
+            (Some(u), Some(p)) => Some(Credentials { username: u.clone(), password: p.clone() }),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem("password", "`username` is set without `password`");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("username", "`password` is set without `username`");
+                None
+            }
+        }
+    }
+
+    /// The files URL written in index pages or metadata (PyPI, npm) and our
+    /// remote that serves those files: both or neither, and the remote must
+    /// exist.
+    fn files_rewrite(
+        &mut self,
+        rc: &RemoteConfig,
+        all: &BTreeMap<String, RemoteConfig>,
+    ) -> Option<FilesRewrite> {
+        let mut files = None;
+        for (url_key, url, remote_key, target) in [
+            ("pypi_files_url", &rc.pypi_files_url, "pypi_files_remote", &rc.pypi_files_remote),
+            ("npm_files_url", &rc.npm_files_url, "npm_files_remote", &rc.npm_files_remote),
+        ] {
+            if let Some(url) = url {
+                self.url(url_key, url);
+            }
+            if let Some(target) = target {
+                if !all.contains_key(target) {
+                    self.problem(remote_key, format!("names no remote: {target:?}"));
+                }
+            }
+            match (url, target) {
+                (Some(url), Some(target)) => {
+                    files = Some(FilesRewrite { url: url.clone(), remote: target.clone() })
+                }
+                (Some(_), None) => {
+                    self.problem(remote_key, format!("`{url_key}` is set without `{remote_key}`"))
+                }
+                (None, Some(_)) => {
+                    self.problem(url_key, format!("`{remote_key}` is set without `{url_key}`"))
+                }
+                (None, None) => {}
+            }
+        }
+        files
+    }
+
+    /// `cache.max_bytes`: a number of bytes or a size such as `20G`.
+    fn max_bytes(&mut self, cache: &CacheConfig) -> Option<u64> {
+        let value = cache.max_bytes.as_ref()?;
+        let text = match value {
+            serde_yaml_ng::Value::Number(n) => n.to_string(),
+            serde_yaml_ng::Value::String(s) => s.clone(),
+            _ => String::new(),
+        };
+        let bytes = crate::settings::parse_bytes(&text);
+        if bytes.is_none() {
+            self.problem("cache.max_bytes", format!("{text:?} is not a size (bytes, or 500M, 20G, 1T)"));
+        }
+        bytes
+    }
+
+    /// More host names a registry client may name this remote by, for the
+    /// formats that have them; lower-cased.
+    fn registry_hosts(&mut self, rc: &RemoteConfig, package: Package) -> Vec<String> {
+        let Some(hosts) = &rc.registry_hosts else {
+            return Vec::new();
+        };
+        if !package.format().own_keys().contains(&"registry_hosts") {
+            let owners = Formats::builtin().owners_of("registry_hosts").join(", ");
+            self.problem("registry_hosts", format!("only a remote of package {owners} has registry hosts"));
+            return Vec::new();
+        }
+        for host in hosts {
+            let valid =
+                !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+            if !valid {
+                self.problem("registry_hosts", format!("{host:?} is not a host or host:port"));
+            }
+        }
+        hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+    }
+}

@@ -1,0 +1,214 @@
+use std::time::Duration;
+
+use artifactapi_layers::{Class, Decision, RemoteKind};
+
+use super::*;
+
+#[test]
+fn deeply_nested_collections_are_refused_before_the_scanner_sees_them() {
+    let deep = format!("remotes: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let started = std::time::Instant::now();
+    let err = parse(&deep).unwrap_err().to_string();
+    assert!(err.contains("nested more than 64 levels deep at line 1"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "refused without parsing");
+    // Brackets in quoted patterns and comments are not nesting.
+    let text = "# {{{{{{\nremotes:  # [[[[\n  a:\n    base_url: https://e.example\n    immutable_patterns: ['\\[\\[\\[', \"\\\"\\\\[\\\"\"]\n";
+    assert!(flow_depth_within(text, 1).is_ok(), "{text}");
+    assert!(parse(text).is_ok(), "{text}");
+    assert!(flow_depth_within("a: [[[[", 3).is_err());
+    assert!(flow_depth_within("a: {b: [c, {d: [e]}]}", 4).is_ok());
+}
+
+fn problems(text: &str) -> Vec<String> {
+    parse(text).expect_err("should be rejected").problems
+}
+
+#[test]
+fn the_example_file_compiles() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/remotes.yaml")).unwrap();
+    let config = parse(&text).unwrap();
+    assert!(config.remotes.iter().count() >= 5);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn registry_hosts_belong_to_docker_remotes() {
+    let config = parse(
+        "remotes:\n  hub:\n    base_url: https://registry-1.docker.io\n    package: docker\n    registry_hosts: ['Docker.io']\n",
+    )
+    .unwrap();
+    let hub = config.remotes.get("hub").unwrap();
+    assert!(hub.answers_for_registry("docker.io"));
+    assert!(hub.answers_for_registry("registry-1.docker.io"));
+    assert!(!hub.answers_for_registry("quay.io"));
+    let problems = problems(
+        "remotes:\n  files:\n    base_url: https://github.com\n    registry_hosts: ['github.com']\n  hub:\n    base_url: https://registry-1.docker.io\n    package: docker\n    registry_hosts: ['bad host/x']\n",
+    );
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("remotes.files.registry_hosts")));
+    assert!(problems.iter().any(|p| p.contains("\"bad host/x\"")));
+}
+
+#[test]
+fn every_seed_key_is_understood() {
+    let config = parse(
+        r#"
+remotes:
+  pypi:
+    base_url: "https://pypi.example.internal"
+    type: "remote"
+    package: "pypi"
+    description: "Python packages"
+    pypi_files_url: "https://files.example.internal"
+    pypi_files_remote: "pypi-files"
+    check_mutable_updates: true
+    username: "u"
+    password: "p"
+    cache:
+      immutable_ttl: 0
+      mutable_ttl: 600
+      negative_ttl: 5
+  pypi-files:
+    base_url: "https://files.example.internal"
+    immutable_patterns: ['packages/.*\.whl$']
+  npm:
+    base_url: "https://npm.example.internal"
+    package: npm
+    npm_files_url: "https://npm.example.internal"
+    npm_files_remote: npm
+    immutable_patterns: ['\.tgz$']
+    mutable_patterns: ['^(?!.*\.tgz$).*']
+    cache: { immutable_ttl: 100 }
+  local-generic:
+    type: local
+"#,
+    )
+    .unwrap();
+    let pypi = config.remotes.get("pypi").unwrap();
+    assert_eq!(pypi.package.as_str(), "pypi");
+    assert!(pypi.check_mutable_updates);
+    assert_eq!(pypi.ttl.mutable, Duration::from_secs(600));
+    assert_eq!(pypi.ttl.immutable, None, "0 keeps immutable entries forever");
+    assert_eq!(pypi.ttl.negative, Duration::from_secs(5));
+    assert_eq!(pypi.credentials.as_ref().unwrap().password, "p");
+    assert_eq!(pypi.files.as_ref().unwrap().remote, "pypi-files");
+    assert_eq!(pypi.classifier.classify("simple/x/"), Decision::Allow(Class::Mutable { builtin: true }));
+    let npm = config.remotes.get("npm").unwrap();
+    assert_eq!(npm.ttl.immutable, Some(Duration::from_secs(100)));
+    assert_eq!(npm.ttl.mutable, Duration::from_secs(3600), "mutable_ttl defaults to an hour");
+    assert_eq!(npm.classifier.classify("@babel/core"), Decision::Allow(Class::Mutable { builtin: false }));
+    assert_eq!(config.remotes.get("local-generic").unwrap().kind, RemoteKind::Local);
+}
+
+#[test]
+fn credentials_can_come_from_the_environment() {
+    let yaml = "remotes:\n  hub:\n    base_url: https://registry.example.com\n    username: '${HUB_USER}'\n    password: '${HUB_TOKEN}'\n";
+    let env = |name: &str| match name {
+        "HUB_USER" => Some("robot".to_owned()),
+        "HUB_TOKEN" => Some("t0ken".to_owned()),
+        _ => None,
+    };
+    let config = parse_with_env(yaml, &env).unwrap();
+    let creds = config.remotes.get("hub").unwrap().credentials.clone().unwrap();
+    assert_eq!((creds.username.as_str(), creds.password.as_str()), ("robot", "t0ken"));
+    assert_eq!(
+        config.file.remotes["hub"].password.as_deref(),
+        Some("${HUB_TOKEN}"),
+        "the file keeps the reference"
+    );
+
+    let problems = parse_with_env(yaml, &|_| None).unwrap_err().problems;
+    assert!(
+        problems.iter().any(|p| p == "remotes.hub.password: environment variable HUB_TOKEN is not set"),
+        "{problems:?}"
+    );
+    assert!(problems.iter().any(|p| p.contains("HUB_USER")), "{problems:?}");
+    let bad =
+        "remotes:\n  hub:\n    base_url: https://e.com\n    username: u\n    password: '${1BAD-NAME}'\n";
+    assert!(parse_with_env(bad, &|_| None).is_err());
+}
+
+#[test]
+fn legacy_keys_are_aliases_with_a_warning() {
+    let config = parse(
+        r#"
+remotes:
+  old:
+    base_url: https://example.com
+    include_patterns: ['\.tar\.gz$']
+    index_patterns: ['index\.yaml$']
+    cache: { file_ttl: 0, index_ttl: 60 }
+"#,
+    )
+    .unwrap();
+    let old = config.remotes.get("old").unwrap();
+    assert_eq!(old.classifier.classify("a.tar.gz"), Decision::Allow(Class::Immutable));
+    assert_eq!(old.classifier.classify("index.yaml"), Decision::Allow(Class::Mutable { builtin: false }));
+    assert!(matches!(old.classifier.classify("a.zip"), Decision::Deny(_)));
+    assert_eq!(old.ttl.mutable, Duration::from_secs(60));
+    assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("legacy"));
+
+    let p = problems(
+        "remotes:\n  x:\n    base_url: https://e.com\n    include_patterns: []\n    immutable_patterns: []\n",
+    );
+    assert!(p[0].contains("both `immutable_patterns` and its legacy name"), "{p:?}");
+}
+
+#[test]
+fn unknown_keys_are_errors_that_name_the_key() {
+    let p = problems("remotes:\n  gh:\n    base_url: https://github.com\n    imutable_patterns: ['x']\n");
+    assert!(p[0].contains("imutable_patterns"), "{p:?}");
+    let p = problems("remotes:\n  gh:\n    base_url: https://github.com\n    cache: { mutable_tll: 3 }\n");
+    assert!(p[0].contains("mutable_tll"), "{p:?}");
+    let p = problems("remote:\n  gh: {}\n");
+    assert!(p[0].contains("remote"), "{p:?}");
+}
+
+#[test]
+fn double_quoted_regexes_get_a_hint() {
+    let p = problems(
+        "remotes:\n  npm:\n    base_url: https://e.com\n    immutable_patterns:\n      - \"\\.tgz$\"\n",
+    );
+    assert!(p[0].contains("single quotes"), "{p:?}");
+}
+
+#[test]
+fn bad_values_name_remote_key_and_reason() {
+    let p = problems(
+        r#"
+remotes:
+  a: { base_url: "not a url" }
+  b: { base_url: "ftp://e.com" }
+  c: { base_url: "https://u:p@e.com" }
+  d: { base_url: "https://e.com", immutable_patterns: ['ok', '([a-z]'] }
+  e: { type: local, base_url: "https://e.com" }
+  f: { base_url: "https://e.com", package: pypi, pypi_files_url: "https://f.com", pypi_files_remote: nowhere }
+  g: { type: remote }
+  h: { base_url: "https://e.com", package: maven }
+  i: { base_url: "https://e.com", username: u }
+  "bad name": { base_url: "https://e.com" }
+"#,
+    );
+    let all = p.join("\n");
+    for expected in [
+        "remotes.a.base_url: \"not a url\" is not a valid URL",
+        "remotes.b.base_url: \"ftp://e.com\" is not an http or https URL",
+        "remotes.c.base_url: credentials in the URL",
+        "remotes.d.immutable_patterns[1]: pattern \"([a-z]\" does not compile",
+        "remotes.e.base_url: a local repository",
+        "remotes.f.pypi_files_remote: names no remote: \"nowhere\"",
+        "remotes.g.base_url: a remote of type `remote` needs a base_url",
+        "remotes.h.package: \"maven\" is not one of",
+        "remotes.i.password: `username` is set without `password`",
+        "remotes.bad name: a remote name",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in\n{all}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_yaml_or_not_there_is_an_error() {
+    assert!(!problems("remotes: [").is_empty());
+    assert!(load(Path::new("/nonexistent/remotes.yaml")).is_err());
+}
