@@ -10,12 +10,11 @@ use std::{
 use artifactapi_layers::{
     coord::Coordinator,
     digest::ExpectedDigests,
-    error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
+    error::{json_error, BoxError},
     local::LocalRepo,
-    store::{
-        hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store, StoreError,
-    },
-    ArtifactBody, ArtifactPath, BodyRewriteLayer, CacheLookupLayer, PathError, PatternGuardLayer, RemoteKind,
+    rescue::RescueLayer,
+    store::{hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store},
+    ArtifactBody, ArtifactPath, BodyRewriteLayer, CacheLookupLayer, PatternGuardLayer, RemoteKind,
     RemoteResolveLayer, ResolvedRemote, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
 use artifactapi_services::{
@@ -401,18 +400,20 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     Ok(App { router, draining, reload })
 }
 
-/// The edge of the artifact routes: the front door ([`RemoteResolveLayer`],
-/// the one place a path becomes a remote and an artifact path) in front of
-/// [`Dispatch`], and the one rescue that turns every error a stack raised
-/// into its HTTP answer, by asking what caused it.
+/// The edge of the artifact routes: the one rescue ([`RescueLayer`], which
+/// turns every error a stack raised into its HTTP answer, by asking what
+/// caused it) around the front door ([`RemoteResolveLayer`], the one place a
+/// path becomes a remote and an artifact path) and [`Dispatch`].
 #[derive(Clone)]
 pub(crate) struct Artifacts {
-    front: Stack,
+    front: BoxCloneSyncService<Request<Body>, Response<ArtifactBody>, Infallible>,
 }
 
 impl Artifacts {
     fn new(remotes: SharedRemotes, dispatch: Dispatch) -> Self {
         let front = ServiceBuilder::new()
+            // Errors become answers: JSON {"error", "remote", "path"}.
+            .layer(RescueLayer::new())
             // 404 for an unknown remote, 400 for a refused path.
             .layer(RemoteResolveLayer::new(remotes))
             .service(dispatch);
@@ -430,18 +431,8 @@ impl Service<Request<Body>> for Artifacts {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // Only to name them in an error answer.
-        let full = req.uri().path().trim_start_matches('/');
-        let (remote, path) = full.split_once('/').unwrap_or((full, ""));
-        let (remote, path) = (remote.to_owned(), path.to_owned());
         let call = self.front.clone().oneshot(req);
-        Box::pin(async move {
-            let answer = match call.await {
-                Ok(answer) => answer,
-                Err(e) => rescue(&*e, &remote, &path),
-            };
-            Ok(answer.map(Body::new))
-        })
+        Box::pin(async move { Ok(call.await?.map(Body::new)) })
     }
 }
 
@@ -493,32 +484,4 @@ impl Service<Request<Body>> for Dispatch {
         };
         Box::pin(stack.oneshot(req))
     }
-}
-
-fn rescue(e: &(dyn std::error::Error + 'static), remote: &str, path: &str) -> Response<ArtifactBody> {
-    let path = percent_decoded(path);
-    if let Some(status) = find_cause::<UpstreamStatus>(e) {
-        let mut answer = json_error(status.client_status(), &status.to_string(), remote, &path);
-        if let Some(retry_after) = status.retry_after() {
-            answer.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
-        }
-        return answer;
-    }
-    if let Some(upstream) = find_cause::<UpstreamError>(e) {
-        tracing::warn!(remote, path = %path, error = %upstream, "upstream failed");
-        return json_error(upstream.status(), &upstream.to_string(), remote, &path);
-    }
-    if let Some(bad) = find_cause::<PathError>(e) {
-        return json_error(bad.status(), &bad.to_string(), remote, &path);
-    }
-    if let Some(store) = find_cause::<StoreError>(e) {
-        tracing::error!(remote, path = %path, error = %store, "store failed");
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "cache store unavailable", remote, &path);
-    }
-    tracing::error!(remote, path = %path, error = %e, "request failed");
-    json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", remote, &path)
-}
-
-fn percent_decoded(path: &str) -> String {
-    percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned()
 }

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use artifactapi_layers::{
-    body, store::Store, ArtifactBody, ArtifactPath, BoxError, CacheLookupLayer, Classifier, Package, Pattern,
-    PatternGuardLayer, Remote, RemoteResolveLayer, Remotes, S3TeeLayer,
+    body, rescue::RescueLayer, store::Store, ArtifactBody, ArtifactPath, BoxError, CacheLookupLayer,
+    Classifier, Package, Pattern, PatternGuardLayer, Remote, RemoteResolveLayer, Remotes, S3TeeLayer,
 };
 use axum::{body::Body, http::Request, http::Response, Router};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -36,21 +36,15 @@ async fn main() {
     let store = Store::memory();
     let spool = std::env::temp_dir().join("mini-cache-spool");
     let cached = ServiceBuilder::new()
+        // Every error below becomes its answer here, once (404, 403, 502...).
+        .layer(RescueLayer::new())
         .layer(RemoteResolveLayer::new(remotes))
         .layer(PatternGuardLayer::new())
         .layer(CacheLookupLayer::new(store.clone()))
         .layer(S3TeeLayer::new(store, spool))
-        .service(upstream);
-    // axum wants infallible services; turn a stack error into a 502.
-    let cached = service_fn(move |req: Request<Body>| {
-        let call = cached.clone().oneshot(req);
-        async move {
-            Ok::<_, std::convert::Infallible>(match call.await {
-                Ok(response) => response.map(Body::new),
-                Err(e) => Response::builder().status(502).body(Body::from(e.to_string())).unwrap(),
-            })
-        }
-    });
+        .service(upstream)
+        // axum wants its own body type.
+        .map_response(|response| response.map(Body::new));
 
     let app = Router::new().nest_service("/files", cached);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();

@@ -61,6 +61,7 @@ pub mod pattern_guard;
 pub mod range;
 pub mod remote;
 pub mod remote_resolve;
+pub mod rescue;
 mod respond;
 pub mod revalidate;
 pub mod rewrite;

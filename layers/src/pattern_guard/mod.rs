@@ -1,5 +1,6 @@
 //! Classifies the artifact path with the remote's patterns: immutable, mutable,
-//! or denied (403 with a JSON reason).
+//! or denied (a [`Refused`](crate::rescue::Refused) 403, answered with a JSON
+//! reason by [`RescueLayer`](crate::rescue::RescueLayer)).
 //!
 //! Needs [`ResolvedRemote`](crate::ResolvedRemote) and
 //! [`ArtifactPath`](crate::ArtifactPath) on the request (set by
@@ -17,6 +18,7 @@
 //! let mut remote = Remote::proxy("gh", "https://github.com".parse().unwrap());
 //! remote.classifier = Classifier::new(Some(vec![Pattern::new(r"\.tar\.gz$").unwrap()]), vec![], Package::GENERIC);
 //! let svc = ServiceBuilder::new()
+//!     .layer(rescue::RescueLayer::new())
 //!     .layer(RemoteResolveLayer::new(Arc::new(Remotes::new([remote]))))
 //!     .layer(PatternGuardLayer::new())
 //!     .service(service_fn(|req: Request<()>| async move {

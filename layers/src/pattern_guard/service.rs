@@ -5,12 +5,8 @@ use http::{Request, Response, StatusCode};
 use tower::Service;
 
 use crate::{
-    body::ArtifactBody,
-    error::{json_error, BoxError},
-    extensions::Classification,
-    path::ArtifactPath,
-    pattern::Decision,
-    remote_resolve::ResolvedRemote,
+    body::ArtifactBody, error::BoxError, extensions::Classification, path::ArtifactPath, pattern::Decision,
+    remote_resolve::ResolvedRemote, rescue::Refused,
 };
 
 /// Middleware that allows or denies a path and attaches its class.
@@ -46,24 +42,17 @@ where
                 (Some(ResolvedRemote(remote)), Some(path)) => {
                     match remote.classifier.classify(path.decoded()) {
                         Decision::Allow(class) => Ok(class),
-                        Decision::Deny(reason) => {
-                            Err(json_error(StatusCode::FORBIDDEN, &reason, &remote.name, path.decoded()))
-                        }
+                        Decision::Deny(reason) => Err(Refused::new(StatusCode::FORBIDDEN, reason)),
                     }
                 }
-                _ => Err(json_error(
-                    StatusCode::FORBIDDEN,
-                    "no remote resolved for this request",
-                    "",
-                    req.uri().path(),
-                )),
+                _ => Err(Refused::new(StatusCode::FORBIDDEN, "no remote resolved for this request")),
             };
         match decision {
             Ok(class) => {
                 req.extensions_mut().insert(Classification(class));
                 Either::Right(self.inner.call(req))
             }
-            Err(answer) => Either::Left(future::ok(answer)),
+            Err(refused) => Either::Left(future::err(refused.into())),
         }
     }
 }
@@ -82,10 +71,12 @@ mod tests {
         remote::{Package, Remote},
     };
     use http_body_util::BodyExt;
-    use tower::{service_fn, ServiceExt};
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use crate::rescue::RescueLayer;
 
     fn request(path: &str, remote: &Remote) -> Request<()> {
-        let mut req = Request::get("/").body(()).unwrap();
+        let mut req = Request::get(format!("/{}/{path}", remote.name)).body(()).unwrap();
         req.extensions_mut().insert(ResolvedRemote(Arc::new(remote.clone())));
         req.extensions_mut().insert(ArtifactPath::parse(path, None).unwrap());
         req
@@ -101,11 +92,11 @@ mod tests {
         );
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = calls.clone();
-        let svc = PatternGuard::new(service_fn(move |req: Request<()>| {
+        let svc = RescueLayer::new().layer(PatternGuard::new(service_fn(move |req: Request<()>| {
             seen.fetch_add(1, Ordering::SeqCst);
             let class = req.extensions().get::<Classification>().unwrap().0;
             async move { Ok::<_, BoxError>(Response::new(body::full(class.as_str()))) }
-        }));
+        })));
 
         let res = svc.clone().oneshot(request("x.zip", &remote)).await.unwrap();
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
@@ -124,9 +115,9 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_resolved_remote_it_fails_closed() {
-        let svc = PatternGuard::new(service_fn(|_req: Request<()>| async {
+        let svc = RescueLayer::new().layer(PatternGuard::new(service_fn(|_req: Request<()>| async {
             Ok::<_, BoxError>(Response::new(body::empty()))
-        }));
+        })));
         let res = svc.oneshot(Request::get("/x").body(()).unwrap()).await.unwrap();
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
     }

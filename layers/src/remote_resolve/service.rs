@@ -9,9 +9,10 @@ use tower::Service;
 
 use crate::{
     body::ArtifactBody,
-    error::{json_error, BoxError},
+    error::BoxError,
     path::ArtifactPath,
     remote::{Remote, SharedRemotes},
+    rescue::Refused,
 };
 
 /// The remote a request is for, attached as a request extension.
@@ -50,15 +51,12 @@ where
         let full = req.uri().path().trim_start_matches('/');
         let (name, rest) = full.split_once('/').unwrap_or((full, ""));
         let Some(remote) = self.remotes.load().get(name).cloned() else {
-            let answer = json_error(StatusCode::NOT_FOUND, "unknown remote", name, rest);
-            return Either::Left(future::ok(answer));
+            let refused = Refused::new(StatusCode::NOT_FOUND, "unknown remote");
+            return Either::Left(future::err(refused.into()));
         };
         let path = match ArtifactPath::parse(rest, req.uri().query()) {
             Ok(path) => path,
-            Err(e) => {
-                let answer = json_error(e.status(), &e.to_string(), name, rest);
-                return Either::Left(future::ok(answer));
-            }
+            Err(e) => return Either::Left(future::err(e.into())),
         };
         req.extensions_mut().insert(ResolvedRemote(remote.clone()));
         req.extensions_mut().insert(path);
@@ -73,10 +71,13 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::{service_fn, ServiceExt};
 
-    fn svc() -> impl Service<Request<()>, Response = Response<ArtifactBody>, Error = BoxError> + Clone {
+    fn svc(
+    ) -> impl Service<Request<()>, Response = Response<ArtifactBody>, Error = std::convert::Infallible> + Clone
+    {
         let remotes =
             crate::remote::Remotes::new([Remote::proxy("gh", "https://github.com".parse().unwrap())]);
-        RemoteResolve::new(
+        use tower::Layer;
+        crate::rescue::RescueLayer::new().layer(RemoteResolve::new(
             service_fn(|req: Request<()>| async move {
                 let remote = req.extensions().get::<ResolvedRemote>().expect("remote attached");
                 let path = req.extensions().get::<ArtifactPath>().expect("path attached");
@@ -84,7 +85,7 @@ mod tests {
                 Ok::<_, BoxError>(Response::new(body::full(text)))
             }),
             Arc::new(remotes),
-        )
+        ))
     }
 
     async fn call(uri: &str) -> (StatusCode, String) {
