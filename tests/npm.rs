@@ -275,13 +275,6 @@ const PACKUMENT: &str = "@acme/tool";
 /// When each listed entry of `remote` at `path` expires (RFC 3339, UTC, to
 /// the millisecond: they compare as strings).
 async fn expiries(proxy: &Proxy, remote: &str, path: &str) -> Vec<String> {
-    let res = client().get(proxy.url(&format!("/artifacts/{remote}?limit=1000"))).send().await.unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
-    json["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|item| item["path"] == path)
-        .map(|item| item["expires_at"].as_str().expect("metadata expires").to_owned())
-        .collect()
+    let listed = proxy.listing(remote).await.into_iter().filter(|(p, _)| p == path);
+    listed.map(|(_, expires)| expires.expect("metadata expires")).collect()
 }

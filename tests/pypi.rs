@@ -415,20 +415,9 @@ async fn fetching_a_new_file_from_the_files_remote_refreshes_the_cached_page() {
     assert_eq!(upstream.count("GET", "/simple/gamma/"), 2);
 }
 
-/// The first page of `GET /artifacts/{remote}`: each entry's path and when
-/// it expires (RFC 3339, UTC, to the millisecond: they compare as strings).
+/// The first page of `GET /artifacts/{remote}`: paths and expiry times.
 async fn listing(proxy: &Proxy, remote: &str) -> Vec<(String, Option<String>)> {
-    let res = client().get(proxy.url(&format!("/artifacts/{remote}?limit=1000"))).send().await.unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
-    json["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| {
-            let path = item["path"].as_str().unwrap().to_owned();
-            (path, item["expires_at"].as_str().map(str::to_owned))
-        })
-        .collect()
+    proxy.listing(remote).await
 }
 
 /// The paths of the entries of `remote`.

@@ -456,6 +456,23 @@ impl Proxy {
         self.raw(&format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")).await
     }
 
+    /// The first page of `GET /artifacts/{remote}`: each entry's path and
+    /// when it expires (RFC 3339, UTC, to the millisecond: they compare as
+    /// strings).
+    pub async fn listing(&self, remote: &str) -> Vec<(String, Option<String>)> {
+        let res = client().get(self.url(&format!("/artifacts/{remote}?limit=1000"))).send().await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                let path = item["path"].as_str().unwrap().to_owned();
+                (path, item["expires_at"].as_str().map(str::to_owned))
+            })
+            .collect()
+    }
+
     /// How many entries `GET /artifacts/{remote}` lists.
     pub async fn cached_count(&self, remote: &str) -> u64 {
         let res = client().get(self.url(&format!("/artifacts/{remote}"))).send().await.unwrap();
