@@ -55,6 +55,7 @@ mod flush;
 mod layer;
 mod service;
 pub(crate) mod spool;
+mod waiting;
 
 pub use fill::TeeStats;
 pub use layer::S3TeeLayer;
