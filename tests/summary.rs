@@ -24,7 +24,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_secs(120));
     }
     #[test]
-    #[ignore]
+    #[ignore = "the fixture's skipped test: the summary counts it as skipped"]
     fn ignored() {}
 }
 "#;
