@@ -63,8 +63,12 @@ fn disposition(file_name: &str) -> Option<String> {
     Some(format!("attachment; filename=\"{safe}\""))
 }
 
-/// Writes stored headers and the cache headers onto `headers`.
-pub(crate) fn put_headers(headers: &mut HeaderMap, stored: &[(String, String)], status: CacheStatus) {
+/// Writes stored headers and the cache headers onto `response`, and its
+/// [`CacheStatus`] as a response extension: layers and metrics above read
+/// that, never the header.
+pub(crate) fn put_headers<B>(response: &mut Response<B>, stored: &[(String, String)], status: CacheStatus) {
+    response.extensions_mut().insert(status);
+    let headers = response.headers_mut();
     for (name, value) in stored {
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
         {
@@ -137,7 +141,7 @@ impl Stored<'_> {
         source: Source,
     ) -> Result<Response<ArtifactBody>, StoreError> {
         let mut response = Response::new(body::empty());
-        put_headers(response.headers_mut(), self.headers, self.status);
+        put_headers(&mut response, self.headers, self.status);
         if self.not_modified(req) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             response.headers_mut().remove(header::CONTENT_DISPOSITION);

@@ -10,7 +10,7 @@ use std::{
 
 use artifactapi_layers::{
     error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind},
-    extensions::{headers::X_ARTIFACT_SOURCE, headers::X_CACHE_STATUS, Classification},
+    extensions::{CacheStatus, Classification},
     ArtifactBody, ResolvedRemote,
 };
 use bytes::Bytes;
@@ -35,14 +35,13 @@ fn status_class(status: u16) -> &'static str {
 }
 
 fn cache_result(response: &Response<ArtifactBody>) -> &'static str {
-    match response.headers().get(X_CACHE_STATUS).map(|v| v.as_bytes()) {
-        Some(b"HIT") => "hit",
-        Some(b"MISS") => "miss",
-        Some(b"EXPIRED") => "expired",
-        Some(b"STALE") => "stale",
-        Some(b"REVALIDATED") => "revalidated",
-        Some(_) => "other",
-        None if response.headers().get(X_ARTIFACT_SOURCE).is_some_and(|v| v == "local") => "local",
+    match response.extensions().get::<CacheStatus>() {
+        Some(CacheStatus::Hit) => "hit",
+        Some(CacheStatus::Miss) => "miss",
+        Some(CacheStatus::Expired) => "expired",
+        Some(CacheStatus::Stale) => "stale",
+        Some(CacheStatus::Revalidated) => "revalidated",
+        Some(CacheStatus::Local) => "local",
         None => "none",
     }
 }
@@ -165,9 +164,9 @@ async fn observe_request(
             record.record("cache", cache);
             record.record("status", response.status().as_u16());
             metrics.requests.get_or_create(&labels(cache, status)).inc();
-            let source = match response.headers().get(X_ARTIFACT_SOURCE).map(|v| v.as_bytes()) {
-                Some(b"remote") => "upstream",
-                Some(b"local") => "local",
+            let source = match response.extensions().get::<CacheStatus>() {
+                Some(CacheStatus::Miss | CacheStatus::Expired) => "upstream",
+                Some(CacheStatus::Local) => "local",
                 _ => "cache",
             };
             let bytes =

@@ -38,7 +38,7 @@ use crate::{
     body::{self, ArtifactBody},
     digest::{Expected, ExpectedDigests},
     error::{json_error, BoxError},
-    extensions::headers::X_CACHE_STATUS,
+    extensions::CacheStatus,
     extensions::Variant,
     format::{self, LinkMap},
     path::ArtifactPath,
@@ -211,7 +211,7 @@ where
             {
                 return Box::pin(async move {
                     let res = inner.oneshot(req).await?;
-                    let fetched = res.headers().get(X_CACHE_STATUS).is_some_and(|v| v == "MISS");
+                    let fetched = res.extensions().get::<CacheStatus>() == Some(&CacheStatus::Miss);
                     if fetched && res.status() == StatusCode::OK {
                         // Before the client hears of the file: its next look
                         // at the metadata must list it. Once per new file.

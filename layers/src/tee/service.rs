@@ -95,7 +95,7 @@ where
             if let Ok(Waited::Head(head, complete)) = wait_head(&mut rx).await {
                 let status = if complete.is_some() { CacheStatus::Hit } else { status };
                 let mut response = Response::new(body::empty());
-                respond::put_headers(response.headers_mut(), &head.headers, status);
+                respond::put_headers(&mut response, &head.headers, status);
                 if let Some(len) = complete.or(head.content_length) {
                     response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
                 }
@@ -172,7 +172,7 @@ where
         Waited::Direct(direct) => return direct_answer(&direct, status),
     };
     let mut response = Response::new(tail(rx, head.clone()));
-    respond::put_headers(response.headers_mut(), &head.headers, status);
+    respond::put_headers(&mut response, &head.headers, status);
     if let Some(len) = complete.or(head.content_length) {
         response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
@@ -250,7 +250,7 @@ where
     }
     let mut response = Response::new(body::empty());
     let stored = respond::stored_headers(upstream.headers(), path);
-    respond::put_headers(response.headers_mut(), &stored, status);
+    respond::put_headers(&mut response, &stored, status);
     if let Some(len) = upstream.headers().get(header::CONTENT_LENGTH) {
         response.headers_mut().insert(header::CONTENT_LENGTH, len.clone());
     }

@@ -44,7 +44,7 @@ pub(super) fn direct_answer(
         return Err(Box::new(StoreError::Backend("the cache store is full".into())));
     };
     let mut response = Response::new(body);
-    respond::put_headers(response.headers_mut(), &direct.headers, status);
+    respond::put_headers(&mut response, &direct.headers, status);
     if let Some(len) = direct.content_length {
         response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
