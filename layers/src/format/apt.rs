@@ -10,6 +10,7 @@
 //! pair and upstream is not asked for one without the other. (Repositories
 //! with `Acquire-By-Hash` are consistent anyway: by-hash files are immutable.)
 
+use super::{Coordinates, Format};
 use crate::path::ArtifactPath;
 
 /// Debian-style repositories (`package: apt`): release and index files are
@@ -18,7 +19,7 @@ use crate::path::ArtifactPath;
 /// `generic`); this format adds the built-in patterns.
 pub(super) struct Apt;
 
-impl super::Format for Apt {
+impl Format for Apt {
     fn name(&self) -> &'static str {
         "apt"
     }
@@ -29,6 +30,40 @@ impl super::Format for Apt {
             r"(^|/)(Packages|Sources|Contents-[^/]*|Translation-[^/]*|Components-[^/]*|Commands-[^/]*|icons-[^/]*)(\.(gz|bz2|xz|lzma|zst))?$",
         ]
     }
+
+    /// A package file's (binary or source) name and version; nothing for
+    /// release and index files.
+    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+        package_of(path.file_name())
+    }
+}
+
+/// Compressions of source tarballs.
+const TAR_COMPRESSIONS: [&str; 5] = ["gz", "bz2", "xz", "lzma", "zst"];
+
+/// The package and version of a pool file. Neither names nor versions hold
+/// `_`, so it separates them: `hello_2.10-3_amd64.deb` (also `.udeb`,
+/// `.ddeb`), `hello_2.10-3.dsc`, `hello_2.10-3.debian.tar.xz`,
+/// `hello_2.10-3.diff.gz`, and `hello_2.10.orig.tar.gz`, whose version is
+/// the upstream one. An epoch appears in a file name only percent-encoded
+/// (`1%3a2.0-1`), which the decoded path has already turned into `1:2.0-1`.
+fn package_of(file_name: &str) -> Option<Coordinates> {
+    let (name, rest) = file_name.split_once('_')?;
+    let version = if let Some(stem) = [".deb", ".udeb", ".ddeb"].iter().find_map(|ext| rest.strip_suffix(ext))
+    {
+        let (version, arch) = stem.split_once('_')?;
+        (!arch.is_empty() && !arch.contains('_')).then_some(version)?
+    } else if let Some(version) = rest.strip_suffix(".dsc").or_else(|| rest.strip_suffix(".diff.gz")) {
+        version
+    } else {
+        let (version, compression) =
+            rest.split_once(".orig.tar.").or_else(|| rest.split_once(".debian.tar."))?;
+        TAR_COMPRESSIONS.contains(&compression).then_some(version)?
+    };
+    if name.is_empty() || version.is_empty() || version.contains('_') {
+        return None;
+    }
+    Some(Coordinates::new(name, Some(version)))
 }
 
 const RELEASE_FILES: [&str; 2] = ["InRelease", "Release"];
@@ -78,6 +113,65 @@ pub(crate) fn release_keys(remote: &str, path: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(path: &str) -> Option<Coordinates> {
+        Apt.coordinates(&ArtifactPath::parse(path, None).unwrap())
+    }
+
+    fn package(name: &str, version: &str) -> Option<Coordinates> {
+        Some(Coordinates::new(name, Some(version)))
+    }
+
+    #[test]
+    fn a_pool_file_names_its_package_and_version() {
+        assert_eq!(at("debian/pool/main/h/hello/hello_2.10-3_amd64.deb"), package("hello", "2.10-3"));
+        assert_eq!(
+            at("pool/main/libf/libfoo/libfoo1_1.2.3-1+deb12u1_arm64.deb"),
+            package("libfoo1", "1.2.3-1+deb12u1")
+        );
+        assert_eq!(at("pool/main/d/di/di-utils_1.0_all.udeb"), package("di-utils", "1.0"));
+        assert_eq!(at("pool/main/h/hello/hello-dbgsym_2.10-3_amd64.ddeb"), package("hello-dbgsym", "2.10-3"));
+        assert_eq!(at("pool/main/h/hello/hello_2.10-3.dsc"), package("hello", "2.10-3"));
+        assert_eq!(at("pool/main/h/hello/hello_2.10-3.debian.tar.xz"), package("hello", "2.10-3"));
+        assert_eq!(at("pool/main/h/hello/hello_2.10-3.diff.gz"), package("hello", "2.10-3"));
+        assert_eq!(at("pool/main/h/hello/hello_2.10.orig.tar.gz"), package("hello", "2.10"));
+        assert_eq!(at("pool/main/g/gcc/gcc-13_13.2.0.orig.tar.xz"), package("gcc-13", "13.2.0"));
+        // An epoch, percent-encoded in either case; a tilde; a flat repository.
+        assert_eq!(at("pool/main/v/vim/vim_2%3a9.0.1378-2_amd64.deb"), package("vim", "2:9.0.1378-2"));
+        assert_eq!(at("pool/main/v/vim/vim_2%3A9.0.1378-2_amd64.deb"), package("vim", "2:9.0.1378-2"));
+        assert_eq!(at("repo/g++_4:12.2.0-3~bpo1_amd64.deb"), package("g++", "4:12.2.0-3~bpo1"));
+    }
+
+    #[test]
+    fn release_index_and_odd_files_have_no_coordinates() {
+        for path in [
+            "debian/dists/bookworm/InRelease",
+            "debian/dists/bookworm/Release.gpg",
+            "debian/dists/bookworm/main/binary-amd64/Packages.xz",
+            "debian/dists/bookworm/main/binary-amd64/by-hash/SHA256/0a1b2c",
+            "debian/dists/bookworm/main/i18n/Translation-en.bz2",
+            "debian/dists/bookworm/main/Contents-amd64.gz",
+            "debian/pool/main/h/hello/",
+            "hello.deb",
+            "hello_2.10-3.deb",
+            "hello_2.10-3_.deb",
+            "_2.10-3_amd64.deb",
+            "hello__amd64.deb",
+            "hello_2.10_3_amd64.deb",
+            "hello_.dsc",
+            "hello_2.10.orig.tar",
+            "hello_2.10.orig.tar.",
+            "hello_2.10.orig.tar.gz.asc",
+            "hello_.orig.tar.gz",
+            "hello_2.10.tar.gz",
+            "hello_2.10-3_amd64.changes",
+            "hello_2.10-3_amd64.buildinfo",
+            "_",
+            "_.dsc",
+        ] {
+            assert_eq!(at(path), None, "{path}");
+        }
+    }
 
     #[test]
     fn recognises_release_and_index_files() {

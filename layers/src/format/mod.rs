@@ -33,6 +33,7 @@
 //! Nothing else changes: configuration parsing looks formats up by name, and
 //! the layers ask the remote's format.
 
+mod alpine;
 pub mod apt;
 mod docker;
 mod generic;
@@ -81,6 +82,13 @@ pub trait Format: Send + Sync + 'static {
         &[]
     }
 
+    /// The package `path` belongs to, where the format's paths say: its
+    /// name, and its version when the path is one version's file. Groups
+    /// decide by the name which member answers; policy judges by both.
+    fn coordinates(&self, _path: &ArtifactPath) -> Option<Coordinates> {
+        None
+    }
+
     /// The metadata document at `path`, if it is one this format rewrites.
     fn document(&self, _path: &ArtifactPath) -> Option<&'static dyn Document> {
         None
@@ -91,6 +99,25 @@ pub trait Format: Send + Sync + 'static {
     /// date once a new file appears, and are marked expired.
     fn listing_keys(&self, _lister: &Remote, _remote: &Remote, _path: &ArtifactPath) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// The package a path belongs to (see [`Format::coordinates`]), attached to
+/// a resolved request as an extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinates {
+    /// The package's name, normalized as the format compares names (PyPI's
+    /// PEP 503 form, for example).
+    pub name: String,
+    /// The version, for a file of one version; `None` for the package's
+    /// metadata.
+    pub version: Option<String>,
+}
+
+impl Coordinates {
+    /// The package `name`, at `version` when given.
+    pub fn new(name: impl Into<String>, version: Option<&str>) -> Self {
+        Self { name: name.into(), version: version.map(str::to_owned) }
     }
 }
 
@@ -149,21 +176,6 @@ pub(crate) fn variant_keys(remote: &str, document: &str, variants: &[&str]) -> V
 /// The formats this build knows, in the order they are listed to users.
 pub static BUILTIN: &[&dyn Format] =
     &[&generic::Generic, &alpine::Alpine, &rpm::Rpm, &apt::Apt, &docker::Docker, &pypi::Pypi, &npm::Npm];
-
-mod alpine {
-    /// Alpine `apk` repositories.
-    pub(super) struct Alpine;
-
-    impl super::Format for Alpine {
-        fn name(&self) -> &'static str {
-            "alpine"
-        }
-
-        fn builtin_mutable(&self) -> &'static [&'static str] {
-            &[r"APKINDEX\.tar\.gz$"]
-        }
-    }
-}
 
 /// The formats a configuration may name: the built-in ones and any
 /// registered besides.
@@ -284,13 +296,6 @@ pub(crate) mod tests {
         assert_eq!(Package::parse("rpm").unwrap().as_str(), "rpm");
         assert!(Package::parse("maven").is_none());
         assert_eq!(Package::default(), Package::GENERIC);
-    }
-
-    #[test]
-    fn alpine_indexes_are_mutable_and_packages_immutable() {
-        let alpine = classifier("alpine", Some(&[r"\.apk$"]), &[]);
-        assert_eq!(alpine.classify("v3.20/main/x86_64/APKINDEX.tar.gz"), BUILTIN_MUTABLE);
-        assert_eq!(alpine.classify("v3.20/main/x86_64/curl-8.0-r0.apk"), Decision::Allow(Class::Immutable));
     }
 
     /// A toy format: files under `stable/` move, `index.toy` is a document

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use url::Url;
 
-use super::{rewrite_link, variant_keys, Document, Format, LinkMap, Negotiated};
+use super::{rewrite_link, variant_keys, Coordinates, Document, Format, LinkMap, Negotiated};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// npm registries (`package: npm`): every path but a tarball is a packument.
@@ -19,6 +19,21 @@ impl Format for Npm {
 
     fn own_keys(&self) -> &'static [&'static str] {
         &["npm_files_url", "npm_files_remote"]
+    }
+
+    /// A packument's package (`express`, `@scope/name`, however the `/` was
+    /// encoded), or a tarball's package and version.
+    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+        let decoded = path.decoded();
+        if !decoded.ends_with(".tgz") {
+            return package_name(decoded).map(|name| Coordinates::new(name, None));
+        }
+        let (package, file) = decoded.split_once("/-/")?;
+        let name = package_name(package)?;
+        // `{file}` is the unscoped part of the name, `-` and the version.
+        let unscoped = name.rsplit('/').next().unwrap_or(name);
+        let version = file.strip_suffix(".tgz")?.strip_prefix(unscoped)?.strip_prefix('-')?;
+        (!version.is_empty() && !version.contains('/')).then(|| Coordinates::new(name, Some(version)))
     }
 
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
@@ -50,6 +65,21 @@ impl Document for Packument {
             Ok(body.to_vec())
         }
     }
+}
+
+/// `path` (decoded) when it is a package's name: one segment, or a scope
+/// and one segment. Names are kept as published (npm compares them as they
+/// are; new ones are lower case). The registry's own endpoints (`-/...`)
+/// are not packages.
+fn package_name(path: &str) -> Option<&str> {
+    let valid = |segment: &str| !segment.is_empty() && !segment.starts_with('-');
+    let ok = match path.split_once('/') {
+        Some((scope, name)) => {
+            scope.strip_prefix('@').is_some_and(valid) && valid(name) && !name.contains('/')
+        }
+        None => valid(path) && !path.starts_with('@'),
+    };
+    ok.then_some(path)
 }
 
 /// The two representations of a packument, cached apart.
@@ -163,6 +193,65 @@ mod tests {
         );
         assert_eq!(negotiate(Some("application/json")), FULL);
         assert_eq!(negotiate(None), FULL);
+    }
+
+    fn at(path: &str) -> Option<Coordinates> {
+        Npm.coordinates(&ArtifactPath::parse(path, None).unwrap())
+    }
+
+    fn package(name: &str, version: Option<&str>) -> Option<Coordinates> {
+        Some(Coordinates::new(name, version))
+    }
+
+    #[test]
+    fn a_packument_names_its_package_in_every_encoding() {
+        assert_eq!(at("express"), package("express", None));
+        assert_eq!(at("@babel/core"), package("@babel/core", None));
+        assert_eq!(at("@babel%2fcore"), package("@babel/core", None));
+        assert_eq!(at("@babel%2Fcore"), package("@babel/core", None));
+        // Kept as published: legacy names have capitals.
+        assert_eq!(at("JSONStream"), package("JSONStream", None));
+        assert_eq!(at("lodash.merge"), package("lodash.merge", None));
+    }
+
+    #[test]
+    fn a_tarball_names_its_package_and_version() {
+        assert_eq!(at("express/-/express-4.18.2.tgz"), package("express", Some("4.18.2")));
+        assert_eq!(at("@babel/core/-/core-7.24.0.tgz"), package("@babel/core", Some("7.24.0")));
+        assert_eq!(at("@babel%2fcore/-/core-7.24.0.tgz"), package("@babel/core", Some("7.24.0")));
+        assert_eq!(at("left-pad/-/left-pad-1.0.0-beta.1.tgz"), package("left-pad", Some("1.0.0-beta.1")));
+        assert_eq!(at("@types/node/-/node-20.11.5.tgz"), package("@types/node", Some("20.11.5")));
+        assert_eq!(at("a/-/a-1.0.0+build.5.tgz"), package("a", Some("1.0.0+build.5")));
+    }
+
+    #[test]
+    fn endpoints_and_odd_paths_have_no_coordinates() {
+        for path in [
+            "-/ping",
+            "-/v1/search",
+            "-/npm/v1/security/advisories/bulk",
+            "-",
+            "@babel",
+            "@babel/",
+            "@/core",
+            "@babel/core/extra",
+            "express/latest",
+            "express/4.18.2",
+            "express/",
+            "scope/name",
+            "express.tgz",
+            "express/-/express.tgz",
+            "express/-/express-.tgz",
+            "express/-/other-1.0.0.tgz",
+            "express/-/expressx-1.0.0.tgz",
+            "express/-/sub/express-1.0.0.tgz",
+            "express/-/express-1.0.0.tar.gz",
+            "@babel/core/-/babel-core-7.24.0.tgz",
+            "a/b/c/-/c-1.0.0.tgz",
+            "-/-/--1.tgz",
+        ] {
+            assert_eq!(at(path), None, "{path}");
+        }
     }
 
     #[test]

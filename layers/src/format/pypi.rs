@@ -3,7 +3,7 @@
 use serde_json::Value;
 use url::Url;
 
-use super::{rewrite_link, variant_keys, Document, Format, LinkMap, Negotiated};
+use super::{rewrite_link, variant_keys, Coordinates, Document, Format, LinkMap, Negotiated};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Python package indexes (`package: pypi`): PEP 503/691 simple pages are
@@ -26,9 +26,24 @@ impl Format for Pypi {
         &["pypi_files_url", "pypi_files_remote"]
     }
 
-    fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
+    /// A project's simple page names the project; a distribution file
+    /// (anywhere but under `simple/`) its project and version. Names are
+    /// normalized (PEP 503).
+    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
         let p = path.decoded();
-        (p == "simple" || p.starts_with("simple/")).then_some(&SimplePage as &'static dyn Document)
+        if !is_simple(p) {
+            return distribution_of(path.file_name());
+        }
+        let project = p.strip_prefix("simple/")?;
+        let project = project.strip_suffix('/').unwrap_or(project);
+        if project.is_empty() || project.contains('/') {
+            return None;
+        }
+        Some(Coordinates::new(normalize(project)?, None))
+    }
+
+    fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
+        is_simple(path.decoded()).then_some(&SimplePage as &'static dyn Document)
     }
 
     /// A new file's simple page, on the index that serves its own files
@@ -36,11 +51,11 @@ impl Format for Pypi {
     fn listing_keys(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Vec<String> {
         let lists =
             lister.name == remote.name || lister.files.as_ref().is_some_and(|f| f.remote == remote.name);
-        if !lists || path.decoded().starts_with("simple") {
+        if !lists || is_simple(path.decoded()) {
             return Vec::new();
         }
-        match project_of(path.file_name()) {
-            Some(project) => variant_keys(&lister.name, &format!("simple/{project}/"), &[JSON, HTML]),
+        match distribution_of(path.file_name()) {
+            Some(file) => variant_keys(&lister.name, &format!("simple/{}/", file.name), &[JSON, HTML]),
             None => Vec::new(),
         }
     }
@@ -108,31 +123,83 @@ fn negotiate(accept: Option<&str>) -> &'static str {
     }
 }
 
-/// The normalized project name (PEP 503) of a distribution file name:
-/// `Foo_Bar-1.0-py3-none-any.whl` and `foo.bar-1.0.tar.gz` are `foo-bar`.
-fn project_of(file_name: &str) -> Option<String> {
-    let stem =
-        [".whl", ".tar.gz", ".zip", ".tar.bz2", ".egg"].iter().find_map(|ext| file_name.strip_suffix(ext))?;
-    let name = if file_name.ends_with(".whl") {
-        stem.split('-').next()?
-    } else {
-        // An sdist: the name runs up to the last '-' before the version.
-        stem.rsplit_once('-')?.0
+/// Whether `path` (decoded) is under the simple API: `simple` or `simple/...`.
+fn is_simple(path: &str) -> bool {
+    path == "simple" || path.starts_with("simple/")
+}
+
+/// The normalized project name and the version of a distribution file:
+/// `Foo_Bar-1.0-py3-none-any.whl` and `foo.bar-1.0.tar.gz` are `foo-bar`
+/// at `1.0`. Versions are kept as the file name spells them.
+fn distribution_of(file_name: &str) -> Option<Coordinates> {
+    let (stem, kind) = [
+        (".whl", Kind::Wheel),
+        (".egg", Kind::Egg),
+        (".tar.gz", Kind::Sdist),
+        (".zip", Kind::Sdist),
+        (".tar.bz2", Kind::Sdist),
+    ]
+    .into_iter()
+    .find_map(|(ext, kind)| Some((file_name.strip_suffix(ext)?, kind)))?;
+    let (name, version) = match kind {
+        // `{name}-{version}(-{build})?-{python}-{abi}-{platform}`: neither
+        // the name nor the version holds a `-` (both escape it as `_`).
+        Kind::Wheel => {
+            let parts: Vec<&str> = stem.split('-').collect();
+            if !(5..=6).contains(&parts.len()) {
+                return None;
+            }
+            (parts[0], parts[1])
+        }
+        // `{name}-{version}(-{python}(-{platform})?)?`, name and version
+        // escaped the same way (a platform may hold `-`: `linux-x86_64`).
+        Kind::Egg => {
+            let mut parts = stem.split('-');
+            (parts.next()?, parts.next()?)
+        }
+        // `{name}-{version}`, where old names hold `-` (`python-dateutil`)
+        // and old versions may too (`1.0-beta`): the version starts at the
+        // last `-` followed by a digit, or else at the last `-`.
+        Kind::Sdist => {
+            let at = stem
+                .rmatch_indices('-')
+                .map(|(i, _)| i)
+                .find(|&i| stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()))
+                .or_else(|| stem.rfind('-'))?;
+            (&stem[..at], &stem[at + 1..])
+        }
     };
-    let mut normalized = String::new();
-    let mut separator = false;
+    if version.is_empty() {
+        return None;
+    }
+    Some(Coordinates::new(normalize(name)?, Some(version)))
+}
+
+/// How a distribution file's name is laid out.
+#[derive(Clone, Copy)]
+enum Kind {
+    Wheel,
+    Egg,
+    Sdist,
+}
+
+/// A project name as PEP 503 compares it: lower case, every run of `-`,
+/// `_` and `.` one `-`. `None` for an empty name.
+fn normalize(name: &str) -> Option<String> {
+    let mut normalized = String::with_capacity(name.len());
+    let mut in_separator = false;
     for c in name.chars() {
         if matches!(c, '-' | '_' | '.') {
-            separator = true;
-        } else {
-            if separator && !normalized.is_empty() {
+            if !in_separator {
                 normalized.push('-');
             }
-            separator = false;
-            normalized.push(c.to_ascii_lowercase());
+            in_separator = true;
+        } else {
+            normalized.push(c);
+            in_separator = false;
         }
     }
-    (!normalized.is_empty()).then_some(normalized)
+    (!normalized.is_empty()).then(|| normalized.to_lowercase())
 }
 
 /// Rewrites the `href`s of a PEP 503 page, keeping everything else
@@ -313,12 +380,94 @@ mod tests {
         assert!(ratio < 8.0, "a link on a page of {large} costs {ratio:.1}x one on a page of {small}");
     }
 
+    fn at(path: &str) -> Option<Coordinates> {
+        Pypi.coordinates(&ArtifactPath::parse(path, None).unwrap())
+    }
+
+    fn file(name: &str, version: &str) -> Option<Coordinates> {
+        Some(Coordinates::new(name, Some(version)))
+    }
+
     #[test]
-    fn finds_the_project_of_a_file() {
-        assert_eq!(project_of("Foo_Bar-1.0-py3-none-any.whl").as_deref(), Some("foo-bar"));
-        assert_eq!(project_of("zope.interface-6.0.tar.gz").as_deref(), Some("zope-interface"));
-        assert_eq!(project_of("alpha-1.0-py3-none-any.whl.metadata"), None);
-        assert_eq!(project_of("README"), None);
+    fn normalizes_names_as_pep_503_does() {
+        assert_eq!(normalize("Foo_Bar").as_deref(), Some("foo-bar"));
+        assert_eq!(normalize("zope.interface").as_deref(), Some("zope-interface"));
+        assert_eq!(normalize("a-_.-b__c").as_deref(), Some("a-b-c"));
+        assert_eq!(normalize("_private.").as_deref(), Some("-private-"));
+        assert_eq!(normalize("---").as_deref(), Some("-"));
+        assert_eq!(normalize(""), None);
+    }
+
+    #[test]
+    fn finds_the_project_and_version_of_a_file() {
+        let of = |f: &str| distribution_of(f);
+        assert_eq!(of("Foo_Bar-1.0-py3-none-any.whl"), file("foo-bar", "1.0"));
+        assert_eq!(of("zope.interface-6.0.tar.gz"), file("zope-interface", "6.0"));
+        assert_eq!(of("alpha-1.0-py3-none-any.whl.metadata"), None);
+        assert_eq!(of("README"), None);
+    }
+
+    #[test]
+    fn a_simple_page_names_its_normalized_project() {
+        assert_eq!(at("simple/requests/"), Some(Coordinates::new("requests", None)));
+        assert_eq!(at("simple/Django/"), Some(Coordinates::new("django", None)));
+        assert_eq!(at("simple/Foo__Bar.baz/"), Some(Coordinates::new("foo-bar-baz", None)));
+        assert_eq!(at("simple/requests"), Some(Coordinates::new("requests", None)));
+        for path in ["simple", "simple/", "simple/requests/extra/", "simple/a/b", "simplex/"] {
+            assert_eq!(at(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_distribution_file_names_its_project_and_version() {
+        assert_eq!(at("packages/ab/cd/requests-2.31.0.tar.gz"), file("requests", "2.31.0"));
+        assert_eq!(at("packages/requests-2.31.0-py3-none-any.whl"), file("requests", "2.31.0"));
+        assert_eq!(
+            at("packages/numpy-1.26.4-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"),
+            file("numpy", "1.26.4")
+        );
+        // A build tag.
+        assert_eq!(at("p/Foo_Bar-2.0-1build-py3-none-any.whl"), file("foo-bar", "2.0"));
+        // Old sdists: a name with `-`, a version with `-`, a `.zip`, a `.tar.bz2`.
+        assert_eq!(at("p/python-dateutil-2.8.2.tar.gz"), file("python-dateutil", "2.8.2"));
+        assert_eq!(at("p/Foo-1.0-beta.tar.gz"), file("foo", "1.0-beta"));
+        assert_eq!(at("p/foo-bar-v1.0.zip"), file("foo-bar", "v1.0"));
+        assert_eq!(at("p/pytz-2013b.tar.bz2"), file("pytz", "2013b"));
+        assert_eq!(at("p/web3-2-1.0.tar.gz"), file("web3-2", "1.0"));
+        assert_eq!(at("p/setuptools-0.6c11-py2.7.egg"), file("setuptools", "0.6c11"));
+        assert_eq!(at("p/zope.interface-6.0-py3.8-linux-x86_64.egg"), file("zope-interface", "6.0"));
+        // At the root too, even when the name starts like the API's.
+        assert_eq!(at("simplejson-3.19.2.tar.gz"), file("simplejson", "3.19.2"));
+    }
+
+    #[test]
+    fn other_files_and_odd_names_have_no_coordinates() {
+        for path in [
+            "packages/ab/cd/requests-2.31.0-py3-none-any.whl.metadata",
+            "packages/requests-2.31.0.tar.gz.asc",
+            "packages/",
+            "packages/README",
+            "p/.whl",
+            "p/-.whl",
+            "p/requests.whl",
+            "p/requests-2.0.whl",
+            "p/requests-2.0-py3-none.whl",
+            "p/a-b-c-d-e-f-g.whl",
+            "p/-2.0-py3-none-any.whl",
+            "p/requests--py3-none-any.whl",
+            "p/.tar.gz",
+            "p/requests.tar.gz",
+            "p/requests-.tar.gz",
+            "p/-1.0.tar.gz",
+            "p/-.zip",
+            "p/requests.egg",
+            "p/a.egg",
+            "p/-1.egg",
+            "p/a-.egg",
+            "simple/requests/requests-2.31.0.tar.gz",
+        ] {
+            assert_eq!(at(path), None, "{path}");
+        }
     }
 
     #[test]
@@ -360,5 +509,10 @@ mod tests {
         assert_eq!(Pypi.listing_keys(&other, &other, &wheel).len(), 2, "an index serving its own files");
         let page = ArtifactPath::parse("simple/foo-bar/", None).unwrap();
         assert!(Pypi.listing_keys(&index, &index, &page).is_empty(), "pages list files, not pages");
+        let root = ArtifactPath::parse("simplejson-3.19.2.tar.gz", None).unwrap();
+        assert_eq!(
+            Pypi.listing_keys(&other, &other, &root),
+            variant_keys("other", "simple/simplejson/", &[JSON, HTML])
+        );
     }
 }

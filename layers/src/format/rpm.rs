@@ -1,9 +1,13 @@
-//! RPM repositories (dnf, yum): `repodata/` changes with every publish.
+//! RPM repositories (dnf, yum): `repodata/` changes with every publish;
+//! packages are `{name}-{version}-{release}.{arch}.rpm`.
+
+use super::{Coordinates, Format};
+use crate::path::ArtifactPath;
 
 /// RPM repositories.
 pub(super) struct Rpm;
 
-impl super::Format for Rpm {
+impl Format for Rpm {
     fn name(&self) -> &'static str {
         "rpm"
     }
@@ -15,14 +19,84 @@ impl super::Format for Rpm {
             r"Packages\.gz$",
         ]
     }
+
+    /// A package's name and `version-release`; nothing for repository
+    /// metadata.
+    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+        package_of(path.file_name())
+    }
+}
+
+/// `bash-5.1.8-6.el9.x86_64.rpm` is `bash` at `5.1.8-6.el9`: neither the
+/// version nor the release holds a `-`, the name may (the epoch is not in
+/// file names).
+fn package_of(file_name: &str) -> Option<Coordinates> {
+    let (nvr, arch) = file_name.strip_suffix(".rpm")?.rsplit_once('.')?;
+    let (name_version, release) = nvr.rsplit_once('-')?;
+    let (name, version) = name_version.rsplit_once('-')?;
+    if [name, version, release, arch].iter().any(|part| part.is_empty()) {
+        return None;
+    }
+    Some(Coordinates::new(name, Some(&format!("{version}-{release}"))))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::{
         format::tests::{classifier, BUILTIN_MUTABLE},
         pattern::{Class, Decision},
     };
+
+    fn at(path: &str) -> Option<Coordinates> {
+        Rpm.coordinates(&ArtifactPath::parse(path, None).unwrap())
+    }
+
+    fn package(name: &str, version: &str) -> Option<Coordinates> {
+        Some(Coordinates::new(name, Some(version)))
+    }
+
+    #[test]
+    fn a_package_names_its_package_and_version_with_release() {
+        assert_eq!(
+            at("el9/BaseOS/x86_64/os/Packages/bash-5.1.8-6.el9.x86_64.rpm"),
+            package("bash", "5.1.8-6.el9")
+        );
+        assert_eq!(
+            at("Packages/p/python3-requests-2.25.1-8.el9.noarch.rpm"),
+            package("python3-requests", "2.25.1-8.el9")
+        );
+        assert_eq!(at("SRPMS/bash-5.1.8-6.el9.src.rpm"), package("bash", "5.1.8-6.el9"));
+        assert_eq!(
+            at("x/kernel-core-5.14.0-427.13.1.el9_4.x86_64.rpm"),
+            package("kernel-core", "5.14.0-427.13.1.el9_4")
+        );
+        assert_eq!(at("gpg-pubkey-1-2.noarch.rpm"), package("gpg-pubkey", "1-2"));
+        assert_eq!(at("a-b-c.d.rpm"), package("a", "b-c"));
+    }
+
+    #[test]
+    fn repository_metadata_and_odd_names_have_no_coordinates() {
+        for path in [
+            "el9/repodata/repomd.xml",
+            "el9/repodata/repomd.xml.asc",
+            "el9/repodata/abc-primary.xml.gz",
+            "el9/Packages/",
+            "RPM-GPG-KEY-EPEL-9",
+            "drpms/bash-5.1.8-5.el9_5.1.8-6.el9.x86_64.drpm",
+            "bash-5.1.8-6.el9.x86_64.rpm.sig",
+            ".rpm",
+            "bash.rpm",
+            "bash-5.1.8.x86_64.rpm",
+            "bash-5.1.8-6.el9..rpm",
+            "bash-5.1.8-.x86_64.rpm",
+            "bash--6.el9.x86_64.rpm",
+            "-5.1.8-6.el9.x86_64.rpm",
+            "--.x.rpm",
+        ] {
+            assert_eq!(at(path), None, "{path}");
+        }
+    }
 
     #[test]
     fn repository_metadata_is_mutable_and_packages_immutable() {
