@@ -12,21 +12,21 @@ use artifactapi_layers::{
     digest::ExpectedDigests,
     error::{json_error, BoxError},
     local::LocalRepo,
-    rescue::RescueLayer,
+    rescue::{Refused, RescueLayer},
     store::{hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store},
-    ArtifactBody, ArtifactPath, BodyRewriteLayer, CacheLookupLayer, PatternGuardLayer, RemoteKind,
+    ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Door, PatternGuardLayer, RemoteKind,
     RemoteResolveLayer, ResolvedRemote, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
 use artifactapi_services::{
     blob::{FsBlobStore, S3BlobStore},
     coord::{Notice, RedisCoordinator},
-    docker::{self, auth::Tokens, upstream::RegistryUpstream},
+    docker::{self, auth::Tokens, upstream::RegistryUpstream, RegistryRequestLayer},
     index::{PostgresIndex, SqliteIndex},
     upstream::UpstreamFetch,
 };
 use axum::{
     body::Body,
-    http::{header, HeaderValue, Method, Request, Response, StatusCode},
+    http::{Method, Request, Response, StatusCode},
     middleware::from_fn_with_state,
     routing::{delete, get, post, put},
     Router,
@@ -330,10 +330,13 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(ObserveLayer::upstream(metrics.clone()))
         .service(upstream.clone());
 
-    // The registry: its router resolves, classifies and negotiates; the same
-    // cache layers follow; its upstream service authenticates and checks digests.
+    // The registry: the same path rules; the request shaped for the cache
+    // (manifests keyed by the accepted types, HEAD from a full fetch); the
+    // same cache layers; its upstream service authenticates and checks digests.
     let tokens = Arc::new(Tokens::new(coordinator.clone().map(|c| c as Arc<dyn Coordinator>)));
     let registry = ServiceBuilder::new()
+        .layer(PatternGuardLayer::new())
+        .layer(RegistryRequestLayer)
         .layer(ObserveLayer::requests(metrics.clone()))
         .layer(CacheLookupLayer::new(store.clone()))
         .layer(StaleOnErrorLayer::new(store.clone()))
@@ -352,9 +355,11 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     let dispatch = Dispatch {
         proxy: BoxCloneSyncService::new(proxy),
         local: BoxCloneSyncService::new(local),
+        registry: BoxCloneSyncService::new(registry),
         admin: admin.clone(),
     };
-    let artifacts = Artifacts::new(remotes.clone(), dispatch);
+    let artifacts = Artifacts::new(RemoteResolveLayer::new(remotes.clone()), dispatch.clone());
+    let registry = Artifacts::new(RemoteResolveLayer::registry(remotes.clone()), dispatch);
     let draining = Arc::new(AtomicBool::new(false));
     let reload =
         Reload { remotes: remotes.clone(), config: Arc::new(RwLock::new(Arc::new(config.masked()))) };
@@ -392,7 +397,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .nest_service("/api/v1/remote", artifacts.clone())
         .nest_service("/api", artifacts)
         .with_state(state)
-        .merge(docker::router(BoxCloneSyncService::new(registry), remotes))
+        .merge(docker::router(registry))
         .layer(CatchPanicLayer::custom(|_| {
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "", "").map(Body::new)
         }))
@@ -401,21 +406,24 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
 }
 
 /// The edge of the artifact routes: the one rescue ([`RescueLayer`], which
-/// turns every error a stack raised into its HTTP answer, by asking what
-/// caused it) around the front door ([`RemoteResolveLayer`], the one place a
-/// path becomes a remote and an artifact path) and [`Dispatch`].
+/// turns every error a stack raised into its HTTP answer in the format's
+/// error shape, by asking what caused it, and writes the cache headers)
+/// around the front door ([`RemoteResolveLayer`], the one place a path
+/// becomes a remote, an artifact path and package coordinates: `/api/...`
+/// or `/v2/...`) and [`Dispatch`].
 #[derive(Clone)]
 pub(crate) struct Artifacts {
     front: BoxCloneSyncService<Request<Body>, Response<ArtifactBody>, Infallible>,
 }
 
 impl Artifacts {
-    fn new(remotes: SharedRemotes, dispatch: Dispatch) -> Self {
+    fn new(door: RemoteResolveLayer, dispatch: Dispatch) -> Self {
         let front = ServiceBuilder::new()
-            // Errors become answers: JSON {"error", "remote", "path"}.
+            // Errors become answers: JSON {"error", "remote", "path"}, or
+            // the registry's {"errors": [...]} for docker remotes.
             .layer(RescueLayer::new())
             // 404 for an unknown remote, 400 for a refused path.
-            .layer(RemoteResolveLayer::new(remotes))
+            .layer(door)
             .service(dispatch);
         Self { front: BoxCloneSyncService::new(front) }
     }
@@ -437,12 +445,13 @@ impl Service<Request<Body>> for Artifacts {
 }
 
 /// Sends a resolved request to the stack of its remote's kind: a caching
-/// remote's (GET, HEAD) or a local repository's (GET, HEAD; PUT and DELETE
-/// with the admin token). A registry remote is served at `/v2/` only.
+/// remote's (GET, HEAD), a local repository's (GET, HEAD; PUT and DELETE
+/// with the admin token) or the registry's (GET, HEAD at `/v2/` only).
 #[derive(Clone)]
 pub(crate) struct Dispatch {
     proxy: Stack,
     local: Stack,
+    registry: Stack,
     admin: AdminToken,
 }
 
@@ -456,31 +465,42 @@ impl Service<Request<Body>> for Dispatch {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let (Some(ResolvedRemote(remote)), Some(path)) =
-            (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>())
+        let (Some(ResolvedRemote(remote)), Some(door)) =
+            (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<Door>())
         else {
             return Box::pin(async { Err("a request reached dispatch unresolved".into()) });
         };
-        let (name, path) = (remote.name.clone(), path.decoded().to_owned());
-        let answer = |answer: Response<ArtifactBody>| -> Self::Future { Box::pin(async move { Ok(answer) }) };
-        if remote.package.format().is_registry() {
-            let message = format!("{name} is a container registry mirror: pull from /v2/{name}/{{name}}/...");
-            return answer(json_error(StatusCode::NOT_FOUND, &message, &name, &path));
-        }
-        let refuse = |allow: &'static str| {
-            let mut refused = json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", &name, &path);
-            refused.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-            answer(refused)
-        };
-        let stack = match (remote.kind == RemoteKind::Local, req.method().clone()) {
-            (false, Method::GET | Method::HEAD) => self.proxy.clone(),
-            (false, _) => return refuse("GET, HEAD"),
-            (true, Method::GET | Method::HEAD) => self.local.clone(),
-            (true, Method::PUT | Method::DELETE) => match self.admin.check(req.headers()) {
-                Ok(()) => self.local.clone(),
-                Err(refused) => return answer(refused.response()),
+        let refuse = |refused: Refused| -> Self::Future { Box::pin(async move { Err(refused.into()) }) };
+        let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+        let stack = match (door, remote.package.format().is_registry(), &remote.kind) {
+            (Door::Registry, ..) if read_only => self.registry.clone(),
+            (Door::Registry, ..) => {
+                return refuse(Refused::method(
+                    "this registry is a read-only pull-through mirror",
+                    "GET, HEAD",
+                ))
+            }
+            (Door::Remotes, true, _) => {
+                let name = &remote.name;
+                let message =
+                    format!("{name} is a container registry mirror: pull from /v2/{name}/{{name}}/...");
+                return refuse(Refused::new(StatusCode::NOT_FOUND, message));
+            }
+            (Door::Remotes, false, RemoteKind::Remote { .. }) if read_only => self.proxy.clone(),
+            (Door::Remotes, false, RemoteKind::Remote { .. }) => {
+                return refuse(Refused::method("method not allowed", "GET, HEAD"))
+            }
+            (Door::Remotes, false, RemoteKind::Local) => match *req.method() {
+                Method::GET | Method::HEAD => self.local.clone(),
+                Method::PUT | Method::DELETE => match self.admin.check(req.headers()) {
+                    Ok(()) => self.local.clone(),
+                    Err(refused) => {
+                        let answer = refused.response();
+                        return Box::pin(async move { Ok(answer) });
+                    }
+                },
+                _ => return refuse(Refused::method("method not allowed", "GET, HEAD, PUT, DELETE")),
             },
-            (true, _) => return refuse("GET, HEAD, PUT, DELETE"),
         };
         Box::pin(stack.oneshot(req))
     }

@@ -77,7 +77,7 @@ pub use path::{ArtifactPath, PathError};
 pub use pattern::{Class, Classifier, Decision, Pattern};
 pub use pattern_guard::{PatternGuard, PatternGuardLayer};
 pub use remote::{Credentials, Package, Remote, RemoteKind, Remotes, SharedRemotes, Ttl};
-pub use remote_resolve::{RemoteResolve, RemoteResolveLayer, ResolvedRemote};
+pub use remote_resolve::{Door, RemoteResolve, RemoteResolveLayer, ResolvedRemote};
 pub use revalidate::{Revalidate, RevalidateLayer};
 pub use rewrite::{BodyRewrite, BodyRewriteLayer};
 pub use stale_on_error::{StaleOnError, StaleOnErrorLayer};

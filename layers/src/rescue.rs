@@ -25,19 +25,22 @@
 
 use std::{
     convert::Infallible,
+    error::Error as StdError,
     fmt,
     future::Future,
     pin::Pin,
     task::{Context, Poll},
 };
 
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::{
     body::ArtifactBody,
-    error::{find_cause, json_error, BoxError, UpstreamError, UpstreamStatus},
+    error::{find_cause, BoxError, UpstreamError, UpstreamStatus},
+    extensions::{headers::*, CacheStatus},
+    format::Package,
     path::PathError,
     store::StoreError,
 };
@@ -47,12 +50,18 @@ use crate::{
 pub struct Refused {
     status: StatusCode,
     message: String,
+    allow: Option<&'static str>,
 }
 
 impl Refused {
     /// Refused with `status`, saying `message` to the client.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), allow: None }
+    }
+
+    /// A method refused 405, with the methods that are allowed.
+    pub fn method(message: impl Into<String>, allow: &'static str) -> Self {
+        Self { status: StatusCode::METHOD_NOT_ALLOWED, message: message.into(), allow: Some(allow) }
     }
 
     /// The status answered.
@@ -67,35 +76,132 @@ impl fmt::Display for Refused {
     }
 }
 
-impl std::error::Error for Refused {}
+impl StdError for Refused {}
 
-/// The answer to `e`, raised for `path` (as requested, percent-encoded) of
-/// `remote`.
-pub fn answer(e: &(dyn std::error::Error + 'static), remote: &str, path: &str) -> Response<ArtifactBody> {
-    let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    if let Some(refused) = find_cause::<Refused>(e) {
-        return json_error(refused.status, &refused.message, remote, &path);
+/// Where an error was raised, as the front door resolved the request: the
+/// format whose error shape answers it, the remote and the (decoded) path.
+/// The front door wraps every error in one; the rescue looks for it.
+#[derive(Debug)]
+pub struct Raised {
+    format: Package,
+    remote: String,
+    path: String,
+    source: BoxError,
+}
+
+impl Raised {
+    /// `source`, raised for `path` of `remote`, answered in `format`'s shape.
+    pub fn new(
+        format: Package,
+        remote: impl Into<String>,
+        path: impl Into<String>,
+        source: BoxError,
+    ) -> Self {
+        Self { format, remote: remote.into(), path: path.into(), source }
     }
-    if let Some(status) = find_cause::<UpstreamStatus>(e) {
-        let mut answer = json_error(status.client_status(), &status.to_string(), remote, &path);
-        if let Some(retry_after) = status.retry_after() {
-            answer.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
-        }
-        return answer;
+}
+
+impl fmt::Display for Raised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.source.fmt(f)
     }
-    if let Some(upstream) = find_cause::<UpstreamError>(e) {
-        tracing::warn!(remote, path = %path, error = %upstream, "upstream failed");
-        return json_error(upstream.status(), &upstream.to_string(), remote, &path);
+}
+
+impl StdError for Raised {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
     }
-    if let Some(bad) = find_cause::<PathError>(e) {
-        return json_error(bad.status(), &bad.to_string(), remote, &path);
+}
+
+/// What caused an error, as far as the answer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A layer refused the request ([`Refused`]).
+    Refused,
+    /// Upstream answered this status, not a body to serve.
+    UpstreamStatus(StatusCode),
+    /// Upstream could not be reached, timed out or broke off.
+    Upstream,
+    /// The path is not one this proxy serves.
+    Path,
+    /// The cache store failed.
+    Store,
+    /// Anything else.
+    Internal,
+}
+
+/// An error worked out for the client: the status and message the JSON
+/// shape answers, its cause, where it was raised, and the error itself, in
+/// which a format may look for causes of its own.
+pub struct Problem<'a> {
+    /// The status to answer.
+    pub status: StatusCode,
+    /// What to tell the client.
+    pub message: String,
+    /// What caused it.
+    pub cause: Cause,
+    /// The remote the request was for (as named in the request when none
+    /// was resolved).
+    pub remote: &'a str,
+    /// The path, decoded.
+    pub path: &'a str,
+    /// The error.
+    pub error: &'a (dyn StdError + 'static),
+}
+
+impl<'a> Problem<'a> {
+    /// Works out `e`, raised for `path` of `remote`; logs what is not the
+    /// client's doing.
+    pub fn of(e: &'a (dyn StdError + 'static), remote: &'a str, path: &'a str) -> Self {
+        let (status, message, cause) = if let Some(refused) = find_cause::<Refused>(e) {
+            (refused.status, refused.message.clone(), Cause::Refused)
+        } else if let Some(status) = find_cause::<UpstreamStatus>(e) {
+            (status.client_status(), status.to_string(), Cause::UpstreamStatus(status.upstream()))
+        } else if let Some(upstream) = find_cause::<UpstreamError>(e) {
+            tracing::warn!(remote, path, error = %upstream, "upstream failed");
+            (upstream.status(), upstream.to_string(), Cause::Upstream)
+        } else if let Some(bad) = find_cause::<PathError>(e) {
+            (bad.status(), bad.to_string(), Cause::Path)
+        } else if let Some(store) = find_cause::<StoreError>(e) {
+            tracing::error!(remote, path, error = %store, "store failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "cache store unavailable".to_owned(), Cause::Store)
+        } else {
+            tracing::error!(remote, path, error = %e, "request failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned(), Cause::Internal)
+        };
+        Self { status, message, cause, remote, path, error: e }
     }
-    if let Some(store) = find_cause::<StoreError>(e) {
-        tracing::error!(remote, path = %path, error = %store, "store failed");
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "cache store unavailable", remote, &path);
+}
+
+/// The answer to `e`, in the error shape of the format it was raised for
+/// ([`Raised`]); an error raised outside the front door is answered as JSON
+/// for `path` (as requested, percent-encoded) of `remote`.
+pub fn answer(e: &(dyn StdError + 'static), remote: &str, path: &str) -> Response<ArtifactBody> {
+    let requested = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let (format, remote, path) = match find_cause::<Raised>(e) {
+        Some(raised) => (raised.format, raised.remote.as_str(), raised.path.as_str()),
+        None => (Package::GENERIC, remote, &*requested),
+    };
+    let mut answer = format.format().error_answer(&Problem::of(e, remote, path));
+    if let Some(retry_after) = find_cause::<UpstreamStatus>(e).and_then(UpstreamStatus::retry_after) {
+        answer.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
     }
-    tracing::error!(remote, path = %path, error = %e, "request failed");
-    json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", remote, &path)
+    if let Some(allow) = find_cause::<Refused>(e).and_then(|r| r.allow) {
+        answer.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    answer
+}
+
+/// Writes the answer's [`CacheStatus`] extension as `X-Cache-Status` and
+/// `X-Artifact-Source` (a local repository's answers have no cache status):
+/// the only place these headers are written.
+pub fn put_cache_headers<B>(response: &mut Response<B>) {
+    let Some(status) = response.extensions().get::<CacheStatus>().copied() else { return };
+    let headers = response.headers_mut();
+    headers.insert(X_ARTIFACT_SOURCE, status.source());
+    if status != CacheStatus::Local {
+        headers.insert(X_CACHE_STATUS, status.header_value());
+    }
 }
 
 /// Applies [`Rescue`] to a service.
@@ -117,8 +223,8 @@ impl<S> Layer<S> for RescueLayer {
     }
 }
 
-/// Middleware that answers every error of `inner` (see [`answer`]); for
-/// `/{remote}/{path}` requests.
+/// Middleware at the edge: answers every error of `inner` (see [`answer`])
+/// and writes the cache headers of every answer ([`put_cache_headers`]).
 #[derive(Debug, Clone)]
 pub struct Rescue<S> {
     inner: S,
@@ -170,7 +276,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match std::task::ready!(this.inner.poll(cx)) {
-            Ok(res) => Poll::Ready(Ok(res)),
+            Ok(mut res) => {
+                put_cache_headers(&mut res);
+                Poll::Ready(Ok(res))
+            }
             Err(e) => {
                 let (remote, path) = this.named.take().unwrap_or_default();
                 Poll::Ready(Ok(answer(&*e, &remote, &path)))
@@ -221,6 +330,60 @@ mod tests {
         assert_eq!(rescued(timeout.into()).await.0, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(rescued(StoreError::NotFound.into()).await.0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(rescued("something else".into()).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn the_edge_writes_the_cache_headers_from_the_extension() {
+        let answering = |status: Option<CacheStatus>| {
+            RescueLayer::new().layer(service_fn(move |_req: Request<()>| async move {
+                let mut res = Response::new(crate::body::empty());
+                if let Some(status) = status {
+                    res.extensions_mut().insert(status);
+                }
+                Ok::<_, BoxError>(res)
+            }))
+        };
+        let headers = |status| async move {
+            let res = answering(status).oneshot(Request::get("/r/a").body(()).unwrap()).await.unwrap();
+            let get = |name| res.headers().get(name).map(|v: &HeaderValue| v.to_str().unwrap().to_owned());
+            (get(X_CACHE_STATUS), get(X_ARTIFACT_SOURCE))
+        };
+        assert_eq!(headers(Some(CacheStatus::Hit)).await, (Some("HIT".into()), Some("cache".into())));
+        assert_eq!(headers(Some(CacheStatus::Miss)).await, (Some("MISS".into()), Some("remote".into())));
+        assert_eq!(headers(Some(CacheStatus::Local)).await, (None, Some("local".into())));
+        assert_eq!(headers(None).await, (None, None));
+    }
+
+    #[tokio::test]
+    async fn an_error_raised_for_a_remote_is_answered_in_its_formats_shape() {
+        let registry = crate::format::docker::REGISTRY;
+        let raised = Raised::new(
+            registry,
+            "hub",
+            "library/nginx/manifests/1",
+            Refused::new(StatusCode::FORBIDDEN, "no").into(),
+        );
+        let (status, _, body) = rescued(Box::new(raised)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+        let res = RescueLayer::new()
+            .layer(service_fn(move |_req: Request<()>| {
+                let e: BoxError = Box::new(Raised::new(
+                    Package::GENERIC,
+                    "files",
+                    "a.tgz",
+                    Refused::method("read-only", "GET, HEAD").into(),
+                ));
+                async move { Err::<Response<ArtifactBody>, BoxError>(e) }
+            }))
+            .oneshot(Request::get("/x").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(res.headers()[header::ALLOW], "GET, HEAD");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((json["remote"].as_str(), json["path"].as_str()), (Some("files"), Some("a.tgz")));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusC
 use crate::{
     body::{self, ArtifactBody},
     content_type,
-    extensions::{headers::*, CacheStatus},
+    extensions::CacheStatus,
     path::ArtifactPath,
     range::{self, RangeRequest},
     store::{AccessLog, BlobStore, Entry, Store, StoreError},
@@ -63,9 +63,10 @@ fn disposition(file_name: &str) -> Option<String> {
     Some(format!("attachment; filename=\"{safe}\""))
 }
 
-/// Writes stored headers and the cache headers onto `response`, and its
-/// [`CacheStatus`] as a response extension: layers and metrics above read
-/// that, never the header.
+/// Writes stored headers onto `response`, and its [`CacheStatus`] as a
+/// response extension: layers and metrics above read that, and the edge
+/// ([`put_cache_headers`](crate::rescue::put_cache_headers)) writes it as
+/// `X-Cache-Status` and `X-Artifact-Source`.
 pub(crate) fn put_headers<B>(response: &mut Response<B>, stored: &[(String, String)], status: CacheStatus) {
     response.extensions_mut().insert(status);
     let headers = response.headers_mut();
@@ -76,10 +77,6 @@ pub(crate) fn put_headers<B>(response: &mut Response<B>, stored: &[(String, Stri
         }
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(X_ARTIFACT_SOURCE, status.source());
-    if status != CacheStatus::Local {
-        headers.insert(X_CACHE_STATUS, status.header_value());
-    }
 }
 
 /// Answers a stored entry from the blob store.

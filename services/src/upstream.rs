@@ -37,12 +37,6 @@ use crate::egress::{Egress, PrivateNetworks, Resolver};
 const FORWARDED: [header::HeaderName; 5] =
     [header::ACCEPT, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::RANGE, header::USER_AGENT];
 
-/// A request extension: the path sent upstream instead of the artifact path
-/// (a registry's `v2/{name}/...` for the pattern path `{name}/...`). It is
-/// joined to `base_url` with the same checks.
-#[derive(Debug, Clone)]
-pub struct UpstreamPath(pub ArtifactPath);
-
 /// A request extension: the `Authorization` to send upstream instead of the
 /// remote's Basic credentials (a registry token), or none at all (`None`).
 #[derive(Clone)]
@@ -230,8 +224,8 @@ fn prepare<B>(
             format!("remote {} is a local repository and has no upstream", remote.name),
         )));
     };
-    let path = req.extensions().get::<UpstreamPath>().map_or(path, |p| &p.0);
-    let url = upstream_url(base, path)?;
+    let own = remote.package.format().upstream_path(path);
+    let url = upstream_url(base, own.as_ref().unwrap_or(path))?;
     let method = if req.method() == Method::HEAD { Method::HEAD } else { Method::GET };
     let mut builder = client.request(method, url);
     for name in FORWARDED {

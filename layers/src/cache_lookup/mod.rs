@@ -36,7 +36,7 @@
 //!     }));
 //! let res = svc.oneshot(Request::get("/files/a.txt").header("range", "bytes=0-5").body(()).unwrap()).await.unwrap();
 //! assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
-//! assert_eq!(res.headers()["x-cache-status"], "HIT");
+//! assert_eq!(res.extensions().get::<CacheStatus>(), Some(&CacheStatus::Hit));
 //! # }
 //! ```
 

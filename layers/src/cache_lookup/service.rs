@@ -99,8 +99,9 @@ where
                     }
                 }
                 Ok(Some(entry)) => {
-                    // An apt index file stays with the release file it came with.
-                    if paired_with_fresh_release(&store, &entry).await {
+                    // An expired entry stays with the document it came with
+                    // (apt: an index file with its release file).
+                    if paired_with_fresh(&store, paired_keys(&req), &entry).await {
                         if let Ok(response) =
                             serve_entry(&store, &entry, req.method(), req.headers(), CacheStatus::Hit).await
                         {
@@ -119,10 +120,18 @@ where
     }
 }
 
-/// Whether `entry` is an index file that a fresh release file above it was
-/// fetched with (not after): see [`crate::apt`].
-async fn paired_with_fresh_release(store: &Store, entry: &Entry) -> bool {
-    for key in crate::format::apt::release_keys(&entry.remote, &entry.path) {
+/// The keys of the documents the request's entry pairs with.
+fn paired_keys<B>(req: &Request<B>) -> Vec<String> {
+    match (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>()) {
+        (Some(ResolvedRemote(remote)), Some(path)) => remote.package.format().paired_with(&remote.name, path),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `entry`, expired, was fetched with a fresh document it pairs with
+/// (not after it): see [`Format::paired_with`](crate::format::Format::paired_with).
+async fn paired_with_fresh(store: &Store, pairs: Vec<String>, entry: &Entry) -> bool {
+    for key in pairs {
         if let Ok(Some(release)) = store.index.get(&key).await {
             return release.is_fresh(now_ms()) && release.cached_at_ms <= entry.cached_at_ms;
         }
@@ -223,8 +232,7 @@ mod tests {
         f.cache("a.txt", "hello world", None).await;
         let res = f.call(Request::get("/"), "a.txt").await;
         assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(res.headers()["x-cache-status"], "HIT");
-        assert_eq!(res.headers()["x-artifact-source"], "cache");
+        assert_eq!(res.extensions().get::<CacheStatus>(), Some(&CacheStatus::Hit));
         assert_eq!(res.headers()[header::CONTENT_LENGTH], "11");
         assert_eq!(res.headers()[header::ETAG], "\"v1\"");
         assert_eq!(text(res).await, "hello world");

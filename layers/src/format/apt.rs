@@ -2,7 +2,9 @@
 //! `InRelease`/`Release` that lists their hashes (otherwise apt reports
 //! "Hash Sum mismatch").
 //!
-//! Two rules, for any remote: when a release file is replaced with new bytes,
+//! Two rules, for `apt` and `generic` remotes (a seed configuration mirrors
+//! apt as `generic`), through [`Format::replacement_expires_under`] and
+//! [`Format::paired_with`]: when a release file is replaced with new bytes,
 //! the mutable entries under its directory are expired, so the index files
 //! are fetched again along with it; and an expired index file (`Packages*`,
 //! `Sources*`, `Contents-*`, `Translation-*`…) is still served while a release
@@ -14,14 +16,21 @@ use super::{Coordinates, Format};
 use crate::path::ArtifactPath;
 
 /// Debian-style repositories (`package: apt`): release and index files are
-/// mutable, packages and by-hash files immutable. The consistency rules
-/// above hold for any remote (a seed configuration mirrors apt as
-/// `generic`); this format adds the built-in patterns.
+/// mutable, packages and by-hash files immutable, and the consistency rules
+/// above hold.
 pub(super) struct Apt;
 
 impl Format for Apt {
     fn name(&self) -> &'static str {
         "apt"
+    }
+
+    fn replacement_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
+        replacement_expires_under(path)
+    }
+
+    fn paired_with(&self, remote: &str, path: &ArtifactPath) -> Vec<String> {
+        paired_with(remote, path)
     }
 
     fn builtin_mutable(&self) -> &'static [&'static str] {
@@ -75,12 +84,23 @@ fn file_name(path: &str) -> &str {
 }
 
 /// Whether `path` (decoded) is a release file.
-pub(crate) fn is_release(path: &str) -> bool {
+fn is_release(path: &str) -> bool {
     RELEASE_FILES.contains(&file_name(path))
 }
 
+/// A new release file makes the mutable entries under its directory out of
+/// date (the first rule above).
+pub(super) fn replacement_expires_under(path: &ArtifactPath) -> Option<&str> {
+    is_release(path.decoded()).then(|| dir_of(path.decoded()))
+}
+
+/// An index file pairs with the release files above it (the second rule).
+pub(super) fn paired_with(remote: &str, path: &ArtifactPath) -> Vec<String> {
+    release_keys(remote, path.decoded())
+}
+
 /// The directory of `path`, with its trailing `/` (empty at the root).
-pub(crate) fn dir_of(path: &str) -> &str {
+fn dir_of(path: &str) -> &str {
     match path.rfind('/') {
         Some(i) => &path[..=i],
         None => "",
@@ -89,7 +109,7 @@ pub(crate) fn dir_of(path: &str) -> &str {
 
 /// For an index file, the cache keys of the release files that may list it,
 /// nearest directory first.
-pub(crate) fn release_keys(remote: &str, path: &str) -> Vec<String> {
+fn release_keys(remote: &str, path: &str) -> Vec<String> {
     let name = file_name(path);
     if !INDEX_PREFIXES.iter().any(|p| name.starts_with(p)) {
         return Vec::new();

@@ -1,11 +1,23 @@
 //! Plain files: release pages, archives, anything without structure.
 
-/// Plain files: no built-in patterns, no metadata.
+use crate::path::ArtifactPath;
+
+/// Plain files: no built-in patterns, no metadata. A seed configuration
+/// mirrors Debian repositories as `generic`, so apt's release consistency
+/// ([`super::apt`]) holds here too; it acts on apt's file names only.
 pub(super) struct Generic;
 
 impl super::Format for Generic {
     fn name(&self) -> &'static str {
         "generic"
+    }
+
+    fn replacement_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
+        super::apt::replacement_expires_under(path)
+    }
+
+    fn paired_with(&self, remote: &str, path: &ArtifactPath) -> Vec<String> {
+        super::apt::paired_with(remote, path)
     }
 }
 

@@ -35,7 +35,7 @@
 
 mod alpine;
 pub mod apt;
-mod docker;
+pub mod docker;
 mod generic;
 pub mod npm;
 pub mod pypi;
@@ -43,12 +43,16 @@ mod rpm;
 
 use std::fmt;
 
+use http::Response;
 use url::Url;
 
 use crate::{
+    body::ArtifactBody,
     digest::Expected,
+    error::json_error,
     path::{ArtifactPath, KEY_SEPARATOR},
     remote::{Remote, Remotes},
+    rescue::Problem,
 };
 
 /// What a package format knows. Every method but [`Format::name`] has a
@@ -92,6 +96,38 @@ pub trait Format: Send + Sync + 'static {
     /// The metadata document at `path`, if it is one this format rewrites.
     fn document(&self, _path: &ArtifactPath) -> Option<&'static dyn Document> {
         None
+    }
+
+    /// The path asked of upstream for `path`, when it is not `path` itself
+    /// (a registry's `v2/{name}/...` for `{name}/...`). It is joined to the
+    /// remote's `base_url` with the same checks.
+    fn upstream_path(&self, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
+    }
+
+    /// The answer to an error raised for one of this format's requests: by
+    /// default the JSON body `{"error", "remote", "path"}` with the
+    /// problem's status. (The rescue adds `Retry-After` and `Allow`.)
+    fn error_answer(&self, problem: &Problem<'_>) -> Response<ArtifactBody> {
+        json_error(problem.status, &problem.message, problem.remote, problem.path)
+    }
+
+    /// When a new version of the mutable file at `path` replaces one with
+    /// other bytes: the directory (with its trailing `/`, empty for the
+    /// root) whose other mutable entries are out of date with it and are
+    /// expired, to be fetched again (apt: a release file and the index files
+    /// it lists).
+    fn replacement_expires_under<'p>(&self, _path: &'p ArtifactPath) -> Option<&'p str> {
+        None
+    }
+
+    /// For an expired entry at `path` on `remote`: the cache keys of the
+    /// documents it was fetched as a pair with, nearest first. While the
+    /// first of them in the cache is fresh and not newer than the entry, the
+    /// entry is served as it is (apt: an index file and the release file
+    /// that lists its hashes, or apt reports "Hash Sum mismatch").
+    fn paired_with(&self, _remote: &str, _path: &ArtifactPath) -> Vec<String> {
+        Vec::new()
     }
 
     /// The cache keys of documents of `lister` (a remote of this format)

@@ -1,4 +1,15 @@
-//! Finds the remote named in the request path and validates the artifact path.
+//! The front door: finds the remote a request is for and validates the
+//! artifact path, for every URL form — `/{remote}/{path}` (mounted at `/api`
+//! and `/api/v1/remote`) and, with [`RemoteResolveLayer::registry`], the
+//! registry API's `/v2/...` (parsed by the docker format's
+//! [`door`](crate::format::docker::door)). It attaches [`ResolvedRemote`],
+//! the [`ArtifactPath`](crate::ArtifactPath), the [`Door`], the package
+//! [`Coordinates`](crate::format::Coordinates) the remote's format reads off
+//! the path, and for the registry its
+//! [`RegistryCall`](crate::format::docker::door::RegistryCall). Every error,
+//! its own or the inner service's, goes up wrapped in a
+//! [`Raised`](crate::rescue::Raised) naming the format whose error shape
+//! answers it.
 //!
 //! The inner service sees a request whose path is `/{remote}/{path}` (for
 //! example after axum's `nest_service("/api", ..)` stripped the prefix). An
@@ -35,4 +46,4 @@ mod layer;
 mod service;
 
 pub use layer::RemoteResolveLayer;
-pub use service::{RemoteResolve, ResolvedRemote};
+pub use service::{Door, RemoteResolve, ResolvedRemote};

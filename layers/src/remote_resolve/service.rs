@@ -3,64 +3,138 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures_util::future::{self, Either, Ready};
+use futures_util::{future::BoxFuture, FutureExt, TryFutureExt};
 use http::{Request, Response, StatusCode};
 use tower::Service;
 
 use crate::{
     body::ArtifactBody,
     error::BoxError,
+    format::{
+        docker::{self, door},
+        Package,
+    },
     path::ArtifactPath,
     remote::{Remote, SharedRemotes},
-    rescue::Refused,
+    rescue::{Raised, Refused},
 };
 
 /// The remote a request is for, attached as a request extension.
 #[derive(Debug, Clone)]
 pub struct ResolvedRemote(pub Arc<Remote>);
 
+/// Which URL form a request came in by, attached as a request extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `/{remote}/{path}` (mounted at `/api` and `/api/v1/remote`).
+    Remotes,
+    /// The registry API, `/v2/...` (the path not stripped): see
+    /// [`door`](crate::format::docker::door).
+    Registry,
+}
+
 /// Middleware that resolves the remote and validates the path.
 #[derive(Debug, Clone)]
 pub struct RemoteResolve<S> {
     inner: S,
     remotes: SharedRemotes,
+    door: Door,
 }
 
 impl<S> RemoteResolve<S> {
-    /// Wraps `inner`, resolving names against `remotes`.
+    /// Wraps `inner`, resolving `/{remote}/{path}` against `remotes`.
     pub fn new(inner: S, remotes: impl Into<SharedRemotes>) -> Self {
-        Self { inner, remotes: remotes.into() }
+        Self { inner, remotes: remotes.into(), door: Door::Remotes }
+    }
+
+    /// Wraps `inner`, resolving `/v2/...` against the docker remotes of
+    /// `remotes`.
+    pub fn registry(inner: S, remotes: impl Into<SharedRemotes>) -> Self {
+        Self { inner, remotes: remotes.into(), door: Door::Registry }
     }
 
     crate::inner_accessors!();
 }
 
+/// A request resolved: what the inner services see as extensions.
+struct Resolution {
+    remote: Arc<Remote>,
+    path: ArtifactPath,
+    call: Option<door::RegistryCall>,
+}
+
+impl<S> RemoteResolve<S> {
+    /// Resolves the request's path; an error comes with the format, remote
+    /// and path to answer it for.
+    fn resolve<B>(&self, req: &Request<B>) -> Result<Resolution, Raised> {
+        let query = req.uri().query();
+        match self.door {
+            Door::Remotes => {
+                let full = req.uri().path().trim_start_matches('/');
+                let (name, rest) = full.split_once('/').unwrap_or((full, ""));
+                let decoded = || percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned();
+                let Some(remote) = self.remotes.load().get(name).cloned() else {
+                    let refused = Refused::new(StatusCode::NOT_FOUND, "unknown remote");
+                    return Err(Raised::new(Package::GENERIC, name, decoded(), refused.into()));
+                };
+                match ArtifactPath::parse(rest, query) {
+                    Ok(path) => Ok(Resolution { remote, path, call: None }),
+                    Err(e) => Err(Raised::new(remote.package, name, decoded(), e.into())),
+                }
+            }
+            Door::Registry => {
+                let rest = req.uri().path().strip_prefix("/v2/").unwrap_or_default();
+                match door::resolve(rest, query, &self.remotes.load()) {
+                    Ok(door::Resolved { remote, path, call }) => {
+                        Ok(Resolution { remote, path, call: Some(call) })
+                    }
+                    Err(e) => {
+                        let rest = percent_encoding::percent_decode_str(rest).decode_utf8_lossy();
+                        Err(Raised::new(docker::REGISTRY, "", rest, e))
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl<S, B> Service<Request<B>> for RemoteResolve<S>
 where
     S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
+    S::Future: Send + 'static,
 {
     type Response = Response<ArtifactBody>;
     type Error = BoxError;
-    type Future = Either<Ready<Result<Response<ArtifactBody>, BoxError>>, S::Future>;
+    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let full = req.uri().path().trim_start_matches('/');
-        let (name, rest) = full.split_once('/').unwrap_or((full, ""));
-        let Some(remote) = self.remotes.load().get(name).cloned() else {
-            let refused = Refused::new(StatusCode::NOT_FOUND, "unknown remote");
-            return Either::Left(future::err(refused.into()));
+        let Resolution { remote, path, call } = match self.resolve(&req) {
+            Ok(resolution) => resolution,
+            Err(raised) => return futures_util::future::err(raised.into()).boxed(),
         };
-        let path = match ArtifactPath::parse(rest, req.uri().query()) {
-            Ok(path) => path,
-            Err(e) => return Either::Left(future::err(e.into())),
-        };
-        req.extensions_mut().insert(ResolvedRemote(remote.clone()));
-        req.extensions_mut().insert(path);
-        Either::Right(self.inner.call(req))
+        // Errors from here on are answered in the remote's format.
+        let raised = (remote.package, remote.name.clone(), path.decoded().to_owned());
+        let extensions = req.extensions_mut();
+        if let Some(coordinates) = remote.package.format().coordinates(&path) {
+            extensions.insert(coordinates);
+        }
+        if let Some(call) = call {
+            extensions.insert(call);
+        }
+        extensions.insert(self.door);
+        extensions.insert(ResolvedRemote(remote));
+        extensions.insert(path);
+        self.inner
+            .call(req)
+            .map_err(move |e| {
+                let (format, remote, path) = raised;
+                BoxError::from(Raised::new(format, remote, path, e))
+            })
+            .boxed()
     }
 }
 

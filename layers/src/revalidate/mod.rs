@@ -50,11 +50,11 @@
 //!
 //! let first = svc.clone().oneshot(Request::get("/pypi/simple/requests/").body(()).unwrap()).await.unwrap();
 //! assert_eq!(first.status(), StatusCode::OK, "{:?}", first.headers());
-//! assert_eq!(first.headers()["x-cache-status"], "MISS");
+//! assert_eq!(first.extensions().get::<CacheStatus>(), Some(&CacheStatus::Miss));
 //! first.into_body().collect().await.unwrap();
 //! # tokio::time::sleep(Duration::from_millis(100)).await;
 //! let again = svc.oneshot(Request::get("/pypi/simple/requests/").body(()).unwrap()).await.unwrap();
-//! assert_eq!(again.headers()["x-cache-status"], "REVALIDATED");
+//! assert_eq!(again.extensions().get::<CacheStatus>(), Some(&CacheStatus::Revalidated));
 //! assert_eq!(again.into_body().collect().await.unwrap().to_bytes(), "<html>links</html>");
 //! # }
 //! ```

@@ -230,7 +230,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let svc = Revalidate::new(upstream(seen.clone()), store);
         let res = svc.oneshot(request(entry, Class::Mutable { builtin: false }, true)).await.unwrap();
-        assert_eq!(res.headers()["x-cache-status"], "REVALIDATED");
+        assert_eq!(res.extensions().get::<CacheStatus>(), Some(&CacheStatus::Revalidated));
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "cached");
         let validators = seen.lock().unwrap()[0].clone().expect("a conditional request");
         assert_eq!(validators[header::IF_NONE_MATCH], "\"e1\"");

@@ -37,7 +37,7 @@ use url::Url;
 use crate::{
     body::{self, ArtifactBody},
     digest::{Expected, ExpectedDigests},
-    error::{json_error, BoxError},
+    error::{BoxError, UpstreamError, UpstreamErrorKind},
     extensions::CacheStatus,
     extensions::Variant,
     format::{self, LinkMap},
@@ -252,7 +252,7 @@ where
                 Some(bytes) => bytes,
                 None => {
                     let message = format!("metadata document larger than {max} bytes (METADATA_MAX_BYTES)");
-                    return Ok(json_error(StatusCode::BAD_GATEWAY, &message, &remote.name, path.decoded()));
+                    return Err(UpstreamError::new(UpstreamErrorKind::Other, message).into());
                 }
             };
             let json = parts
@@ -262,7 +262,7 @@ where
                 .is_some_and(|v| v.contains("json"));
             let rewritten = match document.rewrite(&bytes, json, &page, &map) {
                 Ok(out) => out,
-                Err(e) => return Ok(json_error(StatusCode::BAD_GATEWAY, &e, &remote.name, path.decoded())),
+                Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Other, e).into()),
             };
             parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
             if let Some(etag) = parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {

@@ -37,7 +37,7 @@
 //!     .layer(StaleOnErrorLayer::new(store))
 //!     .service(upstream);
 //! let res = svc.oneshot(Request::get("/alpine/APKINDEX.tar.gz").body(()).unwrap()).await.unwrap();
-//! assert_eq!(res.headers()["x-cache-status"], "STALE");
+//! assert_eq!(res.extensions().get::<CacheStatus>(), Some(&CacheStatus::Stale));
 //! # }
 //! ```
 

@@ -158,7 +158,7 @@ mod tests {
         );
         let res = svc.oneshot(request(Some(entry))).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(res.headers()["x-cache-status"], "STALE");
+        assert_eq!(res.extensions().get::<CacheStatus>(), Some(&CacheStatus::Stale));
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "old bytes");
         let refreshed = index.get("k").await.unwrap().unwrap();
         assert!(refreshed.expires_at_ms.unwrap() > now_ms(), "the lifetime was refreshed");

@@ -42,11 +42,11 @@
 //!     .service(upstream);
 //!
 //! let first = svc.clone().oneshot(Request::get("/files/v1/tool.tar.gz").body(()).unwrap()).await.unwrap();
-//! assert_eq!(first.headers()["x-cache-status"], "MISS");
+//! assert_eq!(first.extensions().get::<CacheStatus>(), Some(&CacheStatus::Miss));
 //! assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), "release bytes");
 //! # tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 //! let second = svc.oneshot(Request::get("/files/v1/tool.tar.gz").body(()).unwrap()).await.unwrap();
-//! assert_eq!(second.headers()["x-cache-status"], "HIT");
+//! assert_eq!(second.extensions().get::<CacheStatus>(), Some(&CacheStatus::Hit));
 //! # }
 //! ```
 

@@ -16,7 +16,7 @@ use super::S3TeeLayer;
 use crate::{
     body::{self, ArtifactBody},
     error::{find_cause, BoxError, UpstreamStatus},
-    extensions::Classification,
+    extensions::{CacheStatus, Classification},
     path::ArtifactPath,
     pattern::Class,
     remote::Remote,
@@ -88,7 +88,7 @@ async fn a_miss_is_streamed_to_the_client_and_committed() {
         Ok::<_, BoxError>(res)
     });
     let res = f.layer().layer(upstream).oneshot(request("a/b.tgz")).await.unwrap();
-    assert_eq!(res.headers()["x-cache-status"], "MISS");
+    assert_eq!(res.extensions().get::<CacheStatus>(), Some(&CacheStatus::Miss));
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "payload");
     assert!(f.committed(&key("a/b.tgz")).await);
     let entry = f.index.get(&key("a/b.tgz")).await.unwrap().unwrap();
@@ -230,7 +230,7 @@ async fn without_a_classification_the_request_passes_through_uncached() {
     let upstream =
         service_fn(|_req: Request<()>| async { Ok::<_, BoxError>(Response::new(body::full("x"))) });
     let res = f.layer().layer(upstream).oneshot(Request::get("/").body(()).unwrap()).await.unwrap();
-    assert!(res.headers().get("x-cache-status").is_none());
+    assert!(res.extensions().get::<CacheStatus>().is_none());
     assert!(f.index.is_empty());
 }
 

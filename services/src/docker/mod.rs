@@ -1,207 +1,132 @@
-//! The Docker Registry HTTP API v2, as a pull-through mirror: its own axum
-//! [`Router`] at `/v2/`, in front of the same cache layers as every remote.
+//! The Docker Registry HTTP API v2, as a pull-through mirror at `/v2/`.
 //!
-//! - `GET /v2/` answers 200 with `Docker-Distribution-API-Version: registry/2.0`.
-//! - `/v2/{remote}/{name}/manifests/{tag|digest}`, `.../blobs/{digest}` and
-//!   `.../tags/list` (GET, HEAD; Range on blobs), where the name has any number
-//!   of components: the seed's RKE2 `rewrite` form.
-//! - `/v2/{name}/...?ns={registry host}`: containerd's mirror form. The
-//!   request goes to the `package: docker` remote for that host (its
-//!   `base_url`'s, or one of its `registry_hosts`). When the name's first
-//!   component names a docker remote, that remote wins. `ns` is never part
-//!   of a cache key.
-//! - Pushing, deleting and the catalog answer in the registry error format
-//!   (`UNSUPPORTED`).
+//! The front door resolves `/v2/` paths through the docker format
+//! ([`artifactapi_layers::format::docker::door`]): the seed's RKE2 form
+//! `/v2/{remote}/{name}/...` and containerd's `/v2/{name}/...?ns={host}`.
+//! This module adds what needs more than the path:
 //!
-//! The name and what follows it (`library/nginx/manifests/latest`) is the
-//! artifact path patterns see, so `immutable_patterns` restrict image names
-//! (they gate every request for a name, tag manifests included). Tags and
-//! tag lists are mutable, digests immutable. Manifests are keyed by the set of
-//! manifest types the client accepts (see [`media`]); a `HEAD` of a manifest
-//! is answered from a full fetch, so the manifest a client checked is the one
-//! it then finds cached. Errors are registry errors ([`errors`]).
+//! - [`router`]: `GET /v2/` answers 200, and every `/v2/` answer carries
+//!   `Docker-Distribution-API-Version: registry/2.0`.
+//! - [`RegistryRequestLayer`]: the request as the cache layers see it. A
+//!   manifest is keyed by the set of manifest types the client accepts
+//!   (see [`media`](artifactapi_layers::format::docker::media)), and
+//!   upstream is asked with that set; a `HEAD` of a manifest or tag list is
+//!   answered from a full fetch, so the manifest a client checked is the one
+//!   it then finds cached.
+//! - [`upstream`]: token authentication and digest checks.
+//!
+//! Errors are answered in the registry's error shape by the one rescue (the
+//! docker format's `error_answer`).
 
 pub mod auth;
-pub mod errors;
-pub mod media;
-pub mod reference;
 pub mod upstream;
 
-use std::sync::Arc;
+use std::{
+    convert::Infallible,
+    task::{Context, Poll},
+};
 
 use artifactapi_layers::{
     body::{self, ArtifactBody},
     error::BoxError,
-    extensions::{Classification, Variant},
-    ArtifactPath, Decision, Remote, RemoteKind, ResolvedRemote, SharedRemotes,
+    extensions::Variant,
+    format::docker::{door::RegistryCall, media::Accepted, reference::Target},
 };
 use axum::{
     body::Body,
-    extract::State,
-    http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode},
-    routing::{any, get},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response},
+    middleware::map_response,
+    routing::get,
     Router,
 };
-use serde_json::json;
-use tower::{util::BoxCloneSyncService, ServiceExt};
-
-use self::{
-    errors::{invalid, registry_error, rescue, Code},
-    media::Accepted,
-    reference::Target,
-    upstream::RegistryCall,
-};
-use crate::upstream::UpstreamPath;
+use futures_util::future::BoxFuture;
+use tower::{Layer, Service, ServiceExt};
 
 /// `Docker-Distribution-API-Version`, on every answer.
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
-/// The cache stack the registry routes call: cache lookup down to the
-/// registry's upstream service.
-pub type RegistryStack = BoxCloneSyncService<Request<Body>, Response<ArtifactBody>, BoxError>;
-
-#[derive(Clone)]
-struct Registry {
-    stack: RegistryStack,
-    remotes: SharedRemotes,
-}
-
-/// The `/v2/` routes over `stack`, for the docker remotes among `remotes`.
-pub fn router(stack: RegistryStack, remotes: impl Into<SharedRemotes>) -> Router {
+/// The `/v2/` routes: the version check, and every other path to `front`
+/// (the front door in its registry form, with the one rescue).
+pub fn router<F>(front: F) -> Router
+where
+    F: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    F::Future: Send + 'static,
+{
     Router::new()
         .route("/v2", get(version_check))
         .route("/v2/", get(version_check))
-        .route("/v2/{*rest}", any(dispatch))
-        .with_state(Registry { stack, remotes: remotes.into() })
+        .route_service("/v2/{*rest}", front)
+        .layer(map_response(|mut answer: Response<Body>| async move {
+            answer.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+            answer
+        }))
 }
 
 async fn version_check() -> Response<Body> {
     let mut answer = Response::new(Body::from("{}"));
     answer.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    answer.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     answer
 }
 
-async fn dispatch(State(registry): State<Registry>, req: Request<Body>) -> Response<Body> {
-    let mut answer = registry.handle(req).await;
-    answer.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    answer.map(Body::new)
+/// Applies [`RegistryRequest`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegistryRequestLayer;
+
+impl<S> Layer<S> for RegistryRequestLayer {
+    type Service = RegistryRequest<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RegistryRequest { inner }
+    }
 }
 
-impl Registry {
-    async fn handle(&self, req: Request<Body>) -> Response<ArtifactBody> {
-        let rest = req.uri().path().strip_prefix("/v2/").unwrap_or_default().to_owned();
-        let (components, target) = match reference::split(&rest) {
-            Ok(split) => split,
-            Err(e) => return invalid(&e),
-        };
-        let (ns, query) = split_query(req.uri().query());
-        let Some((remote, skip)) = self.remote_for(&components, ns.as_deref()) else {
-            let message = match &ns {
-                Some(ns) => {
-                    format!("no docker remote serves the registry {ns:?} (base_url host or registry_hosts)")
-                }
-                None => format!("no docker remote is named {:?}", components[0]),
-            };
-            return registry_error(StatusCode::NOT_FOUND, Code::NameUnknown, &message, json!({}));
-        };
-        let name = match reference::name(&components[skip..]) {
-            Ok(name) => name,
-            Err(e) => return invalid(&e),
-        };
-        let method = req.method().clone();
-        if target == Target::Upload || !matches!(method, Method::GET | Method::HEAD) {
-            let mut answer = registry_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                Code::Unsupported,
-                "this registry is a read-only pull-through mirror",
-                json!({"method": method.as_str()}),
-            );
-            answer.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return answer;
-        }
-        let path_text = format!("{name}/{}", target.suffix());
-        let class = match remote.classifier.classify(&path_text) {
-            Decision::Allow(class) => class,
-            Decision::Deny(reason) => {
-                let detail = json!({"remote": remote.name, "name": name});
-                return registry_error(StatusCode::FORBIDDEN, Code::Denied, &reason, detail);
-            }
-        };
-        // Only a tag list takes parameters (`n`, `last`); they are part of its key.
-        let query = if target == Target::Tags { query } else { None };
-        let (path, upstream_path) = match (
-            ArtifactPath::parse(&path_text, query.as_deref()),
-            ArtifactPath::parse(&format!("v2/{path_text}"), query.as_deref()),
-        ) {
-            (Ok(path), Ok(upstream)) => (path, upstream),
-            (Err(e), _) | (_, Err(e)) => {
-                return registry_error(e.status(), Code::NameInvalid, &e.to_string(), json!({}));
-            }
-        };
+/// Shapes a resolved `/v2/` request (one carrying a [`RegistryCall`]) for
+/// the cache layers, and their answer for the client.
+#[derive(Debug, Clone)]
+pub struct RegistryRequest<S> {
+    inner: S,
+}
 
+impl<S, B> Service<Request<B>> for RegistryRequest<S>
+where
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<ArtifactBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        let Some(call) = req.extensions().get::<RegistryCall>().cloned() else {
+            return Box::pin(inner.oneshot(req));
+        };
         // A HEAD of a manifest or tag list is answered from a full fetch.
-        let head_only = method == Method::HEAD;
-        let inner_method = if head_only && !matches!(target, Target::Blob(_)) { Method::GET } else { method };
-        let mut inner = Request::new(Body::empty());
-        *inner.method_mut() = inner_method;
-        *inner.uri_mut() = format!("/{}/{path_text}", remote.name).parse().unwrap_or_default();
-        *inner.headers_mut() = forwarded(req.headers(), &target);
-        let ext = inner.extensions_mut();
-        ext.insert(ResolvedRemote(remote.clone()));
-        ext.insert(path);
-        ext.insert(UpstreamPath(upstream_path));
-        ext.insert(Classification(class));
-        if matches!(target, Target::Manifest(_)) {
+        let head_only = req.method() == Method::HEAD;
+        if head_only && !matches!(call.target, Target::Blob(_)) {
+            *req.method_mut() = Method::GET;
+        }
+        if let Target::Manifest(_) = call.target {
             let accepted = Accepted::from_headers(req.headers());
-            ext.insert(Variant(accepted.variant().into()));
+            req.extensions_mut().insert(Variant(accepted.variant().into()));
         }
-        ext.insert(RegistryCall { name: name.clone(), target: target.clone() });
-
-        let mut answer = match self.stack.clone().oneshot(inner).await {
-            Ok(answer) => answer,
-            Err(e) => return rescue(&*e, &remote.name, &name, &target),
-        };
-        // Registry answers are not downloads.
-        answer.headers_mut().remove(header::CONTENT_DISPOSITION);
-        if head_only {
-            *answer.body_mut() = body::empty();
-        }
-        answer
-    }
-
-    /// The docker remote a request is for, and how many name components
-    /// named it: the first component when it is a docker remote's name,
-    /// otherwise the remote for containerd's `ns`.
-    fn remote_for(&self, components: &[&str], ns: Option<&str>) -> Option<(Arc<Remote>, usize)> {
-        let is_docker =
-            |r: &Remote| r.package.format().is_registry() && matches!(r.kind, RemoteKind::Remote { .. });
-        let remotes = self.remotes.load();
-        if components.len() >= 2 {
-            if let Some(remote) = remotes.get(components[0]).filter(|r| is_docker(r)) {
-                return Some((remote.clone(), 1));
+        let forwarded = forwarded(req.headers(), &call.target);
+        *req.headers_mut() = forwarded;
+        Box::pin(async move {
+            let mut answer = inner.oneshot(req).await?;
+            // Registry answers are not downloads.
+            answer.headers_mut().remove(header::CONTENT_DISPOSITION);
+            if head_only {
+                *answer.body_mut() = body::empty();
             }
-        }
-        let ns = ns?;
-        let found = remotes.iter().find(|r| is_docker(r) && r.answers_for_registry(ns)).cloned();
-        found.map(|r| (r, 0))
+            Ok(answer)
+        })
     }
-}
-
-/// Splits containerd's `ns` off the query; answers it and the rest.
-fn split_query(query: Option<&str>) -> (Option<String>, Option<String>) {
-    let Some(query) = query else { return (None, None) };
-    let mut ns = None;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("ns", value)) => {
-                ns = Some(percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
-            }
-            _ => rest.push(pair),
-        }
-    }
-    (ns, (!rest.is_empty()).then(|| rest.join("&")))
 }
 
 /// The client headers that go on: the accepted manifest types (normalized,
@@ -233,42 +158,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ns_is_split_off_the_query() {
-        assert_eq!(split_query(Some("ns=docker.io")), (Some("docker.io".into()), None));
-        assert_eq!(
-            split_query(Some("n=10&ns=ghcr.io&last=a")),
-            (Some("ghcr.io".into()), Some("n=10&last=a".into()))
-        );
-        assert_eq!(split_query(None), (None, None));
-    }
-
-    #[test]
-    fn remotes_are_found_by_name_first_then_by_registry_host() {
-        let mut hub = Remote::proxy("dockerhub", "https://registry-1.docker.io".parse().unwrap());
-        hub.package = artifactapi_layers::Package::parse("docker").unwrap();
-        hub.registry_hosts = vec!["docker.io".into()];
-        let mut local = Remote::proxy("local", "http://127.0.0.1:5000".parse().unwrap());
-        local.package = artifactapi_layers::Package::parse("docker").unwrap();
-        let files = Remote::proxy("files", "https://github.com".parse().unwrap());
-        let registry = Registry {
-            stack: BoxCloneSyncService::new(tower::service_fn(|_req: Request<Body>| async {
-                Ok::<_, BoxError>(Response::new(body::empty()))
-            })),
-            remotes: Arc::new(artifactapi_layers::Remotes::new([hub, local, files])).into(),
-        };
-        let found = |c: &[&str], ns| registry.remote_for(c, ns).map(|(r, skip)| (r.name.clone(), skip));
-        assert_eq!(
-            found(&["dockerhub", "library", "nginx"], Some("docker.io")),
-            Some(("dockerhub".into(), 1))
-        );
-        assert_eq!(found(&["library", "nginx"], Some("docker.io")), Some(("dockerhub".into(), 0)));
-        assert_eq!(found(&["library", "nginx"], Some("registry-1.docker.io")), Some(("dockerhub".into(), 0)));
-        assert_eq!(found(&["x"], Some("127.0.0.1:5000")), Some(("local".into(), 0)));
-        assert_eq!(found(&["library", "nginx"], Some("quay.io")), None);
-        assert_eq!(found(&["library", "nginx"], None), None);
-        // Only docker remotes are routed to.
-        assert_eq!(found(&["files", "x"], None), None);
-        // A one-component name is an image name, not a remote.
-        assert_eq!(found(&["dockerhub"], None), None);
+    fn only_the_accepted_manifest_types_and_conditions_go_on() {
+        let mut client = HeaderMap::new();
+        client
+            .insert(header::ACCEPT, HeaderValue::from_static("application/vnd.oci.image.index.v1+json, */*"));
+        client.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        client.insert(header::COOKIE, HeaderValue::from_static("secret"));
+        let manifest =
+            Target::Manifest(artifactapi_layers::format::docker::reference::Reference::Tag("v".into()));
+        let sent = forwarded(&client, &manifest);
+        assert_eq!(sent[header::ACCEPT], "application/vnd.oci.image.index.v1+json");
+        assert_eq!(sent[header::IF_NONE_MATCH], "\"x\"");
+        assert!(sent.get(header::COOKIE).is_none());
+        assert!(forwarded(&client, &Target::Tags).get(header::ACCEPT).is_none());
     }
 }

@@ -21,6 +21,11 @@ use artifactapi_layers::{
     digest::{Algorithm, Expected, Hasher},
     error::{BoxError, UpstreamErrorKind},
     extensions::{StoreAs, Variant},
+    format::docker::{
+        door::RegistryCall,
+        media,
+        reference::{Digest, Reference, Target},
+    },
     path::KEY_SEPARATOR,
     remote_resolve::ResolvedRemote,
     store::content_address,
@@ -33,24 +38,11 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{Service, ServiceExt};
 
-use super::{
-    auth::{parse_challenge, Tokens},
-    media,
-    reference::{Digest, Reference, Target},
-};
+use super::auth::{parse_challenge, Tokens};
 use crate::upstream::{UpstreamAuth, UpstreamFetch};
 
 /// `Docker-Content-Digest`.
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
-
-/// A request extension set by the registry router: what this call is for.
-#[derive(Debug, Clone)]
-pub struct RegistryCall {
-    /// The image name upstream knows (`library/nginx`).
-    pub name: String,
-    /// The manifest, blob or tag list asked for.
-    pub target: Target,
-}
 
 /// The upstream service of the `/v2/` stack.
 #[derive(Debug, Clone)]

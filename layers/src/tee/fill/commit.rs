@@ -52,8 +52,11 @@ pub(super) async fn commit(
         },
         policy: head.policy.clone(),
     };
-    let replaced_release =
-        job.class != Class::Immutable && crate::format::apt::is_release(job.path.decoded());
+    // What a new version of this file makes out of date (apt: a release file's index files).
+    let expires_under = match job.class {
+        Class::Immutable => None,
+        Class::Mutable { .. } => job.remote.package.format().replacement_expires_under(&job.path),
+    };
     for (key, path) in &store_as.aliases {
         // The same bytes under another key (a manifest by digest): immutable.
         let alias = Entry {
@@ -76,11 +79,9 @@ pub(super) async fn commit(
     }
     match committed {
         Ok(Some(old)) if old.blob != blob => {
-            if replaced_release {
-                // New release file: the index files it lists must follow.
-                let dir = crate::format::apt::dir_of(job.path.decoded());
+            if let Some(dir) = expires_under {
                 if let Err(e) = store.index.expire_under(&job.remote.name, dir, &job.key, now).await {
-                    tracing::warn!(error = %e, "could not expire the index files of a new release file");
+                    tracing::warn!(error = %e, "could not expire the entries a new version makes out of date");
                 }
             }
             // A shared blob may still be another entry's.

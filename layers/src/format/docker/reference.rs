@@ -122,6 +122,8 @@ impl fmt::Display for Invalid {
     }
 }
 
+impl std::error::Error for Invalid {}
+
 /// Splits the path after `/v2/` into the name's components and the target.
 /// The components are not yet validated: the first may be a remote's name.
 pub fn split(rest: &str) -> Result<(Vec<&str>, Target), Invalid> {

@@ -1,0 +1,117 @@
+//! Docker / OCI registries, mirrored at `/v2/`: the registry API's names and
+//! references ([`reference`]), how a `/v2/` request finds its remote
+//! ([`door`]), which manifest types a client accepts ([`media`]) and the
+//! registry's error shape ([`errors`]). Token authentication and digest
+//! checks need I/O and live in the `services` crate.
+//!
+//! Paths as patterns and cache keys see them: `{name}/manifests/{tag or
+//! digest}`, `{name}/blobs/{digest}`, `{name}/tags/list`; upstream is asked
+//! for `v2/{path}`. Patterns gate every request for an image name (tag
+//! manifests included). Tags and tag lists are mutable, digests immutable.
+
+pub mod door;
+pub mod errors;
+pub mod media;
+pub mod reference;
+
+use http::Response;
+
+use self::reference::Target;
+use super::{Coordinates, Format, Package};
+use crate::{body::ArtifactBody, path::ArtifactPath, rescue::Problem};
+
+/// Docker and OCI registries.
+pub(super) struct Docker;
+
+/// The registry format: its error shape answers `/v2/` requests that name
+/// no remote.
+pub const REGISTRY: Package = Package(&Docker);
+
+impl Format for Docker {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn builtin_mutable(&self) -> &'static [&'static str] {
+        // Tags move; digests never do.
+        &[r"/manifests/(?!sha256:)", r"/tags/list$"]
+    }
+
+    fn patterns_gate_every_path(&self) -> bool {
+        true
+    }
+
+    fn is_registry(&self) -> bool {
+        true
+    }
+
+    fn own_keys(&self) -> &'static [&'static str] {
+        &["registry_hosts"]
+    }
+
+    /// The image name, and the tag or digest of a manifest.
+    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+        let (components, target) = reference::split(path.decoded()).ok()?;
+        let name = reference::name(&components).ok()?;
+        Some(match target {
+            Target::Manifest(reference) => Coordinates::new(name, Some(&reference.to_string())),
+            _ => Coordinates::new(name, None),
+        })
+    }
+
+    fn upstream_path(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        ArtifactPath::parse(&format!("v2/{}", path.raw()), path.query()).ok()
+    }
+
+    fn error_answer(&self, problem: &Problem<'_>) -> Response<ArtifactBody> {
+        errors::answer(problem)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        format::tests::{classifier, BUILTIN_MUTABLE},
+        pattern::{Class, Decision},
+    };
+
+    #[test]
+    fn tags_are_mutable_and_digests_immutable() {
+        let c = classifier("docker", None, &[]);
+        assert_eq!(c.classify("library/nginx/manifests/latest"), BUILTIN_MUTABLE);
+        assert_eq!(c.classify("library/nginx/manifests/sha256:abc"), Decision::Allow(Class::Immutable));
+        assert_eq!(c.classify("library/nginx/tags/list"), BUILTIN_MUTABLE);
+    }
+
+    #[test]
+    fn patterns_gate_every_request_for_an_image_name() {
+        let c = classifier("docker", Some(&["^library/nginx/", "^rancher/"]), &[]);
+        assert_eq!(c.classify("library/nginx/manifests/latest"), BUILTIN_MUTABLE);
+        assert_eq!(c.classify("rancher/rke2-runtime/tags/list"), BUILTIN_MUTABLE);
+        assert_eq!(c.classify("library/nginx/blobs/sha256:ab"), Decision::Allow(Class::Immutable));
+        for denied in ["library/redis/manifests/latest", "library/redis/tags/list", "evil/x/blobs/sha256:ab"]
+        {
+            assert!(matches!(c.classify(denied), Decision::Deny(_)), "{denied}");
+        }
+    }
+
+    #[test]
+    fn coordinates_are_the_image_and_its_reference() {
+        let at = |p: &str| Docker.coordinates(&ArtifactPath::parse(p, None).unwrap());
+        assert_eq!(at("library/nginx/manifests/1.27"), Some(Coordinates::new("library/nginx", Some("1.27"))));
+        let digest = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(at(&format!("a/b/c/manifests/{digest}")), Some(Coordinates::new("a/b/c", Some(&digest))));
+        assert_eq!(at(&format!("x/blobs/{digest}")), Some(Coordinates::new("x", None)));
+        assert_eq!(at("x/tags/list"), Some(Coordinates::new("x", None)));
+        assert_eq!(at("not/an/endpoint"), None);
+        assert_eq!(at("Upper/manifests/1"), None);
+    }
+
+    #[test]
+    fn upstream_is_asked_under_v2() {
+        let path = ArtifactPath::parse("library/nginx/tags/list", Some("n=10")).unwrap();
+        let upstream = Docker.upstream_path(&path).unwrap();
+        assert_eq!((upstream.decoded(), upstream.query()), ("v2/library/nginx/tags/list", Some("n=10")));
+    }
+}
