@@ -97,6 +97,13 @@ async fn counts_follow_miss_hit_stale_and_coalesced_requests() {
         assert_eq!(pull.await.unwrap(), 8 * 65536);
     }
     assert_eq!(upstream.count("GET", "/slow/8/50/s.bin"), 1);
+    // Clients have every byte a moment before the fill has written its index
+    // row; the gauge falls to zero once it has.
+    let metrics = proxy.url("/metrics");
+    support::eventually("the fill to commit", support::PATIENCE, || async {
+        support::fills_in_flight(&metrics).await == 0
+    })
+    .await;
     let text = scrape(&proxy).await;
     assert_eq!(value(&text, "artifactapi_coalesced_requests_total", &[]), 3.0);
     assert_eq!(value(&text, "artifactapi_fills_total", &[]), 4.0, "a.bin, index.json twice, s.bin");
