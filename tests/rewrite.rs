@@ -64,3 +64,60 @@ async fn a_tarball_that_does_not_match_its_integrity_is_refused_and_not_cached()
         assert_eq!(upstream.count("GET", "/evil/-/evil-1.0.0.tgz"), attempt, "and never cached");
     }
 }
+
+/// After a restart no digest promise is in memory, and a client that has
+/// the page already (or a lock file) asks for the file straight away: the
+/// proxy reads the page through the cache first, so the file is still
+/// checked. Upstream's page is asked for once in all: the second read is a
+/// hit.
+#[tokio::test]
+async fn a_file_fetched_after_a_restart_is_checked_against_the_cached_page() {
+    use sha2::{Digest, Sha256};
+    let upstream = Upstream::start().await;
+    let files = Upstream::start().await;
+    let link = |v: &str, body: &str| {
+        let sha = hex::encode(Sha256::digest(body.as_bytes()));
+        format!("<a href=\"{}/packages/delta-{v}.tar.gz#sha256={sha}\">delta-{v}.tar.gz</a>", files.url())
+    };
+    let page = format!("<html><body>{}{}</body></html>", link("1.0", "one"), link("2.0", "two"));
+    upstream.put("/simple/delta/", page, &[("content-type", "text/html")]);
+    files.put("/packages/delta-1.0.tar.gz", "one", &[]);
+    files.put("/packages/delta-2.0.tar.gz", "two", &[]);
+    let config = format!(
+        "remotes:\n  pypi:\n    base_url: \"{{upstream}}\"\n    package: pypi\n    pypi_files_url: \"{files}\"\n    pypi_files_remote: pypi-files\n  pypi-files:\n    base_url: \"{files}\"\n",
+        files = files.url()
+    );
+    let mut proxy = support::Binary::start(&config, &upstream.url(), &[]);
+    let html = client().get(proxy.url("/api/pypi/simple/delta/")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("/api/v1/remote/pypi-files/packages/delta-1.0.tar.gz"), "{html}");
+    support::eventually("the page to be committed", support::PATIENCE, || async {
+        proxy_listing(&proxy, "pypi").await.contains("simple/delta/")
+    })
+    .await;
+
+    // The process dies; meanwhile the file is replaced upstream.
+    proxy.restart();
+    files.put("/packages/delta-1.0.tar.gz", "tampered", &[]);
+    let url = proxy.url("/api/v1/remote/pypi-files/packages/delta-1.0.tar.gz");
+    for _ in 0..2 {
+        let refused = match client().get(&url).send().await {
+            Ok(res) if res.status() == 200 => res.bytes().await.is_err(),
+            Ok(res) => res.status() == 502,
+            Err(_) => true,
+        };
+        assert!(refused, "a file that does not match the page's digest is never served whole");
+    }
+    assert_eq!(files.count("GET", "/packages/delta-1.0.tar.gz"), 2, "and never cached");
+    // The untampered file is served, and cached.
+    let two = proxy.url("/api/v1/remote/pypi-files/packages/delta-2.0.tar.gz");
+    for _ in 0..2 {
+        assert_eq!(client().get(&two).send().await.unwrap().text().await.unwrap(), "two");
+    }
+    assert_eq!(files.count("GET", "/packages/delta-2.0.tar.gz"), 1);
+    assert_eq!(upstream.count("GET", "/simple/delta/"), 1, "the page was read from the cache");
+}
+
+/// The raw `GET /artifacts/{remote}` listing of a running binary.
+async fn proxy_listing(proxy: &support::Binary, remote: &str) -> String {
+    client().get(proxy.url(&format!("/artifacts/{remote}"))).send().await.unwrap().text().await.unwrap()
+}

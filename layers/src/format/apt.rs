@@ -135,12 +135,10 @@ mod tests {
     use super::*;
 
     fn at(path: &str) -> Option<Coordinates> {
-        Apt.coordinates(&ArtifactPath::parse(path, None).unwrap())
+        crate::format::tests::coordinates_at(&Apt, path)
     }
 
-    fn package(name: &str, version: &str) -> Option<Coordinates> {
-        Some(Coordinates::new(name, Some(version)))
-    }
+    use crate::format::tests::version_of as package;
 
     #[test]
     fn a_pool_file_names_its_package_and_version() {

@@ -4,21 +4,26 @@
 //! A remote's `package:` names its format. The format says which of its
 //! paths change upstream (its built-in mutable patterns), whether its
 //! patterns gate every request of a package (a registry's image names),
-//! which paths are metadata documents, which variants a document has and how
-//! a client's `Accept` picks one, how a document is rewritten so that the
+//! which package and version a path belongs to ([`Coordinates`]), which
+//! paths are metadata documents, which variants a document has and how a
+//! client's `Accept` picks one, how a document is rewritten so that the
 //! files it names come back through this proxy (and which digests it
-//! promises for them), and which documents a newly fetched file makes out of
-//! date. The layers ask the remote's format; none of them names a format.
+//! promises for them), which document lists a file (marked expired when a
+//! new file appears; read through the cache for its promises when none is
+//! in memory), what a new version of a file makes out of date and what an
+//! expired entry is served with (apt's release consistency), the path asked
+//! of upstream, and the shape of its error answers. The layers ask the
+//! remote's format; none of them names a format.
 //!
-//! | format | built-in mutable paths | metadata |
-//! |---|---|---|
-//! | `generic` | none | none |
-//! | `alpine` | `APKINDEX.tar.gz` | none |
-//! | `rpm` | `repomd.xml`, `repodata/*` | none |
-//! | `apt` | `InRelease`, `Release`, index files | none (release consistency: [`apt`]) |
-//! | `docker` | tag manifests, tag lists | served at `/v2/`; patterns gate image names |
-//! | `pypi` | `simple/...` | PEP 503 HTML and PEP 691 JSON pages |
-//! | `npm` | none | packuments, full and abbreviated |
+//! | format | built-in mutable paths | coordinates | metadata | errors |
+//! |---|---|---|---|---|
+//! | `generic` | none | none | none (apt's release consistency, for seed configurations) | JSON |
+//! | `alpine` | `APKINDEX.tar.gz` | `{name}-{ver}-r{n}.apk` | none | JSON |
+//! | `rpm` | `repomd.xml`, `repodata/*` | `{name}-{ver}-{rel}.{arch}.rpm` | none | JSON |
+//! | `apt` | `InRelease`, `Release`, index files | `{name}_{ver}_{arch}.deb` | release consistency ([`apt`]) | JSON |
+//! | `docker` | tag manifests, tag lists | image, tag or digest | served at `/v2/` ([`docker::door`]); patterns gate image names | registry `{"errors"}` |
+//! | `pypi` | `simple/...` | project (PEP 503), version | PEP 503 HTML and PEP 691 JSON pages | JSON |
+//! | `npm` | none | package, version | packuments, full and abbreviated | JSON |
 //!
 //! # How to add a format
 //!
@@ -41,7 +46,7 @@ pub mod npm;
 pub mod pypi;
 mod rpm;
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use http::Response;
 use url::Url;
@@ -130,11 +135,15 @@ pub trait Format: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// The cache keys of documents of `lister` (a remote of this format)
-    /// that list the file just fetched at `path` on `remote`: they are out of
-    /// date once a new file appears, and are marked expired.
-    fn listing_keys(&self, _lister: &Remote, _remote: &Remote, _path: &ArtifactPath) -> Vec<String> {
-        Vec::new()
+    /// The document of `lister` (a remote of this format) that lists the
+    /// file at `path` on `remote` and promises its digest, if any. Once a
+    /// new file appears, that document's variants are marked expired (so a
+    /// fresh publish is seen at once); when a file is fetched with no
+    /// promise in memory (after a restart, or after the client's copy of the
+    /// document was answered 304), the document is read through the cache
+    /// first, so the file is still checked.
+    fn listed_in(&self, _lister: &Remote, _remote: &Remote, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
     }
 }
 
@@ -163,6 +172,9 @@ pub trait Document: Send + Sync + 'static {
     /// upstream is asked with for that variant (so the bytes stored for a
     /// variant do not depend on which client asked first).
     fn negotiate(&self, accept: Option<&str>) -> Negotiated;
+
+    /// Every variant [`Document::negotiate`] may answer.
+    fn variants(&self) -> &'static [&'static str];
 
     /// The document with the file links `links` maps rewritten; `json`
     /// tells what upstream's `Content-Type` said. An error says why the
@@ -200,13 +212,6 @@ pub(crate) fn rewrite_link(
         || resolved.fragment().and_then(|f| f.strip_prefix("sha256=")).and_then(Expected::sha256_hex);
     let expected = expected.or_else(from_fragment);
     map.map(&resolved, expected)
-}
-
-/// The cache keys of `variants` of the document at `document` on `remote`.
-pub(crate) fn variant_keys(remote: &str, document: &str, variants: &[&str]) -> Vec<String> {
-    let Ok(document) = ArtifactPath::parse(document, None) else { return Vec::new() };
-    let base = document.cache_key(remote);
-    variants.iter().map(|v| format!("{base}{KEY_SEPARATOR}{v}")).collect()
 }
 
 /// The formats this build knows, in the order they are listed to users.
@@ -301,16 +306,36 @@ impl fmt::Debug for Package {
     }
 }
 
-/// The keys of every document any remote of `remotes` keeps that lists the
-/// file just fetched at `path` on `remote` (see [`Format::listing_keys`]).
-pub fn listing_keys(remote: &Remote, path: &ArtifactPath, remotes: &Remotes) -> Vec<String> {
-    remotes.iter().flat_map(|lister| lister.package.format().listing_keys(lister, remote, path)).collect()
+/// The documents (remote, path) that list the file at `path` on `remote`,
+/// among `remotes` (see [`Format::listed_in`]).
+pub fn listed_in(
+    remote: &Remote,
+    path: &ArtifactPath,
+    remotes: &Remotes,
+) -> Vec<(Arc<Remote>, ArtifactPath)> {
+    remotes
+        .iter()
+        .filter_map(|lister| Some((lister.clone(), lister.package.format().listed_in(lister, remote, path)?)))
+        .collect()
+}
+
+/// The cache keys of every variant of the documents `listings` (as
+/// [`listed_in`] answers).
+pub fn listing_keys(listings: &[(Arc<Remote>, ArtifactPath)]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (lister, listing) in listings {
+        if let Some(document) = lister.package.format().document(listing) {
+            let base = listing.cache_key(&lister.name);
+            keys.extend(document.variants().iter().map(|v| format!("{base}{KEY_SEPARATOR}{v}")));
+        }
+    }
+    keys
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::pattern::{Class, Classifier, Decision, Pattern};
+    pub(crate) use crate::pattern::{Class, Classifier, Decision, Pattern};
 
     /// A remote of `package` with the user's patterns.
     pub(crate) fn classifier(package: &str, immutable: Option<&[&str]>, mutable: &[&str]) -> Classifier {
@@ -319,6 +344,16 @@ pub(crate) mod tests {
     }
 
     pub(crate) const BUILTIN_MUTABLE: Decision = Decision::Allow(Class::Mutable { builtin: true });
+
+    /// What `format` reads off `path`.
+    pub(crate) fn coordinates_at(format: &dyn Format, path: &str) -> Option<Coordinates> {
+        format.coordinates(&ArtifactPath::parse(path, None).unwrap())
+    }
+
+    /// The coordinates of one version of `name`.
+    pub(crate) fn version_of(name: &str, version: &str) -> Option<Coordinates> {
+        Some(Coordinates::new(name, Some(version)))
+    }
 
     #[test]
     fn every_builtin_format_is_named_once_and_its_patterns_compile() {
@@ -354,6 +389,9 @@ pub(crate) mod tests {
     impl Document for ToyIndex {
         fn negotiate(&self, _accept: Option<&str>) -> Negotiated {
             Negotiated { variant: "toy", accept: "text/plain" }
+        }
+        fn variants(&self) -> &'static [&'static str] {
+            &["toy"]
         }
         fn rewrite(
             &self,

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use url::Url;
 
-use super::{rewrite_link, variant_keys, Coordinates, Document, Format, LinkMap, Negotiated};
+use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// npm registries (`package: npm`): every path but a tarball is a packument.
@@ -40,14 +40,12 @@ impl Format for Npm {
         (!path.decoded().ends_with(".tgz")).then_some(&Packument as &'static dyn Document)
     }
 
-    /// A new tarball's packument (`{package}/-/{file}.tgz` is listed in
-    /// `{package}`), both forms.
-    fn listing_keys(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Vec<String> {
+    /// A tarball's packument: `{package}/-/{file}.tgz` is listed in
+    /// `{package}`, on the same remote.
+    fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
         let decoded = path.decoded();
-        match decoded.split_once("/-/").filter(|_| lister.name == remote.name && decoded.ends_with(".tgz")) {
-            Some((package, _)) => variant_keys(&remote.name, package, &[FULL, ABBREVIATED]),
-            None => Vec::new(),
-        }
+        let (package, _) = decoded.split_once("/-/").filter(|_| lister.name == remote.name)?;
+        ArtifactPath::parse(package, None).ok().filter(|_| decoded.ends_with(".tgz"))
     }
 }
 
@@ -55,6 +53,10 @@ impl Document for Packument {
     fn negotiate(&self, accept: Option<&str>) -> Negotiated {
         let variant = negotiate(accept);
         Negotiated { variant, accept: accept_for(variant) }
+    }
+
+    fn variants(&self) -> &'static [&'static str] {
+        &[FULL, ABBREVIATED]
     }
 
     fn rewrite(&self, body: &[u8], json: bool, page: &Url, links: &dyn LinkMap) -> Result<Vec<u8>, String> {
@@ -196,7 +198,7 @@ mod tests {
     }
 
     fn at(path: &str) -> Option<Coordinates> {
-        Npm.coordinates(&ArtifactPath::parse(path, None).unwrap())
+        crate::format::tests::coordinates_at(&Npm, path)
     }
 
     fn package(name: &str, version: Option<&str>) -> Option<Coordinates> {
@@ -262,11 +264,15 @@ mod tests {
         let npm = Remote::proxy("npm", "https://npm.example.internal/".parse().unwrap());
         let other = Remote::proxy("other", "https://npm.example.internal/".parse().unwrap());
         let tarball = ArtifactPath::parse("@babel/core/-/core-7.21.0.tgz", None).unwrap();
-        assert_eq!(
-            Npm.listing_keys(&npm, &npm, &tarball),
-            variant_keys("npm", "@babel/core", &[FULL, ABBREVIATED])
-        );
-        assert!(Npm.listing_keys(&other, &npm, &tarball).is_empty());
-        assert!(Npm.listing_keys(&npm, &npm, &ArtifactPath::parse("express", None).unwrap()).is_empty());
+        assert_eq!(Npm.listed_in(&npm, &npm, &tarball).unwrap().decoded(), "@babel/core");
+        assert!(Npm.listed_in(&other, &npm, &tarball).is_none());
+        assert!(Npm.listed_in(&npm, &npm, &ArtifactPath::parse("express", None).unwrap()).is_none());
+        let mut npm = npm;
+        npm.package = crate::format::Package::parse("npm").unwrap();
+        let remotes = crate::remote::Remotes::new([npm.clone(), other]);
+        let keys = crate::format::listing_keys(&crate::format::listed_in(&npm, &tarball, &remotes));
+        let base = ArtifactPath::parse("@babel/core", None).unwrap().cache_key("npm");
+        let sep = crate::path::KEY_SEPARATOR;
+        assert_eq!(keys, [format!("{base}{sep}{FULL}"), format!("{base}{sep}{ABBREVIATED}")]);
     }
 }

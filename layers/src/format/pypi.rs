@@ -3,7 +3,7 @@
 use serde_json::Value;
 use url::Url;
 
-use super::{rewrite_link, variant_keys, Coordinates, Document, Format, LinkMap, Negotiated};
+use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Python package indexes (`package: pypi`): PEP 503/691 simple pages are
@@ -48,16 +48,14 @@ impl Format for Pypi {
 
     /// A new file's simple page, on the index that serves its own files
     /// (like pypiserver) or lists those of `pypi_files_remote`.
-    fn listing_keys(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Vec<String> {
+    fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
         let lists =
             lister.name == remote.name || lister.files.as_ref().is_some_and(|f| f.remote == remote.name);
         if !lists || is_simple(path.decoded()) {
-            return Vec::new();
+            return None;
         }
-        match distribution_of(path.file_name()) {
-            Some(file) => variant_keys(&lister.name, &format!("simple/{}/", file.name), &[JSON, HTML]),
-            None => Vec::new(),
-        }
+        let file = distribution_of(path.file_name())?;
+        ArtifactPath::parse(&format!("simple/{}/", file.name), None).ok()
     }
 }
 
@@ -65,6 +63,10 @@ impl Document for SimplePage {
     fn negotiate(&self, accept: Option<&str>) -> Negotiated {
         let variant = negotiate(accept);
         Negotiated { variant, accept: accept_for(variant) }
+    }
+
+    fn variants(&self) -> &'static [&'static str] {
+        &[JSON, HTML]
     }
 
     fn rewrite(&self, body: &[u8], json: bool, page: &Url, links: &dyn LinkMap) -> Result<Vec<u8>, String> {
@@ -381,7 +383,7 @@ mod tests {
     }
 
     fn at(path: &str) -> Option<Coordinates> {
-        Pypi.coordinates(&ArtifactPath::parse(path, None).unwrap())
+        crate::format::tests::coordinates_at(&Pypi, path)
     }
 
     fn file(name: &str, version: &str) -> Option<Coordinates> {
@@ -503,16 +505,23 @@ mod tests {
         let files = Remote::proxy("files", "https://files.example.internal/".parse().unwrap());
         let other = Remote::proxy("other", "https://other.example.internal/".parse().unwrap());
         let wheel = ArtifactPath::parse("packages/ab/Foo_Bar-1.0-py3-none-any.whl", None).unwrap();
-        let keys = Pypi.listing_keys(&index, &files, &wheel);
-        assert_eq!(keys, variant_keys("pypi", "simple/foo-bar/", &[JSON, HTML]));
-        assert!(Pypi.listing_keys(&other, &files, &wheel).is_empty(), "another index does not list it");
-        assert_eq!(Pypi.listing_keys(&other, &other, &wheel).len(), 2, "an index serving its own files");
+        let listed = |lister: &Remote, remote: &Remote, path: &ArtifactPath| {
+            Pypi.listed_in(lister, remote, path).map(|p| p.decoded().to_owned())
+        };
+        assert_eq!(listed(&index, &files, &wheel).as_deref(), Some("simple/foo-bar/"));
+        assert_eq!(listed(&other, &files, &wheel), None, "another index does not list it");
+        assert!(listed(&other, &other, &wheel).is_some(), "an index serving its own files");
         let page = ArtifactPath::parse("simple/foo-bar/", None).unwrap();
-        assert!(Pypi.listing_keys(&index, &index, &page).is_empty(), "pages list files, not pages");
+        assert_eq!(listed(&index, &index, &page), None, "pages list files, not pages");
         let root = ArtifactPath::parse("simplejson-3.19.2.tar.gz", None).unwrap();
-        assert_eq!(
-            Pypi.listing_keys(&other, &other, &root),
-            variant_keys("other", "simple/simplejson/", &[JSON, HTML])
-        );
+        assert_eq!(listed(&other, &other, &root).as_deref(), Some("simple/simplejson/"));
+        // Both variants of the page on the index, none elsewhere.
+        let mut index = index;
+        index.package = crate::format::Package::parse("pypi").unwrap();
+        let remotes = crate::remote::Remotes::new([index, files.clone(), other]);
+        let keys = crate::format::listing_keys(&crate::format::listed_in(&files, &wheel, &remotes));
+        let base = ArtifactPath::parse("simple/foo-bar/", None).unwrap().cache_key("pypi");
+        let sep = crate::path::KEY_SEPARATOR;
+        assert_eq!(keys, [format!("{base}{sep}{JSON}"), format!("{base}{sep}{HTML}")]);
     }
 }

@@ -43,17 +43,10 @@ fn package_of(file_name: &str) -> Option<Coordinates> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        format::tests::{classifier, BUILTIN_MUTABLE},
-        pattern::{Class, Decision},
-    };
+    use crate::format::tests::{version_of as package, *};
 
     fn at(path: &str) -> Option<Coordinates> {
-        Rpm.coordinates(&ArtifactPath::parse(path, None).unwrap())
-    }
-
-    fn package(name: &str, version: &str) -> Option<Coordinates> {
-        Some(Coordinates::new(name, Some(version)))
+        coordinates_at(&Rpm, path)
     }
 
     #[test]

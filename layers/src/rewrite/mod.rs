@@ -18,9 +18,14 @@
 //! relative) stay on the remote; others are left alone. The digest a
 //! document promises for a file is checked when that file is fetched.
 //!
-//! When a file is fetched for the first time, the documents that list it
-//! (the formats' [`listing_keys`](crate::format::Format::listing_keys)) are
-//! marked expired, so a fresh publish becomes visible without tiny TTLs.
+//! The documents that list a file are the formats' to say
+//! ([`listed_in`](crate::format::Format::listed_in)). When a file is fetched
+//! for the first time, they are marked expired, so a fresh publish becomes
+//! visible without tiny TTLs. When a file that is not cached is asked for
+//! and no digest for it is in memory (after a restart, or after the client's
+//! own copy of the document was answered 304), its listing is read through
+//! this layer and the cache first, so the file is still checked against
+//! what the document promises.
 
 use std::{
     sync::Arc,
@@ -38,10 +43,10 @@ use crate::{
     body::{self, ArtifactBody},
     digest::{Expected, ExpectedDigests},
     error::{BoxError, UpstreamError, UpstreamErrorKind},
-    extensions::CacheStatus,
-    extensions::Variant,
+    extensions::{CacheStatus, Classification, Variant},
     format::{self, LinkMap},
     path::ArtifactPath,
+    pattern::Decision,
     remote::{Remote, SharedRemotes},
     remote_resolve::ResolvedRemote,
     store::{now_ms, Refresh, Store},
@@ -181,11 +186,49 @@ fn links(remote: &Remote, api: String, digests: Option<Arc<ExpectedDigests>>) ->
     RemoteLinks { api, targets, digests }
 }
 
+impl<S> BodyRewrite<S> {
+    /// Reads `listing`, a document of `lister`, through the cache and this
+    /// layer, for the digests it promises; failures only leave the file
+    /// unchecked, as before.
+    async fn read_listing<B>(self, lister: Arc<Remote>, listing: ArtifactPath)
+    where
+        Self: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
+        B: Default,
+    {
+        let class = match lister.classifier.classify(listing.decoded()) {
+            Decision::Allow(class) => class,
+            Decision::Deny(_) => return,
+        };
+        let mut req = Request::new(B::default());
+        *req.uri_mut() = match format!("/{}/{}", lister.name, listing.raw()).parse() {
+            Ok(uri) => uri,
+            Err(_) => return,
+        };
+        let name = lister.name.clone();
+        let extensions = req.extensions_mut();
+        extensions.insert(ResolvedRemote(lister));
+        extensions.insert(listing.clone());
+        extensions.insert(Classification(class));
+        match self.oneshot(req).await {
+            Ok(res) => {
+                tracing::debug!(remote = %name, listing = %listing.display(), status = %res.status(), "read a listing for the digests it promises")
+            }
+            Err(e) => {
+                tracing::debug!(remote = %name, listing = %listing.display(), error = %e, "could not read a listing; the file goes unchecked")
+            }
+        }
+    }
+}
+
 impl<S, B> Service<Request<B>> for BodyRewrite<S>
 where
-    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send,
-    B: Send + 'static,
+    B: Default + Send + 'static,
 {
     type Response = Response<ArtifactBody>;
     type Error = BoxError;
@@ -204,23 +247,38 @@ where
         };
         let document = remote.package.format().document(path);
         let Some(document) = document.filter(|_| matches!(*req.method(), Method::GET | Method::HEAD)) else {
-            let keys =
-                self.store.as_ref().map(|(_, remotes)| format::listing_keys(remote, path, &remotes.load()));
-            if let (Some((store, _)), Some(keys), true) =
-                (self.store.clone(), keys.filter(|k| !k.is_empty()), req.method() == Method::GET)
-            {
-                return Box::pin(async move {
-                    let res = inner.oneshot(req).await?;
-                    let fetched = res.extensions().get::<CacheStatus>() == Some(&CacheStatus::Miss);
-                    if fetched && res.status() == StatusCode::OK {
-                        // Before the client hears of the file: its next look
-                        // at the metadata must list it. Once per new file.
-                        expire_metadata(store, keys).await;
+            let listings = match (&self.store, req.method() == Method::GET) {
+                (Some((_, remotes)), true) => format::listed_in(remote, path, &remotes.load()),
+                _ => Vec::new(),
+            };
+            let Some((store, _)) = self.store.clone().filter(|_| !listings.is_empty()) else {
+                return Box::pin(inner.oneshot(req));
+            };
+            // No digest promised for this file in memory (after a restart,
+            // or after the client's copy of its listing was answered 304):
+            // read the listing through the cache first, unless the file is
+            // cached already.
+            let key = path.cache_key(&remote.name);
+            let unpromised = self.digests.as_ref().is_some_and(|d| d.get(&key).is_none());
+            let reader = unpromised.then(|| self.clone());
+            return Box::pin(async move {
+                if let Some(reader) = reader {
+                    let cached = matches!(store.index.get(&key).await, Ok(Some(e)) if e.is_fresh(now_ms()));
+                    if !cached {
+                        for (lister, listing) in &listings {
+                            reader.clone().read_listing(lister.clone(), listing.clone()).await;
+                        }
                     }
-                    Ok(res)
-                });
-            }
-            return Box::pin(inner.oneshot(req));
+                }
+                let res = inner.oneshot(req).await?;
+                let fetched = res.extensions().get::<CacheStatus>() == Some(&CacheStatus::Miss);
+                if fetched && res.status() == StatusCode::OK {
+                    // Before the client hears of the file: its next look
+                    // at the metadata must list it. Once per new file.
+                    expire_metadata(store, format::listing_keys(&listings)).await;
+                }
+                Ok(res)
+            });
         };
         let (remote, path) = (remote.clone(), path.clone());
         let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
