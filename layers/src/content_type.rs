@@ -5,7 +5,7 @@
 //! is `audio/x-pn-realaudio-plugin` there, `.deb` is `application/octet-stream`,
 //! `.tgz` is `application/x-compressed`, `.mod` (a Go module file) is
 //! `video/mpeg`, and `.whl` or `.zst` are unknown. So the extensions of the
-//! formats artifactapi proxies are looked up in [`ARTIFACTS`] first.
+//! formats artifactapi proxies are looked up in `ARTIFACTS` first.
 
 /// Extensions of artifact formats where `mime_guess` answers otherwise, and
 /// the media types their registries and package managers use.

@@ -5,8 +5,16 @@
 //! A layer that will not serve a request (no such remote, a path the
 //! patterns deny) raises [`Refused`] with the status to answer; upstream
 //! failures raise [`UpstreamStatus`] or [`UpstreamError`]; the store
-//! [`StoreError`]. [`RescueLayer`] goes outermost and answers each with the
-//! JSON error body `{"error", "remote", "path"}`.
+//! [`StoreError`]. The front door wraps each in [`Raised`], naming the
+//! format whose error shape answers it. [`RescueLayer`] goes outermost: it
+//! works out a [`Problem`] (status, message, cause) and asks the format for
+//! the answer ([`Format::error_answer`](crate::format::Format::error_answer):
+//! the JSON body `{"error", "remote", "path"}` by default, the registry's
+//! `{"errors": [...]}` for docker), adds `Retry-After` and `Allow`, and
+//! writes `X-Cache-Status` and `X-Artifact-Source` from the answer's
+//! [`CacheStatus`] extension: the one place those headers are written.
+//!
+//! (Over 400 lines with its tests, which take a third of the file.)
 //!
 //! ```
 //! use artifactapi_layers::{rescue::{Refused, RescueLayer}, BoxError, ArtifactBody};

@@ -141,7 +141,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{body, remote::Remote};
+    use crate::{body, format::Coordinates, remote::Remote};
     use http_body_util::BodyExt;
     use tower::{service_fn, ServiceExt};
 
@@ -193,5 +193,73 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
             assert!(text.contains("\"error\""), "{uri}: {text}");
         }
+    }
+
+    /// What a door attaches, as text: remote, path, door, coordinates and
+    /// the registry call.
+    fn seen(req: &Request<()>) -> String {
+        let e = req.extensions();
+        let coordinates = e.get::<Coordinates>().map(|c| format!("{}@{:?}", c.name, c.version));
+        let call = e.get::<door::RegistryCall>().map(|c| format!("{} {}", c.name, c.target.suffix()));
+        format!(
+            "{}|{}|{:?}|{coordinates:?}|{call:?}",
+            e.get::<ResolvedRemote>().unwrap().0.name,
+            e.get::<ArtifactPath>().unwrap().decoded(),
+            e.get::<Door>().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn both_doors_attach_remote_path_and_coordinates_and_errors_come_in_the_formats_shape() {
+        use tower::Layer;
+        let mut pypi = Remote::proxy("pypi", "https://pypi.example.internal".parse().unwrap());
+        pypi.package = Package::parse("pypi").unwrap();
+        let mut hub = Remote::proxy("hub", "https://registry-1.docker.io".parse().unwrap());
+        hub.package = Package::parse("docker").unwrap();
+        hub.registry_hosts = vec!["docker.io".into()];
+        let remotes: SharedRemotes = Arc::new(crate::remote::Remotes::new([pypi, hub])).into();
+        let inner = service_fn(|req: Request<()>| async move {
+            if req.uri().path().ends_with("/fail") || req.uri().path().contains("/manifests/fail") {
+                return Err(BoxError::from(crate::error::UpstreamStatus::new(StatusCode::NOT_FOUND, None)));
+            }
+            Ok::<_, BoxError>(Response::new(body::full(seen(&req))))
+        });
+        let front = crate::rescue::RescueLayer::new().layer(RemoteResolve::new(inner, remotes.clone()));
+        let registry = crate::rescue::RescueLayer::new().layer(RemoteResolve::registry(inner, remotes));
+        let text = |res: Response<ArtifactBody>| async move {
+            let status = res.status();
+            (status, String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+        };
+        let get = |uri: &str| Request::get(uri).body(()).unwrap();
+
+        let (status, body) =
+            text(front.clone().oneshot(get("/pypi/packages/Foo_Bar-1.0.tar.gz")).await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, r#"pypi|packages/Foo_Bar-1.0.tar.gz|Remotes|Some("foo-bar@Some(\"1.0\")")|None"#);
+
+        let (_, body) = text(
+            registry.clone().oneshot(get("/v2/library/nginx/manifests/1.27?ns=docker.io")).await.unwrap(),
+        )
+        .await;
+        assert_eq!(
+            body,
+            r#"hub|library/nginx/manifests/1.27|Registry|Some("library/nginx@Some(\"1.27\")")|Some("library/nginx manifests/1.27")"#
+        );
+
+        // Errors: JSON on /api, the registry's shape on /v2/, before and after resolving.
+        let (status, body) = text(front.clone().oneshot(get("/pypi/fail")).await.unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains(r#""remote":"pypi""#), "{body}");
+        let (status, body) =
+            text(registry.clone().oneshot(get("/v2/hub/x/manifests/fail")).await.unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("MANIFEST_UNKNOWN"), "{body}");
+        let (status, body) =
+            text(registry.clone().oneshot(get("/v2/x/manifests/1?ns=quay.io")).await.unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("NAME_UNKNOWN"), "{body}");
+        let (status, body) = text(registry.oneshot(get("/v2/hub/Bad/manifests/1")).await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("NAME_INVALID"), "{body}");
     }
 }

@@ -10,7 +10,7 @@
 //! truncation.
 //!
 //! Which paths are documents, their variants and how each is rewritten is the
-//! remote's [format](crate::format)'s to say (PyPI simple pages, npm
+//! remote's [format](mod@crate::format)'s to say (PyPI simple pages, npm
 //! packuments). The variant is negotiated from the client's `Accept`, asked
 //! of upstream with one canonical `Accept`, and cached apart. Links to the
 //! format's files URL (`pypi_files_url`, `npm_files_url`) go to its files

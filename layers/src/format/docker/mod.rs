@@ -1,5 +1,5 @@
 //! Docker / OCI registries, mirrored at `/v2/`: the registry API's names and
-//! references ([`reference`]), how a `/v2/` request finds its remote
+//! references ([`reference`](mod@reference)), how a `/v2/` request finds its remote
 //! ([`door`]), which manifest types a client accepts ([`media`]) and the
 //! registry's error shape ([`errors`]). Token authentication and digest
 //! checks need I/O and live in the `services` crate.
