@@ -22,6 +22,7 @@
 //! tools.kind = RemoteKind::Local;
 //! let spool = tempfile::tempdir().unwrap();
 //! let svc = ServiceBuilder::new()
+//!     .layer(rescue::RescueLayer::new())
 //!     .layer(RemoteResolveLayer::new(Arc::new(Remotes::new([tools]))))
 //!     .service(LocalRepo::new(Store::memory(), spool.path(), 1 << 20));
 //! let put = Request::put("/tools/bin/tool-1.0").body(Full::new(Bytes::from("#!/bin/sh"))).unwrap();
