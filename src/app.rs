@@ -159,12 +159,16 @@ fn spawn_clean_up(
 ) {
     tokio::spawn(async move {
         loop {
-            match artifactapi_layers::store::clean_up(&store, grace).await {
-                Ok(done) if done.is_empty() => tracing::debug!("clean-up found nothing to remove"),
+            let started = std::time::Instant::now();
+            let result = artifactapi_layers::store::clean_up(&store, grace).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok(done) if done.is_empty() => tracing::info!(elapsed_ms, "clean-up found nothing to remove"),
                 Ok(done) => tracing::info!(
                     leftovers = done.leftovers,
                     orphan_rows = done.orphan_rows,
                     orphan_blobs = done.orphan_blobs,
+                    elapsed_ms,
                     "clean-up removed what nothing will use"
                 ),
                 Err(e) => tracing::warn!(error = %e, "clean-up failed; trying again later"),
@@ -209,12 +213,14 @@ fn spawn_eviction(
                     budget
                 }
             };
+            let started = std::time::Instant::now();
             match keeper.check(&store, &budget).await {
                 Ok(done) if done.entries > 0 => {
                     metrics.evicted(done.entries, done.bytes);
                     tracing::info!(
                         entries = done.entries,
                         bytes = done.bytes,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
                         "evicted to keep within the budget"
                     );
                 }
