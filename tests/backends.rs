@@ -147,6 +147,57 @@ async fn index_conformance(index: &dyn Index) {
     index.put(entry("k5", "a/five", "b9", EntryClass::Immutable)).await.unwrap();
     assert_eq!(index.remove(&key("k5")).await.unwrap().map(|e| e.blob), Some("b9".into()));
     assert_eq!(index.remove(&key("k5")).await.unwrap(), None);
+    prefix_conformance(index).await;
+}
+
+/// Paths under a prefix (read as a range of the path index): exactly the
+/// paths that start with it, bytewise, whatever their characters.
+async fn prefix_conformance(index: &dyn Index) {
+    for (name, path) in [
+        ("p1", "d/é/x"),
+        ("p2", "d/é"),
+        ("p3", "d/ê/x"),
+        ("p4", "d/e/x"),
+        ("p5", "d/\u{10FFFF}/x"),
+        ("p6", "e/Release"),
+        ("p7", "d/InRelease"),
+    ] {
+        index.put(entry(name, path, &format!("blob-{name}"), EntryClass::Mutable)).await.unwrap();
+    }
+    assert!(index.has_prefix("r", "d/é/").await.unwrap());
+    assert!(!index.has_prefix("r", "d/ë").await.unwrap());
+    assert!(index.has_prefix("r", "d/\u{10FFFF}").await.unwrap());
+    assert!(index.has_prefix("r", "").await.unwrap());
+    // Entries stored at 1 000, all expiring at 2 000: expire those under d/é.
+    assert_eq!(
+        index.expire_under("r", "d/é", &key("p2"), 1_500).await.unwrap(),
+        1,
+        "d/é/x, not the kept d/é"
+    );
+    let expiry =
+        |name: &'static str| async move { index.get(&key(name)).await.unwrap().unwrap().expires_at_ms };
+    assert_eq!(expiry("p1").await, Some(1_500));
+    for name in ["p2", "p3", "p4", "p5", "p6", "p7"] {
+        assert_eq!(expiry(name).await, Some(2_000), "{name}");
+    }
+    // The root: every mutable entry of the remote but the kept one.
+    let at_root = index.expire_under("r", "", &key("p7"), 1_600).await.unwrap();
+    assert!(at_root >= 6, "{at_root}");
+    assert_eq!(expiry("p7").await, Some(2_000));
+    index.touch_prefix("r", "d/\u{10FFFF}", 90_000).await.unwrap();
+    index.touch_prefix("r", "d/é/", 80_000).await.unwrap();
+    let cold: Vec<_> = index.coldest(Some("r"), 100).await.unwrap().into_iter().map(|e| e.key).collect();
+    let last_two = &cold[cold.len() - 2..];
+    assert_eq!(last_two, [key("p1"), key("p5")], "touched last, in the order of their times");
+    // Equal access times: by key, the same on every backend.
+    let untouched: Vec<_> = ["p2", "p3", "p4", "p6", "p7"].map(key).into_iter().collect();
+    let mut sorted = untouched.clone();
+    sorted.sort();
+    let order: Vec<_> = cold.iter().filter(|k| untouched.contains(k)).cloned().collect();
+    assert_eq!(order, sorted);
+    for name in ["p1", "p2", "p3", "p4", "p5", "p6", "p7"] {
+        index.remove(&key(name)).await.unwrap();
+    }
 }
 
 #[tokio::test]

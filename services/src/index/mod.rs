@@ -12,6 +12,7 @@
 //! stay apart: they are what existing databases were created with.
 
 mod dialect;
+mod prefix;
 mod sql;
 #[cfg(test)]
 mod tests;

@@ -3,12 +3,16 @@
 //! Queries are built at run time, so the build needs no database. Every
 //! statement here reads the same on both; what does not is asked of the
 //! [`Dialect`].
+//!
+//! (Just over 400 lines: one method of the trait each, and the queries that
+//! read an index in order come in two forms, with and without a remote or
+//! a prefix bound, so each can use its own index.)
 
 use artifactapi_layers::store::{Entry, EntryClass, Flushed, Index, Refresh, StoreError, Usage};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
-use super::{columns, later_access, Dialect};
+use super::{columns, later_access, prefix::prefix_end, Dialect};
 
 /// An index in a SQL database: [`super::SqliteIndex`] or [`super::PostgresIndex`].
 #[derive(Debug)]
@@ -166,33 +170,66 @@ where
     }
 
     async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM entries WHERE class <> 'local' AND (CAST($1 AS TEXT) IS NULL OR remote = $1) \
-             ORDER BY COALESCE(last_access_ms, cached_at_ms), key LIMIT $2"
-        ))
-        .bind(remote)
-        .bind(at_most(limit))
-        .fetch_all(&self.pool)
-        .await
+        // Two statements, not one with an optional remote: each reads its
+        // own index in order (entries_by_access, entries_by_remote_access)
+        // and stops after `limit` rows; no round sorts the table.
+        let rows = match remote {
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM entries WHERE class <> 'local' ORDER BY last_access_ms, key LIMIT $1"
+                ))
+                .bind(at_most(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+            Some(remote) => {
+                sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM entries WHERE remote = $1 AND class <> 'local' ORDER BY last_access_ms, key LIMIT $2"
+            ))
+                .bind(remote)
+                .bind(at_most(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
         .map_err(backend)?;
         rows.iter().map(entry).collect()
     }
 
     async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "UPDATE entries SET last_access_ms = ",
-            later_access!(),
-            " WHERE remote = $2 AND substr(path, 1, $3) = $4"
-        ))
-        .bind(at)
-        .bind(remote)
-        .bind(chars(prefix))
-        .bind(prefix)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
+        let done = match prefix_end(prefix) {
+            Some(end) => {
+                sqlx::query(concat!(
+                    "UPDATE entries SET last_access_ms = ",
+                    later_access!(),
+                    " WHERE remote = $2 AND path >= $3 AND path < $4"
+                ))
+                .bind(at)
+                .bind(remote)
+                .bind(prefix)
+                .bind(end.as_str())
+                .execute(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(concat!(
+                    "UPDATE entries SET last_access_ms = ",
+                    later_access!(),
+                    " WHERE remote = $2 AND substr(path, 1, $3) = $4"
+                ))
+                .bind(at)
+                .bind(remote)
+                .bind(chars(prefix))
+                .bind(prefix)
+                .execute(&self.pool)
+                .await
+            }
+        };
+        done.map_err(backend)?;
         Ok(())
     }
 
@@ -206,14 +243,25 @@ where
     }
 
     async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM entries WHERE remote = $1 AND substr(path, 1, $2) = $3 LIMIT 1")
-            .bind(remote)
-            .bind(chars(prefix))
-            .bind(prefix)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(row.is_some())
+        let row = match prefix_end(prefix) {
+            Some(end) => {
+                sqlx::query("SELECT 1 FROM entries WHERE remote = $1 AND path >= $2 AND path < $3 LIMIT 1")
+                    .bind(remote)
+                    .bind(prefix)
+                    .bind(end.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("SELECT 1 FROM entries WHERE remote = $1 AND substr(path, 1, $2) = $3 LIMIT 1")
+                    .bind(remote)
+                    .bind(chars(prefix))
+                    .bind(prefix)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+        };
+        Ok(row.map_err(backend)?.is_some())
     }
 
     async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -270,17 +318,34 @@ where
         keep: &str,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE entries SET expires_at_ms = $1 \
-             WHERE remote = $2 AND class = 'mutable' AND key <> $3 AND substr(path, 1, $4) = $5",
-        )
-        .bind(now_ms)
-        .bind(remote)
-        .bind(keep)
-        .bind(chars(dir))
-        .bind(dir)
-        .execute(&self.pool)
-        .await
+        let done = match prefix_end(dir) {
+            Some(end) => {
+                sqlx::query(
+                    "UPDATE entries SET expires_at_ms = $1 \
+                     WHERE remote = $2 AND class = 'mutable' AND key <> $3 AND path >= $4 AND path < $5",
+                )
+                .bind(now_ms)
+                .bind(remote)
+                .bind(keep)
+                .bind(dir)
+                .bind(end.as_str())
+                .execute(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE entries SET expires_at_ms = $1 \
+                     WHERE remote = $2 AND class = 'mutable' AND key <> $3 AND substr(path, 1, $4) = $5",
+                )
+                .bind(now_ms)
+                .bind(remote)
+                .bind(keep)
+                .bind(chars(dir))
+                .bind(dir)
+                .execute(&self.pool)
+                .await
+            }
+        }
         .map_err(backend)?;
         Ok(DB::rows_affected(&done))
     }
