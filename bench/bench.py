@@ -752,6 +752,10 @@ def machine_from_header(text):
             "source": "as the page's former header gave it; bench.py did not yet store the machine with the figures"}
 
 
+SCALE_START = "<!-- scale:start -->"
+SCALE_END = "<!-- scale:end -->"
+
+
 def report(results, out, args):
     def check(value, target, better):
         if value != value:  # NaN
@@ -879,8 +883,15 @@ def report(results, out, args):
     w("```json")
     w(json.dumps(results, indent=1, sort_keys=True))
     w("```")
+    # The scale bench's part (bench/scale) is its own to regenerate: kept.
+    kept = ""
+    if os.path.exists(out):
+        old = open(out).read()
+        start, end = old.find(SCALE_START), old.find(SCALE_END)
+        if 0 <= start < end:
+            kept = "\n" + old[start:end + len(SCALE_END)] + "\n"
     with open(out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + kept)
 
 
 def main():
