@@ -13,6 +13,7 @@
 
 mod dialect;
 mod prefix;
+mod row;
 mod sql;
 #[cfg(test)]
 mod tests;

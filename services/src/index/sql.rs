@@ -3,16 +3,12 @@
 //! Queries are built at run time, so the build needs no database. Every
 //! statement here reads the same on both; what does not is asked of the
 //! [`Dialect`].
-//!
-//! (Just over 400 lines: one method of the trait each, and the queries that
-//! read an index in order come in two forms, with and without a remote or
-//! a prefix bound, so each can use its own index.)
 
-use artifactapi_layers::store::{Entry, EntryClass, Flushed, Index, Refresh, StoreError, Usage};
+use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError, Usage};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
-use super::{columns, later_access, prefix::prefix_end, Dialect};
+use super::{columns, later_access, prefix::prefix_end, row::entry, Dialect};
 
 /// An index in a SQL database: [`super::SqliteIndex`] or [`super::PostgresIndex`].
 #[derive(Debug)]
@@ -388,28 +384,4 @@ where
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(backend)
     }
-}
-
-/// An entry from a row of `columns!()`.
-fn entry<'r, R>(row: &'r R) -> Result<Entry, StoreError>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let class: String = row.try_get("class").map_err(backend)?;
-    let headers: String = row.try_get("headers").map_err(backend)?;
-    Ok(Entry {
-        key: row.try_get("key").map_err(backend)?,
-        remote: row.try_get("remote").map_err(backend)?,
-        path: row.try_get("path").map_err(backend)?,
-        blob: row.try_get("blob").map_err(backend)?,
-        size: row.try_get::<i64, _>("size").map_err(backend)? as u64,
-        class: EntryClass::parse(&class).ok_or_else(|| backend(format!("unknown class {class:?}")))?,
-        headers: serde_json::from_str(&headers).map_err(backend)?,
-        cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
-        expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
-        policy: row.try_get("policy").map_err(backend)?,
-    })
 }

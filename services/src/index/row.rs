@@ -1,0 +1,30 @@
+//! An index row decoded into an [`Entry`], on either database.
+
+use artifactapi_layers::store::{Entry, EntryClass, StoreError};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::sql::backend;
+
+/// An entry from a row of `columns!()`.
+pub(super) fn entry<'r, R>(row: &'r R) -> Result<Entry, StoreError>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let class: String = row.try_get("class").map_err(backend)?;
+    let headers: String = row.try_get("headers").map_err(backend)?;
+    Ok(Entry {
+        key: row.try_get("key").map_err(backend)?,
+        remote: row.try_get("remote").map_err(backend)?,
+        path: row.try_get("path").map_err(backend)?,
+        blob: row.try_get("blob").map_err(backend)?,
+        size: row.try_get::<i64, _>("size").map_err(backend)? as u64,
+        class: EntryClass::parse(&class).ok_or_else(|| backend(format!("unknown class {class:?}")))?,
+        headers: serde_json::from_str(&headers).map_err(backend)?,
+        cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
+        expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
+        policy: row.try_get("policy").map_err(backend)?,
+    })
+}
