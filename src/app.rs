@@ -163,8 +163,15 @@ fn spawn_clean_up(
             let result = artifactapi_layers::store::clean_up(&store, grace).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             match result {
-                Ok(done) if done.is_empty() => tracing::info!(elapsed_ms, "clean-up found nothing to remove"),
+                Ok(done) if done.is_empty() => tracing::info!(
+                    rows_checked = done.rows_checked,
+                    blobs_checked = done.blobs_checked,
+                    elapsed_ms,
+                    "clean-up found nothing to remove"
+                ),
                 Ok(done) => tracing::info!(
+                    rows_checked = done.rows_checked,
+                    blobs_checked = done.blobs_checked,
                     leftovers = done.leftovers,
                     orphan_rows = done.orphan_rows,
                     orphan_blobs = done.orphan_blobs,

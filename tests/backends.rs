@@ -14,7 +14,7 @@ use artifactapi_services::{
     blob::{FsBlobStore, S3BlobStore, S3Config},
     index::{PostgresIndex, SqliteIndex},
 };
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use support::{
     backends::{unique, Garage, PgDatabase},
     large_chunk, sha256,
@@ -85,6 +85,32 @@ async fn blob_conformance(blobs: &dyn BlobStore, scratch: &Path) {
     blobs.delete("r/aa/1/small.bin").await.unwrap();
     assert!(matches!(blobs.open("r/aa/1/small.bin", None).await, Err(StoreError::NotFound)));
     blobs.delete("r/bb/2/big.bin").await.unwrap();
+    listing_conformance(blobs, scratch).await;
+}
+
+/// The listing is bytewise by key, whatever the store keeps as directories
+/// (a file `o/a.x` sorts before the files under `o/a/`), long enough to span
+/// several S3 pages, and it answers whether a blob exists.
+async fn listing_conformance(blobs: &dyn BlobStore, scratch: &Path) {
+    let mut keys: Vec<String> =
+        ["o/a-c/1", "o/a/b", "o/a/c/d", "o/a.x", "o/A", "o/é/1", "o/z", "o/a0"].map(String::from).to_vec();
+    keys.extend((0..1_100).map(|i| format!("o/many/{:x}/{i}", i % 7)));
+    futures_util::stream::iter(keys.iter().enumerate())
+        .for_each_concurrent(16, |(i, key)| async move {
+            let file = spool(scratch, &format!("list-{i}.part"), key.as_bytes());
+            blobs.put_file(key, &file, key.len() as u64).await.unwrap();
+        })
+        .await;
+    let listed: Vec<String> = blobs.list().await.unwrap().map_ok(|(key, _)| key).try_collect().await.unwrap();
+    keys.sort();
+    assert_eq!(listed.len(), keys.len());
+    assert!(listed == keys, "bytewise order: {:?}", &listed[..8]);
+    assert!(blobs.exists("o/a/b").await.unwrap());
+    assert!(!blobs.exists("o/a/nope").await.unwrap());
+    futures_util::stream::iter(&keys)
+        .for_each_concurrent(16, |key| async move { blobs.delete(key).await.unwrap() })
+        .await;
+    assert!(!blobs.exists("o/a/b").await.unwrap());
 }
 
 async fn index_conformance(index: &dyn Index) {
@@ -125,10 +151,9 @@ async fn index_conformance(index: &dyn Index) {
     assert!(index.has_prefix("r", "a/t").await.unwrap());
     assert!(!index.has_prefix("r", "a/x").await.unwrap());
     assert!(!index.has_prefix("other", "a/").await.unwrap());
-    let mut rows = index.blobs().await.unwrap();
-    rows.sort();
+    let rows = index.blob_rows(None, 10).await.unwrap();
     assert_eq!(rows.len(), 4);
-    assert_eq!(rows[0].1, "b2");
+    assert_eq!(rows[0].blob, "b2");
     let usage = index.usage().await.unwrap();
     assert_eq!(usage, [Usage { remote: "r".into(), entries: 4, bytes: 40 }], "entries and bytes per remote");
 
@@ -148,6 +173,75 @@ async fn index_conformance(index: &dyn Index) {
     assert_eq!(index.remove(&key("k5")).await.unwrap().map(|e| e.blob), Some("b9".into()));
     assert_eq!(index.remove(&key("k5")).await.unwrap(), None);
     prefix_conformance(index).await;
+    usage_conformance(index).await;
+    blob_order_conformance(index).await;
+}
+
+/// Per-remote counts and sums stay right through every way an entry comes
+/// and goes (they are kept as rows change, not counted on asking).
+async fn usage_conformance(index: &dyn Index) {
+    let usage = || async {
+        let all = index.usage().await.unwrap();
+        all.into_iter()
+            .filter(|u| u.remote.starts_with('u'))
+            .map(|u| (u.remote, u.entries, u.bytes))
+            .collect::<Vec<_>>()
+    };
+    let sized = |name: &str, remote: &str, size: u64, class: EntryClass| Entry {
+        key: format!("{remote}:{name}"),
+        remote: remote.into(),
+        size,
+        ..entry(name, &format!("u/{name}"), &format!("blob-{name}-{size}"), class)
+    };
+    assert_eq!(usage().await, []);
+    index.put(sized("a", "u1", 100, EntryClass::Immutable)).await.unwrap();
+    index.put(sized("b", "u1", 30, EntryClass::Mutable)).await.unwrap();
+    index.put(sized("c", "u2", 7, EntryClass::Immutable)).await.unwrap();
+    assert_eq!(usage().await, [("u1".into(), 2, 130), ("u2".into(), 1, 7)]);
+    index.put(sized("b", "u1", 50, EntryClass::Mutable)).await.unwrap();
+    index.put(sized("b", "u1", 50, EntryClass::Mutable)).await.unwrap();
+    assert_eq!(usage().await, [("u1".into(), 2, 150), ("u2".into(), 1, 7)], "a replacement counts once");
+    index.touch(&[("u1:a".into(), 9_000_000)]).await.unwrap();
+    let refresh = Refresh { expires_at_ms: Some(1), revalidated: None };
+    index.refresh("u1:b", "blob-b-50", &refresh).await.unwrap();
+    index.expire_under("u1", "u/", "", 2).await.unwrap();
+    assert_eq!(usage().await, [("u1".into(), 2, 150), ("u2".into(), 1, 7)], "times change no counter");
+    index.remove_if("u1:b", "blob-b-50").await.unwrap();
+    assert_eq!(usage().await, [("u1".into(), 1, 100), ("u2".into(), 1, 7)]);
+    index.flush(Some("u1"), true, 3).await.unwrap();
+    assert_eq!(usage().await, [("u2".into(), 1, 7)], "a remote with nothing left is not listed");
+    index.remove("u2:c").await.unwrap();
+    assert_eq!(usage().await, []);
+}
+
+/// Rows in blob order, ties by key, a page at a time from where the last
+/// ended: the order of the blob stores' listings (bytewise), on every backend.
+async fn blob_order_conformance(index: &dyn Index) {
+    let blobs = ["o/a/b", "o/A", "o/a-c/1", "o/é/1", "o/a.x", "o/a/b", "o/z", "o/a/b"];
+    let mut expected = Vec::new();
+    for (i, blob) in blobs.iter().enumerate() {
+        let name = format!("bo{i}");
+        index
+            .put(Entry { cached_at_ms: i as i64, ..entry(&name, &name, blob, EntryClass::Immutable) })
+            .await
+            .unwrap();
+        expected.push((blob.to_string(), key(&name), i as i64));
+    }
+    expected.sort();
+    let mut seen = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = index.blob_rows(after.as_ref().map(|(b, k)| (b.as_str(), k.as_str())), 3).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.blob.clone(), last.key.clone()));
+        seen.extend(
+            page.into_iter().filter(|r| r.blob.starts_with("o/")).map(|r| (r.blob, r.key, r.cached_at_ms)),
+        );
+    }
+    assert_eq!(seen, expected);
+    for i in 0..blobs.len() {
+        index.remove(&key(&format!("bo{i}"))).await.unwrap();
+    }
 }
 
 /// Paths under a prefix (read as a range of the path index): exactly the
@@ -235,4 +329,46 @@ async fn s3_blobs_conform_on_garage() {
     blob_conformance(&*blobs, dir.path()).await;
     // Connecting again finds the bucket there.
     S3BlobStore::connect(&config).await.unwrap();
+}
+
+/// The usage counters start from what an index already holds: a database at
+/// the schema before them, with rows, is migrated and counts them.
+async fn upgraded_usage(index: &dyn Index) {
+    let usage: Vec<_> =
+        index.usage().await.unwrap().into_iter().map(|u| (u.remote, u.entries, u.bytes)).collect();
+    assert_eq!(usage, [("old".to_owned(), 2, 12), ("older".to_owned(), 1, 5)]);
+    let rows = index.blob_rows(None, 10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.blob.as_str()).collect::<Vec<_>>(), ["B", "a", "é"], "bytewise");
+}
+
+const OLD_ROWS: &str = "INSERT INTO entries (key, remote, path, blob, size, class, headers, cached_at_ms, last_access_ms) \
+    VALUES ('k1', 'old', 'p1', 'a', 5, 'immutable', '[]', 1, 1), ('k2', 'old', 'p2', 'é', 7, 'immutable', '[]', 1, 1), \
+    ('k3', 'older', 'p3', 'B', 5, 'mutable', '[]', 1, 1)";
+
+/// The migrations of `migrator` before `version`.
+fn up_to(mut migrator: sqlx::migrate::Migrator, version: i64) -> sqlx::migrate::Migrator {
+    migrator.migrations = migrator.migrations.iter().filter(|m| m.version < version).cloned().collect();
+    migrator
+}
+
+#[tokio::test]
+async fn an_embedded_index_from_before_the_counters_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    up_to(sqlx::migrate!("services/migrations/sqlite"), 5).run(&pool).await.unwrap();
+    sqlx::query(OLD_ROWS).execute(&pool).await.unwrap();
+    pool.close().await;
+    upgraded_usage(&SqliteIndex::open(&path).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_postgres_index_from_before_the_counters_is_counted() {
+    let db = PgDatabase::create();
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    up_to(sqlx::migrate!("services/migrations/postgres"), 4).run(&pool).await.unwrap();
+    sqlx::query(OLD_ROWS).execute(&pool).await.unwrap();
+    pool.close().await;
+    upgraded_usage(&PostgresIndex::connect(db.url().parse().unwrap()).await.unwrap()).await;
 }

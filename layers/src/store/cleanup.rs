@@ -5,18 +5,28 @@
 //! whose blob is missing is a loss (a deleted file, a bucket restored from an
 //! older backup) and is removed, so that the next request fetches again; a
 //! blob without a row is either a crash between the two writes or a commit
-//! in progress, which is why only blobs older than the grace period go. Rows
-//! are read after blobs are listed, and only rows stored before the grace
-//! period are judged, so a commit racing the clean-up is never undone.
+//! in progress, which is why only blobs older than the grace period go, and
+//! only rows stored before the grace period are judged, so a commit racing
+//! the clean-up is never undone.
+//!
+//! A round reads the index a page at a time in blob order beside the blob
+//! store's listing, which is in the same (bytewise) order, like a merge: its
+//! memory is a page, whatever the number of entries, and each page is one
+//! short query. Nothing is removed on the strength of the walk alone: a row
+//! goes only if its blob is still absent when asked, and a blob only if no
+//! row points at it when asked (a commit sharing a content-addressed blob may
+//! have landed behind the walk).
 
-use std::{
-    collections::HashSet,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
-use super::{now_ms, Store, StoreError};
+use futures_util::StreamExt;
 
-/// What a clean-up removed.
+use super::{now_ms, BlobList, BlobRow, Store, StoreError};
+
+/// Index rows read per query.
+const PAGE: usize = 1000;
+
+/// What a clean-up removed, and how much it looked at.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CleanUp {
     /// Temporary files and unfinished multipart uploads.
@@ -25,12 +35,40 @@ pub struct CleanUp {
     pub orphan_rows: u64,
     /// Blobs no index row pointed to.
     pub orphan_blobs: u64,
+    /// Index rows checked.
+    pub rows_checked: u64,
+    /// Blobs checked.
+    pub blobs_checked: u64,
 }
 
 impl CleanUp {
     /// Whether anything was removed.
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        self.leftovers == 0 && self.orphan_rows == 0 && self.orphan_blobs == 0
+    }
+}
+
+/// The blob store's listing, one blob ahead.
+struct Listing {
+    list: BlobList,
+    head: Option<(String, SystemTime)>,
+}
+
+impl Listing {
+    async fn new(mut list: BlobList) -> Result<Self, StoreError> {
+        let head = list.next().await.transpose()?;
+        Ok(Self { list, head })
+    }
+
+    /// Takes the next blob if it sorts at or before `blob` (every blob when `None`).
+    async fn take_through(&mut self, blob: Option<&str>) -> Result<Option<(String, SystemTime)>, StoreError> {
+        match &self.head {
+            Some((key, _)) if blob.is_none_or(|b| key.as_str() <= b) => {
+                let next = self.list.next().await.transpose()?;
+                Ok(std::mem::replace(&mut self.head, next))
+            }
+            _ => Ok(None),
+        }
     }
 }
 
@@ -41,27 +79,63 @@ pub async fn clean_up(store: &Store, grace: Duration) -> Result<CleanUp, StoreEr
     let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
     let mut done = CleanUp { leftovers: store.blobs.clean_up(grace).await?, ..CleanUp::default() };
 
-    let blobs = store.blobs.list().await?;
-    let rows = store.index.blobs().await?;
-    let present: HashSet<&str> = blobs.iter().map(|(key, _)| key.as_str()).collect();
-    let referenced: HashSet<&str> = rows.iter().map(|(_, blob, _)| blob.as_str()).collect();
-
-    for (key, blob, cached_at_ms) in &rows {
-        if *cached_at_ms < judged_before && !present.contains(blob.as_str()) {
-            // Only this row: one that replaced it meanwhile stays.
-            if let Ok(Some(removed)) = store.index.remove_if(key, blob).await {
-                tracing::warn!(key = %removed.path, remote = %removed.remote, blob, "index row without its blob removed");
-                done.orphan_rows += 1;
+    let mut listing = Listing::new(store.blobs.list().await?).await?;
+    // The last listed blob that a row pointed at: rows sharing it follow.
+    let mut matched: Option<String> = None;
+    let mut after: Option<BlobRow> = None;
+    loop {
+        let rows =
+            store.index.blob_rows(after.as_ref().map(|r| (r.blob.as_str(), r.key.as_str())), PAGE).await?;
+        for row in &rows {
+            done.rows_checked += 1;
+            while let Some((blob, written)) = listing.take_through(Some(&row.blob)).await? {
+                done.blobs_checked += 1;
+                if blob == row.blob {
+                    matched = Some(blob);
+                } else if written < cutoff {
+                    // Listed before this row's blob, and no earlier row had it.
+                    orphan_blob(store, &blob, &mut done).await?;
+                }
+            }
+            if matched.as_deref() != Some(row.blob.as_str()) && row.cached_at_ms < judged_before {
+                orphan_row(store, row, &mut done).await?;
             }
         }
+        match rows.last() {
+            Some(last) if rows.len() == PAGE => after = Some(last.clone()),
+            _ => break,
+        }
     }
-    for (blob, modified) in &blobs {
-        if *modified < cutoff && !referenced.contains(blob.as_str()) {
-            store.blobs.delete(blob).await?;
-            done.orphan_blobs += 1;
+    while let Some((blob, written)) = listing.take_through(None).await? {
+        done.blobs_checked += 1;
+        if written < cutoff {
+            orphan_blob(store, &blob, &mut done).await?;
         }
     }
     Ok(done)
+}
+
+/// Removes the row if its blob is still absent, and only this row: one that
+/// replaced it meanwhile stays.
+async fn orphan_row(store: &Store, row: &BlobRow, done: &mut CleanUp) -> Result<(), StoreError> {
+    if store.blobs.exists(&row.blob).await? {
+        return Ok(());
+    }
+    if let Ok(Some(removed)) = store.index.remove_if(&row.key, &row.blob).await {
+        tracing::warn!(key = %removed.path, remote = %removed.remote, blob = %row.blob, "index row without its blob removed");
+        done.orphan_rows += 1;
+    }
+    Ok(())
+}
+
+/// Deletes the blob if still no row points at it.
+async fn orphan_blob(store: &Store, blob: &str, done: &mut CleanUp) -> Result<(), StoreError> {
+    if store.index.blob_in_use(blob).await? {
+        return Ok(());
+    }
+    store.blobs.delete(blob).await?;
+    done.orphan_blobs += 1;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -107,5 +181,36 @@ mod tests {
         assert_eq!(clean_up(&store, Duration::from_secs(60)).await.unwrap().orphan_blobs, 1);
         assert!(blobs.open("b-orphan", None).await.is_err());
         assert!(blobs.open("b-kept", None).await.is_ok());
+    }
+
+    /// Several pages of rows sharing blobs, with missing blobs and unused
+    /// blobs between them: the walk judges each exactly once.
+    #[tokio::test]
+    async fn a_round_walks_pages_of_shared_blobs() {
+        let index = Arc::new(MemoryIndex::new());
+        let blobs = Arc::new(MemoryBlobs::new());
+        let store = Store::new(index.clone(), blobs.clone());
+        // 3 000 rows over 300 blobs; every tenth blob is missing; 50 blobs
+        // (sorting among the others) have no row.
+        for b in 0..300 {
+            if b % 10 != 3 {
+                blobs.insert(&format!("cas/{b:04}"), "x");
+            }
+        }
+        for b in 0..50 {
+            blobs.insert(&format!("cas/{:04}.unused", b * 6), "y");
+        }
+        for i in 0..3_000 {
+            index.put(entry(&format!("k{i:05}"), &format!("cas/{:04}", i % 300), 0)).await.unwrap();
+        }
+        let done = clean_up(&store, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(done.orphan_rows, 300, "ten rows for each of the 30 missing blobs");
+        assert_eq!(done.orphan_blobs, 50);
+        assert_eq!(done.rows_checked, 3_000);
+        assert_eq!(done.blobs_checked, 270 + 50);
+        assert_eq!(index.len(), 2_700);
+        assert_eq!(blobs.len(), 270);
+        let again = clean_up(&store, Duration::from_secs(60)).await.unwrap();
+        assert!(again.is_empty(), "{again:?}");
     }
 }

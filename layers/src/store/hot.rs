@@ -14,7 +14,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Entry, Flushed, Index, Refresh, StoreError, Usage};
+use super::{BlobRow, Entry, Flushed, Index, Refresh, StoreError, Usage};
 use crate::coord::Coordinator;
 
 /// An index that keeps up to `capacity` recently used entries in memory.
@@ -191,8 +191,8 @@ impl Index for HotIndex {
         self.inner.find_path(remote, path).await
     }
 
-    async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        self.inner.blobs().await
+    async fn blob_rows(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<BlobRow>, StoreError> {
+        self.inner.blob_rows(after, limit).await
     }
 
     async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
@@ -294,8 +294,12 @@ mod tests {
         async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
             self.inner.find_path(remote, path).await
         }
-        async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-            self.inner.blobs().await
+        async fn blob_rows(
+            &self,
+            after: Option<(&str, &str)>,
+            limit: usize,
+        ) -> Result<Vec<BlobRow>, StoreError> {
+            self.inner.blob_rows(after, limit).await
         }
         async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
             self.inner.touch(accesses).await

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::{BlobStore, BlobStream, StoreError};
+use super::{BlobList, BlobStore, BlobStream, StoreError};
 
 /// Blobs up to this size are kept in memory when served.
 pub const MAX_OBJECT: u64 = 256 * 1024;
@@ -172,8 +172,12 @@ impl BlobStore for HotBlobs {
         deleted
     }
 
-    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+    async fn list(&self) -> Result<BlobList, StoreError> {
         self.inner.list().await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.exists(key).await
     }
 
     async fn clean_up(&self, age: std::time::Duration) -> Result<u64, StoreError> {
@@ -210,8 +214,11 @@ mod tests {
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
             self.inner.delete(key).await
         }
-        async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        async fn list(&self) -> Result<BlobList, StoreError> {
             self.inner.list().await
+        }
+        async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+            self.inner.exists(key).await
         }
         async fn clean_up(&self, age: std::time::Duration) -> Result<u64, StoreError> {
             self.inner.clean_up(age).await

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
 
-use super::{BlobStore, BlobStream, Entry, EntryClass, Flushed, Index, Refresh, StoreError, Usage};
+use super::{
+    BlobList, BlobRow, BlobStore, BlobStream, Entry, EntryClass, Flushed, Index, Refresh, StoreError, Usage,
+};
 
 /// An index kept in a `HashMap`.
 #[derive(Debug, Default)]
@@ -109,9 +111,16 @@ impl Index for MemoryIndex {
         Ok(entries.values().any(|e| e.remote == remote && e.path.starts_with(prefix)))
     }
 
-    async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+    async fn blob_rows(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<BlobRow>, StoreError> {
         let entries = self.entries.lock().expect("index lock");
-        Ok(entries.values().map(|e| (e.key.clone(), e.blob.clone(), e.cached_at_ms)).collect())
+        let mut rows: Vec<BlobRow> = entries
+            .values()
+            .filter(|e| after.is_none_or(|a| (e.blob.as_str(), e.key.as_str()) > a))
+            .map(|e| BlobRow { blob: e.blob.clone(), key: e.key.clone(), cached_at_ms: e.cached_at_ms })
+            .collect();
+        rows.sort();
+        rows.truncate(limit);
+        Ok(rows)
     }
 
     async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
@@ -255,9 +264,14 @@ impl BlobStore for MemoryBlobs {
     }
 
     /// Memory blobs keep no time: each reports the epoch.
-    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
-        let blobs = self.blobs.lock().expect("blob lock");
-        Ok(blobs.keys().map(|k| (k.clone(), std::time::UNIX_EPOCH)).collect())
+    async fn list(&self) -> Result<BlobList, StoreError> {
+        let mut keys: Vec<String> = self.blobs.lock().expect("blob lock").keys().cloned().collect();
+        keys.sort();
+        Ok(Box::pin(stream::iter(keys.into_iter().map(|k| Ok((k, std::time::UNIX_EPOCH))))))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.blobs.lock().expect("blob lock").contains_key(key))
     }
 
     async fn clean_up(&self, _age: std::time::Duration) -> Result<u64, StoreError> {

@@ -32,6 +32,10 @@ use futures_util::stream::BoxStream;
 /// A stream of a blob's bytes.
 pub type BlobStream = BoxStream<'static, io::Result<Bytes>>;
 
+/// A blob store's listing: each blob's key and when it was written, in
+/// bytewise order of key.
+pub type BlobList = BoxStream<'static, Result<(String, SystemTime), StoreError>>;
+
 /// What kind of entry an index row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryClass {
@@ -200,15 +204,30 @@ pub trait Index: Send + Sync + 'static {
     async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError>;
     /// Whether `remote` has any entry whose path starts with `prefix`.
     async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError>;
-    /// Every entry's key, blob and when it was stored (for reconciling the
-    /// index with the blob store).
-    async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
-    /// How many entries, of how many bytes, each remote has.
+    /// Up to `limit` rows in blob order, ties by key, after the row
+    /// `after` (a blob and a key): the clean-up reads the whole index this
+    /// way, a page at a time, beside the blob store's sorted listing. Blobs
+    /// compare bytewise, as [`BlobStore::list`] sorts them.
+    async fn blob_rows(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<BlobRow>, StoreError>;
+    /// How many entries, of how many bytes, each remote has (remotes with
+    /// none are left out). Kept as entries come and go: reading it costs
+    /// one row per remote, however many entries there are.
     async fn usage(&self) -> Result<Vec<Usage>, StoreError>;
     /// Whether the index answers at all (for health and readiness).
     async fn ping(&self) -> Result<(), StoreError> {
         self.get("\u{1f}ping").await.map(|_| ())
     }
+}
+
+/// One index row as the clean-up sees it: which blob an entry points at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BlobRow {
+    /// The blob key.
+    pub blob: String,
+    /// The entry's key.
+    pub key: String,
+    /// When the entry was stored.
+    pub cached_at_ms: i64,
 }
 
 /// What one remote holds in the index.
@@ -232,8 +251,13 @@ pub struct Flushed {
 }
 
 /// The blob key for a new body of the entry under `key`:
-/// `{remote}/{hash of key}/{unique}/{file name}` — readable, and unique per
-/// write, so that replacing an entry never rewrites bytes being read.
+/// `{remote}/{first two hash digits}/{hash of key}/{unique}/{file name}` —
+/// readable, and unique per write, so that replacing an entry never rewrites
+/// bytes being read. The two-digit level spreads a remote's entries over 256
+/// directories (a directory per entry under the remote itself made one
+/// directory of ten million names, which a sorted listing must read whole).
+/// Keys of the earlier shape, without that level, stay valid: the index holds
+/// every blob's full key.
 pub fn new_blob_key(remote: &str, key: &str, file_name: &str) -> String {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -244,7 +268,8 @@ pub fn new_blob_key(remote: &str, key: &str, file_name: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() || "._-+@=".contains(c) { c } else { '_' })
         .collect();
     let name = if name.is_empty() || name.starts_with('.') { format!("blob{name}") } else { name };
-    format!("{remote}/{:016x}/{}/{name}", hasher.finish(), crate::tee::spool::unique_id())
+    let hash = format!("{:016x}", hasher.finish());
+    format!("{remote}/{}/{hash}/{}/{name}", &hash[..2], crate::tee::spool::unique_id())
 }
 
 /// The blob key of a body known by its digest (`algorithm` as in an OCI
@@ -278,8 +303,12 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobStream, StoreError>;
     /// Deletes the blob under `key`; deleting a missing blob is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
-    /// Every committed blob, with when it was written.
-    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError>;
+    /// Every committed blob, with when it was written, in bytewise order of
+    /// key, as a stream: the clean-up never holds the whole listing.
+    async fn list(&self) -> Result<BlobList, StoreError>;
+    /// Whether a blob is stored under `key` (asked before anything is removed
+    /// on the strength of a listing).
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
     /// Removes what interrupted writes left behind that is older than `age`
     /// (temporary files, unfinished multipart uploads); answers how many.
     async fn clean_up(&self, age: std::time::Duration) -> Result<u64, StoreError>;

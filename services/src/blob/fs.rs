@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use artifactapi_layers::store::{BlobStore, BlobStream, StoreError};
+use artifactapi_layers::store::{BlobList, BlobStore, BlobStream, StoreError};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
@@ -33,6 +33,51 @@ fn walk(dir: &Path, each: &mut dyn FnMut(&Path, std::time::SystemTime)) -> io::R
         }
     }
     Ok(())
+}
+
+/// Sends every blob file under `dir` (not `.part` files) to `send`, keyed by
+/// its path under `root`, in bytewise order of key; stops early, answering
+/// false, when `send` does. Each directory is read and sorted whole, a
+/// subdirectory sorting as its name followed by `/` (as its keys do).
+fn walk_sorted(
+    root: &Path,
+    dir: &Path,
+    send: &mut dyn FnMut(String, std::time::SystemTime) -> bool,
+) -> io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    let mut sorted = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let is_dir = entry.file_type()?.is_dir();
+        let mut order = entry.file_name().into_encoded_bytes();
+        if is_dir {
+            order.push(b'/');
+        }
+        sorted.push((order, is_dir, entry));
+    }
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (_, is_dir, entry) in sorted {
+        let path = entry.path();
+        if is_dir {
+            if !walk_sorted(root, &path, send)? {
+                return Ok(false);
+            }
+            continue;
+        }
+        let meta = entry.metadata()?;
+        if !meta.is_file() || path.extension().is_some_and(|e| e == "part") {
+            continue;
+        }
+        let Ok(relative) = path.strip_prefix(root) else { continue };
+        if !send(relative.to_string_lossy().into_owned(), meta.modified()?) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Read size for serving blobs.
@@ -185,22 +230,28 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+    async fn list(&self) -> Result<BlobList, StoreError> {
+        // Walked on a blocking thread, a bounded channel ahead of the reader:
+        // the clean-up holds a page of names, not the tree.
         let root = self.root.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            walk(&root, &mut |path, modified| {
-                if path.extension().is_some_and(|e| e == "part") {
-                    return;
-                }
-                if let Ok(relative) = path.strip_prefix(&root) {
-                    out.push((relative.to_string_lossy().into_owned(), modified));
-                }
-            })?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+            let walked =
+                walk_sorted(&root, &root, &mut |key, modified| tx.blocking_send(Ok((key, modified))).is_ok());
+            if let Err(e) = walked {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        });
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+            .boxed())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match tokio::fs::metadata(self.path(key)?).await {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn clean_up(&self, age: std::time::Duration) -> Result<u64, StoreError> {

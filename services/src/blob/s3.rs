@@ -10,7 +10,7 @@
 
 use std::{io, ops::Range, path::Path, time::Duration};
 
-use artifactapi_layers::store::{BlobStore, BlobStream, StoreError};
+use artifactapi_layers::store::{BlobList, BlobStore, BlobStream, StoreError};
 use async_trait::async_trait;
 use aws_sdk_s3::{
     config::{
@@ -246,18 +246,41 @@ impl BlobStore for S3BlobStore {
             .map_err(|e| backend("cannot delete an object", e))
     }
 
-    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
-        let mut out = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| backend("cannot list the bucket", e))?;
-            for object in page.contents() {
-                let (Some(key), Some(modified)) = (object.key(), object.last_modified()) else { continue };
-                let modified = std::time::SystemTime::try_from(*modified).unwrap_or(std::time::UNIX_EPOCH);
-                out.push((key.to_owned(), modified));
-            }
+    async fn list(&self) -> Result<BlobList, StoreError> {
+        // S3 lists keys in bytewise (UTF-8 binary) order, a page at a time;
+        // the next page is asked for only when this one has been read.
+        let pages = self.client.list_objects_v2().bucket(&self.bucket).into_paginator().send();
+        let listing = futures_util::stream::unfold(
+            (pages, std::collections::VecDeque::new()),
+            |(mut pages, mut ready)| async move {
+                loop {
+                    if let Some(item) = ready.pop_front() {
+                        return Some((Ok(item), (pages, ready)));
+                    }
+                    let page = match pages.next().await? {
+                        Ok(page) => page,
+                        Err(e) => return Some((Err(backend("cannot list the bucket", e)), (pages, ready))),
+                    };
+                    for object in page.contents() {
+                        let (Some(key), Some(modified)) = (object.key(), object.last_modified()) else {
+                            continue;
+                        };
+                        let modified =
+                            std::time::SystemTime::try_from(*modified).unwrap_or(std::time::UNIX_EPOCH);
+                        ready.push_back((key.to_owned(), modified));
+                    }
+                }
+            },
+        );
+        Ok(listing.boxed())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(backend("cannot ask for an object", e)),
         }
-        Ok(out)
     }
 
     async fn clean_up(&self, age: Duration) -> Result<u64, StoreError> {

@@ -4,7 +4,7 @@
 //! statement here reads the same on both; what does not is asked of the
 //! [`Dialect`].
 
-use artifactapi_layers::store::{Entry, Flushed, Index, Refresh, StoreError, Usage};
+use artifactapi_layers::store::{BlobRow, Entry, Flushed, Index, Refresh, StoreError, Usage};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
@@ -260,18 +260,36 @@ where
         Ok(row.map_err(backend)?.is_some())
     }
 
-    async fn blobs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT key, blob, cached_at_ms FROM entries")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+    async fn blob_rows(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<BlobRow>, StoreError> {
+        // Two statements, as in `coldest`: each reads entries_by_blob_key in
+        // order from where the last page ended.
+        let rows = match after {
+            None => {
+                sqlx::query("SELECT blob, key, cached_at_ms FROM entries ORDER BY blob, key LIMIT $1")
+                    .bind(at_most(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some((blob, key)) => {
+                sqlx::query(
+                    "SELECT blob, key, cached_at_ms FROM entries WHERE (blob, key) > ($1, $2) \
+                     ORDER BY blob, key LIMIT $3",
+                )
+                .bind(blob)
+                .bind(key)
+                .bind(at_most(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(backend)?;
         rows.iter()
             .map(|row| {
-                Ok((
-                    row.try_get("key").map_err(backend)?,
-                    row.try_get("blob").map_err(backend)?,
-                    row.try_get("cached_at_ms").map_err(backend)?,
-                ))
+                Ok(BlobRow {
+                    blob: row.try_get("blob").map_err(backend)?,
+                    key: row.try_get("key").map_err(backend)?,
+                    cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
+                })
             })
             .collect()
     }
@@ -288,19 +306,16 @@ where
     }
 
     async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
-        // PostgreSQL sums a `bigint` into a `numeric`: cast back.
-        let rows = sqlx::query(
-            "SELECT remote, CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes \
-             FROM entries GROUP BY remote ORDER BY remote",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        // Kept by triggers (migrations *_usage_and_blob_order.sql).
+        let rows = sqlx::query("SELECT remote, entries, bytes FROM usage WHERE entries > 0 ORDER BY remote")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
         rows.iter()
             .map(|row| {
                 Ok(Usage {
                     remote: row.try_get("remote").map_err(backend)?,
-                    entries: row.try_get::<i64, _>("n").map_err(backend)?.max(0) as u64,
+                    entries: row.try_get::<i64, _>("entries").map_err(backend)?.max(0) as u64,
                     bytes: row.try_get::<i64, _>("bytes").map_err(backend)?.max(0) as u64,
                 })
             })
