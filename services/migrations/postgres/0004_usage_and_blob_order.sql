@@ -50,9 +50,10 @@ CREATE TRIGGER usage_after_update AFTER UPDATE OF remote, size ON entries FOR EA
     WHEN (OLD.remote IS DISTINCT FROM NEW.remote OR OLD.size IS DISTINCT FROM NEW.size)
     EXECUTE FUNCTION usage_after_update();
 
--- Rows in blob order, ties by key, read a page at a time: the clean-up walks
+-- Rows in blob order, ties by key, read a page at a time off this index alone
+-- (it holds every column the clean-up reads): the clean-up walks
 -- them beside the blob store's own listing, which is bytewise, so blob keys
 -- compare bytewise here too (COLLATE "C") instead of by the locale.
-ALTER TABLE entries ALTER COLUMN blob TYPE TEXT COLLATE "C";
 DROP INDEX IF EXISTS entries_by_blob;
-CREATE INDEX IF NOT EXISTS entries_by_blob_key ON entries (blob, key);
+ALTER TABLE entries ALTER COLUMN blob TYPE TEXT COLLATE "C";
+CREATE INDEX IF NOT EXISTS entries_by_blob ON entries (blob, key, cached_at_ms);

@@ -26,8 +26,9 @@ WHEN OLD.remote IS NOT NEW.remote OR OLD.size IS NOT NEW.size BEGIN
     ON CONFLICT (remote) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
 END;
 
--- Rows in blob order, ties by key, read a page at a time: the clean-up walks
+-- Rows in blob order, ties by key, read a page at a time off this index alone
+-- (it holds every column the clean-up reads): the clean-up walks
 -- them beside the blob store's own listing (bytewise, as SQLite's default
 -- collation compares) instead of loading every row.
 DROP INDEX IF EXISTS entries_by_blob;
-CREATE INDEX entries_by_blob_key ON entries (blob, key);
+CREATE INDEX entries_by_blob ON entries (blob, key, cached_at_ms);

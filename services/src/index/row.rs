@@ -1,6 +1,7 @@
-//! An index row decoded into an [`Entry`], on either database.
+//! Index rows decoded, on either database: an [`Entry`], a [`BlobRow`], a
+//! remote's [`Usage`].
 
-use artifactapi_layers::store::{Entry, EntryClass, StoreError};
+use artifactapi_layers::store::{BlobRow, Entry, EntryClass, StoreError, Usage};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::sql::backend;
@@ -26,5 +27,35 @@ where
         cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
         expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
         policy: row.try_get("policy").map_err(backend)?,
+    })
+}
+
+/// A row of `blob, key, cached_at_ms`.
+pub(super) fn blob_row<'r, R>(row: &'r R) -> Result<BlobRow, StoreError>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(BlobRow {
+        blob: row.try_get("blob").map_err(backend)?,
+        key: row.try_get("key").map_err(backend)?,
+        cached_at_ms: row.try_get("cached_at_ms").map_err(backend)?,
+    })
+}
+
+/// A row of `remote, entries, bytes` (the usage table).
+pub(super) fn usage<'r, R>(row: &'r R) -> Result<Usage, StoreError>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(Usage {
+        remote: row.try_get("remote").map_err(backend)?,
+        entries: row.try_get::<i64, _>("entries").map_err(backend)?.max(0) as u64,
+        bytes: row.try_get::<i64, _>("bytes").map_err(backend)?.max(0) as u64,
     })
 }
