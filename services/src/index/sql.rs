@@ -3,6 +3,10 @@
 //! Queries are built at run time, so the build needs no database. Every
 //! statement here reads the same on both; what does not is asked of the
 //! [`Dialect`].
+//!
+//! Over 400 lines on purpose: it is one `impl Index`, a statement a method,
+//! and Rust keeps a trait impl in one block. What is not a statement is
+//! elsewhere (`row.rs` decodes, `prefix.rs` computes ranges, `dialect.rs`).
 
 use artifactapi_layers::store::{BlobRow, Entry, Flushed, Index, Refresh, StoreError, Usage};
 use async_trait::async_trait;
