@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{client, Proxy, Upstream};
+use support::{client, eventually, fills_in_flight, Proxy, Upstream, PATIENCE};
 
 const CONFIG: &str = r#"
 remotes:
@@ -22,6 +22,16 @@ async fn get(url: &str) -> (String, String) {
     assert_eq!(res.status(), 200, "{url}");
     let status = res.headers()["x-cache-status"].to_str().unwrap().to_owned();
     (status, res.text().await.unwrap())
+}
+
+/// Waits until every fill so far is committed: a client has the last byte
+/// of a new release file before the proxy has stored it.
+async fn committed(proxy: &Proxy) {
+    let metrics = proxy.url("/metrics");
+    eventually("the new release file is committed", PATIENCE, || async {
+        fills_in_flight(&metrics).await == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -60,7 +70,7 @@ async fn index_files_follow_their_release_file() {
     );
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(get(&release_url).await, ("EXPIRED".into(), "release v2 (lists Packages v2)".into()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    committed(&proxy).await;
     let (status, body) = get(&packages_url).await;
     assert_ne!(status, "HIT");
     assert_eq!(body, "packages v2", "the index file followed its new release file");
@@ -81,7 +91,7 @@ async fn index_files_follow_their_release_file() {
     upstream.put(packages, "testing packages v2", &[("etag", "\"q2\"")]);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(get(&release_url).await, ("EXPIRED".into(), "testing release v2".into()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    committed(&proxy).await;
     assert_eq!(
         get(&packages_url).await.1,
         "testing packages v2",

@@ -181,7 +181,10 @@ impl Fills {
         B: Send + 'static,
     {
         let mut inflight = self.inflight.lock().expect("fill map lock");
-        if let Some((rx, started_ms)) = inflight.get(&job.key) {
+        // A failed fill stays in the map until its task has cleaned up; a
+        // request that comes after the failure starts again.
+        let live = inflight.get(&job.key).filter(|(rx, _)| !matches!(*rx.borrow(), FillStatus::Failed(_)));
+        if let Some((rx, started_ms)) = live {
             let complete = matches!(*rx.borrow(), FillStatus::Complete { .. });
             // An entry that is never fresh (`mutable_ttl: 0`) must be asked
             // for upstream by every request: a finished fill does not answer it.
