@@ -140,12 +140,19 @@ async fn index_conformance(index: &dyn Index) {
     // Access times: least recently served first, local entries never listed.
     index.touch(&[(key("k2"), 50_000), (key("k4"), 40_000), ("nope".into(), 1)]).await.unwrap();
     index.touch(&[(key("k4"), 30_000)]).await.unwrap();
-    let cold: Vec<_> = index.coldest(Some("r"), 10).await.unwrap().into_iter().map(|e| e.key).collect();
+    let cold: Vec<_> =
+        index.coldest(Some("r"), None, 10).await.unwrap().into_iter().map(|c| c.entry.key).collect();
     assert_eq!(cold, [key("k1"), key("k4"), key("k2")], "an earlier time never replaces a later one");
-    assert_eq!(index.coldest(None, 1).await.unwrap()[0].key, key("k1"));
+    assert_eq!(index.coldest(None, None, 1).await.unwrap()[0].entry.key, key("k1"));
     index.touch_prefix("r", "a/o", 60_000).await.unwrap();
-    let cold: Vec<_> = index.coldest(Some("r"), 10).await.unwrap().into_iter().map(|e| e.key).collect();
-    assert_eq!(cold, [key("k4"), key("k2"), key("k1")]);
+    let cold = index.coldest(Some("r"), None, 10).await.unwrap();
+    let keys: Vec<_> = cold.iter().map(|c| c.entry.key.clone()).collect();
+    assert_eq!(keys, [key("k4"), key("k2"), key("k1")]);
+    assert_eq!(cold.iter().map(|c| c.last_access_ms).collect::<Vec<_>>(), [40_000, 50_000, 60_000]);
+    // A walk goes on after the last entry it has seen.
+    let rest = index.coldest(Some("r"), Some(cold[0].cursor()), 10).await.unwrap();
+    assert_eq!(rest, cold[1..]);
+    assert!(index.coldest(Some("r"), Some(cold[2].cursor()), 10).await.unwrap().is_empty());
     assert!(index.blob_in_use("b5").await.unwrap());
     assert!(!index.blob_in_use("b1").await.unwrap(), "replaced");
     assert!(index.has_prefix("r", "a/t").await.unwrap());
@@ -280,7 +287,8 @@ async fn prefix_conformance(index: &dyn Index) {
     assert_eq!(expiry("p7").await, Some(2_000));
     index.touch_prefix("r", "d/\u{10FFFF}", 90_000).await.unwrap();
     index.touch_prefix("r", "d/é/", 80_000).await.unwrap();
-    let cold: Vec<_> = index.coldest(Some("r"), 100).await.unwrap().into_iter().map(|e| e.key).collect();
+    let cold: Vec<_> =
+        index.coldest(Some("r"), None, 100).await.unwrap().into_iter().map(|c| c.entry.key).collect();
     let last_two = &cold[cold.len() - 2..];
     assert_eq!(last_two, [key("p1"), key("p5")], "touched last, in the order of their times");
     // Equal access times: by key, the same on every backend.
@@ -289,6 +297,18 @@ async fn prefix_conformance(index: &dyn Index) {
     sorted.sort();
     let order: Vec<_> = cold.iter().filter(|k| untouched.contains(k)).cloned().collect();
     assert_eq!(order, sorted);
+    // Walked two at a time, ties on access time included: the same order,
+    // every entry once.
+    let mut walked = Vec::new();
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let cursor = after.as_ref().map(|(at, k)| (*at, k.as_str()));
+        let page = index.coldest(Some("r"), cursor, 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.last_access_ms, last.entry.key.clone()));
+        walked.extend(page.into_iter().map(|c| c.entry.key));
+    }
+    assert_eq!(walked, cold);
     for name in ["p1", "p2", "p3", "p4", "p5", "p6", "p7"] {
         index.remove(&key(name)).await.unwrap();
     }

@@ -8,12 +8,9 @@
 //! shared by several entries (content-addressed) is deleted with the last of
 //! them. The index row goes first, so no replica serves the bytes afterwards.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Mutex,
-};
+use std::{collections::HashMap, sync::Mutex};
 
-use super::{access::docker_image, Store, StoreError};
+use super::{access::docker_image, Cold, Store, StoreError};
 
 /// How much may be stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -169,14 +166,16 @@ async fn evict_from(
     usage: &mut Bytes,
 ) -> Result<(), StoreError> {
     let mut freed = 0;
-    let mut kept: HashSet<String> = HashSet::new();
+    // Where the walk has got to: every entry before it was judged in this
+    // round, removed or kept, and is not read again (entries kept, such as
+    // the layers of cached images, would otherwise be read by every batch).
+    let mut after: Option<(i64, String)> = None;
     while freed < excess {
-        let cold = store.index.coldest(remote, ROUND + kept.len()).await?;
-        let candidates: Vec<_> = cold.into_iter().filter(|e| !kept.contains(&e.key)).collect();
-        if candidates.is_empty() {
-            break;
-        }
-        for entry in candidates {
+        let cursor = after.as_ref().map(|(at, key)| (*at, key.as_str()));
+        let cold = store.index.coldest(remote, cursor, ROUND).await?;
+        let Some(last) = cold.last() else { break };
+        after = Some((last.last_access_ms, last.entry.key.clone()));
+        for Cold { entry, .. } in cold {
             if freed >= excess {
                 break;
             }
@@ -187,7 +186,6 @@ async fn evict_from(
                 _ => false,
             };
             if image_kept || store.access.is_being_read(&entry.blob) {
-                kept.insert(entry.key);
                 continue;
             }
             // Only the entry judged here: one written meanwhile is not the coldest.
@@ -284,6 +282,23 @@ mod tests {
         assert_eq!(done.entries, 1, "with no manifest left, the layer may go");
         drop(reading);
         assert_eq!(evict(&store, &budget).await.unwrap().entries, 1);
+    }
+
+    #[tokio::test]
+    async fn a_round_reads_each_row_once_however_many_it_keeps() {
+        // 2 000 cold layers of an image whose manifest is cached stay; the
+        // 300 files served after them are what the round must free.
+        let mut entries: Vec<_> = (0..2000)
+            .map(|i| entry("hub", &format!("lib/big/blobs/sha256:{i:04}"), 1, EntryClass::Immutable, i))
+            .collect();
+        entries.push(entry("hub", "lib/big/manifests/v1", 10, EntryClass::Mutable, 5000));
+        entries.extend((0..300).map(|i| entry("r", &format!("f{i}"), 100, EntryClass::Immutable, 3000 + i)));
+        let (store, index) = fixture(&entries).await;
+        let done = evict(&store, &Budget { total: Some(2010), per_remote: vec![] }).await.unwrap();
+        assert_eq!(done, Evicted { entries: 300, bytes: 30_000 });
+        assert_eq!(index.len(), 2001, "the layers and their manifest stay");
+        let read = index.coldest_rows_read();
+        assert!(read <= entries.len(), "{read} rows read for {} entries", entries.len());
     }
 
     #[tokio::test]

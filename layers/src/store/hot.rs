@@ -14,7 +14,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{BlobRow, Entry, Flushed, Index, Refresh, StoreError, Usage};
+use super::{BlobRow, Cold, Entry, Flushed, Index, Refresh, StoreError, Usage};
 use crate::coord::Coordinator;
 
 /// An index that keeps up to `capacity` recently used entries in memory.
@@ -199,8 +199,13 @@ impl Index for HotIndex {
         self.inner.touch(accesses).await
     }
 
-    async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.inner.coldest(remote, limit).await
+    async fn coldest(
+        &self,
+        remote: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Cold>, StoreError> {
+        self.inner.coldest(remote, after, limit).await
     }
 
     async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError> {
@@ -304,8 +309,13 @@ mod tests {
         async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
             self.inner.touch(accesses).await
         }
-        async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
-            self.inner.coldest(remote, limit).await
+        async fn coldest(
+            &self,
+            remote: Option<&str>,
+            after: Option<(i64, &str)>,
+            limit: usize,
+        ) -> Result<Vec<Cold>, StoreError> {
+            self.inner.coldest(remote, after, limit).await
         }
         async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError> {
             self.inner.blob_in_use(blob).await

@@ -1,13 +1,22 @@
 //! In-memory index and blob store, for tests and examples.
 
-use std::{collections::HashMap, ops::Range, path::Path, sync::Mutex};
+use std::{
+    collections::HashMap,
+    ops::Range,
+    path::Path,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
 
 use super::{
-    BlobList, BlobRow, BlobStore, BlobStream, Entry, EntryClass, Flushed, Index, Refresh, StoreError, Usage,
+    BlobList, BlobRow, BlobStore, BlobStream, Cold, Entry, EntryClass, Flushed, Index, Refresh, StoreError,
+    Usage,
 };
 
 /// An index kept in a `HashMap`.
@@ -15,6 +24,7 @@ use super::{
 pub struct MemoryIndex {
     entries: Mutex<HashMap<String, Entry>>,
     accessed: Mutex<HashMap<String, i64>>,
+    cold_rows: AtomicUsize,
 }
 
 impl MemoryIndex {
@@ -31,6 +41,12 @@ impl MemoryIndex {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many rows [`Index::coldest`] has answered in all: what eviction
+    /// walks have read.
+    pub fn coldest_rows_read(&self) -> usize {
+        self.cold_rows.load(Ordering::Relaxed)
     }
 }
 
@@ -78,16 +94,27 @@ impl Index for MemoryIndex {
         Ok(())
     }
 
-    async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    async fn coldest(
+        &self,
+        remote: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Cold>, StoreError> {
         let entries = self.entries.lock().expect("index lock");
         let accessed = self.accessed.lock().expect("access lock");
-        let mut cold: Vec<(i64, Entry)> = entries
+        let mut cold: Vec<Cold> = entries
             .values()
             .filter(|e| e.class != EntryClass::Local && remote.is_none_or(|r| e.remote == r))
-            .map(|e| (accessed.get(&e.key).copied().unwrap_or(e.cached_at_ms).max(e.cached_at_ms), e.clone()))
+            .map(|e| Cold {
+                last_access_ms: accessed.get(&e.key).copied().unwrap_or(e.cached_at_ms).max(e.cached_at_ms),
+                entry: e.clone(),
+            })
+            .filter(|c| after.is_none_or(|after| c.cursor() > after))
             .collect();
-        cold.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
-        Ok(cold.into_iter().take(limit).map(|(_, e)| e).collect())
+        cold.sort_by(|a, b| a.cursor().cmp(&b.cursor()));
+        cold.truncate(limit);
+        self.cold_rows.fetch_add(cold.len(), Ordering::Relaxed);
+        Ok(cold)
     }
 
     async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {

@@ -195,8 +195,15 @@ pub trait Index: Send + Sync + 'static {
     /// earlier time never replaces a later one.
     async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError>;
     /// Up to `limit` entries that are not local, of `remote` (or every
-    /// remote), least recently served first.
-    async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError>;
+    /// remote), least recently served first (by access time, then key),
+    /// from just after `after`: the [`Cold::cursor`] of the last entry a
+    /// walk has seen, so that a walk reads each row once.
+    async fn coldest(
+        &self,
+        remote: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Cold>, StoreError>;
     /// Whether any entry's bytes are `blob` (content-addressed blobs are shared).
     async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError>;
     /// Records that every entry of `remote` under `prefix` was served at `at`
@@ -216,6 +223,22 @@ pub trait Index: Send + Sync + 'static {
     /// Whether the index answers at all (for health and readiness).
     async fn ping(&self) -> Result<(), StoreError> {
         self.get("\u{1f}ping").await.map(|_| ())
+    }
+}
+
+/// An entry as eviction walks them, least recently served first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cold {
+    /// The entry.
+    pub entry: Entry,
+    /// When it was last served (when it was stored, if never since).
+    pub last_access_ms: i64,
+}
+
+impl Cold {
+    /// Where a walk that has seen this entry goes on from.
+    pub fn cursor(&self) -> (i64, &str) {
+        (self.last_access_ms, &self.entry.key)
     }
 }
 

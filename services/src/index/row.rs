@@ -1,7 +1,7 @@
-//! Index rows decoded, on either database: an [`Entry`], a [`BlobRow`], a
-//! remote's [`Usage`].
+//! Index rows decoded, on either database: an [`Entry`], a [`Cold`] one, a
+//! [`BlobRow`], a remote's [`Usage`].
 
-use artifactapi_layers::store::{BlobRow, Entry, EntryClass, StoreError, Usage};
+use artifactapi_layers::store::{BlobRow, Cold, Entry, EntryClass, StoreError, Usage};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::sql::backend;
@@ -28,6 +28,17 @@ where
         expires_at_ms: row.try_get("expires_at_ms").map_err(backend)?,
         policy: row.try_get("policy").map_err(backend)?,
     })
+}
+
+/// An entry from a row of `columns!()` and `last_access_ms`.
+pub(super) fn cold<'r, R>(row: &'r R) -> Result<Cold, StoreError>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(Cold { entry: entry(row)?, last_access_ms: row.try_get("last_access_ms").map_err(backend)? })
 }
 
 /// A row of `blob, key, cached_at_ms`.

@@ -8,14 +8,14 @@
 //! and Rust keeps a trait impl in one block. What is not a statement is
 //! elsewhere (`row.rs` decodes, `prefix.rs` computes ranges, `dialect.rs`).
 
-use artifactapi_layers::store::{BlobRow, Entry, Flushed, Index, Refresh, StoreError, Usage};
+use artifactapi_layers::store::{BlobRow, Cold, Entry, Flushed, Index, Refresh, StoreError, Usage};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
 use super::{
     columns, later_access,
     prefix::prefix_end,
-    row::{blob_row, entry, usage},
+    row::{blob_row, cold, entry, usage},
     Dialect,
 };
 
@@ -191,35 +191,48 @@ where
         DB::touch(&self.pool, accesses).await
     }
 
-    async fn coldest(&self, remote: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    async fn coldest(
+        &self,
+        remote: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Cold>, StoreError> {
         // Two statements, not one with an optional remote: each reads its
-        // own index in order (entries_by_access, entries_by_remote_access)
-        // and stops after `limit` rows; no round sorts the table.
+        // own index in order (entries_by_access_key, entries_by_remote_access)
+        // from the cursor and stops after `limit` rows, so a round reads
+        // each row once however many it keeps. No cursor is the least one.
+        let (at, key) = after.unwrap_or((i64::MIN, ""));
         let rows = match remote {
             None => {
                 sqlx::query(concat!(
                     "SELECT ",
                     columns!(),
-                    " FROM entries WHERE class <> 'local' ORDER BY last_access_ms, key LIMIT $1"
+                    ", last_access_ms FROM entries WHERE class <> 'local' \
+                     AND (last_access_ms, key) > ($1, $2) ORDER BY last_access_ms, key LIMIT $3"
                 ))
+                .bind(at)
+                .bind(key)
                 .bind(at_most(limit))
                 .fetch_all(&self.pool)
                 .await
             }
             Some(remote) => {
                 sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM entries WHERE remote = $1 AND class <> 'local' ORDER BY last_access_ms, key LIMIT $2"
-            ))
+                    "SELECT ",
+                    columns!(),
+                    ", last_access_ms FROM entries WHERE remote = $1 AND class <> 'local' \
+                     AND (last_access_ms, key) > ($2, $3) ORDER BY last_access_ms, key LIMIT $4"
+                ))
                 .bind(remote)
+                .bind(at)
+                .bind(key)
                 .bind(at_most(limit))
                 .fetch_all(&self.pool)
                 .await
             }
         }
         .map_err(backend)?;
-        rows.iter().map(entry).collect()
+        rows.iter().map(cold).collect()
     }
 
     async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
