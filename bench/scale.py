@@ -412,6 +412,23 @@ connection, each key asked for the first time (an empty hot index); "during" col
 about 100 a second, while that round ran."""
 
 
+# What was found where a target is missed, by backend and figure: shown
+# under the verdict when the run misses it.
+MISSED_NOTES = {
+    ("sqlite", "rss"): """Where the memory goes (bench/rss_probe.py, 2026-12-04: /proc status and SQLite's own heap,
+  read with gdb, at ready, after the start-up clean-up, after 2 000 hits): SQLite's heap is 2–8 MiB at every size
+  (its page caches are bounded per connection). 2 000 hits add about 30 MiB at every size, with or without the
+  small-blob copies (`CACHE_MEMORY_BYTES=0` changes it by 5 MiB), so that part is the serving path's buffers and
+  the allocator keeping freed memory, not the entry count. The start-up clean-up alone (no hits during it) adds
+  0.3 MiB at 10^4, 4.6 MiB at 10^6 and 7.2 MiB at 10^7; with a quiet clean-up and then the hits the peak is
+  62 MiB at 10^7 against 56–58 MiB at 10^4 (1.1x, within the target). The rest appears only when hits run during
+  the 16 s round, as this bench sends them: what the round keeps as it lengthens, and more while requests share
+  the connection threads with it, is not located yet; the likeliest holder is allocator retention on the
+  database connections' threads (each SQLite connection runs on its own thread; the rows of a page are made
+  there and freed on a runtime thread). Not a growth without bound (10x the entries, +14 MiB), but missed.""",
+}
+
+
 def verdict(ok):
     return "met" if ok else "**missed**"
 
@@ -442,7 +459,10 @@ def render(data, out_md, out_png):
                   f"{small['entries']:,}: {verdict(big['hit_p99_ms'] <= 1.2 * small['hit_p99_ms'])}",
                   f"- ready under 1 s at every size: {verdict(all(r['ready_s'] < 1 for r in rows))}",
                   f"- peak RSS {big['peak_rss_mib']} MiB against {small['peak_rss_mib']} MiB: "
-                  f"{verdict(big['peak_rss_mib'] <= 1.2 * small['peak_rss_mib'])}",
+                  f"{verdict(big['peak_rss_mib'] <= 1.2 * small['peak_rss_mib'])}"
+                  + ("\n  " + MISSED_NOTES[(backend, "rss")]
+                     if big['peak_rss_mib'] > 1.2 * small['peak_rss_mib'] and (backend, "rss") in MISSED_NOTES
+                     else ""),
                   f"- a clean-up round with nothing to remove checks every row: {big['cleanup_idle_ms']} ms for "
                   f"{big['entries']:,}, {per_checked(big):.2f} µs a row, against {per_checked(small):.2f} µs a row at "
                   f"{small['entries']:,}: {verdict(per_checked(big) <= 1.5 * per_checked(small))}",
