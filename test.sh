@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need
-# (nginx, curl, the PostgreSQL client, redis-server, rpm, createrepo_c and dnf
+# (nginx, curl, the PostgreSQL client, redis-server, rpm, createrepo_c, dnf and go
 # from Debian;
 # cargo-nextest and the Garage S3 server from the crates registry, once per
 # machine), then runs every unit, integration, end-to-end and documentation

@@ -22,6 +22,8 @@ install_apt() {
   command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
   command -v containerd >/dev/null 2>&1 || missing+=(containerd)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  # The Go module proxy's client.
+  command -v go >/dev/null 2>&1 || missing+=(golang-go)
   # Signals to the binary under test (kill), small filesystems (mount: util-linux).
   # (kill is also a shell builtin: look for the program the tests run.)
   [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)

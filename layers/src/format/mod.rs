@@ -24,6 +24,7 @@
 //! | `docker` | tag manifests, tag lists | image, tag or digest | served at `/v2/` ([`docker::door`]); patterns gate image names | registry `{"errors"}` |
 //! | `pypi` | `simple/...` | project (PEP 503), version | PEP 503 HTML and PEP 691 JSON pages | JSON |
 //! | `npm` | none | package, version | packuments, full and abbreviated | JSON |
+//! | `go` | `@v/list`, `@latest`, `.info` of a query | module (decoded), version | none | JSON |
 //!
 //! # How to add a format
 //!
@@ -42,6 +43,7 @@ mod alpine;
 pub mod apt;
 pub mod docker;
 mod generic;
+mod go;
 pub mod npm;
 pub mod pypi;
 mod rpm;
@@ -215,8 +217,16 @@ pub(crate) fn rewrite_link(
 }
 
 /// The formats this build knows, in the order they are listed to users.
-pub static BUILTIN: &[&dyn Format] =
-    &[&generic::Generic, &alpine::Alpine, &rpm::Rpm, &apt::Apt, &docker::Docker, &pypi::Pypi, &npm::Npm];
+pub static BUILTIN: &[&dyn Format] = &[
+    &generic::Generic,
+    &alpine::Alpine,
+    &rpm::Rpm,
+    &apt::Apt,
+    &docker::Docker,
+    &pypi::Pypi,
+    &npm::Npm,
+    &go::Go,
+];
 
 /// The formats a configuration may name: the built-in ones and any
 /// registered besides.

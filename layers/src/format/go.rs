@@ -1,0 +1,148 @@
+//! Go module proxies (`GOPROXY`): `{module}/@v/list` and `{module}/@latest`
+//! change with every release; `{module}/@v/{version}.info`, `.mod` and
+//! `.zip` never change for a canonical semantic version (`v1.2.3`, a
+//! pre-release, a pseudo-version, `+incompatible`), while an `.info` for any
+//! other query (a branch or a commit, which upstream resolves) moves.
+//!
+//! Module paths arrive case-encoded (`!x` for `X`, so that they fit a
+//! case-insensitive file system) and are kept that way in cache keys and
+//! upstream requests; [`Format::coordinates`] decodes them. The checksum
+//! database paths a proxy may serve (`sumdb/{name}/...`) are passed to
+//! upstream as they are: lookups and tiles are immutable, `latest` and
+//! `supported` move.
+
+use super::{Coordinates, Format};
+use crate::path::ArtifactPath;
+
+/// Go module proxies.
+pub(super) struct Go;
+
+/// A canonical semantic version as the go command writes it (`v1.2.3`, a
+/// pre-release, a pseudo-version, `+incompatible`; a literal, for
+/// `concat!`): what makes an `.info`, `.mod` or `.zip` immutable.
+macro_rules! canonical {
+    () => {
+        r"v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+incompatible)?"
+    };
+}
+
+impl Format for Go {
+    fn name(&self) -> &'static str {
+        "go"
+    }
+
+    fn builtin_mutable(&self) -> &'static [&'static str] {
+        &[
+            r"/@v/list$",
+            r"/@latest$",
+            // An `.info` of anything but a canonical version: a branch, a
+            // commit, a version query upstream resolves.
+            concat!(r"/@v/(?!", canonical!(), r"\.info$)[^/]+\.info$"),
+            r"^sumdb/[^/]+/(latest|supported)$",
+        ]
+    }
+
+    /// The module (decoded) and, for one version's file, its version; the
+    /// module alone for `@v/list` and `@latest`.
+    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+        let path = path.display();
+        if path.starts_with("sumdb/") {
+            return None;
+        }
+        if let Some(module) = path.strip_suffix("/@v/list").or_else(|| path.strip_suffix("/@latest")) {
+            return Some(Coordinates::new(decode(module)?, None));
+        }
+        let (module, file) = path.rsplit_once("/@v/")?;
+        let version = [".info", ".mod", ".zip"].iter().find_map(|ext| file.strip_suffix(ext))?;
+        if version.is_empty() || version.contains('/') {
+            return None;
+        }
+        Some(Coordinates::new(decode(module)?, Some(&decode(version)?)))
+    }
+}
+
+/// Undoes the go command's case-encoding (`!a` is `A`); `None` for a path
+/// that is not validly encoded (an upper-case letter, or `!` before
+/// anything but a lower-case letter).
+pub(super) fn decode(encoded: &str) -> Option<String> {
+    let mut out = String::with_capacity(encoded.len());
+    let mut bang = false;
+    for c in encoded.chars() {
+        match (bang, c) {
+            (true, 'a'..='z') => {
+                out.push(c.to_ascii_uppercase());
+                bang = false;
+            }
+            (true, _) => return None,
+            (false, '!') => bang = true,
+            (false, 'A'..='Z') => return None,
+            (false, c) => out.push(c),
+        }
+    }
+    (!bang && !out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::tests::*;
+
+    fn class(path: &str) -> Decision {
+        classifier("go", None, &[]).classify(path)
+    }
+
+    #[test]
+    fn lists_latest_and_queries_move_versions_do_not() {
+        for path in [
+            "golang.org/x/text/@v/list",
+            "golang.org/x/text/@latest",
+            "github.com/!azure/azure-sdk-for-go/@v/list",
+            "golang.org/x/text/@v/master.info",
+            "golang.org/x/text/@v/v1.2.info",
+            "golang.org/x/text/@v/4c2f7d1a.info",
+            "sumdb/sum.golang.org/latest",
+            "sumdb/sum.golang.org/supported",
+        ] {
+            assert_eq!(class(path), BUILTIN_MUTABLE, "{path}");
+        }
+        for path in [
+            "golang.org/x/text/@v/v0.14.0.info",
+            "golang.org/x/text/@v/v0.14.0.mod",
+            "golang.org/x/text/@v/v0.14.0.zip",
+            "golang.org/x/text/@v/v0.0.0-20191109021931-daa7c04131f5.info",
+            "github.com/!burnt!sushi/toml/@v/v1.3.2.zip",
+            "example.com/inc/@v/v2.0.0+incompatible.info",
+            "example.com/pre/@v/v1.0.0-rc.1.info",
+            "sumdb/sum.golang.org/lookup/golang.org/x/text@v0.14.0",
+            "sumdb/sum.golang.org/tile/8/0/x123/456",
+        ] {
+            assert_ne!(class(path), BUILTIN_MUTABLE, "{path}");
+        }
+    }
+
+    #[test]
+    fn module_paths_are_decoded_in_coordinates() {
+        let at = |path: &str| coordinates_at(&Go, path);
+        assert_eq!(
+            at("github.com/!burnt!sushi/toml/@v/v1.3.2.zip"),
+            version_of("github.com/BurntSushi/toml", "v1.3.2")
+        );
+        assert_eq!(at("golang.org/x/text/@v/v0.14.0.info"), version_of("golang.org/x/text", "v0.14.0"));
+        assert_eq!(at("golang.org/x/text/@v/list"), Some(Coordinates::new("golang.org/x/text", None)));
+        assert_eq!(at("golang.org/x/text/@latest"), Some(Coordinates::new("golang.org/x/text", None)));
+        for path in
+            ["sumdb/sum.golang.org/supported", "golang.org/x/text/@v/v1.0.0.tar", "golang.org/X/text/@v/list"]
+        {
+            assert_eq!(at(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn case_encoding() {
+        assert_eq!(decode("github.com/!burnt!sushi/toml").as_deref(), Some("github.com/BurntSushi/toml"));
+        assert_eq!(decode("golang.org/x/text").as_deref(), Some("golang.org/x/text"));
+        for bad in ["github.com/BurntSushi", "a/!", "a/!1", "a/!!b", ""] {
+            assert_eq!(decode(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Go modules through the proxy, proven with the go command (go 1.19 from
+//! Debian's `golang-go`): a static `GOPROXY` tree the test writes, served by
+//! nginx, with a module depending on another, one with upper case in its
+//! path and one `+incompatible` version. The build works cold, then warm
+//! with a fresh module cache (no version file asked of upstream again), then
+//! with nginx stopped; a version published after `@v/list` was cached shows
+//! once `mutable_ttl` has passed. The client runs with `GOSUMDB=off`: the
+//! public checksum database is out of reach here.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use support::{client, nginx, Proxy};
+
+/// CRC-32 (IEEE), as a zip entry needs it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// A zip of `files`, stored uncompressed (the go command reads any zip).
+fn zip(files: &[(String, &str)]) -> Vec<u8> {
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, body) in files {
+        let (offset, crc, len) = (out.len() as u32, crc32(body.as_bytes()), body.len() as u32);
+        let fixed = |sig: u32| {
+            let mut h = sig.to_le_bytes().to_vec();
+            h.extend_from_slice(&20u16.to_le_bytes()); // version needed
+            h.extend_from_slice(&[0; 8]); // flags, method (stored), time, date
+            for v in [crc, len, len] {
+                h.extend_from_slice(&v.to_le_bytes());
+            }
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes()); // extra
+            h
+        };
+        out.extend(fixed(0x0403_4b50));
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(body.as_bytes());
+        let mut c = 0x0201_4b50u32.to_le_bytes().to_vec();
+        c.extend_from_slice(&20u16.to_le_bytes()); // version made by
+        c.extend_from_slice(&fixed(0)[4..]);
+        c.extend_from_slice(&[0; 10]); // comment length, disk, attributes
+        c.extend_from_slice(&offset.to_le_bytes());
+        c.extend_from_slice(name.as_bytes());
+        central.extend(c);
+    }
+    let (at, size, n) = (out.len() as u32, central.len() as u32, files.len() as u16);
+    out.extend(central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    for v in [n, n] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [size, at] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+/// The go command's case-encoding of a module path.
+fn encode(module: &str) -> String {
+    module
+        .chars()
+        .map(|c| if c.is_ascii_uppercase() { format!("!{}", c.to_ascii_lowercase()) } else { c.into() })
+        .collect()
+}
+
+/// Publishes `module@version` in the static tree under `www`: its `.info`,
+/// `.mod` (`go_mod`) and `.zip` (`files`, with `go.mod` unless the version
+/// is `+incompatible`), and adds it to `@v/list`.
+fn publish(www: &Path, module: &str, version: &str, go_mod: &str, files: &[(&str, &str)]) {
+    let dir = www.join(encode(module)).join("@v");
+    std::fs::create_dir_all(&dir).unwrap();
+    let info = format!(r#"{{"Version":"{version}","Time":"2024-01-02T03:04:05Z"}}"#);
+    std::fs::write(dir.join(format!("{version}.info")), info).unwrap();
+    std::fs::write(dir.join(format!("{version}.mod")), go_mod).unwrap();
+    let mut entries: Vec<(String, &str)> =
+        files.iter().map(|(name, body)| (format!("{module}@{version}/{name}"), *body)).collect();
+    if !version.ends_with("+incompatible") {
+        entries.push((format!("{module}@{version}/go.mod"), go_mod));
+    }
+    std::fs::write(dir.join(format!("{version}.zip")), zip(&entries)).unwrap();
+    let list = dir.join("list");
+    let mut versions = std::fs::read_to_string(&list).unwrap_or_default();
+    versions.push_str(&format!("{version}\n"));
+    std::fs::write(list, versions).unwrap();
+}
+
+/// Runs the go command in `dir` with `modcache` as its module cache.
+async fn go(dir: &Path, work: &Path, goproxy: &str, modcache: &str, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("go");
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", work)
+        .env("GOPATH", work.join("gopath"))
+        .env("GOCACHE", work.join("gocache"))
+        .env("GOMODCACHE", work.join(modcache))
+        .env("GOPROXY", goproxy)
+        .env("GOSUMDB", "off")
+        .env("GOFLAGS", "-mod=mod -modcacherw")
+        .env("GO111MODULE", "on")
+        .env("CGO_ENABLED", "0");
+    let out = tokio::task::spawn_blocking(move || {
+        cmd.output().expect("go runs (the test command installs golang-go)")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Requests nginx logged whose line contains `needle`.
+fn upstream_gets(root: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(root.join("access.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Upstream requests for version files (`.info`, `.mod`, `.zip`).
+fn version_files(root: &Path) -> usize {
+    [".info ", ".mod ", ".zip "].iter().map(|ext| upstream_gets(root, ext)).sum()
+}
+
+/// The application: uses a module with upper case in its path (which uses
+/// another module) and a `+incompatible` one.
+fn app(work: &Path) -> PathBuf {
+    let dir = work.join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("go.mod"),
+        "module example.com/app\n\ngo 1.19\n\nrequire (\n\texample.com/Upper/greet v1.2.0\n\t\
+         example.com/inc v2.0.0+incompatible\n)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("main.go"),
+        "package main\n\nimport (\n\t\"example.com/Upper/greet\"\n\t\"example.com/inc\"\n)\n\n\
+         func main() { println(greet.Hello(), inc.N()) }\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_command_builds_through_the_proxy_cold_warm_and_with_upstream_down() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    let www = root.join("www");
+    let lib_mod = "module example.com/lib\n\ngo 1.19\n";
+    publish(
+        &www,
+        "example.com/lib",
+        "v1.0.0",
+        lib_mod,
+        &[("lib.go", "package lib\n\nfunc Word() string { return \"hello\" }\n")],
+    );
+    publish(
+        &www,
+        "example.com/Upper/greet",
+        "v1.2.0",
+        "module example.com/Upper/greet\n\ngo 1.19\n\nrequire example.com/lib v1.0.0\n",
+        &[(
+            "greet.go",
+            "package greet\n\nimport \"example.com/lib\"\n\nfunc Hello() string { return lib.Word() }\n",
+        )],
+    );
+    publish(
+        &www,
+        "example.com/inc",
+        "v2.0.0+incompatible",
+        "module example.com/inc\n",
+        &[("inc.go", "package inc\n\nfunc N() int { return 2 }\n")],
+    );
+    let (nginx, port) = nginx::start(root, "");
+    let config =
+        "remotes:\n  go:\n    base_url: \"{upstream}\"\n    package: go\n    cache: { mutable_ttl: 2 }\n";
+    let proxy = Proxy::start(config, &format!("http://127.0.0.1:{port}/")).await;
+    let goproxy = proxy.url("/api/go");
+    let dir = app(root);
+
+    // Cold: every version file comes from upstream once.
+    let (ok, log) = go(&dir, root, &goproxy, "modcache-cold", &["build", "-o", "app", "."]).await;
+    assert!(ok, "go build through the proxy failed:\n{log}");
+    let out = Command::new(dir.join("app")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "hello 2");
+    let cold = version_files(root);
+    assert!(cold >= 6, "the three modules' .mod and .zip came from upstream ({cold} requests)");
+    // The case-encoded path goes upstream as the go command sent it (`!`
+    // escaped as `%21`).
+    assert_eq!(
+        upstream_gets(root, "/example.com/%21upper/greet/@v/v1.2.0.zip "),
+        1,
+        "{}",
+        std::fs::read_to_string(root.join("access.log")).unwrap_or_default()
+    );
+
+    // Warm, with a fresh module cache: nothing asked of upstream again.
+    let (ok, log) = go(&dir, root, &goproxy, "modcache-warm", &["build", "-o", "app", "."]).await;
+    assert!(ok, "warm go build failed:\n{log}");
+    assert_eq!(version_files(root), cold, "a warm build asks upstream for no version file");
+
+    // A version published after `@v/list` was cached shows once it expires.
+    let list_url = format!("{goproxy}/example.com/lib/@v/list");
+    assert_eq!(client().get(&list_url).send().await.unwrap().text().await.unwrap(), "v1.0.0\n");
+    publish(
+        &www,
+        "example.com/lib",
+        "v1.1.0",
+        lib_mod,
+        &[("lib.go", "package lib\n\nfunc Word() string { return \"hi\" }\n")],
+    );
+    assert_eq!(client().get(&list_url).send().await.unwrap().text().await.unwrap(), "v1.0.0\n", "cached");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (ok, log) =
+        go(&dir, root, &goproxy, "modcache-warm", &["list", "-m", "-versions", "example.com/lib"]).await;
+    assert!(ok && log.trim() == "example.com/lib v1.0.0 v1.1.0", "go list after mutable_ttl:\n{log}");
+
+    // An unknown version is upstream's 404, passed on (the go command moves
+    // on to the next proxy in GOPROXY only on a 404 or 410).
+    let res = client().get(format!("{goproxy}/example.com/lib/@v/v9.9.9.info")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let (ok, log) =
+        go(&dir, root, &goproxy, "modcache-warm", &["mod", "download", "example.com/lib@v9.9.9"]).await;
+    assert!(!ok && log.contains("v9.9.9"), "an unknown version fails plainly:\n{log}");
+
+    // Upstream down: a fresh module cache still builds from the proxy.
+    drop(nginx);
+    let (ok, log) = go(&dir, root, &goproxy, "modcache-down", &["build", "-o", "app", "."]).await;
+    assert!(ok, "go build with upstream down failed:\n{log}");
+}
