@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use support::{client, nginx, Proxy};
+use support::{client, nginx, Proxy, Upstream};
 
 /// CRC-32 (IEEE), as a zip entry needs it.
 fn crc32(bytes: &[u8]) -> u32 {
@@ -244,4 +244,65 @@ async fn the_go_command_builds_through_the_proxy_cold_warm_and_with_upstream_dow
     drop(nginx);
     let (ok, log) = go(&dir, root, &goproxy, "modcache-down", &["build", "-o", "app", "."]).await;
     assert!(ok, "go build with upstream down failed:\n{log}");
+}
+
+/// The checksum database at the HTTP level, against a stand-in database the
+/// test serves: passed through only by a remote that names it, without the
+/// remote's credentials; lookups and tiles cached, `latest` refreshed.
+#[tokio::test]
+async fn a_checksum_database_is_passed_through_only_when_configured() {
+    let upstream = Upstream::start().await;
+    let db = Upstream::start().await;
+    let record = "7\nexample.com/lib v1.0.0 h1:AAAA=\nexample.com/lib v1.0.0/go.mod h1:BBBB=\n\n\
+                  go.sum database tree\n8\nROOT=\n\n\u{2014} 127.0.0.1 SIG=\n";
+    db.put("/lookup/example.com/lib@v1.0.0", record, &[]);
+    db.put("/tile/8/0/000", "a tile", &[]);
+    db.put("/latest", "tree 8", &[]);
+    // An upstream proxy that would say yes: never asked.
+    upstream.put("/sumdb/sum.golang.org/supported", "", &[]);
+    let yaml = format!(
+        "remotes:\n  plain:\n    base_url: \"{{upstream}}\"\n    package: go\n  go:\n    base_url: \"{{upstream}}\"\n    \
+         package: go\n    go_sumdb_url: \"{}\"\n    username: robot\n    password: secret\n    cache: {{ mutable_ttl: 1 }}\n",
+        db.url()
+    );
+    let proxy = Proxy::start(&yaml, &upstream.url()).await;
+    let get = |path: &str| {
+        let url = proxy.url(path);
+        async move {
+            let res = client().get(url).send().await.unwrap();
+            let status = res.status().as_u16();
+            let cache = res.headers().get("x-cache-status").map(|v| v.to_str().unwrap().to_owned());
+            (status, cache, res.text().await.unwrap())
+        }
+    };
+
+    // Without go_sumdb_url: not supported, so the go command asks its database itself.
+    assert_eq!(get("/api/plain/sumdb/sum.golang.org/supported").await.0, 404);
+    assert_eq!(get("/api/plain/sumdb/sum.golang.org/lookup/example.com/lib@v1.0.0").await.0, 404);
+    assert_eq!(upstream.total(), 0);
+
+    // With it: supported, answered here.
+    assert_eq!(get("/api/go/sumdb/127.0.0.1/supported").await.0, 200);
+    assert_eq!(db.total(), 0);
+    // Lookups and tiles come from the database once, then from the cache.
+    let lookup = "/api/go/sumdb/127.0.0.1/lookup/example.com/lib@v1.0.0";
+    assert_eq!(get(lookup).await, (200, Some("MISS".into()), record.into()));
+    assert_eq!(get(lookup).await, (200, Some("HIT".into()), record.into()));
+    assert_eq!(db.count("GET", "/lookup/example.com/lib@v1.0.0"), 1);
+    assert_eq!(get("/api/go/sumdb/127.0.0.1/tile/8/0/000").await.2, "a tile");
+    assert_eq!(get("/api/go/sumdb/127.0.0.1/tile/8/0/000").await.1.as_deref(), Some("HIT"));
+    // The signed tree head moves.
+    assert_eq!(get("/api/go/sumdb/127.0.0.1/latest").await.2, "tree 8");
+    db.put("/latest", "tree 9", &[]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(get("/api/go/sumdb/127.0.0.1/latest").await.2, "tree 9");
+    // Another database's name is not this remote's to answer.
+    assert_eq!(get("/api/go/sumdb/sum.golang.org/lookup/example.com/lib@v1.0.0").await.0, 404);
+    assert_eq!(db.count("GET", "/latest"), 2);
+    assert_eq!(db.total(), 4, "{:?}", db.requests().iter().map(|s| s.path.clone()).collect::<Vec<_>>());
+    assert!(
+        db.requests().iter().all(|s| s.headers.get("authorization").is_none()),
+        "no credentials to the database"
+    );
+    assert_eq!(upstream.total(), 0, "the proxy upstream is never asked for the database");
 }

@@ -114,6 +114,9 @@ pub struct Remote {
     /// that containerd's `?ns=` names this remote by, besides its
     /// `base_url`'s own (Docker Hub pulls say `docker.io`).
     pub registry_hosts: Vec<String>,
+    /// Go: the checksum database passed through at `sumdb/{its host}/...`
+    /// (`go_sumdb_url`).
+    pub go_sumdb: Option<Url>,
     /// The most this remote's entries may take (`cache.max_bytes`).
     pub max_bytes: Option<u64>,
 }
@@ -133,6 +136,7 @@ impl Remote {
             credentials: None,
             files: None,
             registry_hosts: Vec::new(),
+            go_sumdb: None,
             max_bytes: None,
         }
     }

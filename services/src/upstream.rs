@@ -224,7 +224,13 @@ fn prepare<B>(
             format!("remote {} is a local repository and has no upstream", remote.name),
         )));
     };
-    let own = remote.package.format().upstream_path(path);
+    // A path the format fetches from another upstream (a Go checksum
+    // database) gets neither the remote's base URL nor its credentials.
+    let format = remote.package.format();
+    let (base, own, elsewhere) = match format.fetched_elsewhere(remote, path) {
+        Some((other, there)) => (other, Some(there), true),
+        None => (base, format.upstream_path(path), false),
+    };
     let url = upstream_url(base, own.as_ref().unwrap_or(path))?;
     let method = if req.method() == Method::HEAD { Method::HEAD } else { Method::GET };
     let mut builder = client.request(method, url);
@@ -238,6 +244,7 @@ fn prepare<B>(
             builder = builder.header(header::AUTHORIZATION, value.clone())
         }
         (Some(UpstreamAuth(None)), _) | (None, None) => {}
+        (None, Some(_)) if elsewhere => {}
         (None, Some(creds)) => builder = builder.basic_auth(&creds.username, Some(&creds.password)),
     }
     Ok((builder, base.clone()))

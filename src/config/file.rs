@@ -91,6 +91,9 @@ pub struct RemoteConfig {
     /// Docker: more registry host names containerd's `?ns=` may name this remote by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_hosts: Option<Vec<String>>,
+    /// Go: the checksum database passed through at `sumdb/{its host}/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go_sumdb_url: Option<String>,
 }
 
 /// The `cache:` block as written.

@@ -120,6 +120,7 @@ impl Ctx<'_> {
         let files = self.files_rewrite(rc, all);
         let max_bytes = self.max_bytes(&cache);
         let registry_hosts = self.registry_hosts(rc, package);
+        let go_sumdb = self.go_sumdb(rc, package);
         if self.problems.len() > before {
             return None;
         }
@@ -134,6 +135,7 @@ impl Ctx<'_> {
             credentials,
             files,
             registry_hosts,
+            go_sumdb,
             max_bytes,
         })
     }
@@ -291,6 +293,20 @@ impl Ctx<'_> {
             self.problem("cache.max_bytes", format!("{text:?} is not a size (bytes, or 500M, 20G, 1T)"));
         }
         bytes
+    }
+
+    /// The checksum database a Go remote passes through.
+    fn go_sumdb(&mut self, rc: &RemoteConfig, package: Package) -> Option<Url> {
+        let value = rc.go_sumdb_url.as_deref()?;
+        if !package.format().own_keys().contains(&"go_sumdb_url") {
+            let owners = Formats::builtin().owners_of("go_sumdb_url").join(", ");
+            self.problem(
+                "go_sumdb_url",
+                format!("only a remote of package {owners} has a checksum database"),
+            );
+            return None;
+        }
+        self.url("go_sumdb_url", value)
     }
 
     /// More host names a registry client may name this remote by, for the

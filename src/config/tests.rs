@@ -50,6 +50,21 @@ fn registry_hosts_belong_to_docker_remotes() {
 }
 
 #[test]
+fn a_checksum_database_belongs_to_go_remotes() {
+    let config =
+        parse("remotes:\n  go:\n    base_url: https://proxy.golang.org\n    package: go\n    go_sumdb_url: https://sum.golang.org\n")
+            .unwrap();
+    let go = config.remotes.get("go").unwrap();
+    assert_eq!(go.go_sumdb.as_ref().map(|u| u.as_str()), Some("https://sum.golang.org/"));
+    let problems = problems(
+        "remotes:\n  files:\n    base_url: https://github.com\n    go_sumdb_url: https://sum.golang.org\n  go:\n    base_url: https://proxy.golang.org\n    package: go\n    go_sumdb_url: ftp://sum.golang.org\n",
+    );
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("remotes.files.go_sumdb_url") && p.contains("package go")));
+    assert!(problems.iter().any(|p| p.contains("remotes.go.go_sumdb_url") && p.contains("not an http")));
+}
+
+#[test]
 fn every_seed_key_is_understood() {
     let config = parse(
         r#"

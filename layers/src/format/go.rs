@@ -6,13 +6,19 @@
 //!
 //! Module paths arrive case-encoded (`!x` for `X`, so that they fit a
 //! case-insensitive file system) and are kept that way in cache keys and
-//! upstream requests; [`Format::coordinates`] decodes them. The checksum
-//! database paths a proxy may serve (`sumdb/{name}/...`) are passed to
-//! upstream as they are: lookups and tiles are immutable, `latest` and
-//! `supported` move.
+//! upstream requests; [`Format::coordinates`] decodes them.
+//!
+//! A remote with `go_sumdb_url` passes that checksum database through at
+//! `sumdb/{its host}/...`: `supported` is answered 200 here, lookups and
+//! tiles are fetched from the database and are immutable, `latest` moves.
+//! Any other `sumdb/` path (every one, without `go_sumdb_url`) is a 404, so
+//! the go command asks its database itself.
+
+use http::StatusCode;
+use url::Url;
 
 use super::{Coordinates, Format};
-use crate::path::ArtifactPath;
+use crate::{path::ArtifactPath, remote::Remote};
 
 /// Go module proxies.
 pub(super) struct Go;
@@ -42,6 +48,28 @@ impl Format for Go {
         ]
     }
 
+    fn own_keys(&self) -> &'static [&'static str] {
+        &["go_sumdb_url"]
+    }
+
+    fn answers_itself(&self, remote: &Remote, path: &ArtifactPath) -> Option<StatusCode> {
+        let rest = path.decoded().strip_prefix("sumdb/")?;
+        match sumdb_path(remote, rest) {
+            Some("supported") => Some(StatusCode::OK),
+            Some(_) => None,
+            None => Some(StatusCode::NOT_FOUND),
+        }
+    }
+
+    fn fetched_elsewhere<'r>(
+        &self,
+        remote: &'r Remote,
+        path: &ArtifactPath,
+    ) -> Option<(&'r Url, ArtifactPath)> {
+        let rest = sumdb_path(remote, path.raw().strip_prefix("sumdb/")?)?;
+        Some((remote.go_sumdb.as_ref()?, ArtifactPath::parse(rest, path.query()).ok()?))
+    }
+
     /// The module (decoded) and, for one version's file, its version; the
     /// module alone for `@v/list` and `@latest`.
     fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
@@ -59,6 +87,14 @@ impl Format for Go {
         }
         Some(Coordinates::new(decode(module)?, Some(&decode(version)?)))
     }
+}
+
+/// `rest` (after `sumdb/`) without `{name}/`, when `name` is the host of
+/// the database `remote` passes through.
+fn sumdb_path<'p>(remote: &Remote, rest: &'p str) -> Option<&'p str> {
+    let (name, path) = rest.split_once('/')?;
+    let host = remote.go_sumdb.as_ref()?.host_str()?;
+    (name.eq_ignore_ascii_case(host) && !path.is_empty()).then_some(path)
 }
 
 /// Undoes the go command's case-encoding (`!a` is `A`); `None` for a path

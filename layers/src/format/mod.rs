@@ -50,7 +50,7 @@ mod rpm;
 
 use std::{fmt, sync::Arc};
 
-use http::Response;
+use http::{Response, StatusCode};
 use url::Url;
 
 use crate::{
@@ -109,6 +109,25 @@ pub trait Format: Send + Sync + 'static {
     /// (a registry's `v2/{name}/...` for `{name}/...`). It is joined to the
     /// remote's `base_url` with the same checks.
     fn upstream_path(&self, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
+    }
+
+    /// A path the format answers itself, with this status and no body,
+    /// before the cache or upstream is asked (Go: a checksum database's
+    /// `supported`). A status that is not a success is answered as an error
+    /// in the format's shape.
+    fn answers_itself(&self, _remote: &Remote, _path: &ArtifactPath) -> Option<StatusCode> {
+        None
+    }
+
+    /// A path fetched from another upstream than the remote's `base_url`:
+    /// that base and the path under it (Go: the checksum database the remote
+    /// passes through). The remote's credentials are not sent there.
+    fn fetched_elsewhere<'r>(
+        &self,
+        _remote: &'r Remote,
+        _path: &ArtifactPath,
+    ) -> Option<(&'r Url, ArtifactPath)> {
         None
     }
 

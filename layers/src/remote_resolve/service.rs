@@ -118,6 +118,17 @@ where
         };
         // Errors from here on are answered in the remote's format.
         let raised = (remote.package, remote.name.clone(), path.decoded().to_owned());
+        if let Some(status) = remote.package.format().answers_itself(&remote, &path) {
+            let (format, remote, path) = raised;
+            if status.is_success() {
+                let mut res = Response::new(crate::body::empty());
+                *res.status_mut() = status;
+                return futures_util::future::ok(res).boxed();
+            }
+            let refused = Refused::new(status, "not served by this remote");
+            return futures_util::future::err(Raised::new(format, remote, path, refused.into()).into())
+                .boxed();
+        }
         let extensions = req.extensions_mut();
         if let Some(coordinates) = remote.package.format().coordinates(&path) {
             extensions.insert(coordinates);
