@@ -124,18 +124,9 @@ async fn go(dir: &Path, work: &Path, goproxy: &str, modcache: &str, args: &[&str
     (out.status.success(), text)
 }
 
-/// Requests nginx logged whose line contains `needle`.
-fn upstream_gets(root: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(root.join("access.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
 /// Upstream requests for version files (`.info`, `.mod`, `.zip`).
 fn version_files(root: &Path) -> usize {
-    [".info ", ".mod ", ".zip "].iter().map(|ext| upstream_gets(root, ext)).sum()
+    [".info ", ".mod ", ".zip "].iter().map(|ext| nginx::logged(root, ext)).sum()
 }
 
 /// The application: uses a module with upper case in its path (which uses
@@ -205,7 +196,7 @@ async fn the_go_command_builds_through_the_proxy_cold_warm_and_with_upstream_dow
     // The case-encoded path goes upstream as the go command sent it (`!`
     // escaped as `%21`).
     assert_eq!(
-        upstream_gets(root, "/example.com/%21upper/greet/@v/v1.2.0.zip "),
+        nginx::logged(root, "/example.com/%21upper/greet/@v/v1.2.0.zip "),
         1,
         "{}",
         std::fs::read_to_string(root.join("access.log")).unwrap_or_default()

@@ -51,14 +51,6 @@ async fn dnf(root: &Path, installroot: &str, repo: &str, args: &[&str]) -> (bool
     (out.status.success(), text)
 }
 
-fn upstream_gets(root: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(root.join("access.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dnf_installs_through_the_proxy_and_repomd_expires_while_packages_stay_cached() {
     let work = tempfile::tempdir().unwrap();
@@ -80,16 +72,16 @@ async fn dnf_installs_through_the_proxy_and_repomd_expires_while_packages_stay_c
     let (ok, log) = dnf(root, "ir1", &repo_url, &["install", "hello-artifact"]).await;
     assert!(ok, "dnf install through the proxy failed:\n{log}");
     assert!(root.join("ir1/usr/share/hello-artifact/hello.txt").exists());
-    assert_eq!(upstream_gets(root, "GET /el/repodata/repomd.xml"), 1);
-    assert_eq!(upstream_gets(root, "hello-artifact-1.0-1.noarch.rpm"), 1);
+    assert_eq!(nginx::logged(root, "GET /el/repodata/repomd.xml"), 1);
+    assert_eq!(nginx::logged(root, "hello-artifact-1.0-1.noarch.rpm"), 1);
 
     // After mutable_ttl the repository metadata is checked again; the package is not.
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let (ok, log) = dnf(root, "ir2", &repo_url, &["install", "hello-artifact"]).await;
     assert!(ok, "a second dnf install failed:\n{log}");
     assert!(root.join("ir2/usr/share/hello-artifact/hello.txt").exists());
-    assert_eq!(upstream_gets(root, "GET /el/repodata/repomd.xml"), 2, "repomd.xml expired and was checked");
-    assert_eq!(upstream_gets(root, "hello-artifact-1.0-1.noarch.rpm"), 1, "the package stayed cached");
+    assert_eq!(nginx::logged(root, "GET /el/repodata/repomd.xml"), 2, "repomd.xml expired and was checked");
+    assert_eq!(nginx::logged(root, "hello-artifact-1.0-1.noarch.rpm"), 1, "the package stayed cached");
 
     // With the upstream down (and the metadata expired), dnf still installs.
     drop(nginx);

@@ -97,3 +97,13 @@ pub fn start_with(root: &Path, server_extra: &str, http_extra: &str) -> (Kill, u
     }
     panic!("nginx did not start on any port");
 }
+
+/// How many requests nginx (started with `root`) logged whose line contains
+/// `needle`: what upstream was asked.
+pub fn logged(root: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(root.join("access.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
