@@ -4,8 +4,9 @@
 //! path and one `+incompatible` version. The build works cold, then warm
 //! with a fresh module cache (no version file asked of upstream again), then
 //! with nginx stopped; a version published after `@v/list` was cached shows
-//! once `mutable_ttl` has passed. The client runs with `GOSUMDB=off`: the
-//! public checksum database is out of reach here.
+//! once `mutable_ttl` has passed; our `h1:` hashes match the go command's.
+//! The client runs with `GOSUMDB=off`: the public checksum database is out
+//! of reach here.
 
 mod support;
 
@@ -15,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+use artifactapi_layers::format::go::h1;
 use support::{client, nginx, Proxy, Upstream};
 
 /// CRC-32 (IEEE), as a zip entry needs it.
@@ -29,16 +31,17 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// A zip of `files`, stored uncompressed (the go command reads any zip).
+/// A zip of `files`, deflated as module zips are.
 fn zip(files: &[(String, &str)]) -> Vec<u8> {
     let (mut out, mut central) = (Vec::new(), Vec::new());
     for (name, body) in files {
-        let (offset, crc, len) = (out.len() as u32, crc32(body.as_bytes()), body.len() as u32);
+        let packed = miniz_oxide::deflate::compress_to_vec(body.as_bytes(), 6);
+        let (offset, crc) = (out.len() as u32, crc32(body.as_bytes()));
         let fixed = |sig: u32| {
             let mut h = sig.to_le_bytes().to_vec();
             h.extend_from_slice(&20u16.to_le_bytes()); // version needed
-            h.extend_from_slice(&[0; 8]); // flags, method (stored), time, date
-            for v in [crc, len, len] {
+            h.extend_from_slice(&[0, 0, 8, 0, 0, 0, 0, 0]); // flags, method (deflate), time, date
+            for v in [crc, packed.len() as u32, body.len() as u32] {
                 h.extend_from_slice(&v.to_le_bytes());
             }
             h.extend_from_slice(&(name.len() as u16).to_le_bytes());
@@ -47,7 +50,7 @@ fn zip(files: &[(String, &str)]) -> Vec<u8> {
         };
         out.extend(fixed(0x0403_4b50));
         out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(&packed);
         let mut c = 0x0201_4b50u32.to_le_bytes().to_vec();
         c.extend_from_slice(&20u16.to_le_bytes()); // version made by
         c.extend_from_slice(&fixed(0)[4..]);
@@ -201,6 +204,25 @@ async fn the_go_command_builds_through_the_proxy_cold_warm_and_with_upstream_dow
         "{}",
         std::fs::read_to_string(root.join("access.log")).unwrap_or_default()
     );
+
+    // Our h1: hashes agree with the go command's for every module.
+    for (module, version) in [
+        ("example.com/lib", "v1.0.0"),
+        ("example.com/Upper/greet", "v1.2.0"),
+        ("example.com/inc", "v2.0.0+incompatible"),
+    ] {
+        let at = format!("{module}@{version}");
+        let (ok, json) = go(&dir, root, &goproxy, "modcache-cold", &["mod", "download", "-json", &at]).await;
+        assert!(ok, "go mod download -json {at}:\n{json}");
+        let files = www.join(encode(module)).join("@v");
+        let zip_sum = h1::zip(&std::fs::read(files.join(format!("{version}.zip"))).unwrap()).unwrap();
+        let mod_sum = h1::go_mod(&std::fs::read(files.join(format!("{version}.mod"))).unwrap());
+        assert!(
+            json.contains(&format!("\"Sum\": \"{zip_sum}\"")),
+            "{at}: ours {zip_sum}, the go command's:\n{json}"
+        );
+        assert!(json.contains(&format!("\"GoModSum\": \"{mod_sum}\"")), "{at}: ours {mod_sum}:\n{json}");
+    }
 
     // Warm, with a fresh module cache: nothing asked of upstream again.
     let (ok, log) = go(&dir, root, &goproxy, "modcache-warm", &["build", "-o", "app", "."]).await;

@@ -43,7 +43,7 @@ mod alpine;
 pub mod apt;
 pub mod docker;
 mod generic;
-mod go;
+pub mod go;
 pub mod npm;
 pub mod pypi;
 mod rpm;

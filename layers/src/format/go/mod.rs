@@ -14,6 +14,8 @@
 //! Any other `sumdb/` path (every one, without `go_sumdb_url`) is a 404, so
 //! the go command asks its database itself.
 
+pub mod h1;
+
 use http::StatusCode;
 use url::Url;
 
