@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{client, eventually, fills_in_flight, Proxy, Upstream, PATIENCE};
+use support::{client, committed, Proxy, Upstream};
 
 const CONFIG: &str = r#"
 remotes:
@@ -22,16 +22,6 @@ async fn get(url: &str) -> (String, String) {
     assert_eq!(res.status(), 200, "{url}");
     let status = res.headers()["x-cache-status"].to_str().unwrap().to_owned();
     (status, res.text().await.unwrap())
-}
-
-/// Waits until every fill so far is committed: a client has the last byte
-/// of a new release file before the proxy has stored it.
-async fn committed(proxy: &Proxy) {
-    let metrics = proxy.url("/metrics");
-    eventually("the new release file is committed", PATIENCE, || async {
-        fills_in_flight(&metrics).await == 0
-    })
-    .await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::{path::Path, time::Duration};
 
 use serde_json::Value;
 use support::{
-    client,
+    client, committed,
     registry::{make_image, skopeo, Containerd, Front, Registry},
     sha256, Proxy,
 };
@@ -200,6 +200,9 @@ async fn an_expired_tag_is_checked_with_a_head_and_fetched_again_only_when_it_mo
     let tag = proxy.url("/v2/reg/library/app/manifests/v1");
     let first = get(&tag, ACCEPT_ALL).await;
     let first_digest = header(&first, "docker-content-digest");
+    // The tag's lifetime counts from its commit, which may come after the
+    // client has the last byte.
+    committed(&proxy).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let res = get(&tag, ACCEPT_ALL).await;
@@ -222,6 +225,7 @@ async fn an_expired_tag_is_checked_with_a_head_and_fetched_again_only_when_it_mo
     assert_eq!(w.front.count("GET", "/manifests/v1"), 2);
 
     // Rate limited: the cached tag is served stale, the 429 is not passed on.
+    committed(&proxy).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     w.front.fail_with(429);
     let res = get(&tag, ACCEPT_ALL).await;

@@ -723,6 +723,14 @@ where
     }
 }
 
+/// Waits until every fill `proxy` has started so far is committed: a client
+/// has a body's last byte before the proxy has stored it, and a lifetime
+/// counts from the commit.
+pub async fn committed(proxy: &Proxy) {
+    let metrics = proxy.url("/metrics");
+    eventually("every fill is committed", PATIENCE, || async { fills_in_flight(&metrics).await == 0 }).await;
+}
+
 /// `artifactapi_fills_in_flight` at `metrics_url` (a `/metrics` URL): fills
 /// still fetching or committing, the replaced blob's deletion included (a
 /// finished fill that lingers, joinable, does not count). Zero once every
