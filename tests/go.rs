@@ -17,7 +17,7 @@ use std::{
 };
 
 use artifactapi_layers::format::go::h1;
-use support::{client, nginx, Proxy, Upstream};
+use support::{client, committed, nginx, Proxy, Upstream};
 
 /// CRC-32 (IEEE), as a zip entry needs it.
 fn crc32(bytes: &[u8]) -> u32 {
@@ -232,6 +232,7 @@ async fn the_go_command_builds_through_the_proxy_cold_warm_and_with_upstream_dow
     // A version published after `@v/list` was cached shows once it expires.
     let list_url = format!("{goproxy}/example.com/lib/@v/list");
     assert_eq!(client().get(&list_url).send().await.unwrap().text().await.unwrap(), "v1.0.0\n");
+    committed(&proxy).await;
     publish(
         &www,
         "example.com/lib",
@@ -306,6 +307,7 @@ async fn a_checksum_database_is_passed_through_only_when_configured() {
     assert_eq!(get("/api/go/sumdb/127.0.0.1/tile/8/0/000").await.1.as_deref(), Some("HIT"));
     // The signed tree head moves.
     assert_eq!(get("/api/go/sumdb/127.0.0.1/latest").await.2, "tree 8");
+    committed(&proxy).await;
     db.put("/latest", "tree 9", &[]);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(get("/api/go/sumdb/127.0.0.1/latest").await.2, "tree 9");
