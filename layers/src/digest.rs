@@ -17,6 +17,8 @@ use base64::{
 };
 use sha2::{Digest, Sha256, Sha512};
 
+use crate::format::go::h1;
+
 /// A digest algorithm metadata uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -24,6 +26,13 @@ pub enum Algorithm {
     Sha256,
     /// SHA-512 (npm `integrity`).
     Sha512,
+    /// Go's `h1:` hash of a `go.mod` ([`h1`]): the SHA-256 of one line
+    /// naming the file's SHA-256, so it is computed as the bytes arrive.
+    GoModH1,
+    /// Go's `h1:` hash of a module zip ([`h1`]): read from the zip's
+    /// directory, so it is computed over the whole spooled file, before the
+    /// client has its last byte.
+    GoZipH1,
 }
 
 /// A promised digest.
@@ -60,11 +69,48 @@ impl Expected {
             .max_by_key(|e| e.digest.len())
     }
 
-    /// A hasher for this digest's algorithm.
-    pub fn hasher(&self) -> Hasher {
+    /// From a go.sum hash (`h1:…`) of a module's `.mod` (`zip` false) or
+    /// `.zip` (`zip` true).
+    pub fn go_h1(sum: &str, zip: bool) -> Option<Self> {
+        let algorithm = if zip { Algorithm::GoZipH1 } else { Algorithm::GoModH1 };
+        Some(Self { algorithm, digest: h1::parse(sum)?.to_vec() })
+    }
+
+    /// A hasher for this digest's algorithm (`None` for one computed over
+    /// the whole file, see [`Expected::of_file`]).
+    pub fn hasher(&self) -> Option<Hasher> {
         match self.algorithm {
-            Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
-            Algorithm::Sha512 => Hasher::Sha512(Box::new(Sha512::new())),
+            Algorithm::Sha256 => Some(Hasher::Sha256(Sha256::new())),
+            Algorithm::Sha512 => Some(Hasher::Sha512(Box::new(Sha512::new()))),
+            Algorithm::GoModH1 => Some(Hasher::GoModH1(Sha256::new())),
+            Algorithm::GoZipH1 => None,
+        }
+    }
+
+    /// This digest's algorithm over the first `len` bytes of `file`, for an
+    /// algorithm with no [`hasher`](Expected::hasher); an error says why
+    /// the file cannot be hashed so (not a zip, say).
+    pub fn of_file(&self, file: &std::fs::File, len: u64) -> Result<Vec<u8>, String> {
+        match self.algorithm {
+            Algorithm::GoZipH1 => h1::zip_file(file, len).map(|sum| sum.to_vec()),
+            _ => Err(format!("{:?} is computed as the bytes arrive", self.algorithm)),
+        }
+    }
+
+    /// `digest` as this algorithm is written (`h1:` base64 for Go, hex for
+    /// the others), for messages.
+    pub fn show(&self, digest: &[u8]) -> String {
+        match self.algorithm {
+            Algorithm::GoModH1 | Algorithm::GoZipH1 => h1::shown(digest),
+            algorithm => format!("{algorithm:?} {}", hex::encode(digest)),
+        }
+    }
+
+    /// Who made the promise, for messages.
+    pub fn vouched_by(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::GoModH1 | Algorithm::GoZipH1 => "the checksum database",
+            _ => "the metadata",
         }
     }
 
@@ -81,13 +127,15 @@ pub enum Hasher {
     Sha256(Sha256),
     /// SHA-512.
     Sha512(Box<Sha512>),
+    /// Go's `h1:` of a `go.mod`: its SHA-256, summarized at the end.
+    GoModH1(Sha256),
 }
 
 impl Hasher {
     /// Adds bytes.
     pub fn update(&mut self, bytes: &[u8]) {
         match self {
-            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha256(h) | Hasher::GoModH1(h) => h.update(bytes),
             Hasher::Sha512(h) => h.update(bytes),
         }
     }
@@ -97,6 +145,7 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Sha512(h) => h.finalize().to_vec(),
+            Hasher::GoModH1(h) => h1::go_mod_sum(h.finalize().into()).to_vec(),
         }
     }
 }
@@ -163,7 +212,7 @@ mod tests {
             "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==";
         let e = Expected::integrity(empty).unwrap();
         assert_eq!(e.algorithm, Algorithm::Sha512);
-        let mut h = e.hasher();
+        let mut h = e.hasher().unwrap();
         h.update(b"");
         assert_eq!(h.finish(), e.digest);
         let both = format!("sha1-abc {empty}");

@@ -24,7 +24,7 @@
 //! | `docker` | tag manifests, tag lists | image, tag or digest | served at `/v2/` ([`docker::door`]); patterns gate image names | registry `{"errors"}` |
 //! | `pypi` | `simple/...` | project (PEP 503), version | PEP 503 HTML and PEP 691 JSON pages | JSON |
 //! | `npm` | none | package, version | packuments, full and abbreviated | JSON |
-//! | `go` | `@v/list`, `@latest`, `.info` of a query | module (decoded), version | none | JSON |
+//! | `go` | `@v/list`, `@latest`, `.info` of a query | module (decoded), version | none; `.zip` and `.mod` checked against the checksum database's lookup record ([`Format::vouched_by`]) | JSON |
 //!
 //! # How to add a format
 //!
@@ -165,6 +165,25 @@ pub trait Format: Send + Sync + 'static {
     /// first, so the file is still checked.
     fn listed_in(&self, _lister: &Remote, _remote: &Remote, _path: &ArtifactPath) -> Option<ArtifactPath> {
         None
+    }
+
+    /// The record on `remote` that vouches for the file at `path`, if the
+    /// file is checked against one (Go: the checksum database's lookup
+    /// record of a module version, for its `.zip` and `.mod`). When the file
+    /// is not cached and no digest for it is in memory, the record is read
+    /// through the cache first and the file checked against
+    /// [`vouches`](Format::vouches) before it is stored. A record upstream
+    /// does not have (404, 410) leaves the file unchecked; one that cannot
+    /// be read fails the file.
+    fn vouched_by(&self, _remote: &Remote, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
+    }
+
+    /// What the record read at [`vouched_by`](Format::vouched_by) says the
+    /// file at `path` hashes to; an error says why the record does not
+    /// vouch for it (and the file is refused).
+    fn vouches(&self, _record: &[u8], _path: &ArtifactPath) -> Result<Expected, String> {
+        Err("this format keeps no records".into())
     }
 }
 

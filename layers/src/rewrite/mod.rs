@@ -26,6 +26,12 @@
 //! own copy of the document was answered 304), its listing is read through
 //! this layer and the cache first, so the file is still checked against
 //! what the document promises.
+//!
+//! A file the format says a record vouches for
+//! ([`vouched_by`](crate::format::Format::vouched_by): Go's checksum
+//! database) is checked the same way: when it is not cached and no digest
+//! for it is in memory, the record is read through the cache and what it
+//! says recorded for the fill to check ([`read`]).
 
 use std::{
     sync::Arc,
@@ -39,17 +45,20 @@ use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 use url::Url;
 
+mod read;
+
+use read::{expire_metadata, Once};
+
 use crate::{
     body::{self, ArtifactBody},
     digest::{Expected, ExpectedDigests},
     error::{BoxError, UpstreamError, UpstreamErrorKind},
-    extensions::{CacheStatus, Classification, Variant},
+    extensions::{CacheStatus, Variant},
     format::{self, LinkMap},
     path::ArtifactPath,
-    pattern::Decision,
     remote::{Remote, SharedRemotes},
     remote_resolve::ResolvedRemote,
-    store::{now_ms, Refresh, Store},
+    store::{now_ms, Store},
 };
 
 /// Applies [`BodyRewrite`] to a service.
@@ -98,6 +107,7 @@ impl<S> Layer<S> for BodyRewriteLayer {
             max_bytes: self.max_bytes,
             digests: self.digests.clone(),
             store: self.store.clone(),
+            unknown: Arc::default(),
         }
     }
 }
@@ -110,6 +120,8 @@ pub struct BodyRewrite<S> {
     max_bytes: usize,
     digests: Option<Arc<ExpectedDigests>>,
     store: Option<(Store, SharedRemotes)>,
+    /// Records upstream did not have, logged once.
+    unknown: Arc<Once>,
 }
 
 /// Links into a remote's upstream, mapped onto this proxy.
@@ -186,40 +198,6 @@ fn links(remote: &Remote, api: String, digests: Option<Arc<ExpectedDigests>>) ->
     RemoteLinks { api, targets, digests }
 }
 
-impl<S> BodyRewrite<S> {
-    /// Reads `listing`, a document of `lister`, through the cache and this
-    /// layer, for the digests it promises; failures only leave the file
-    /// unchecked, as before.
-    async fn read_listing<B>(self, lister: Arc<Remote>, listing: ArtifactPath)
-    where
-        Self: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
-        B: Default,
-    {
-        let class = match lister.classifier.classify(listing.decoded()) {
-            Decision::Allow(class) => class,
-            Decision::Deny(_) => return,
-        };
-        let mut req = Request::new(B::default());
-        *req.uri_mut() = match format!("/{}/{}", lister.name, listing.raw()).parse() {
-            Ok(uri) => uri,
-            Err(_) => return,
-        };
-        let name = lister.name.clone();
-        let extensions = req.extensions_mut();
-        extensions.insert(ResolvedRemote(lister));
-        extensions.insert(listing.clone());
-        extensions.insert(Classification(class));
-        match self.oneshot(req).await {
-            Ok(res) => {
-                tracing::debug!(remote = %name, listing = %listing.display(), status = %res.status(), "read a listing for the digests it promises")
-            }
-            Err(e) => {
-                tracing::debug!(remote = %name, listing = %listing.display(), error = %e, "could not read a listing; the file goes unchecked")
-            }
-        }
-    }
-}
-
 impl<S, B> Service<Request<B>> for BodyRewrite<S>
 where
     S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>
@@ -247,26 +225,36 @@ where
         };
         let document = remote.package.format().document(path);
         let Some(document) = document.filter(|_| matches!(*req.method(), Method::GET | Method::HEAD)) else {
-            let listings = match (&self.store, req.method() == Method::GET) {
+            let get = req.method() == Method::GET;
+            let listings = match (&self.store, get) {
                 (Some((_, remotes)), true) => format::listed_in(remote, path, &remotes.load()),
                 _ => Vec::new(),
             };
-            let Some((store, _)) = self.store.clone().filter(|_| !listings.is_empty()) else {
+            let record = match (&self.digests, get) {
+                (Some(_), true) => remote.package.format().vouched_by(remote, path),
+                _ => None,
+            };
+            let Some((store, _)) = self.store.clone().filter(|_| !listings.is_empty() || record.is_some())
+            else {
                 return Box::pin(inner.oneshot(req));
             };
             // No digest promised for this file in memory (after a restart,
             // or after the client's copy of its listing was answered 304):
-            // read the listing through the cache first, unless the file is
-            // cached already.
+            // read the listing (or the record that vouches for the file)
+            // through the cache first, unless the file is cached already.
             let key = path.cache_key(&remote.name);
             let unpromised = self.digests.as_ref().is_some_and(|d| d.get(&key).is_none());
             let reader = unpromised.then(|| self.clone());
+            let (remote, path) = (remote.clone(), path.clone());
             return Box::pin(async move {
                 if let Some(reader) = reader {
                     let cached = matches!(store.index.get(&key).await, Ok(Some(e)) if e.is_fresh(now_ms()));
                     if !cached {
                         for (lister, listing) in &listings {
                             reader.clone().read_listing(lister.clone(), listing.clone()).await;
+                        }
+                        if let Some(record) = record {
+                            reader.clone().read_record(remote, record, path, key).await?;
                         }
                     }
                 }
@@ -334,19 +322,6 @@ where
             parts.headers.remove(header::CONTENT_DISPOSITION);
             Ok(Response::from_parts(parts, body::full(rewritten)))
         })
-    }
-}
-
-async fn expire_metadata(store: Store, keys: Vec<String>) {
-    for key in keys {
-        // A fill of it still in flight commits it already expired.
-        store.marks.mark(&key);
-        if let Ok(Some(entry)) = store.index.get(&key).await {
-            if entry.is_fresh(now_ms()) {
-                let refresh = Refresh { expires_at_ms: Some(now_ms() - 1), revalidated: None };
-                let _ = store.index.refresh(&key, &entry.blob, &refresh).await;
-            }
-        }
     }
 }
 

@@ -242,7 +242,7 @@ impl Verified {
         let algorithm = if digest.algorithm() == "sha512" { Algorithm::Sha512 } else { Algorithm::Sha256 };
         let expected = hex::decode(digest.hex()).unwrap_or_default();
         let hasher = Expected { algorithm, digest: expected.clone() }.hasher();
-        Self { inner, hasher: Some(hasher), expected, digest: digest.to_string() }
+        Self { inner, hasher, expected, digest: digest.to_string() }
     }
 }
 

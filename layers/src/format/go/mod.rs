@@ -13,6 +13,12 @@
 //! tiles are fetched from the database and are immutable, `latest` moves.
 //! Any other `sumdb/` path (every one, without `go_sumdb_url`) is a 404, so
 //! the go command asks its database itself.
+//!
+//! With a database, a canonical version's `.zip` and `.mod` are checked
+//! before they are stored against the `h1:` lines of that version's lookup
+//! record ([`h1`]), read through the cache: a poisoned upstream cannot plant
+//! a module the database does not vouch for. A version the database does
+//! not know (a private module: 404 or 410) is served unchecked.
 
 pub mod h1;
 
@@ -20,7 +26,7 @@ use http::StatusCode;
 use url::Url;
 
 use super::{Coordinates, Format};
-use crate::{path::ArtifactPath, remote::Remote};
+use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Go module proxies.
 pub(super) struct Go;
@@ -72,6 +78,34 @@ impl Format for Go {
         Some((remote.go_sumdb.as_ref()?, ArtifactPath::parse(rest, path.query()).ok()?))
     }
 
+    /// `sumdb/{host}/lookup/{module}@{version}` for a canonical version's
+    /// `.zip` or `.mod`, on a remote with a checksum database.
+    fn vouched_by(&self, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let host = remote.go_sumdb.as_ref()?.host_str()?;
+        let (module, version, _) = module_file(path)?;
+        ArtifactPath::parse(&format!("sumdb/{host}/lookup/{module}@{version}"), None).ok()
+    }
+
+    /// The `h1:` the record gives the `.zip` (`{module} {version} h1:…`)
+    /// or the `.mod` (`{module} {version}/go.mod h1:…`).
+    fn vouches(&self, record: &[u8], path: &ArtifactPath) -> Result<Expected, String> {
+        let (module, version, zip) = module_file(path).ok_or("not a module version's file")?;
+        let (module, version) =
+            (decode(module).ok_or("bad module path")?, decode(version).ok_or("bad version")?);
+        let record = std::str::from_utf8(record).map_err(|_| "the lookup record is not text")?;
+        let names = if zip { version.clone() } else { format!("{version}/go.mod") };
+        let sum = record
+            .lines()
+            .find_map(|line| {
+                let mut words = line.split(' ');
+                let found = (words.next()? == module && words.next()? == names).then(|| words.next())?;
+                found.filter(|_| words.next().is_none())
+            })
+            .ok_or_else(|| format!("the lookup record has no line for {module} {names}"))?;
+        Expected::go_h1(sum, zip)
+            .ok_or_else(|| format!("the lookup record's hash {sum:?} is not an h1: hash"))
+    }
+
     /// The module (decoded) and, for one version's file, its version; the
     /// module alone for `@v/list` and `@latest`.
     fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
@@ -89,6 +123,19 @@ impl Format for Go {
         }
         Some(Coordinates::new(decode(module)?, Some(&decode(version)?)))
     }
+}
+
+/// The module and version (both still case-encoded) of a canonical
+/// version's `.zip` (true) or `.mod` (false).
+fn module_file(path: &ArtifactPath) -> Option<(&str, &str, bool)> {
+    static CANONICAL: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(concat!("^", canonical!(), "$")).expect("pattern"));
+    let (module, file) = path.decoded().rsplit_once("/@v/")?;
+    let (version, zip) = match file.strip_suffix(".zip") {
+        Some(version) => (version, true),
+        None => (file.strip_suffix(".mod")?, false),
+    };
+    (!module.starts_with("sumdb/") && CANONICAL.is_match(version)).then_some((module, version, zip))
 }
 
 /// `rest` (after `sumdb/`) without `{name}/`, when `name` is the host of
@@ -173,6 +220,46 @@ mod tests {
         {
             assert_eq!(at(path), None, "{path}");
         }
+    }
+
+    #[test]
+    fn a_version_file_is_vouched_for_by_its_lookup_record() {
+        let path = |p: &str| ArtifactPath::parse(p, None).unwrap();
+        let mut remote = Remote::proxy("go", "http://proxy.example/".parse().unwrap());
+        let zip = path("github.com/!burnt!sushi/toml/@v/v1.3.2.zip");
+        assert_eq!(Go.vouched_by(&remote, &zip), None, "no database, no record");
+        remote.go_sumdb = Some("https://sum.golang.org".parse().unwrap());
+        let record = path("sumdb/sum.golang.org/lookup/github.com/!burnt!sushi/toml@v1.3.2");
+        assert_eq!(Go.vouched_by(&remote, &zip), Some(record.clone()));
+        assert_eq!(Go.vouched_by(&remote, &path("github.com/!burnt!sushi/toml/@v/v1.3.2.mod")), Some(record));
+        for other in [
+            "github.com/!burnt!sushi/toml/@v/v1.3.2.info",
+            "github.com/!burnt!sushi/toml/@v/master.zip",
+            "github.com/!burnt!sushi/toml/@v/list",
+            "sumdb/sum.golang.org/lookup/a@v1.0.0",
+        ] {
+            assert_eq!(Go.vouched_by(&remote, &path(other)), None, "{other}");
+        }
+
+        let (zip_h1, mod_h1) = (h1::go_mod(b"z"), h1::go_mod(b"m"));
+        let record = format!(
+            "42\ngithub.com/BurntSushi/toml v1.3.2 {zip_h1}\ngithub.com/BurntSushi/toml v1.3.2/go.mod {mod_h1}\n\n\
+             go.sum database tree\n43\nROOT=\n\n\u{2014} sum.golang.org SIG=\n"
+        );
+        let vouched = Go.vouches(record.as_bytes(), &zip).unwrap();
+        assert_eq!(
+            (vouched.algorithm, h1::shown(&vouched.digest)),
+            (crate::digest::Algorithm::GoZipH1, zip_h1)
+        );
+        let vouched =
+            Go.vouches(record.as_bytes(), &path("github.com/!burnt!sushi/toml/@v/v1.3.2.mod")).unwrap();
+        assert_eq!(
+            (vouched.algorithm, h1::shown(&vouched.digest)),
+            (crate::digest::Algorithm::GoModH1, mod_h1)
+        );
+        let other = path("github.com/!burnt!sushi/toml/@v/v1.3.3.zip");
+        assert!(Go.vouches(record.as_bytes(), &other).unwrap_err().contains("no line"));
+        assert!(Go.vouches(b"1\ngithub.com/BurntSushi/toml v1.3.2 h1:short\n", &zip).is_err());
     }
 
     #[test]

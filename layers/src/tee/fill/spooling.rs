@@ -79,7 +79,7 @@ pub(super) async fn spool_body(
     tx: &watch::Sender<FillStatus>,
     expected: Option<Expected>,
 ) -> Result<Spooled, FillError> {
-    let mut hasher = expected.as_ref().map(|e| Arc::new(Mutex::new(e.hasher())));
+    let mut hasher = expected.as_ref().and_then(|e| e.hasher()).map(|h| Arc::new(Mutex::new(h)));
     let (mut written, mut received) = (0u64, 0u64);
     let mut writing: Option<Writing> = None;
     let mut ended = false;
@@ -143,19 +143,33 @@ pub(super) async fn spool_body(
             )));
         }
     }
-    if let (Some(expected), Some(hasher)) = (expected, hasher.take()) {
-        let hasher = Arc::try_unwrap(hasher).map(|m| m.into_inner().expect("hasher lock")).ok();
-        let got = hasher.map(|h| h.finish()).unwrap_or_default();
-        if got != expected.digest {
-            return Err(FillError::Upstream(UpstreamError::new(
-                UpstreamErrorKind::Body,
-                format!(
-                    "digest mismatch: the metadata promised {:?} {}, upstream sent {}",
-                    expected.algorithm,
-                    expected.hex(),
-                    hex::encode(got)
-                ),
-            )));
+    if let Some(expected) = expected {
+        let got = match hasher.take() {
+            Some(hasher) => {
+                let hasher = Arc::try_unwrap(hasher).map(|m| m.into_inner().expect("hasher lock")).ok();
+                Ok(hasher.map(|h| h.finish()).unwrap_or_default())
+            }
+            // Hashed over the whole file (a Go module zip), while the
+            // client's last byte waits.
+            None => {
+                let (file, check) = (head.file.clone(), expected.clone());
+                tokio::task::spawn_blocking(move || check.of_file(&file, written))
+                    .await
+                    .map_err(|e| FillError::Store(e.to_string().into()))?
+            }
+        };
+        let problem = match got {
+            Ok(got) if got == expected.digest => None,
+            Ok(got) => Some(format!(
+                "digest mismatch: {} promised {}, upstream sent {}",
+                expected.vouched_by(),
+                expected.show(&expected.digest),
+                expected.show(&got)
+            )),
+            Err(e) => Some(format!("cannot check what {} promised: {e}", expected.vouched_by())),
+        };
+        if let Some(problem) = problem {
+            return Err(FillError::Upstream(UpstreamError::new(UpstreamErrorKind::Body, problem)));
         }
     }
     Ok(Spooled::Whole(written))
