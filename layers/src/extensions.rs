@@ -100,3 +100,9 @@ pub mod headers {
     /// `X-Cache-Status: HIT|MISS|EXPIRED|STALE|REVALIDATED`.
     pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
 }
+
+/// Where upstream serves the requested file, when the format says it is not
+/// the path under `base_url` (see
+/// [`Format::locate`](crate::format::Format::locate)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl(pub url::Url);

@@ -72,7 +72,7 @@ pub mod tee;
 pub use body::ArtifactBody;
 pub use cache_lookup::{CacheLookup, CacheLookupLayer};
 pub use error::{BoxError, UpstreamError, UpstreamErrorKind};
-pub use extensions::{CacheKey, CacheStatus, Classification, StaleEntry};
+pub use extensions::{CacheKey, CacheStatus, Classification, StaleEntry, UpstreamUrl};
 pub use path::{ArtifactPath, PathError};
 pub use pattern::{Class, Classifier, Decision, Pattern};
 pub use pattern_guard::{PatternGuard, PatternGuardLayer};

@@ -24,6 +24,7 @@ use artifactapi_layers::{
     error::{BoxError, UpstreamError, UpstreamErrorKind},
     path::ArtifactPath,
     remote_resolve::ResolvedRemote,
+    UpstreamUrl,
 };
 use futures_util::{future::BoxFuture, TryStreamExt};
 use http::{header, Method, Request, Response};
@@ -227,11 +228,19 @@ fn prepare<B>(
     // A path the format fetches from another upstream (a Go checksum
     // database) gets neither the remote's base URL nor its credentials.
     let format = remote.package.format();
-    let (base, own, elsewhere) = match format.fetched_elsewhere(remote, path) {
-        Some((other, there)) => (other, Some(there), true),
-        None => (base, format.upstream_path(path), false),
+    let (url, origin, elsewhere) = if let Some(UpstreamUrl(url)) = req.extensions().get::<UpstreamUrl>() {
+        // Where the format located the file (a Cargo download, from the
+        // registry's `dl` template): the remote's credentials only go to
+        // its own origin, and the egress rules judge it as a redirect
+        // from the remote's base URL.
+        (url.clone(), base, url.origin() != base.origin())
+    } else {
+        let (from, own, elsewhere) = match format.fetched_elsewhere(remote, path) {
+            Some((other, there)) => (other, Some(there), true),
+            None => (base, format.upstream_path(path), false),
+        };
+        (upstream_url(from, own.as_ref().unwrap_or(path))?, from, elsewhere)
     };
-    let url = upstream_url(base, own.as_ref().unwrap_or(path))?;
     let method = if req.method() == Method::HEAD { Method::HEAD } else { Method::GET };
     let mut builder = client.request(method, url);
     for name in FORWARDED {
@@ -247,7 +256,7 @@ fn prepare<B>(
         (None, Some(_)) if elsewhere => {}
         (None, Some(creds)) => builder = builder.basic_auth(&creds.username, Some(&creds.password)),
     }
-    Ok((builder, base.clone()))
+    Ok((builder, origin.clone()))
 }
 
 fn classify(e: reqwest_middleware::Error) -> BoxError {

@@ -25,6 +25,7 @@
 //! | `pypi` | `simple/...` | project (PEP 503), version | PEP 503 HTML and PEP 691 JSON pages | JSON |
 //! | `npm` | none | package, version | packuments, full and abbreviated | JSON |
 //! | `go` | `@v/list`, `@latest`, `.info` of a query | module (decoded), version | none; `.zip` and `.mod` checked against the checksum database's lookup record ([`Format::vouched_by`]) | JSON |
+//! | `cargo` | `config.json`, index files | crate, version | `config.json` (`dl` pointed here, `api` removed); a download fetched from upstream's `dl` ([`Format::locate`]) and checked against its index line's `cksum` | JSON |
 //!
 //! # How to add a format
 //!
@@ -41,6 +42,7 @@
 
 mod alpine;
 pub mod apt;
+mod cargo;
 pub mod docker;
 mod generic;
 pub mod go;
@@ -185,6 +187,28 @@ pub trait Format: Send + Sync + 'static {
     fn vouches(&self, _record: &[u8], _path: &ArtifactPath) -> Result<Expected, String> {
         Err("this format keeps no records".into())
     }
+
+    /// The document on the same remote that says where upstream serves the
+    /// file at `path`, when that is not `path` under `base_url` (Cargo:
+    /// `config.json`, whose `dl` template names the downloads). It is read
+    /// through the cache, as upstream sent it, before the file is fetched.
+    fn located_by(&self, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
+    }
+
+    /// Where upstream serves the file at `path` (an absolute URL, or one
+    /// relative to `base_url`), from `document` (upstream's bytes at
+    /// [`located_by`](Format::located_by)) and what the record vouches for
+    /// the file. The remote's credentials go there only when it is on the
+    /// remote's own origin; the egress rules apply as to a redirect.
+    fn locate(
+        &self,
+        _document: &[u8],
+        _path: &ArtifactPath,
+        _vouched: Option<&Expected>,
+    ) -> Result<String, String> {
+        Err("this format's files are under its base URL".into())
+    }
 }
 
 /// The package a path belongs to (see [`Format::coordinates`]), attached to
@@ -237,6 +261,12 @@ pub trait LinkMap {
     /// The link as a client of the proxy should see it, or `None` to keep
     /// it; `expected` is the digest the document promises for the file.
     fn map(&self, resolved: &Url, expected: Option<Expected>) -> Option<String>;
+
+    /// The remote whose document this is, as clients reach it on this
+    /// proxy (`{external URL}/api/{remote}`).
+    fn here(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Resolves `link` against `page` and maps it; a `#sha256=` fragment counts
@@ -264,6 +294,7 @@ pub static BUILTIN: &[&dyn Format] = &[
     &pypi::Pypi,
     &npm::Npm,
     &go::Go,
+    &cargo::Cargo,
 ];
 
 /// The formats a configuration may name: the built-in ones and any

@@ -25,7 +25,7 @@ pub(crate) fn version_of(name: &str, version: &str) -> Option<Coordinates> {
 #[test]
 fn every_builtin_format_is_named_once_and_its_patterns_compile() {
     let names = Formats::builtin().names();
-    assert_eq!(names, ["generic", "alpine", "rpm", "apt", "docker", "pypi", "npm", "go"]);
+    assert_eq!(names, ["generic", "alpine", "rpm", "apt", "docker", "pypi", "npm", "go", "cargo"]);
     for format in BUILTIN {
         for p in format.builtin_mutable() {
             Pattern::new(p).unwrap_or_else(|e| panic!("{}: {e}", format.name()));

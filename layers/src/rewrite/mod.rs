@@ -47,18 +47,18 @@ use url::Url;
 
 mod read;
 
-use read::{expire_metadata, Once};
+use read::Once;
 
 use crate::{
     body::{self, ArtifactBody},
     digest::{Expected, ExpectedDigests},
     error::{BoxError, UpstreamError, UpstreamErrorKind},
-    extensions::{CacheStatus, Variant},
-    format::{self, LinkMap},
+    extensions::Variant,
+    format::LinkMap,
     path::ArtifactPath,
     remote::{Remote, SharedRemotes},
     remote_resolve::ResolvedRemote,
-    store::{now_ms, Store},
+    store::Store,
 };
 
 /// Applies [`BodyRewrite`] to a service.
@@ -128,6 +128,8 @@ pub struct BodyRewrite<S> {
 struct RemoteLinks {
     /// `{public}/api/v1/remote`
     api: String,
+    /// `{public}/api/{remote}`
+    here: String,
     /// `(upstream prefix, remote name)`, most specific first.
     targets: Vec<(String, String)>,
     digests: Option<Arc<ExpectedDigests>>,
@@ -152,6 +154,10 @@ impl LinkMap for RemoteLinks {
             Some(format!("{}/{remote}/{rest}", self.api))
         })
     }
+
+    fn here(&self) -> Option<String> {
+        Some(self.here.clone())
+    }
 }
 
 fn with_slash(s: &str) -> String {
@@ -161,7 +167,8 @@ fn with_slash(s: &str) -> String {
 impl<S> BodyRewrite<S> {
     crate::inner_accessors!();
 
-    fn public_api<B>(&self, req: &Request<B>) -> String {
+    /// This proxy's external URL, as the request reached it.
+    fn public_base<B>(&self, req: &Request<B>) -> String {
         let base = match &self.public_url {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
             None => {
@@ -181,11 +188,11 @@ impl<S> BodyRewrite<S> {
                 format!("{scheme}://{host}")
             }
         };
-        format!("{base}/api/v1/remote")
+        base
     }
 }
 
-fn links(remote: &Remote, api: String, digests: Option<Arc<ExpectedDigests>>) -> RemoteLinks {
+fn links(remote: &Remote, public: &str, digests: Option<Arc<ExpectedDigests>>) -> RemoteLinks {
     let mut targets = Vec::new();
     if let Some(files) = &remote.files {
         targets.push((with_slash(&files.url), files.remote.clone()));
@@ -195,7 +202,8 @@ fn links(remote: &Remote, api: String, digests: Option<Arc<ExpectedDigests>>) ->
     }
     // The longest prefix wins (a files URL under the base URL, say).
     targets.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-    RemoteLinks { api, targets, digests }
+    let (api, here) = (format!("{public}/api/v1/remote"), format!("{public}/api/{}", remote.name));
+    RemoteLinks { api, here, targets, digests }
 }
 
 impl<S, B> Service<Request<B>> for BodyRewrite<S>
@@ -225,48 +233,8 @@ where
         };
         let document = remote.package.format().document(path);
         let Some(document) = document.filter(|_| matches!(*req.method(), Method::GET | Method::HEAD)) else {
-            let get = req.method() == Method::GET;
-            let listings = match (&self.store, get) {
-                (Some((_, remotes)), true) => format::listed_in(remote, path, &remotes.load()),
-                _ => Vec::new(),
-            };
-            let record = match (&self.digests, get) {
-                (Some(_), true) => remote.package.format().vouched_by(remote, path),
-                _ => None,
-            };
-            let Some((store, _)) = self.store.clone().filter(|_| !listings.is_empty() || record.is_some())
-            else {
-                return Box::pin(inner.oneshot(req));
-            };
-            // No digest promised for this file in memory (after a restart,
-            // or after the client's copy of its listing was answered 304):
-            // read the listing (or the record that vouches for the file)
-            // through the cache first, unless the file is cached already.
-            let key = path.cache_key(&remote.name);
-            let unpromised = self.digests.as_ref().is_some_and(|d| d.get(&key).is_none());
-            let reader = unpromised.then(|| self.clone());
             let (remote, path) = (remote.clone(), path.clone());
-            return Box::pin(async move {
-                if let Some(reader) = reader {
-                    let cached = matches!(store.index.get(&key).await, Ok(Some(e)) if e.is_fresh(now_ms()));
-                    if !cached {
-                        for (lister, listing) in &listings {
-                            reader.clone().read_listing(lister.clone(), listing.clone()).await;
-                        }
-                        if let Some(record) = record {
-                            reader.clone().read_record(remote, record, path, key).await?;
-                        }
-                    }
-                }
-                let res = inner.oneshot(req).await?;
-                let fetched = res.extensions().get::<CacheStatus>() == Some(&CacheStatus::Miss);
-                if fetched && res.status() == StatusCode::OK {
-                    // Before the client hears of the file: its next look
-                    // at the metadata must list it. Once per new file.
-                    expire_metadata(store, format::listing_keys(&listings)).await;
-                }
-                Ok(res)
-            });
+            return self.file(inner, req, remote, path);
         };
         let (remote, path) = (remote.clone(), path.clone());
         let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
@@ -275,7 +243,7 @@ where
         req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(negotiated.accept));
         // A rewritten document is answered whole.
         req.headers_mut().remove(header::RANGE);
-        let map = links(&remote, self.public_api(&req), self.digests.clone());
+        let map = links(&remote, &self.public_base(&req), self.digests.clone());
         let page = remote
             .base_url()
             .and_then(|base| Url::parse(&format!("{}{}", with_slash(base.as_str()), path.raw())).ok());

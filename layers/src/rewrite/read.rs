@@ -1,17 +1,24 @@
-//! Reading through this layer and the cache what a file is checked
-//! against: the listing that promises its digest, or the record that
-//! vouches for it; and marking listings expired once a new file appears.
+//! A request for a file (anything but a document): before it reaches the
+//! cache, what the file is checked against is read through this layer and
+//! the cache (the listing that promises its digest, or the record that
+//! vouches for it), and where upstream serves it is worked out when the
+//! format says so; once a new file appears, its listings are marked
+//! expired.
 
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use futures_util::future::BoxFuture;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use tower::{Service, ServiceExt};
+use url::Url;
 
 use super::{read_capped, BodyRewrite};
 use crate::{
     body::ArtifactBody,
+    digest::Expected,
     error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
-    extensions::Classification,
+    extensions::{CacheStatus, Classification, UpstreamUrl, Variant},
+    format,
     path::ArtifactPath,
     pattern::Decision,
     remote::Remote,
@@ -20,6 +27,113 @@ use crate::{
 };
 
 impl<S> BodyRewrite<S> {
+    /// Answers a request for a file: reads what it is checked against and
+    /// where upstream serves it first, when it is not cached.
+    pub(super) fn file<B>(
+        &self,
+        inner: S,
+        mut req: Request<B>,
+        remote: Arc<Remote>,
+        path: ArtifactPath,
+    ) -> BoxFuture<'static, Result<Response<ArtifactBody>, BoxError>>
+    where
+        S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send,
+        B: Default + Send + 'static,
+    {
+        let get = req.method() == Method::GET;
+        let fetch = get || req.method() == Method::HEAD;
+        let format = remote.package.format();
+        let listings = match (&self.store, get) {
+            (Some((_, remotes)), true) => format::listed_in(&remote, &path, &remotes.load()),
+            _ => Vec::new(),
+        };
+        let record = self.digests.as_ref().filter(|_| fetch).and_then(|_| format.vouched_by(&remote, &path));
+        let located = fetch.then(|| format.located_by(&path)).flatten();
+        let Some((store, _)) =
+            self.store.clone().filter(|_| !listings.is_empty() || record.is_some() || located.is_some())
+        else {
+            return Box::pin(inner.oneshot(req));
+        };
+        // No digest promised for this file in memory (after a restart, or
+        // after the client's copy of its listing was answered 304), or its
+        // upstream URL to work out: read what is needed through the cache
+        // first, unless the file is cached already.
+        let key = path.cache_key(&remote.name);
+        let promised = self.digests.as_ref().is_none_or(|d| d.get(&key).is_some());
+        let reader = (!promised || located.is_some()).then(|| self.clone());
+        Box::pin(async move {
+            if let Some(reader) = reader {
+                let cached = matches!(store.index.get(&key).await, Ok(Some(e)) if e.is_fresh(now_ms()));
+                if !cached {
+                    for (lister, listing) in listings.iter().filter(|_| !promised) {
+                        reader.clone().read_listing(lister.clone(), listing.clone()).await;
+                    }
+                    let vouched = match record {
+                        Some(record) => {
+                            reader.clone().read_record(remote.clone(), record, path.clone(), key).await?
+                        }
+                        None => None,
+                    };
+                    if let Some(document) = located {
+                        let url =
+                            reader.locate(inner.clone(), remote, document, &path, vouched.as_ref()).await?;
+                        req.extensions_mut().insert(UpstreamUrl(url));
+                    }
+                }
+            }
+            let res = inner.oneshot(req).await?;
+            let fetched = res.extensions().get::<CacheStatus>() == Some(&CacheStatus::Miss);
+            if fetched && res.status() == StatusCode::OK {
+                // Before the client hears of the file: its next look at the
+                // metadata must list it. Once per new file.
+                expire_metadata(store, format::listing_keys(&listings)).await;
+            }
+            Ok(res)
+        })
+    }
+
+    /// Where upstream serves the file at `path`: what the format makes of
+    /// upstream's own bytes of `document` (read through the cache below
+    /// this layer, not rewritten).
+    async fn locate<B>(
+        self,
+        inner: S,
+        remote: Arc<Remote>,
+        document: ArtifactPath,
+        path: &ArtifactPath,
+        vouched: Option<&Expected>,
+    ) -> Result<Url, BoxError>
+    where
+        S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
+        B: Default,
+    {
+        let refuse = |why: String| -> BoxError {
+            let message = format!("cannot tell where upstream serves {}: {why}", path.display());
+            Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
+        };
+        let format = remote.package.format();
+        let mut req = request(&remote, &document)?;
+        if let Some(negotiated) = format.document(&document).map(|d| d.negotiate(None)) {
+            req.extensions_mut().insert(Variant(negotiated.variant.into()));
+            req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(negotiated.accept));
+        }
+        let res = inner.oneshot(req).await.map_err(|e| refuse(format!("{}: {e}", document.display())))?;
+        let bytes =
+            read_capped(res.into_body(), self.max_bytes).await?.ok_or_else(|| refuse("too large".into()))?;
+        let location = format.locate(&bytes, path, vouched).map_err(refuse)?;
+        let base = remote.base_url().ok_or_else(|| refuse("a local repository has no upstream".into()))?;
+        let url = base.join(&location).map_err(|e| refuse(format!("{location:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refuse(format!("{url} is not http or https")));
+        }
+        Ok(url)
+    }
+
     /// Reads `listing`, a document of `lister`, through the cache and this
     /// layer, for the digests it promises; failures only leave the file
     /// unchecked, as before.
@@ -49,9 +163,10 @@ impl<S> BodyRewrite<S> {
         record: ArtifactPath,
         path: ArtifactPath,
         key: String,
-    ) -> Result<(), BoxError>
+    ) -> Result<Option<Expected>, BoxError>
     where
         Self: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
+        S: Clone,
         B: Default,
     {
         let (digests, unknown, max) = (self.digests.clone(), self.unknown.clone(), self.max_bytes);
@@ -59,24 +174,40 @@ impl<S> BodyRewrite<S> {
             let message = format!("cannot check {} against {}: {why}", path.display(), record.display());
             Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
         };
-        let bytes = match self.read_through(remote.clone(), &record).await {
-            Ok(res) => read_capped(res.into_body(), max).await?.ok_or_else(|| refuse("too large".into()))?,
-            Err(e) => {
-                let status = find_cause::<UpstreamStatus>(&*e).map(UpstreamStatus::upstream);
-                if !matches!(status, Some(StatusCode::NOT_FOUND | StatusCode::GONE)) {
-                    return Err(refuse(e.to_string()));
+        let store = self.store.as_ref().map(|(store, _)| store.clone());
+        let mut first = true;
+        let expected = loop {
+            let bytes = match self.clone().read_through(remote.clone(), &record).await {
+                Ok(res) => {
+                    read_capped(res.into_body(), max).await?.ok_or_else(|| refuse("too large".into()))?
                 }
-                if unknown.first_time(record.cache_key(&remote.name)) {
-                    tracing::warn!(remote = %remote.name, record = %record.display(), file = %path.display(), "no record vouches for this version (a private module?); served unchecked");
+                Err(e) => {
+                    let status = find_cause::<UpstreamStatus>(&*e).map(UpstreamStatus::upstream);
+                    if !matches!(status, Some(StatusCode::NOT_FOUND | StatusCode::GONE)) {
+                        return Err(refuse(e.to_string()));
+                    }
+                    if unknown.first_time(record.cache_key(&remote.name)) {
+                        tracing::warn!(remote = %remote.name, record = %record.display(), file = %path.display(), "no record vouches for this file; served unchecked");
+                    }
+                    return Ok(None);
                 }
-                return Ok(());
+            };
+            match (remote.package.format().vouches(&bytes, &path), &store) {
+                (Ok(expected), _) => break expected,
+                // The cached record may predate the file (a lock file made
+                // elsewhere names a version published since): ask upstream
+                // for the record again, once.
+                (Err(_), Some(store)) if first => {
+                    first = false;
+                    expire_metadata(store.clone(), vec![record.cache_key(&remote.name)]).await;
+                }
+                (Err(why), _) => return Err(refuse(why)),
             }
         };
-        let expected = remote.package.format().vouches(&bytes, &path).map_err(refuse)?;
         if let Some(digests) = digests {
-            digests.expect(key, expected);
+            digests.expect(key, expected.clone());
         }
-        Ok(())
+        Ok(Some(expected))
     }
 
     /// A request for `path` on `remote` through this layer and the cache.
@@ -89,20 +220,26 @@ impl<S> BodyRewrite<S> {
         Self: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError>,
         B: Default,
     {
-        let class = match remote.classifier.classify(path.decoded()) {
-            Decision::Allow(class) => class,
-            Decision::Deny(_) => {
-                return Err(format!("{} is denied by the remote's patterns", path.display()).into())
-            }
-        };
-        let mut req = Request::new(B::default());
-        *req.uri_mut() = format!("/{}/{}", remote.name, path.raw()).parse()?;
-        let extensions = req.extensions_mut();
-        extensions.insert(ResolvedRemote(remote));
-        extensions.insert(path.clone());
-        extensions.insert(Classification(class));
-        self.oneshot(req).await
+        self.oneshot(request(&remote, path)?).await
     }
+}
+
+/// A GET of `path` on `remote`, resolved and classified as the front door
+/// would.
+fn request<B: Default>(remote: &Arc<Remote>, path: &ArtifactPath) -> Result<Request<B>, BoxError> {
+    let class = match remote.classifier.classify(path.decoded()) {
+        Decision::Allow(class) => class,
+        Decision::Deny(_) => {
+            return Err(format!("{} is denied by the remote's patterns", path.display()).into())
+        }
+    };
+    let mut req = Request::new(B::default());
+    *req.uri_mut() = format!("/{}/{}", remote.name, path.raw()).parse()?;
+    let extensions = req.extensions_mut();
+    extensions.insert(ResolvedRemote(remote.clone()));
+    extensions.insert(path.clone());
+    extensions.insert(Classification(class));
+    Ok(req)
 }
 
 /// Names seen once, for logging a thing once (forgotten past a bound).
@@ -120,7 +257,7 @@ impl Once {
     }
 }
 
-pub(super) async fn expire_metadata(store: Store, keys: Vec<String>) {
+async fn expire_metadata(store: Store, keys: Vec<String>) {
     for key in keys {
         // A fill of it still in flight commits it already expired.
         store.marks.mark(&key);
