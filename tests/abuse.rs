@@ -285,7 +285,7 @@ fn every_malformed_configuration_is_refused_with_what_and_where() {
         ),
         ("remotes:\n  a/b:\n    base_url: https://e.example\n".into(), "remotes.a/b"),
         ("remotes:\n  \"\":\n    base_url: https://e.example\n".into(), "a remote name is"),
-        (remote("    package: maven\n"), "remotes.a.package"),
+        (remote("    package: punchcards\n"), "remotes.a.package"),
         (remote("    cache: {mutable_ttl: -5}\n"), "remotes.a.cache.mutable_ttl"),
         (remote("    cache: {mutable_ttl: soon}\n"), "remotes.a.cache.mutable_ttl"),
         (remote("    mutable_ttl: 5\n"), "unknown field `mutable_ttl`"),

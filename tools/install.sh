@@ -24,6 +24,15 @@ install_apt() {
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   # The Go module proxy's client.
   command -v go >/dev/null 2>&1 || missing+=(golang-go)
+  # The Maven client, a compiler for it, and the plugins a jar's lifecycle
+  # uses (their artifacts, under /usr/share/maven-repo, are the test's upstream).
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
+  for plugin in compiler resources jar install deploy; do
+    [ -d /usr/share/maven-repo/org/apache/maven/plugins/maven-$plugin-plugin ] ||
+      missing+=(libmaven-$plugin-plugin-java)
+  done
+  [ -d /usr/share/maven-repo/org/apache/maven/plugins/maven-surefire-plugin ] || missing+=(libsurefire-java)
   # Signals to the binary under test (kill), small filesystems (mount: util-linux).
   # (kill is also a shell builtin: look for the program the tests run.)
   [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)

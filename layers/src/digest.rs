@@ -15,6 +15,7 @@ use base64::{
     engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
     Engine as _,
 };
+use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::format::go::h1;
@@ -22,6 +23,8 @@ use crate::format::go::h1;
 /// A digest algorithm metadata uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
+    /// SHA-1 (Maven's `.sha1` files).
+    Sha1,
     /// SHA-256 (PyPI, OCI).
     Sha256,
     /// SHA-512 (npm `integrity`).
@@ -49,6 +52,12 @@ impl Expected {
     pub fn sha256_hex(hex_digest: &str) -> Option<Self> {
         let digest = hex::decode(hex_digest).ok().filter(|d| d.len() == 32)?;
         Some(Self { algorithm: Algorithm::Sha256, digest })
+    }
+
+    /// From a hex SHA-1 (a Maven `.sha1` file).
+    pub fn sha1_hex(hex_digest: &str) -> Option<Self> {
+        let digest = hex::decode(hex_digest).ok().filter(|d| d.len() == 20)?;
+        Some(Self { algorithm: Algorithm::Sha1, digest })
     }
 
     /// From a Subresource Integrity string (`sha512-…`); the strongest
@@ -80,6 +89,7 @@ impl Expected {
     /// the whole file, see [`Expected::of_file`]).
     pub fn hasher(&self) -> Option<Hasher> {
         match self.algorithm {
+            Algorithm::Sha1 => Some(Hasher::Sha1(Sha1::new())),
             Algorithm::Sha256 => Some(Hasher::Sha256(Sha256::new())),
             Algorithm::Sha512 => Some(Hasher::Sha512(Box::new(Sha512::new()))),
             Algorithm::GoModH1 => Some(Hasher::GoModH1(Sha256::new())),
@@ -123,6 +133,8 @@ impl Expected {
 /// A running hash of one of the supported algorithms.
 #[derive(Debug, Clone)]
 pub enum Hasher {
+    /// SHA-1.
+    Sha1(Sha1),
     /// SHA-256.
     Sha256(Sha256),
     /// SHA-512.
@@ -135,6 +147,7 @@ impl Hasher {
     /// Adds bytes.
     pub fn update(&mut self, bytes: &[u8]) {
         match self {
+            Hasher::Sha1(h) => h.update(bytes),
             Hasher::Sha256(h) | Hasher::GoModH1(h) => h.update(bytes),
             Hasher::Sha512(h) => h.update(bytes),
         }
@@ -145,6 +158,7 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Sha512(h) => h.finalize().to_vec(),
+            Hasher::Sha1(h) => h.finalize().to_vec(),
             Hasher::GoModH1(h) => h1::go_mod_sum(h.finalize().into()).to_vec(),
         }
     }

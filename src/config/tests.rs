@@ -200,7 +200,7 @@ remotes:
   e: { type: local, base_url: "https://e.com" }
   f: { base_url: "https://e.com", package: pypi, pypi_files_url: "https://f.com", pypi_files_remote: nowhere }
   g: { type: remote }
-  h: { base_url: "https://e.com", package: maven }
+  h: { base_url: "https://e.com", package: punchcards }
   i: { base_url: "https://e.com", username: u }
   "bad name": { base_url: "https://e.com" }
 "#,
@@ -214,7 +214,7 @@ remotes:
         "remotes.e.base_url: a local repository",
         "remotes.f.pypi_files_remote: names no remote: \"nowhere\"",
         "remotes.g.base_url: a remote of type `remote` needs a base_url",
-        "remotes.h.package: \"maven\" is not one of",
+        "remotes.h.package: \"punchcards\" is not one of",
         "remotes.i.password: `username` is set without `password`",
         "remotes.bad name: a remote name",
     ] {

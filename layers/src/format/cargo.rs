@@ -45,9 +45,9 @@ impl Format for Cargo {
     }
 
     /// A download is vouched for by its crate's index file.
-    fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
-        let (name, _) = download(path)?;
-        ArtifactPath::parse(&index_path(name)?, None).ok()
+    fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
+        let record = || ArtifactPath::parse(&index_path(download(path)?.0)?, None).ok();
+        record().into_iter().collect()
     }
 
     /// The `cksum` (SHA-256) of the index line of the download's version,
@@ -187,8 +187,8 @@ mod tests {
     fn a_download_is_vouched_for_by_its_index_line_yanked_or_not() {
         let remote = Remote::proxy("crates", "http://index.example/".parse().unwrap());
         let dl = path("dl/Inflector/0.11.4/download");
-        assert_eq!(Cargo.vouched_by(&remote, &dl), Some(path("in/fl/inflector")));
-        assert_eq!(Cargo.vouched_by(&remote, &path("in/fl/inflector")), None);
+        assert_eq!(Cargo.vouched_by(&remote, &dl), vec![path("in/fl/inflector")]);
+        assert!(Cargo.vouched_by(&remote, &path("in/fl/inflector")).is_empty());
         let (a, b) = ("ab".repeat(32), "cd".repeat(32));
         let file = format!(
             "{{\"name\":\"Inflector\",\"vers\":\"0.11.3\",\"cksum\":\"{a}\"}}\n\

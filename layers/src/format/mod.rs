@@ -26,6 +26,7 @@
 //! | `npm` | none | package, version | packuments, full and abbreviated | JSON |
 //! | `go` | `@v/list`, `@latest`, `.info` of a query | module (decoded), version | none; `.zip` and `.mod` checked against the checksum database's lookup record ([`Format::vouched_by`]) | JSON |
 //! | `cargo` | `config.json`, index files | crate, version | `config.json` (`dl` pointed here, `api` removed); a download fetched from upstream's `dl` ([`Format::locate`]) and checked against its index line's `cksum` | JSON |
+//! | `maven` | `maven-metadata.xml` and its checksums, `-SNAPSHOT` files | `groupId:artifactId`, version | none; an artifact checked against its `.sha1` (or `.sha256`); metadata checksums kept in step with the metadata | JSON |
 //!
 //! # How to add a format
 //!
@@ -46,6 +47,7 @@ mod cargo;
 pub mod docker;
 mod generic;
 pub mod go;
+mod maven;
 pub mod npm;
 pub mod pypi;
 mod rpm;
@@ -169,16 +171,17 @@ pub trait Format: Send + Sync + 'static {
         None
     }
 
-    /// The record on `remote` that vouches for the file at `path`, if the
-    /// file is checked against one (Go: the checksum database's lookup
-    /// record of a module version, for its `.zip` and `.mod`). When the file
-    /// is not cached and no digest for it is in memory, the record is read
-    /// through the cache first and the file checked against
-    /// [`vouches`](Format::vouches) before it is stored. A record upstream
-    /// does not have (404, 410) leaves the file unchecked; one that cannot
-    /// be read fails the file.
-    fn vouched_by(&self, _remote: &Remote, _path: &ArtifactPath) -> Option<ArtifactPath> {
-        None
+    /// The records on `remote` that may vouch for the file at `path`, if
+    /// the file is checked against one (Go: the checksum database's lookup
+    /// record of a module version, for its `.zip` and `.mod`; Cargo: the
+    /// crate's index file; Maven: the `.sha1` or `.sha256` beside the
+    /// file). When the file is not cached and no digest for it is in memory,
+    /// the first record upstream has is read through the cache and the file
+    /// checked against [`vouches`](Format::vouches) before it is stored.
+    /// Records upstream does not have (404, 410) leave the file unchecked;
+    /// one that cannot be read fails the file.
+    fn vouched_by(&self, _remote: &Remote, _path: &ArtifactPath) -> Vec<ArtifactPath> {
+        Vec::new()
     }
 
     /// What the record read at [`vouched_by`](Format::vouched_by) says the
@@ -295,6 +298,7 @@ pub static BUILTIN: &[&dyn Format] = &[
     &npm::Npm,
     &go::Go,
     &cargo::Cargo,
+    &maven::Maven,
 ];
 
 /// The formats a configuration may name: the built-in ones and any

@@ -25,14 +25,14 @@ pub(crate) fn version_of(name: &str, version: &str) -> Option<Coordinates> {
 #[test]
 fn every_builtin_format_is_named_once_and_its_patterns_compile() {
     let names = Formats::builtin().names();
-    assert_eq!(names, ["generic", "alpine", "rpm", "apt", "docker", "pypi", "npm", "go", "cargo"]);
+    assert_eq!(names, ["generic", "alpine", "rpm", "apt", "docker", "pypi", "npm", "go", "cargo", "maven"]);
     for format in BUILTIN {
         for p in format.builtin_mutable() {
             Pattern::new(p).unwrap_or_else(|e| panic!("{}: {e}", format.name()));
         }
     }
     assert_eq!(Package::parse("rpm").unwrap().as_str(), "rpm");
-    assert!(Package::parse("maven").is_none());
+    assert!(Package::parse("punchcards").is_none());
     assert_eq!(Package::default(), Package::GENERIC);
 }
 

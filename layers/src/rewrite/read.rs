@@ -52,10 +52,13 @@ impl<S> BodyRewrite<S> {
             (Some((_, remotes)), true) => format::listed_in(&remote, &path, &remotes.load()),
             _ => Vec::new(),
         };
-        let record = self.digests.as_ref().filter(|_| fetch).and_then(|_| format.vouched_by(&remote, &path));
+        let records = match (&self.digests, fetch) {
+            (Some(_), true) => format.vouched_by(&remote, &path),
+            _ => Vec::new(),
+        };
         let located = fetch.then(|| format.located_by(&path)).flatten();
         let Some((store, _)) =
-            self.store.clone().filter(|_| !listings.is_empty() || record.is_some() || located.is_some())
+            self.store.clone().filter(|_| !listings.is_empty() || !records.is_empty() || located.is_some())
         else {
             return Box::pin(inner.oneshot(req));
         };
@@ -64,7 +67,8 @@ impl<S> BodyRewrite<S> {
         // upstream URL to work out: read what is needed through the cache
         // first, unless the file is cached already.
         let key = path.cache_key(&remote.name);
-        let promised = self.digests.as_ref().is_none_or(|d| d.get(&key).is_some());
+        let promise = self.digests.as_ref().and_then(|d| d.get(&key));
+        let promised = self.digests.is_none() || promise.is_some();
         let reader = (!promised || located.is_some()).then(|| self.clone());
         Box::pin(async move {
             if let Some(reader) = reader {
@@ -73,11 +77,12 @@ impl<S> BodyRewrite<S> {
                     for (lister, listing) in listings.iter().filter(|_| !promised) {
                         reader.clone().read_listing(lister.clone(), listing.clone()).await;
                     }
-                    let vouched = match record {
-                        Some(record) => {
-                            reader.clone().read_record(remote.clone(), record, path.clone(), key).await?
+                    let vouched = match promise {
+                        Some(promise) => Some(promise),
+                        None if records.is_empty() => None,
+                        None => {
+                            reader.clone().read_record(remote.clone(), records, path.clone(), key).await?
                         }
-                        None => None,
                     };
                     if let Some(document) = located {
                         let url =
@@ -153,14 +158,15 @@ impl<S> BodyRewrite<S> {
         }
     }
 
-    /// Reads `record` on `remote` through the cache, and records the digest
-    /// it vouches for the file at `path` (cache key `key`). A record
-    /// upstream does not have leaves the file unchecked (logged once); one
-    /// that cannot be read, or does not vouch for the file, fails it.
+    /// Reads the first of `records` on `remote` that upstream has through
+    /// the cache, and records the digest it vouches for the file at `path`
+    /// (cache key `key`). When upstream has none of them, the file goes
+    /// unchecked (logged once); a record that cannot be read, or does not
+    /// vouch for the file, fails it.
     pub(super) async fn read_record<B>(
         self,
         remote: Arc<Remote>,
-        record: ArtifactPath,
+        records: Vec<ArtifactPath>,
         path: ArtifactPath,
         key: String,
     ) -> Result<Option<Expected>, BoxError>
@@ -170,44 +176,50 @@ impl<S> BodyRewrite<S> {
         B: Default,
     {
         let (digests, unknown, max) = (self.digests.clone(), self.unknown.clone(), self.max_bytes);
-        let refuse = |why: String| -> BoxError {
+        let refuse = |record: &ArtifactPath, why: String| -> BoxError {
             let message = format!("cannot check {} against {}: {why}", path.display(), record.display());
             Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
         };
         let store = self.store.as_ref().map(|(store, _)| store.clone());
-        let mut first = true;
-        let expected = loop {
-            let bytes = match self.clone().read_through(remote.clone(), &record).await {
-                Ok(res) => {
-                    read_capped(res.into_body(), max).await?.ok_or_else(|| refuse("too large".into()))?
-                }
-                Err(e) => {
-                    let status = find_cause::<UpstreamStatus>(&*e).map(UpstreamStatus::upstream);
-                    if !matches!(status, Some(StatusCode::NOT_FOUND | StatusCode::GONE)) {
-                        return Err(refuse(e.to_string()));
+        for record in &records {
+            let mut first = true;
+            let expected = loop {
+                let bytes = match self.clone().read_through(remote.clone(), record).await {
+                    Ok(res) => read_capped(res.into_body(), max)
+                        .await?
+                        .ok_or_else(|| refuse(record, "too large".into()))?,
+                    Err(e) => {
+                        let status = find_cause::<UpstreamStatus>(&*e).map(UpstreamStatus::upstream);
+                        if !matches!(status, Some(StatusCode::NOT_FOUND | StatusCode::GONE)) {
+                            return Err(refuse(record, e.to_string()));
+                        }
+                        break None;
                     }
-                    if unknown.first_time(record.cache_key(&remote.name)) {
-                        tracing::warn!(remote = %remote.name, record = %record.display(), file = %path.display(), "no record vouches for this file; served unchecked");
+                };
+                match (remote.package.format().vouches(&bytes, &path), &store) {
+                    (Ok(expected), _) => break Some(expected),
+                    // The cached record may predate the file (a lock file
+                    // made elsewhere names a version published since): ask
+                    // upstream for the record again, once.
+                    (Err(_), Some(store)) if first => {
+                        first = false;
+                        expire_metadata(store.clone(), vec![record.cache_key(&remote.name)]).await;
                     }
-                    return Ok(None);
+                    (Err(why), _) => return Err(refuse(record, why)),
                 }
             };
-            match (remote.package.format().vouches(&bytes, &path), &store) {
-                (Ok(expected), _) => break expected,
-                // The cached record may predate the file (a lock file made
-                // elsewhere names a version published since): ask upstream
-                // for the record again, once.
-                (Err(_), Some(store)) if first => {
-                    first = false;
-                    expire_metadata(store.clone(), vec![record.cache_key(&remote.name)]).await;
+            if let Some(expected) = expected {
+                if let Some(digests) = &digests {
+                    digests.expect(key, expected.clone());
                 }
-                (Err(why), _) => return Err(refuse(why)),
+                return Ok(Some(expected));
             }
-        };
-        if let Some(digests) = digests {
-            digests.expect(key, expected.clone());
         }
-        Ok(Some(expected))
+        if unknown.first_time(key) {
+            let records: Vec<String> = records.iter().map(ArtifactPath::display).collect();
+            tracing::info!(remote = %remote.name, file = %path.display(), records = ?records, "upstream has no record that vouches for this file; served unchecked");
+        }
+        Ok(None)
     }
 
     /// A request for `path` on `remote` through this layer and the cache.

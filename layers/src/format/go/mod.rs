@@ -80,10 +80,13 @@ impl Format for Go {
 
     /// `sumdb/{host}/lookup/{module}@{version}` for a canonical version's
     /// `.zip` or `.mod`, on a remote with a checksum database.
-    fn vouched_by(&self, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
-        let host = remote.go_sumdb.as_ref()?.host_str()?;
-        let (module, version, _) = module_file(path)?;
-        ArtifactPath::parse(&format!("sumdb/{host}/lookup/{module}@{version}"), None).ok()
+    fn vouched_by(&self, remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
+        let record = || {
+            let host = remote.go_sumdb.as_ref()?.host_str()?;
+            let (module, version, _) = module_file(path)?;
+            ArtifactPath::parse(&format!("sumdb/{host}/lookup/{module}@{version}"), None).ok()
+        };
+        record().into_iter().collect()
     }
 
     /// The `h1:` the record gives the `.zip` (`{module} {version} h1:…`)
@@ -227,18 +230,18 @@ mod tests {
         let path = |p: &str| ArtifactPath::parse(p, None).unwrap();
         let mut remote = Remote::proxy("go", "http://proxy.example/".parse().unwrap());
         let zip = path("github.com/!burnt!sushi/toml/@v/v1.3.2.zip");
-        assert_eq!(Go.vouched_by(&remote, &zip), None, "no database, no record");
+        assert!(Go.vouched_by(&remote, &zip).is_empty(), "no database, no record");
         remote.go_sumdb = Some("https://sum.golang.org".parse().unwrap());
         let record = path("sumdb/sum.golang.org/lookup/github.com/!burnt!sushi/toml@v1.3.2");
-        assert_eq!(Go.vouched_by(&remote, &zip), Some(record.clone()));
-        assert_eq!(Go.vouched_by(&remote, &path("github.com/!burnt!sushi/toml/@v/v1.3.2.mod")), Some(record));
+        assert_eq!(Go.vouched_by(&remote, &zip), vec![record.clone()]);
+        assert_eq!(Go.vouched_by(&remote, &path("github.com/!burnt!sushi/toml/@v/v1.3.2.mod")), vec![record]);
         for other in [
             "github.com/!burnt!sushi/toml/@v/v1.3.2.info",
             "github.com/!burnt!sushi/toml/@v/master.zip",
             "github.com/!burnt!sushi/toml/@v/list",
             "sumdb/sum.golang.org/lookup/a@v1.0.0",
         ] {
-            assert_eq!(Go.vouched_by(&remote, &path(other)), None, "{other}");
+            assert!(Go.vouched_by(&remote, &path(other)).is_empty(), "{other}");
         }
 
         let (zip_h1, mod_h1) = (h1::go_mod(b"z"), h1::go_mod(b"m"));
