@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod gomod;
 pub mod nginx;
+pub mod npm;
+pub mod pypi;
 pub mod registry;
 
 use std::{
