@@ -14,7 +14,7 @@ use artifactapi_layers::{
     local::LocalRepo,
     rescue::{Refused, RescueLayer},
     store::{hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store},
-    ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Door, PatternGuardLayer, RemoteKind,
+    ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Door, GroupLayer, PatternGuardLayer, RemoteKind,
     RemoteResolveLayer, ResolvedRemote, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
 use artifactapi_services::{
@@ -315,7 +315,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
             }
         });
     }
-    let metrics = Arc::new(Metrics::new(store.clone(), vec![tee.stats()], remotes.clone()));
+    let groups = GroupLayer::new(remotes.clone(), settings.metadata_max_bytes);
+    let metrics = Arc::new(Metrics::new(store.clone(), vec![tee.stats()], groups.stats(), remotes.clone()));
     spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
 
     // Remotes (behind the front door, see `Artifacts`). Outermost first;
@@ -365,12 +366,17 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .service(LocalRepo::new(store.clone(), spool, settings.max_upload_bytes));
 
     let admin = AdminToken::new(settings.admin_token.clone());
-    let dispatch = Dispatch {
+    let members = Dispatch {
         proxy: BoxCloneSyncService::new(proxy),
         local: BoxCloneSyncService::new(local),
         registry: BoxCloneSyncService::new(registry),
+        group: None,
         admin: admin.clone(),
     };
+    // Groups: a service over their members' stacks (members are never
+    // groups themselves).
+    let group = BoxCloneSyncService::new(tower::Layer::layer(&groups, members.clone()));
+    let dispatch = Dispatch { group: Some(group), ..members };
     let artifacts = Artifacts::new(RemoteResolveLayer::new(remotes.clone()), dispatch.clone());
     let registry = Artifacts::new(RemoteResolveLayer::registry(remotes.clone()), dispatch);
     let draining = Arc::new(AtomicBool::new(false));
@@ -465,6 +471,9 @@ pub(crate) struct Dispatch {
     proxy: Stack,
     local: Stack,
     registry: Stack,
+    /// The groups' stack; `None` in the dispatch the groups ask their
+    /// members through.
+    group: Option<Stack>,
     admin: AdminToken,
 }
 
@@ -502,6 +511,19 @@ impl Service<Request<Body>> for Dispatch {
             (Door::Remotes, false, RemoteKind::Remote { .. }) if read_only => self.proxy.clone(),
             (Door::Remotes, false, RemoteKind::Remote { .. }) => {
                 return refuse(Refused::method("method not allowed", "GET, HEAD"))
+            }
+            (Door::Remotes, false, RemoteKind::Group(_)) if read_only => match &self.group {
+                Some(group) => group.clone(),
+                None => {
+                    let message = format!("{} is a group, and groups do not nest", remote.name);
+                    return refuse(Refused::new(StatusCode::NOT_FOUND, message));
+                }
+            },
+            (Door::Remotes, false, RemoteKind::Group(_)) => {
+                return refuse(Refused::method(
+                    "a group is read-only: write to one of its members",
+                    "GET, HEAD",
+                ))
             }
             (Door::Remotes, false, RemoteKind::Local) => match *req.method() {
                 Method::GET | Method::HEAD => self.local.clone(),

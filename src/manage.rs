@@ -185,12 +185,22 @@ pub(crate) async fn root(Shared(state): Shared<State>) -> impl IntoResponse {
         .load()
         .iter()
         .map(|r| {
-            json!({
+            let kind = match &r.kind {
+                RemoteKind::Remote { .. } => "remote",
+                RemoteKind::Local => "local",
+                RemoteKind::Group(_) => "group",
+            };
+            let mut remote = json!({
                 "name": r.name,
-                "type": match r.kind { RemoteKind::Remote { .. } => "remote", RemoteKind::Local => "local" },
+                "type": kind,
                 "package": r.package.as_str(),
                 "description": r.description,
-            })
+            });
+            if let RemoteKind::Group(group) = &r.kind {
+                remote["members"] = group.members.iter().map(|m| m.remote.clone()).collect();
+                remote["resolve"] = group.resolve.as_str().into();
+            }
+            remote
         })
         .collect();
     Json(json!({ "name": "artifactapi", "version": env!("CARGO_PKG_VERSION"), "remotes": remotes }))

@@ -32,3 +32,18 @@ where
 {
     StreamBody::new(stream.map_ok(Frame::data).map_err(Into::into)).boxed_unsync()
 }
+
+/// The whole of `body`, or `None` when it is longer than `max` bytes (a
+/// document over a cap is an error for the caller, never a truncation).
+pub async fn read_capped(mut body: ArtifactBody, max: usize) -> Result<Option<Bytes>, BoxError> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if out.len() + data.len() > max {
+                return Ok(None);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(out.freeze()))
+}

@@ -11,7 +11,7 @@ use url::Url;
 
 pub use crate::format::Package;
 use crate::{
-    pattern::{Class, Classifier},
+    pattern::{Class, Classifier, Pattern},
     store::EntryClass,
 };
 
@@ -25,6 +25,82 @@ pub enum RemoteKind {
     },
     /// A local repository: artifacts are uploaded, never fetched.
     Local,
+    /// A group: one URL over other remotes of the same package type.
+    Group(Group),
+}
+
+/// A group's members, in order, and how their answers combine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The members, first first.
+    pub members: Vec<Member>,
+    /// How their answers combine.
+    pub resolve: Resolve,
+}
+
+/// How a group's members answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Resolve {
+    /// For each package name, the first member (in order, among those
+    /// allowed for the name) whose metadata knows it answers for that name
+    /// alone: later members are never asked about it (no dependency
+    /// confusion).
+    #[default]
+    First,
+    /// Metadata is merged across the members (the earliest member wins a
+    /// version or file they share); files come from the first member that
+    /// has them.
+    Merge,
+}
+
+impl Resolve {
+    /// The name in `remotes.yaml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolve::First => "first",
+            Resolve::Merge => "merge",
+        }
+    }
+}
+
+/// One member of a group, and the package names it may answer.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The member remote's name.
+    pub remote: String,
+    /// When not empty, only names one of these matches are asked of it.
+    pub only_names: Vec<Pattern>,
+    /// Names one of these matches are never asked of it.
+    pub except_names: Vec<Pattern>,
+}
+
+impl PartialEq for Member {
+    fn eq(&self, other: &Self) -> bool {
+        let sources = |p: &[Pattern]| p.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>();
+        self.remote == other.remote
+            && sources(&self.only_names) == sources(&other.only_names)
+            && sources(&self.except_names) == sources(&other.except_names)
+    }
+}
+
+impl Eq for Member {}
+
+impl Member {
+    /// A member that may answer every name.
+    pub fn new(remote: impl Into<String>) -> Self {
+        Self { remote: remote.into(), only_names: Vec::new(), except_names: Vec::new() }
+    }
+
+    /// Whether this member may answer for the package `name` (`None`: a
+    /// path of no package, which every member may answer). The patterns
+    /// are compiled anchored (`^(?:...)$`: a name matches whole); one that
+    /// cannot be evaluated counts as a match for `except_names` and as no
+    /// match for `only_names`.
+    pub fn allows(&self, name: Option<&str>) -> bool {
+        let Some(name) = name else { return true };
+        (self.only_names.is_empty() || self.only_names.iter().any(|p| p.is_match(name).unwrap_or(false)))
+            && !self.except_names.iter().any(|p| p.is_match(name).unwrap_or(true))
+    }
 }
 
 /// Upstream credentials. `Debug` never shows the password.
@@ -159,7 +235,7 @@ impl Remote {
     pub fn base_url(&self) -> Option<&Url> {
         match &self.kind {
             RemoteKind::Remote { base_url } => Some(base_url),
-            RemoteKind::Local => None,
+            RemoteKind::Local | RemoteKind::Group(_) => None,
         }
     }
 }

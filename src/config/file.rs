@@ -43,7 +43,7 @@ pub struct RemoteConfig {
     /// Upstream URL (remotes only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
-    /// `remote` (default) or `local`.
+    /// `remote` (default), `local` or `group`.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// `generic` (default), `alpine`, `rpm`, `docker`, `pypi` or `npm`.
@@ -94,6 +94,37 @@ pub struct RemoteConfig {
     /// Go: the checksum database passed through at `sumdb/{its host}/`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub go_sumdb_url: Option<String>,
+    /// Groups: the member remotes, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<MemberConfig>>,
+    /// Groups: `first` (default) or `merge`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<String>,
+}
+
+/// A group member as written: a remote's name, or the name with the package
+/// names it may answer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum MemberConfig {
+    /// Just the remote's name.
+    Name(String),
+    /// The remote and its name filters.
+    Filtered(FilteredMember),
+}
+
+/// A member with name filters.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilteredMember {
+    /// The member remote.
+    pub remote: String,
+    /// Regexes (matched against the whole package name): only these names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only_names: Option<Vec<String>>,
+    /// Regexes (matched against the whole package name): never these names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub except_names: Option<Vec<String>>,
 }
 
 /// The `cache:` block as written.

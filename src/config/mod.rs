@@ -12,6 +12,7 @@
 //! checks that compile one remote, and this module what ties them together.
 
 mod file;
+mod group;
 mod remote;
 #[cfg(test)]
 mod tests;

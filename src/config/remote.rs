@@ -20,7 +20,7 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn problem(&mut self, key: &str, reason: impl fmt::Display) {
+    pub(super) fn problem(&mut self, key: &str, reason: impl fmt::Display) {
         self.problems.push(format!("remotes.{}.{key}: {reason}", self.name));
     }
 
@@ -64,7 +64,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn patterns(&mut self, key: &str, list: Option<Vec<String>>) -> Option<Vec<Pattern>> {
+    pub(super) fn patterns(&mut self, key: &str, list: Option<Vec<String>>) -> Option<Vec<Pattern>> {
         let list = list?;
         let mut compiled = Vec::new();
         for (i, source) in list.iter().enumerate() {
@@ -112,7 +112,8 @@ impl Ctx<'_> {
         let before = self.problems.len();
         self.check_name();
         let package = self.package(rc);
-        let kind = self.kind(rc);
+        let kind = self.kind(rc, all);
+        self.group_keys_only_on_groups(rc);
         let (immutable, mutable) = self.classifier_patterns(rc);
         let cache = rc.cache.clone().unwrap_or_default();
         let ttl = self.ttl(&cache);
@@ -168,7 +169,7 @@ impl Ctx<'_> {
     }
 
     /// `type` and `base_url`, which only make sense together.
-    fn kind(&mut self, rc: &RemoteConfig) -> Option<RemoteKind> {
+    fn kind(&mut self, rc: &RemoteConfig, all: &BTreeMap<String, RemoteConfig>) -> Option<RemoteKind> {
         match (rc.kind.as_deref().unwrap_or("remote"), &rc.base_url) {
             ("remote", Some(url)) => {
                 self.url("base_url", url).map(|base_url| RemoteKind::Remote { base_url })
@@ -182,8 +183,13 @@ impl Ctx<'_> {
                 None
             }
             ("local", None) => Some(RemoteKind::Local),
+            ("group", Some(_)) => {
+                self.problem("base_url", "a group answers from its members and has no base_url");
+                None
+            }
+            ("group", None) => self.group(rc, all).map(RemoteKind::Group),
             (other, _) => {
-                self.problem("type", format!("{other:?} is not `remote` or `local`"));
+                self.problem("type", format!("{other:?} is not `remote`, `local` or `group`"));
                 None
             }
         }

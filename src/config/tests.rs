@@ -227,3 +227,59 @@ fn a_file_that_is_not_yaml_or_not_there_is_an_error() {
     assert!(!problems("remotes: [").is_empty());
     assert!(load(Path::new("/nonexistent/remotes.yaml")).is_err());
 }
+
+#[test]
+fn a_group_names_members_of_its_package_type_with_name_filters() {
+    let config = parse(
+        "remotes:\n  internal: { type: local, package: npm }\n  public: { base_url: 'https://npm.example.internal', package: npm }\n  \
+         npm-all:\n    type: group\n    package: npm\n    resolve: merge\n    members:\n      - internal\n      \
+         - { remote: public, except_names: ['@acme/.*', 'acme-utils'] }\n",
+    )
+    .unwrap();
+    let RemoteKind::Group(group) = &config.remotes.get("npm-all").unwrap().kind else { panic!("a group") };
+    assert_eq!(group.resolve, artifactapi_layers::remote::Resolve::Merge);
+    let names: Vec<&str> = group.members.iter().map(|m| m.remote.as_str()).collect();
+    assert_eq!(names, ["internal", "public"]);
+    let public = &group.members[1];
+    assert!(public.allows(Some("left-pad")) && public.allows(None));
+    assert!(!public.allows(Some("@acme/utils")) && !public.allows(Some("acme-utils")));
+    assert!(public.allows(Some("acme-utils-extra")), "a name filter matches the whole name");
+    let only = parse(
+        "remotes:\n  a: { base_url: 'https://a.example', package: go }\n  g:\n    type: group\n    package: go\n    \
+         members: [{ remote: a, only_names: ['example\\.com/.*'] }]\n",
+    )
+    .unwrap();
+    let RemoteKind::Group(group) = &only.remotes.get("g").unwrap().kind else { panic!("a group") };
+    assert!(group.members[0].allows(Some("example.com/x")) && !group.members[0].allows(Some("golang.org/x")));
+}
+
+#[test]
+fn group_mistakes_name_the_key() {
+    let all = problems(
+        "remotes:\n  n: { base_url: 'https://n.example', package: npm }\n  p: { base_url: 'https://p.example', package: pypi }\n  \
+         d: { base_url: 'https://d.example', package: docker }\n  \
+         g1: { type: group, package: npm, members: [n, p, nowhere, n] }\n  \
+         g2: { type: group, package: npm, members: [g1], resolve: newest }\n  \
+         g3: { type: group, package: npm, base_url: 'https://x.example', members: [n] }\n  \
+         g4: { type: group, package: npm }\n  \
+         g5: { type: group, package: docker, members: [d] }\n  \
+         g6: { type: group, package: npm, members: [{ remote: n, only_names: ['(['] }] }\n  \
+         plain: { base_url: 'https://x.example', members: [n], resolve: first }\n",
+    )
+    .join("\n");
+    for expected in [
+        "remotes.g1.members[1]: \"p\" is a `pypi` remote, the group is `npm`",
+        "remotes.g1.members[2]: names no remote: \"nowhere\"",
+        "remotes.g1.members[3]: \"n\" is a member twice",
+        "remotes.g2.members[0]: \"g1\" is a group; groups do not nest",
+        "remotes.g2.resolve: \"newest\" is not `first` or `merge`",
+        "remotes.g3.base_url: a group answers from its members",
+        "remotes.g4.members: a group needs at least one member",
+        "remotes.g5.type: registry remotes cannot be grouped",
+        "remotes.g6.members[0].only_names[0]:",
+        "remotes.plain.members: only a remote of `type: group` has members",
+        "remotes.plain.resolve: only a remote of `type: group` has `resolve`",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::{
     Arc,
 };
 
-use artifactapi_layers::{store::Store, tee::TeeStats, SharedRemotes};
+use artifactapi_layers::{store::Store, tee::TeeStats, GroupStats, SharedRemotes};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -59,6 +59,9 @@ pub struct Metrics {
     pub(super) upstream_latency: Latency,
     fills: Counter,
     coalesced: Counter,
+    group_merges: Counter,
+    group_merged_hits: Counter,
+    groups: Arc<GroupStats>,
     fill_failures: Counter,
     store_failures: Counter,
     store_full: Counter,
@@ -81,7 +84,12 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Metrics of the stacks whose fills `tee` counts, over `store`.
-    pub fn new(store: Store, tee: Vec<Arc<TeeStats>>, remotes: SharedRemotes) -> Self {
+    pub fn new(
+        store: Store,
+        tee: Vec<Arc<TeeStats>>,
+        groups: Arc<GroupStats>,
+        remotes: SharedRemotes,
+    ) -> Self {
         let mut registry = Registry::with_prefix("artifactapi");
         let requests = Family::default();
         registry.register("requests", "Artifact and registry requests by cache result", requests.clone());
@@ -109,6 +117,18 @@ impl Metrics {
         registry.register("fills", "Upstream fetches of whole bodies into the store", fills.clone());
         let coalesced = Counter::default();
         registry.register("coalesced_requests", "Requests that joined a fill in flight", coalesced.clone());
+        let group_merges = Counter::default();
+        registry.register(
+            "group_merges",
+            "Documents a merge group merged (again only when a member's answer changed)",
+            group_merges.clone(),
+        );
+        let group_merged_hits = Counter::default();
+        registry.register(
+            "group_merged_hits",
+            "Merged documents answered from the kept merge",
+            group_merged_hits.clone(),
+        );
         let fill_failures = Counter::default();
         registry.register(
             "fill_failures",
@@ -156,6 +176,9 @@ impl Metrics {
             upstream_latency,
             fills,
             coalesced,
+            group_merges,
+            group_merged_hits,
+            groups,
             fill_failures,
             store_failures,
             store_full,
@@ -198,6 +221,10 @@ impl Metrics {
         };
         self.fills.inner().store(sum(|t| &t.fills), Ordering::Relaxed);
         self.coalesced.inner().store(sum(|t| &t.coalesced), Ordering::Relaxed);
+        self.group_merges.inner().store(self.groups.merges.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.group_merged_hits
+            .inner()
+            .store(self.groups.merged_hits.load(Ordering::Relaxed), Ordering::Relaxed);
         self.fill_failures.inner().store(sum(|t| &t.failed), Ordering::Relaxed);
         self.store_failures.inner().store(sum(|t| &t.store_failures), Ordering::Relaxed);
         self.store_full.inner().store(sum(|t| &t.store_full), Ordering::Relaxed);

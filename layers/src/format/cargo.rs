@@ -13,7 +13,7 @@
 use serde_json::Value;
 use url::Url;
 
-use super::{Coordinates, Document, Format, LinkMap, Negotiated};
+use super::{Coordinates, Document, Format, LinkMap, Negotiated, Part};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Cargo sparse registries.
@@ -58,6 +58,37 @@ impl Format for Cargo {
             .ok_or_else(|| format!("the index of {name} has no version {version}"))?;
         let cksum = line.get("cksum").and_then(Value::as_str).unwrap_or_default();
         Expected::sha256_hex(cksum).ok_or_else(|| format!("the index line of {name} {version} has no cksum"))
+    }
+
+    /// A crate's index file, for a download or the index file itself.
+    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let name = match download(path) {
+            Some((name, _)) => name.to_owned(),
+            None => self.coordinates(path)?.name,
+        };
+        ArtifactPath::parse(&index_path(&name)?, None).ok()
+    }
+
+    fn merges(&self, path: &ArtifactPath) -> bool {
+        download(path).is_none() && self.coordinates(path).is_some()
+    }
+
+    /// Index lines by version, the earliest member winning a version.
+    fn merge(&self, _path: &ArtifactPath, parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for part in parts {
+            for line in part.body.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
+                let entry: Value =
+                    serde_json::from_slice(line).map_err(|e| format!("not an index line: {e}"))?;
+                let version = entry.get("vers").and_then(Value::as_str).ok_or("an index line has no vers")?;
+                if seen.insert(version.to_owned()) {
+                    out.extend_from_slice(line);
+                    out.push(b'\n');
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn located_by(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
@@ -222,6 +253,19 @@ mod tests {
         assert!(Cargo.locate(b"{\"dl\":\"https://f.example/{sha256-checksum}\"}", &dl, None).is_err());
         assert!(Cargo.locate(b"not json", &dl, None).is_err());
         assert!(Cargo.locate(b"{}", &dl, None).is_err());
+    }
+
+    #[test]
+    fn index_files_merge_by_version() {
+        let (a, b) = (
+            "{\"vers\":\"1.0.0\",\"m\":\"a\"}\n",
+            "{\"vers\":\"1.0.0\",\"m\":\"b\"}\n{\"vers\":\"2.0.0\"}\n",
+        );
+        let parts = [Part { body: a.as_bytes(), json: false }, Part { body: b.as_bytes(), json: false }];
+        let merged = String::from_utf8(Cargo.merge(&path("se/rd/serde"), &parts).unwrap()).unwrap();
+        assert_eq!(merged, "{\"vers\":\"1.0.0\",\"m\":\"a\"}\n{\"vers\":\"2.0.0\"}\n");
+        assert!(Cargo.merges(&path("se/rd/serde")) && !Cargo.merges(&path("config.json")));
+        assert_eq!(Cargo.metadata_of(&path("dl/Serde/1.0.0/download")), Some(path("se/rd/serde")));
     }
 
     struct Here;

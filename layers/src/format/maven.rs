@@ -56,6 +56,14 @@ impl Format for Maven {
         Some(Coordinates::new(format!("{}:{artifact}", group.join(".")), Some(version)))
     }
 
+    /// An artifact's `maven-metadata.xml`, for any file of one of its
+    /// versions or the metadata itself.
+    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let name = self.coordinates(path)?.name;
+        let (group, artifact) = name.rsplit_once(':')?;
+        ArtifactPath::parse(&format!("{}/{artifact}/{METADATA}", group.replace('.', "/")), None).ok()
+    }
+
     /// An artifact (not metadata, a checksum, a signature or a moving
     /// snapshot) is vouched for by its `.sha1`, else its `.sha256`.
     fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {

@@ -191,6 +191,31 @@ pub trait Format: Send + Sync + 'static {
         Err("this format keeps no records".into())
     }
 
+    /// The document that lists the versions of the package the file at
+    /// `path` belongs to (npm: the packument; PyPI: the project's page; Go:
+    /// `@v/list`; Cargo: the index file; Maven: the artifact's
+    /// `maven-metadata.xml`); for such a document, itself. A group with
+    /// `resolve: first` asks its members for it, in order: the first that
+    /// has it owns the name, and only it is asked for the name's files.
+    fn metadata_of(&self, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
+    }
+
+    /// Whether the document at `path` is merged across the members of a
+    /// group with `resolve: merge` (else the first member that has it
+    /// answers).
+    fn merges(&self, _path: &ArtifactPath) -> bool {
+        false
+    }
+
+    /// The members' answers for the document at `path` (each as that member
+    /// answered it, links already pointing at the member), merged: where
+    /// they share a version or a file, the earliest member's wins. An error
+    /// says why one of them is not this format's document.
+    fn merge(&self, _path: &ArtifactPath, _parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
+        Err("this format merges no documents".into())
+    }
+
     /// The document on the same remote that says where upstream serves the
     /// file at `path`, when that is not `path` under `base_url` (Cargo:
     /// `config.json`, whose `dl` template names the downloads). It is read
@@ -212,6 +237,15 @@ pub trait Format: Send + Sync + 'static {
     ) -> Result<String, String> {
         Err("this format's files are under its base URL".into())
     }
+}
+
+/// One member's answer for a document a group merges.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// The body, as the member answered it.
+    pub body: &'a [u8],
+    /// Whether its `Content-Type` said JSON.
+    pub json: bool,
 }
 
 /// The package a path belongs to (see [`Format::coordinates`]), attached to

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use url::Url;
 
-use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated};
+use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated, Part};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// npm registries (`package: npm`): every path but a tarball is a packument.
@@ -38,6 +38,29 @@ impl Format for Npm {
 
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
         (!path.decoded().ends_with(".tgz")).then_some(&Packument as &'static dyn Document)
+    }
+
+    /// A packument is its own; a tarball's is its package's.
+    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let decoded = path.decoded();
+        let package = match decoded.split_once("/-/") {
+            Some((package, _)) if decoded.ends_with(".tgz") => package,
+            Some(_) => return None,
+            None => decoded,
+        };
+        package_name(package)?;
+        ArtifactPath::parse(package, None).ok()
+    }
+
+    fn merges(&self, path: &ArtifactPath) -> bool {
+        self.document(path).is_some() && package_name(path.decoded()).is_some()
+    }
+
+    /// Packuments merged: `versions`, their `time` and `dist-tags`, the
+    /// earliest member that has one winning it; the rest of the document is
+    /// the first member's.
+    fn merge(&self, _path: &ArtifactPath, parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
+        merge_packuments(parts)
     }
 
     /// A tarball's packument: `{package}/-/{file}.tgz` is listed in
@@ -122,11 +145,101 @@ fn rewrite_packument(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result<Vec<u
     serde_json::to_vec(&doc).map_err(|e| e.to_string())
 }
 
+/// See [`Npm::merge`]: `modified` is the latest of the members'.
+fn merge_packuments(parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
+    let mut docs = parts.iter().map(|p| serde_json::from_slice::<Value>(p.body));
+    let mut merged = docs.next().ok_or("nothing to merge")?.map_err(|e| format!("not a packument: {e}"))?;
+    for doc in docs {
+        let doc = doc.map_err(|e| format!("not a packument: {e}"))?;
+        let versions: Vec<String> = doc
+            .get("versions")
+            .and_then(Value::as_object)
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default();
+        for version in versions {
+            let known = merged.pointer(&format!("/versions/{}", pointer_escape(&version))).is_some();
+            if known {
+                continue;
+            }
+            insert(&mut merged, "versions", &version, doc["versions"][&version].clone());
+            if let Some(time) = doc.get("time").and_then(|t| t.get(&version)) {
+                insert(&mut merged, "time", &version, time.clone());
+            }
+        }
+        if let Some(tags) = doc.get("dist-tags").and_then(Value::as_object) {
+            for (tag, version) in tags {
+                if merged.pointer(&format!("/dist-tags/{}", pointer_escape(tag))).is_none() {
+                    insert(&mut merged, "dist-tags", tag, version.clone());
+                }
+            }
+        }
+        for at in ["/modified", "/time/modified"] {
+            if let (Some(theirs), ours) = (doc.pointer(at).and_then(Value::as_str), merged.pointer(at)) {
+                if ours.and_then(Value::as_str).is_none_or(|ours| ours < theirs) {
+                    let (object, key) = at.rsplit_once('/').unwrap_or_default();
+                    let target =
+                        if object.is_empty() { Some(&mut merged) } else { merged.pointer_mut(object) };
+                    if let Some(Value::Object(target)) = target {
+                        target.insert(key.to_owned(), Value::String(theirs.to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&merged).map_err(|e| e.to_string())
+}
+
+/// `doc[object][key] = value`, making `doc[object]` an object if need be.
+fn insert(doc: &mut Value, object: &str, key: &str, value: Value) {
+    let Some(root) = doc.as_object_mut() else { return };
+    let entry = root.entry(object).or_insert_with(|| Value::Object(Default::default()));
+    if !entry.is_object() {
+        *entry = Value::Object(Default::default());
+    }
+    if let Some(map) = entry.as_object_mut() {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+/// A JSON pointer segment for `key` (RFC 6901).
+fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    #[test]
+    fn packuments_merge_with_the_earliest_member_winning() {
+        let internal = serde_json::json!({"name": "acme-utils", "dist-tags": {"latest": "1.0.0"},
+            "versions": {"1.0.0": {"v": "internal"}}, "time": {"1.0.0": "2024-01-01", "modified": "2024-01-01"}});
+        let public = serde_json::json!({"name": "acme-utils", "dist-tags": {"latest": "9.0.0", "next": "9.1.0"},
+            "versions": {"1.0.0": {"v": "public"}, "9.0.0": {"v": "public"}},
+            "time": {"1.0.0": "2020-01-01", "9.0.0": "2025-01-01", "modified": "2025-01-01"}});
+        let (a, b) = (internal.to_string(), public.to_string());
+        let parts = [Part { body: a.as_bytes(), json: true }, Part { body: b.as_bytes(), json: true }];
+        let merged: Value = serde_json::from_slice(&merge_packuments(&parts).unwrap()).unwrap();
+        assert_eq!(merged["versions"]["1.0.0"]["v"], "internal");
+        assert_eq!(merged["versions"]["9.0.0"]["v"], "public");
+        assert_eq!(merged["time"]["1.0.0"], "2024-01-01");
+        assert_eq!(merged["time"]["9.0.0"], "2025-01-01");
+        assert_eq!(merged["time"]["modified"], "2025-01-01");
+        assert_eq!(merged["dist-tags"]["latest"], "1.0.0");
+        assert_eq!(merged["dist-tags"]["next"], "9.1.0");
+        assert!(merge_packuments(&[Part { body: b"nope", json: true }]).is_err());
+    }
+
+    #[test]
+    fn a_tarballs_metadata_is_its_packument() {
+        let at =
+            |p: &str| Npm.metadata_of(&ArtifactPath::parse(p, None).unwrap()).map(|p| p.decoded().to_owned());
+        assert_eq!(at("@acme/utils/-/utils-1.0.0.tgz").as_deref(), Some("@acme/utils"));
+        assert_eq!(at("acme-utils").as_deref(), Some("acme-utils"));
+        assert_eq!(at("-/v1/search"), None);
+    }
 
     struct Map(Mutex<Vec<(String, Option<Expected>)>>);
     impl LinkMap for Map {

@@ -38,10 +38,8 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 use url::Url;
 
@@ -50,11 +48,12 @@ mod read;
 use read::Once;
 
 use crate::{
-    body::{self, ArtifactBody},
+    body::{self, read_capped, ArtifactBody},
     digest::{Expected, ExpectedDigests},
     error::{BoxError, UpstreamError, UpstreamErrorKind},
     extensions::Variant,
     format::LinkMap,
+    group::ViaGroup,
     path::ArtifactPath,
     remote::{Remote, SharedRemotes},
     remote_resolve::ResolvedRemote,
@@ -192,7 +191,13 @@ impl<S> BodyRewrite<S> {
     }
 }
 
-fn links(remote: &Remote, public: &str, digests: Option<Arc<ExpectedDigests>>) -> RemoteLinks {
+/// `remote`'s links; `here` is the group it was asked through, if any.
+fn links(
+    remote: &Remote,
+    via: Option<&str>,
+    public: &str,
+    digests: Option<Arc<ExpectedDigests>>,
+) -> RemoteLinks {
     let mut targets = Vec::new();
     if let Some(files) = &remote.files {
         targets.push((with_slash(&files.url), files.remote.clone()));
@@ -202,7 +207,8 @@ fn links(remote: &Remote, public: &str, digests: Option<Arc<ExpectedDigests>>) -
     }
     // The longest prefix wins (a files URL under the base URL, say).
     targets.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-    let (api, here) = (format!("{public}/api/v1/remote"), format!("{public}/api/{}", remote.name));
+    let (api, here) =
+        (format!("{public}/api/v1/remote"), format!("{public}/api/{}", via.unwrap_or(&remote.name)));
     RemoteLinks { api, here, targets, digests }
 }
 
@@ -243,7 +249,8 @@ where
         req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(negotiated.accept));
         // A rewritten document is answered whole.
         req.headers_mut().remove(header::RANGE);
-        let map = links(&remote, &self.public_base(&req), self.digests.clone());
+        let via = req.extensions().get::<ViaGroup>().map(|ViaGroup(group)| group.to_string());
+        let map = links(&remote, via.as_deref(), &self.public_base(&req), self.digests.clone());
         let page = remote
             .base_url()
             .and_then(|base| Url::parse(&format!("{}{}", with_slash(base.as_str()), path.raw())).ok());
@@ -291,18 +298,4 @@ where
             Ok(Response::from_parts(parts, body::full(rewritten)))
         })
     }
-}
-
-/// The whole body, or `None` when it is longer than `max`.
-async fn read_capped(mut body: ArtifactBody, max: usize) -> Result<Option<Bytes>, BoxError> {
-    let mut out = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if out.len() + data.len() > max {
-                return Ok(None);
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(Some(out.freeze()))
 }

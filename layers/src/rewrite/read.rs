@@ -12,9 +12,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use tower::{Service, ServiceExt};
 use url::Url;
 
-use super::{read_capped, BodyRewrite};
+use super::BodyRewrite;
 use crate::{
-    body::ArtifactBody,
+    body::{read_capped, ArtifactBody},
     digest::Expected,
     error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
     extensions::{CacheStatus, Classification, UpstreamUrl, Variant},

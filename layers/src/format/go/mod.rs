@@ -25,7 +25,7 @@ pub mod h1;
 use http::StatusCode;
 use url::Url;
 
-use super::{Coordinates, Format};
+use super::{Coordinates, Format, Part};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Go module proxies.
@@ -107,6 +107,38 @@ impl Format for Go {
             .ok_or_else(|| format!("the lookup record has no line for {module} {names}"))?;
         Expected::go_h1(sum, zip)
             .ok_or_else(|| format!("the lookup record's hash {sum:?} is not an h1: hash"))
+    }
+
+    /// A module's `@v/list`, for any of its paths.
+    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let decoded = path.decoded();
+        if decoded.starts_with("sumdb/") {
+            return None;
+        }
+        let module =
+            decoded.strip_suffix("/@latest").or_else(|| decoded.rsplit_once("/@v/").map(|(m, _)| m))?;
+        decode(module)?;
+        ArtifactPath::parse(&format!("{module}/@v/list"), None).ok()
+    }
+
+    fn merges(&self, path: &ArtifactPath) -> bool {
+        path.decoded().ends_with("/@v/list") && !path.decoded().starts_with("sumdb/")
+    }
+
+    /// The versions every member lists, once each, in order of appearance.
+    fn merge(&self, _path: &ArtifactPath, parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = String::new();
+        for part in parts {
+            let text = std::str::from_utf8(part.body).map_err(|_| "a version list is not text")?;
+            for version in text.lines().map(str::trim).filter(|v| !v.is_empty()) {
+                if seen.insert(version) {
+                    out.push_str(version);
+                    out.push('\n');
+                }
+            }
+        }
+        Ok(out.into_bytes())
     }
 
     /// The module (decoded) and, for one version's file, its version; the
@@ -263,6 +295,23 @@ mod tests {
         let other = path("github.com/!burnt!sushi/toml/@v/v1.3.3.zip");
         assert!(Go.vouches(record.as_bytes(), &other).unwrap_err().contains("no line"));
         assert!(Go.vouches(b"1\ngithub.com/BurntSushi/toml v1.3.2 h1:short\n", &zip).is_err());
+    }
+
+    #[test]
+    fn lists_merge_and_every_path_of_a_module_has_its_list() {
+        let path = |p: &str| ArtifactPath::parse(p, None).unwrap();
+        let list = Some(path("example.com/!upper/greet/@v/list"));
+        for p in [
+            "example.com/!upper/greet/@v/v1.2.0.zip",
+            "example.com/!upper/greet/@latest",
+            "example.com/!upper/greet/@v/list",
+        ] {
+            assert_eq!(Go.metadata_of(&path(p)), list, "{p}");
+        }
+        assert_eq!(Go.metadata_of(&path("sumdb/sum.golang.org/lookup/a@v1.0.0")), None);
+        let (a, b) = (b"v1.0.0\nv1.1.0\n".as_slice(), b"v1.1.0\nv2.0.0\n".as_slice());
+        let parts = [Part { body: a, json: false }, Part { body: b, json: false }];
+        assert_eq!(Go.merge(&path("m/@v/list"), &parts).unwrap(), b"v1.0.0\nv1.1.0\nv2.0.0\n");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use serde_json::Value;
 use url::Url;
 
-use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated};
+mod merge;
+
+use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated, Part};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Python package indexes (`package: pypi`): PEP 503/691 simple pages are
@@ -44,6 +46,20 @@ impl Format for Pypi {
 
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
         is_simple(path.decoded()).then_some(&SimplePage as &'static dyn Document)
+    }
+
+    /// A project's page is its own; a file's is its project's.
+    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let name = self.coordinates(path)?.name;
+        ArtifactPath::parse(&format!("simple/{name}/"), None).ok()
+    }
+
+    fn merges(&self, path: &ArtifactPath) -> bool {
+        is_simple(path.decoded())
+    }
+
+    fn merge(&self, _path: &ArtifactPath, parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
+        merge::merge(parts)
     }
 
     /// A new file's simple page, on the index that serves its own files

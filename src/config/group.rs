@@ -1,0 +1,84 @@
+//! `type: group`: its members (each named, or with the package names it may
+//! answer) and how they combine (`resolve`).
+
+use std::collections::BTreeMap;
+
+use artifactapi_layers::remote::{Group, Member, Resolve};
+
+use super::{
+    file::{MemberConfig, RemoteConfig},
+    remote::Ctx,
+};
+
+impl Ctx<'_> {
+    /// A group's members and `resolve`. Each member is an existing remote
+    /// of the group's package type that is not itself a group; registries
+    /// cannot be grouped (their clients name one registry per image).
+    pub(super) fn group(&mut self, rc: &RemoteConfig, all: &BTreeMap<String, RemoteConfig>) -> Option<Group> {
+        let resolve = match rc.resolve.as_deref() {
+            None | Some("first") => Resolve::First,
+            Some("merge") => Resolve::Merge,
+            Some(other) => {
+                self.problem("resolve", format!("{other:?} is not `first` or `merge`"));
+                Resolve::First
+            }
+        };
+        let package = rc.package.as_deref().unwrap_or("generic");
+        if package == "docker" {
+            self.problem(
+                "type",
+                "registry remotes cannot be grouped: a client pulls each image from one mirror",
+            );
+        }
+        let Some(written) = rc.members.as_ref().filter(|m| !m.is_empty()) else {
+            self.problem("members", "a group needs at least one member");
+            return None;
+        };
+        let mut members = Vec::new();
+        for (i, member) in written.iter().enumerate() {
+            let key = format!("members[{i}]");
+            let (name, only, except) = match member {
+                MemberConfig::Name(name) => (name, None, None),
+                MemberConfig::Filtered(f) => (&f.remote, f.only_names.clone(), f.except_names.clone()),
+            };
+            match all.get(name) {
+                None => self.problem(&key, format!("names no remote: {name:?}")),
+                Some(_) if name == self.name => self.problem(&key, "a group cannot be its own member"),
+                Some(m) if m.kind.as_deref() == Some("group") => {
+                    self.problem(&key, format!("{name:?} is a group; groups do not nest"))
+                }
+                Some(m) if m.package.as_deref().unwrap_or("generic") != package => self.problem(
+                    &key,
+                    format!(
+                        "{name:?} is a `{}` remote, the group is `{package}`",
+                        m.package.as_deref().unwrap_or("generic")
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if members.iter().any(|m: &Member| &m.remote == name) {
+                self.problem(&key, format!("{name:?} is a member twice"));
+            }
+            let anchored =
+                |list: Option<Vec<String>>| list.map(|l| l.iter().map(|p| format!("^(?:{p})$")).collect());
+            let only_names = self.patterns(&format!("{key}.only_names"), anchored(only)).unwrap_or_default();
+            let except_names =
+                self.patterns(&format!("{key}.except_names"), anchored(except)).unwrap_or_default();
+            members.push(Member { remote: name.clone(), only_names, except_names });
+        }
+        Some(Group { members, resolve })
+    }
+
+    /// `members` and `resolve` mean nothing outside a group.
+    pub(super) fn group_keys_only_on_groups(&mut self, rc: &RemoteConfig) {
+        if rc.kind.as_deref() == Some("group") {
+            return;
+        }
+        if rc.members.is_some() {
+            self.problem("members", "only a remote of `type: group` has members");
+        }
+        if rc.resolve.is_some() {
+            self.problem("resolve", "only a remote of `type: group` has `resolve`");
+        }
+    }
+}
