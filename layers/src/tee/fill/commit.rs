@@ -52,20 +52,6 @@ pub(super) async fn commit(
         },
         policy: head.policy.clone(),
     };
-    // What a new version of this file makes out of date (apt: a release
-    // file's index files) expires before the new version is visible, so a
-    // client that has seen the new release file never gets an old index file.
-    let expires_under = match job.class {
-        Class::Immutable => None,
-        Class::Mutable { .. } => job.remote.package.format().replacement_expires_under(&job.path),
-    };
-    if let Some(dir) = expires_under {
-        if matches!(store.index.get(&job.key).await, Ok(Some(old)) if old.blob != blob) {
-            if let Err(e) = store.index.expire_under(&job.remote.name, dir, &job.key, now).await {
-                tracing::warn!(error = %e, "could not expire the entries a new version makes out of date");
-            }
-        }
-    }
     for (key, path) in &store_as.aliases {
         // The same bytes under another key (a manifest by digest): immutable.
         let alias = Entry {

@@ -19,6 +19,8 @@ use super::{
 };
 use crate::{
     body::ArtifactBody,
+    pattern::Class,
+    store::now_ms,
     error::{BoxError, UpstreamErrorKind, UpstreamStatus},
     extensions::StoreAs,
     respond,
@@ -148,6 +150,21 @@ where
             return None;
         }
     };
+    // What a new version of this file makes out of date (apt: a release
+    // file's index files; Maven: a metadata file's checksums) expires before
+    // any client has the new version's last byte, so a client that has seen
+    // it never gets an older companion from the cache afterwards.
+    let expires_under = match job.class {
+        Class::Immutable => None,
+        Class::Mutable { .. } => job.remote.package.format().replacement_expires_under(&job.path),
+    };
+    if let Some(dir) = expires_under {
+        if matches!(fills.store.index.get(&job.key).await, Ok(Some(_))) {
+            if let Err(e) = fills.store.index.expire_under(&job.remote.name, dir, &job.key, now_ms()).await {
+                tracing::warn!(error = %e, "could not expire the entries a new version makes out of date");
+            }
+        }
+    }
     // From before the clients see the body complete until its row is
     // written: a flush waits for this commit, or this commit sees the flush.
     let _committing = fills.flushes.gate.read().await;
