@@ -12,6 +12,7 @@ use artifactapi_layers::{
     digest::ExpectedDigests,
     error::{json_error, BoxError},
     local::LocalRepo,
+    policy::{Audit, PolicyLayer, PolicyStats},
     rescue::{Refused, RescueLayer},
     store::{hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store},
     ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Door, GroupLayer, PatternGuardLayer, RemoteKind,
@@ -316,7 +317,21 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         });
     }
     let groups = GroupLayer::new(remotes.clone(), settings.metadata_max_bytes);
-    let metrics = Arc::new(Metrics::new(store.clone(), vec![tee.stats()], groups.stats(), remotes.clone()));
+    let audit = Arc::new(Audit::new(settings.audit_log.as_deref()).map_err(|e| {
+        format!(
+            "AUDIT_LOG {}: {e}",
+            settings.audit_log.as_deref().unwrap_or(std::path::Path::new("")).display()
+        )
+    })?);
+    let policy_stats = Arc::new(PolicyStats::default());
+    let policy = PolicyLayer::new(audit, policy_stats.clone(), settings.metadata_max_bytes);
+    let metrics = Arc::new(Metrics::new(
+        store.clone(),
+        vec![tee.stats()],
+        groups.stats(),
+        policy_stats,
+        remotes.clone(),
+    ));
     spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
 
     // Remotes (behind the front door, see `Artifacts`). Outermost first;
@@ -326,6 +341,9 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(PatternGuardLayer::new())
         // Requests, results and bytes, by remote and class.
         .layer(ObserveLayer::requests(metrics.clone()))
+        // Supply-chain policy: hidden versions' files refused, documents
+        // that list versions filtered on the way out.
+        .layer(policy.clone())
         // Package metadata: negotiate the variant, rewrite file links to us.
         .layer(
             BodyRewriteLayer::new(settings.public_url.clone(), settings.metadata_max_bytes)
@@ -375,7 +393,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     };
     // Groups: a service over their members' stacks (members are never
     // groups themselves).
-    let group = BoxCloneSyncService::new(tower::Layer::layer(&groups, members.clone()));
+    let group = ServiceBuilder::new().layer(policy).layer(groups).service(members.clone());
+    let group = BoxCloneSyncService::new(group);
     let dispatch = Dispatch { group: Some(group), ..members };
     let artifacts = Artifacts::new(RemoteResolveLayer::new(remotes.clone()), dispatch.clone());
     let registry = Artifacts::new(RemoteResolveLayer::registry(remotes.clone()), dispatch);

@@ -33,6 +33,9 @@ pub struct Settings {
     /// `METADATA_MAX_BYTES`, default 64 MiB: the largest package metadata
     /// document that is read whole to be rewritten.
     pub metadata_max_bytes: usize,
+    /// `AUDIT_LOG`: the file policy decisions are appended to, one JSON
+    /// line each; unset, they are log events with `audit=true`.
+    pub audit_log: Option<PathBuf>,
     /// `SHUTDOWN_TIMEOUT`, default 30 s: how long in-flight transfers may
     /// take to finish after SIGTERM or SIGINT.
     pub shutdown_timeout: Duration,
@@ -305,6 +308,7 @@ impl Settings {
             cleanup_interval,
             cleanup_grace,
             metadata_max_bytes,
+            audit_log: var("AUDIT_LOG").filter(|s| !s.is_empty()).map(PathBuf::from),
             s3: s3_from(&var)?,
             postgres: postgres_from(&var)?,
             redis_url: var("REDIS_URL").filter(|s| !s.is_empty()),

@@ -59,6 +59,7 @@ pub mod local;
 pub mod path;
 pub mod pattern;
 pub mod pattern_guard;
+pub mod policy;
 pub mod range;
 pub mod remote;
 pub mod remote_resolve;

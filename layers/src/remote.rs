@@ -195,6 +195,8 @@ pub struct Remote {
     pub go_sumdb: Option<Url>,
     /// The most this remote's entries may take (`cache.max_bytes`).
     pub max_bytes: Option<u64>,
+    /// Supply-chain policy (`policy:`).
+    pub policy: Option<Arc<crate::policy::Policy>>,
 }
 
 impl Remote {
@@ -214,6 +216,7 @@ impl Remote {
             registry_hosts: Vec::new(),
             go_sumdb: None,
             max_bytes: None,
+            policy: None,
         }
     }
 

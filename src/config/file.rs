@@ -100,6 +100,30 @@ pub struct RemoteConfig {
     /// Groups: `first` (default) or `merge`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolve: Option<String>,
+    /// Supply-chain policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyConfig>,
+}
+
+/// The `policy:` block as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Versions younger than this are hidden: `7d`, `36h`...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_release_age: Option<String>,
+    /// Exceptions to the cooldown: names, or `name@version`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Denied: a name, `name@version` or `name@{range}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<String>>,
+    /// A file or directory of OSV records whose affected versions are denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny_file: Option<String>,
+    /// `enforce` (default) or `report`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// A group member as written: a remote's name, or the name with the package

@@ -13,6 +13,7 @@
 
 mod file;
 mod group;
+mod policy;
 mod remote;
 #[cfg(test)]
 mod tests;

@@ -122,6 +122,13 @@ impl Ctx<'_> {
         let max_bytes = self.max_bytes(&cache);
         let registry_hosts = self.registry_hosts(rc, package);
         let go_sumdb = self.go_sumdb(rc, package);
+        let policy = self.policy(rc.policy.as_ref(), package);
+        if policy.is_some() && rc.kind.as_deref() == Some("local") {
+            self.problem(
+                "policy",
+                "a local repository serves what was uploaded to it: put the policy on a group",
+            );
+        }
         if self.problems.len() > before {
             return None;
         }
@@ -138,6 +145,7 @@ impl Ctx<'_> {
             registry_hosts,
             go_sumdb,
             max_bytes,
+            policy,
         })
     }
 

@@ -283,3 +283,34 @@ fn group_mistakes_name_the_key() {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
     }
 }
+
+#[test]
+fn a_policy_is_checked_against_its_format() {
+    let config = parse(
+        "remotes:\n  py:\n    base_url: https://py.example\n    package: pypi\n    policy:\n      min_release_age: 36h\n      \
+         allow: [Foo_Bar]\n      deny: ['evil', 'Bad.Pkg@<2.0,>=1.0', 'x@1.0']\n      mode: report\n",
+    )
+    .unwrap();
+    let policy = config.remotes.get("py").unwrap().policy.clone().unwrap();
+    assert_eq!(policy.min_release_age, Some(Duration::from_secs(36 * 3600)));
+    assert_eq!(policy.allow[0].name, "foo-bar", "names compare as the format normalizes them");
+    assert_eq!(policy.deny[1].name, "bad-pkg");
+    assert_eq!(policy.mode, artifactapi_layers::policy::Mode::Report);
+    let all = problems(
+        "remotes:\n  c: { base_url: 'https://c.example', package: cargo, policy: { min_release_age: 7d } }\n  \
+         n: { base_url: 'https://n.example', package: npm, policy: { min_release_age: soon, deny: ['x@~>1'], mode: loud } }\n  \
+         g: { base_url: 'https://g.example', package: generic, policy: { deny_file: /nowhere } }\n  \
+         m: { base_url: 'https://m.example', package: npm, policy: { deny_file: /nowhere/at/all.json } }\n",
+    )
+    .join("\n");
+    for expected in [
+        "remotes.c.policy.min_release_age: `cargo` metadata gives no publish times",
+        "remotes.n.policy.min_release_age: \"soon\" is not a duration",
+        "remotes.n.policy.deny[0]:",
+        "remotes.n.policy.mode: \"loud\" is not `enforce` or `report`",
+        "remotes.g.policy.deny_file: `generic` has no OSV ecosystem",
+        "remotes.m.policy.deny_file: /nowhere/at/all.json",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+}

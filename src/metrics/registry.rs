@@ -5,7 +5,7 @@ use std::sync::{
     Arc,
 };
 
-use artifactapi_layers::{store::Store, tee::TeeStats, GroupStats, SharedRemotes};
+use artifactapi_layers::{policy::PolicyStats, store::Store, tee::TeeStats, GroupStats, SharedRemotes};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -42,6 +42,13 @@ pub(super) struct RemoteLabel {
     pub(super) remote: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DecisionLabels {
+    pub(super) remote: String,
+    pub(super) rule: String,
+    pub(super) action: String,
+}
+
 type Latency = Family<RemoteLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -62,6 +69,8 @@ pub struct Metrics {
     group_merges: Counter,
     group_merged_hits: Counter,
     groups: Arc<GroupStats>,
+    policy_decisions: Family<DecisionLabels, Counter>,
+    policy: Arc<PolicyStats>,
     fill_failures: Counter,
     store_failures: Counter,
     store_full: Counter,
@@ -88,6 +97,7 @@ impl Metrics {
         store: Store,
         tee: Vec<Arc<TeeStats>>,
         groups: Arc<GroupStats>,
+        policy: Arc<PolicyStats>,
         remotes: SharedRemotes,
     ) -> Self {
         let mut registry = Registry::with_prefix("artifactapi");
@@ -128,6 +138,12 @@ impl Metrics {
             "group_merged_hits",
             "Merged documents answered from the kept merge",
             group_merged_hits.clone(),
+        );
+        let policy_decisions = Family::default();
+        registry.register(
+            "policy_decisions",
+            "Policy decisions that changed or would have changed an answer, by remote, rule and action",
+            policy_decisions.clone(),
         );
         let fill_failures = Counter::default();
         registry.register(
@@ -179,6 +195,8 @@ impl Metrics {
             group_merges,
             group_merged_hits,
             groups,
+            policy_decisions,
+            policy,
             fill_failures,
             store_failures,
             store_full,
@@ -225,6 +243,11 @@ impl Metrics {
         self.group_merged_hits
             .inner()
             .store(self.groups.merged_hits.load(Ordering::Relaxed), Ordering::Relaxed);
+        for ((remote, rule, action), n) in self.policy.snapshot() {
+            let labels =
+                DecisionLabels { remote: self.remote_label(&remote), rule, action: action.to_owned() };
+            self.policy_decisions.get_or_create(&labels).inner().store(n, Ordering::Relaxed);
+        }
         self.fill_failures.inner().store(sum(|t| &t.failed), Ordering::Relaxed);
         self.store_failures.inner().store(sum(|t| &t.store_failures), Ordering::Relaxed);
         self.store_full.inner().store(sum(|t| &t.store_full), Ordering::Relaxed);

@@ -62,6 +62,7 @@ use crate::{
     digest::Expected,
     error::json_error,
     path::{ArtifactPath, KEY_SEPARATOR},
+    policy::Scheme,
     remote::{Remote, Remotes},
     rescue::Problem,
 };
@@ -214,6 +215,70 @@ pub trait Format: Send + Sync + 'static {
     /// says why one of them is not this format's document.
     fn merge(&self, _path: &ArtifactPath, _parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
         Err("this format merges no documents".into())
+    }
+
+    /// How this format orders versions (policy ranges, "the newest").
+    fn version_scheme(&self) -> Scheme {
+        Scheme::Semver
+    }
+
+    /// A package name as this format compares names (PyPI: PEP 503).
+    fn normalize_name(&self, name: &str) -> String {
+        name.to_owned()
+    }
+
+    /// Whether this format's metadata gives versions' publish times, so
+    /// that a policy's `min_release_age` can be enforced.
+    fn publish_times(&self) -> bool {
+        false
+    }
+
+    /// Whether the document at `path` lists versions that a policy filters.
+    fn lists_versions(&self, _path: &ArtifactPath) -> bool {
+        false
+    }
+
+    /// The versions the document at `path` lists (`json`: its
+    /// `Content-Type` said JSON).
+    fn listed_versions(&self, _path: &ArtifactPath, _body: &[u8], _json: bool) -> Option<Vec<String>> {
+        None
+    }
+
+    /// The document at `path` listing only the versions `keep` says yes to
+    /// (npm moves a `dist-tag` off a hidden version).
+    fn filter_versions(
+        &self,
+        _path: &ArtifactPath,
+        body: &[u8],
+        _json: bool,
+        _keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<u8>, String> {
+        Ok(body.to_vec())
+    }
+
+    /// Where the publish times of the package at `path` are, and the
+    /// `Accept` to ask for them with: one document for every version
+    /// (`version` is `None`: npm's full packument, PyPI's JSON page), or
+    /// one per version (Go's `.info`).
+    fn times_document(
+        &self,
+        _path: &ArtifactPath,
+        _version: Option<&str>,
+    ) -> Option<(ArtifactPath, &'static str)> {
+        None
+    }
+
+    /// The publish times (Unix milliseconds) by version in a document of
+    /// [`times_document`](Format::times_document).
+    fn publish_times_in(&self, _body: &[u8]) -> Vec<(String, i64)> {
+        Vec::new()
+    }
+
+    /// For a document that names the newest version (Go's `@latest`): the
+    /// document listing every version, to pick the newest the policy lets
+    /// through instead.
+    fn latest_list(&self, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
     }
 
     /// The document on the same remote that says where upstream serves the

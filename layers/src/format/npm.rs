@@ -63,6 +63,51 @@ impl Format for Npm {
         merge_packuments(parts)
     }
 
+    fn publish_times(&self) -> bool {
+        true
+    }
+
+    fn lists_versions(&self, path: &ArtifactPath) -> bool {
+        self.merges(path)
+    }
+
+    fn listed_versions(&self, _path: &ArtifactPath, body: &[u8], _json: bool) -> Option<Vec<String>> {
+        let doc: Value = serde_json::from_slice(body).ok()?;
+        Some(doc.get("versions")?.as_object()?.keys().cloned().collect())
+    }
+
+    /// Hidden versions leave `versions` and `time`; a `dist-tag` on one
+    /// moves to the newest version left (`latest`: the newest release) or
+    /// goes.
+    fn filter_versions(
+        &self,
+        _path: &ArtifactPath,
+        body: &[u8],
+        _json: bool,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<u8>, String> {
+        filter_packument(body, keep)
+    }
+
+    /// The full packument has every version's publish time.
+    fn times_document(
+        &self,
+        path: &ArtifactPath,
+        _version: Option<&str>,
+    ) -> Option<(ArtifactPath, &'static str)> {
+        Some((self.metadata_of(path)?, accept_for(FULL)))
+    }
+
+    fn publish_times_in(&self, body: &[u8]) -> Vec<(String, i64)> {
+        let Ok(doc) = serde_json::from_slice::<Value>(body) else { return Vec::new() };
+        let Some(times) = doc.get("time").and_then(Value::as_object) else { return Vec::new() };
+        times
+            .iter()
+            .filter(|(v, _)| !matches!(v.as_str(), "created" | "modified"))
+            .filter_map(|(v, t)| Some((v.clone(), crate::policy::time::parse_rfc3339(t.as_str()?)?)))
+            .collect()
+    }
+
     /// A tarball's packument: `{package}/-/{file}.tgz` is listed in
     /// `{package}`, on the same remote.
     fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
@@ -187,6 +232,40 @@ fn merge_packuments(parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
         }
     }
     serde_json::to_vec(&merged).map_err(|e| e.to_string())
+}
+
+/// See [`Npm::filter_versions`].
+fn filter_packument(body: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Vec<u8>, String> {
+    let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not a packument: {e}"))?;
+    let scheme = crate::policy::Scheme::Semver;
+    let mut left: Vec<String> = Vec::new();
+    if let Some(versions) = doc.get_mut("versions").and_then(Value::as_object_mut) {
+        versions.retain(|v, _| keep(v));
+        left = versions.keys().cloned().collect();
+    }
+    if let Some(times) = doc.get_mut("time").and_then(Value::as_object_mut) {
+        times.retain(|v, _| matches!(v.as_str(), "created" | "modified") || keep(v));
+    }
+    left.sort_by(|a, b| scheme.compare(a, b));
+    let newest_release = left.iter().rev().find(|v| !v.contains('-')).or(left.last()).cloned();
+    if let Some(tags) = doc.get_mut("dist-tags").and_then(Value::as_object_mut) {
+        let hidden: Vec<String> = tags
+            .iter()
+            .filter(|(_, v)| v.as_str().is_some_and(|v| !keep(v)))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for tag in hidden {
+            match (&newest_release, tag.as_str()) {
+                (Some(newest), "latest") => {
+                    tags.insert(tag, Value::String(newest.clone()));
+                }
+                _ => {
+                    tags.remove(&tag);
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&doc).map_err(|e| e.to_string())
 }
 
 /// `doc[object][key] = value`, making `doc[object]` an object if need be.

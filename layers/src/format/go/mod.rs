@@ -141,6 +141,61 @@ impl Format for Go {
         Ok(out.into_bytes())
     }
 
+    fn publish_times(&self) -> bool {
+        true
+    }
+
+    fn lists_versions(&self, path: &ArtifactPath) -> bool {
+        self.merges(path)
+    }
+
+    /// A list's lines; `@latest`'s (or an `.info`'s) `Version`.
+    fn listed_versions(&self, path: &ArtifactPath, body: &[u8], _json: bool) -> Option<Vec<String>> {
+        if path.decoded().ends_with("/@v/list") {
+            let text = std::str::from_utf8(body).ok()?;
+            return Some(text.lines().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect());
+        }
+        let info: serde_json::Value = serde_json::from_slice(body).ok()?;
+        Some(vec![info["Version"].as_str()?.to_owned()])
+    }
+
+    fn filter_versions(
+        &self,
+        _path: &ArtifactPath,
+        body: &[u8],
+        _json: bool,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<u8>, String> {
+        let text = std::str::from_utf8(body).map_err(|_| "a version list is not text")?;
+        Ok(text.lines().filter(|v| keep(v.trim())).map(|v| format!("{v}\n")).collect::<String>().into_bytes())
+    }
+
+    /// A version's `.info` (whose `Time` the module's author sets).
+    fn times_document(
+        &self,
+        path: &ArtifactPath,
+        version: Option<&str>,
+    ) -> Option<(ArtifactPath, &'static str)> {
+        let list = self.metadata_of(path)?;
+        let module = list.raw().strip_suffix("/@v/list")?;
+        Some((ArtifactPath::parse(&format!("{module}/@v/{}.info", version?), None).ok()?, "application/json"))
+    }
+
+    fn publish_times_in(&self, body: &[u8]) -> Vec<(String, i64)> {
+        let Ok(info) = serde_json::from_slice::<serde_json::Value>(body) else { return Vec::new() };
+        let (Some(version), Some(time)) = (info["Version"].as_str(), info["Time"].as_str()) else {
+            return Vec::new();
+        };
+        match crate::policy::time::parse_rfc3339(time) {
+            Some(t) => vec![(version.to_owned(), t)],
+            None => Vec::new(),
+        }
+    }
+
+    fn latest_list(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        path.decoded().ends_with("/@latest").then(|| self.metadata_of(path)).flatten()
+    }
+
     /// The module (decoded) and, for one version's file, its version; the
     /// module alone for `@v/list` and `@latest`.
     fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {

@@ -213,6 +213,54 @@ fn attributes(anchor: &str) -> Vec<(String, String)> {
     out
 }
 
+/// The file names a page lists.
+pub(super) fn file_names(body: &[u8], json: bool) -> Vec<String> {
+    if json {
+        let doc: Value = serde_json::from_slice(body).unwrap_or_default();
+        doc.get("files")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["filename"].as_str().map(str::to_owned))
+            .collect()
+    } else {
+        anchors_of(std::str::from_utf8(body).unwrap_or_default()).into_iter().map(anchor_name).collect()
+    }
+}
+
+/// The page with only the files `keep_file` keeps (and, in JSON, the
+/// `versions` `keep_version` keeps).
+pub(super) fn filter(
+    body: &[u8],
+    json: bool,
+    keep_file: &dyn Fn(&str) -> bool,
+    keep_version: &dyn Fn(&str) -> bool,
+) -> Result<Vec<u8>, String> {
+    if json {
+        let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not a PEP 691 page: {e}"))?;
+        if let Some(files) = doc.get_mut("files").and_then(Value::as_array_mut) {
+            files.retain(|f| f["filename"].as_str().is_none_or(keep_file));
+        }
+        if let Some(versions) = doc.get_mut("versions").and_then(Value::as_array_mut) {
+            versions.retain(|v| v.as_str().is_none_or(keep_version));
+        }
+        return serde_json::to_vec(&doc).map_err(|e| e.to_string());
+    }
+    let page = std::str::from_utf8(body).map_err(|_| "an HTML page is not text")?;
+    let mut out = String::with_capacity(page.len());
+    let mut at = 0;
+    for anchor in anchors_of(page) {
+        let start = offset(page, anchor);
+        out.push_str(&page[at..start]);
+        if keep_file(&anchor_name(anchor)) {
+            out.push_str(anchor);
+        }
+        at = start + anchor.len();
+    }
+    out.push_str(&page[at..]);
+    Ok(out.into_bytes())
+}
+
 /// The `<a ...>...</a>` elements of a page, as slices of it.
 fn anchors_of(page: &str) -> Vec<&str> {
     let lower = page.to_ascii_lowercase();

@@ -62,6 +62,73 @@ impl Format for Pypi {
         merge::merge(parts)
     }
 
+    fn version_scheme(&self) -> crate::policy::Scheme {
+        crate::policy::Scheme::Pep440
+    }
+
+    fn normalize_name(&self, name: &str) -> String {
+        normalize(name).unwrap_or_else(|| name.to_owned())
+    }
+
+    fn publish_times(&self) -> bool {
+        true
+    }
+
+    /// A project's page (not the root list of projects).
+    fn lists_versions(&self, path: &ArtifactPath) -> bool {
+        is_simple(path.decoded()) && self.coordinates(path).is_some()
+    }
+
+    /// The versions of the files the page lists.
+    fn listed_versions(&self, _path: &ArtifactPath, body: &[u8], json: bool) -> Option<Vec<String>> {
+        let mut versions: Vec<String> = merge::file_names(body, json)
+            .iter()
+            .filter_map(|f| distribution_of(f))
+            .filter_map(|c| c.version)
+            .collect();
+        versions.sort();
+        versions.dedup();
+        Some(versions)
+    }
+
+    /// Files of hidden versions leave the page (and `versions`).
+    fn filter_versions(
+        &self,
+        _path: &ArtifactPath,
+        body: &[u8],
+        json: bool,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<u8>, String> {
+        let kept = |file: &str| distribution_of(file).and_then(|c| c.version).is_none_or(|v| keep(&v));
+        merge::filter(body, json, &kept, keep)
+    }
+
+    /// PEP 691 JSON pages give each file's `upload-time`.
+    fn times_document(
+        &self,
+        path: &ArtifactPath,
+        _version: Option<&str>,
+    ) -> Option<(ArtifactPath, &'static str)> {
+        Some((self.metadata_of(path)?, accept_for(JSON)))
+    }
+
+    /// A version's time is its earliest file's `upload-time`.
+    fn publish_times_in(&self, body: &[u8]) -> Vec<(String, i64)> {
+        let Ok(doc) = serde_json::from_slice::<Value>(body) else { return Vec::new() };
+        let mut times: Vec<(String, i64)> = Vec::new();
+        for file in doc.get("files").and_then(Value::as_array).into_iter().flatten() {
+            let version = file["filename"].as_str().and_then(distribution_of).and_then(|c| c.version);
+            let time = file["upload-time"].as_str().and_then(crate::policy::time::parse_rfc3339);
+            if let (Some(version), Some(time)) = (version, time) {
+                match times.iter_mut().find(|(v, _)| *v == version) {
+                    Some((_, t)) => *t = (*t).min(time),
+                    None => times.push((version, time)),
+                }
+            }
+        }
+        times
+    }
+
     /// A new file's simple page, on the index that serves its own files
     /// (like pypiserver) or lists those of `pypi_files_remote`.
     fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {

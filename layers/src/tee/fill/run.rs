@@ -19,11 +19,11 @@ use super::{
 };
 use crate::{
     body::ArtifactBody,
-    pattern::Class,
-    store::now_ms,
     error::{BoxError, UpstreamErrorKind, UpstreamStatus},
     extensions::StoreAs,
+    pattern::Class,
     respond,
+    store::now_ms,
     tee::{flush::Flushed, spool},
 };
 
