@@ -12,7 +12,7 @@ use artifactapi_layers::{
     digest::ExpectedDigests,
     error::{json_error, BoxError},
     local::LocalRepo,
-    policy::{Audit, PolicyLayer, PolicyStats},
+    policy::{Audit, ClientAddr, PolicyLayer, PolicyStats},
     rescue::{Refused, RescueLayer},
     store::{hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store},
     ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Door, GroupLayer, PatternGuardLayer, RemoteKind,
@@ -27,6 +27,7 @@ use artifactapi_services::{
 };
 use axum::{
     body::Body,
+    extract::ConnectInfo,
     http::{Method, Request, Response, StatusCode},
     middleware::from_fn_with_state,
     routing::{delete, get, post, put},
@@ -476,7 +477,12 @@ impl Service<Request<Body>> for Artifacts {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // The peer's address, for the policy's audit lines.
+        if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().copied()
+        {
+            req.extensions_mut().insert(ClientAddr(peer.ip().to_string()));
+        }
         let call = self.front.clone().oneshot(req);
         Box::pin(async move { Ok(call.await?.map(Body::new)) })
     }

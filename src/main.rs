@@ -140,7 +140,7 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     });
     let server = tokio::spawn(
-        axum::serve(listener, app.router)
+        axum::serve(listener, app.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;
             })

@@ -101,6 +101,7 @@ pub const VARIABLES: &[&str] = &[
     "ADMIN_TOKEN",
     "MAX_UPLOAD_BYTES",
     "METADATA_MAX_BYTES",
+    "AUDIT_LOG",
     "SHUTDOWN_TIMEOUT",
     "CACHE_MAX_BYTES",
     "CACHE_MEMORY_BYTES",
