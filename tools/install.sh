@@ -33,6 +33,9 @@ install_apt() {
       missing+=(libmaven-$plugin-plugin-java)
   done
   [ -d /usr/share/maven-repo/org/apache/maven/plugins/maven-surefire-plugin ] || missing+=(libsurefire-java)
+  # RubyGems' clients: gem (with ruby) and bundler.
+  command -v gem >/dev/null 2>&1 || missing+=(ruby)
+  command -v bundle >/dev/null 2>&1 || missing+=(bundler)
   # Signals to the binary under test (kill), small filesystems (mount: util-linux).
   # (kill is also a shell builtin: look for the program the tests run.)
   [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)

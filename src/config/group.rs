@@ -24,6 +24,9 @@ impl Ctx<'_> {
             }
         };
         let package = rc.package.as_deref().unwrap_or("generic");
+        if package == "rubygems" {
+            self.problem("type", "rubygems remotes cannot be grouped yet: their compact index is not merged");
+        }
         if package == "docker" {
             self.problem(
                 "type",

@@ -264,6 +264,8 @@ fn group_mistakes_name_the_key() {
          g4: { type: group, package: npm }\n  \
          g5: { type: group, package: docker, members: [d] }\n  \
          g6: { type: group, package: npm, members: [{ remote: n, only_names: ['(['] }] }\n  \
+         r: { base_url: 'https://r.example', package: rubygems }\n  \
+         g7: { type: group, package: rubygems, members: [r] }\n  \
          plain: { base_url: 'https://x.example', members: [n], resolve: first }\n",
     )
     .join("\n");
@@ -277,6 +279,7 @@ fn group_mistakes_name_the_key() {
         "remotes.g4.members: a group needs at least one member",
         "remotes.g5.type: registry remotes cannot be grouped",
         "remotes.g6.members[0].only_names[0]:",
+        "remotes.g7.type: rubygems remotes cannot be grouped yet",
         "remotes.plain.members: only a remote of `type: group` has members",
         "remotes.plain.resolve: only a remote of `type: group` has `resolve`",
     ] {

@@ -27,6 +27,7 @@
 //! | `go` | `@v/list`, `@latest`, `.info` of a query | module (decoded), version | none; `.zip` and `.mod` checked against the checksum database's lookup record ([`Format::vouched_by`]) | JSON |
 //! | `cargo` | `config.json`, index files | crate, version | `config.json` (`dl` pointed here, `api` removed); a download fetched from upstream's `dl` ([`Format::locate`]) and checked against its index line's `cksum` | JSON |
 //! | `maven` | `maven-metadata.xml` and its checksums, `-SNAPSHOT` files | `groupId:artifactId`, version | none; an artifact checked against its `.sha1` (or `.sha256`); metadata checksums kept in step with the metadata | JSON |
+//! | `rubygems` | `versions`, `names`, `info/*`, `specs.4.8.gz` files | gem, version | none; compact index `ETag`s are MD5s; a `.gem` checked against its `info` line's `checksum` | JSON |
 //!
 //! # How to add a format
 //!
@@ -51,6 +52,7 @@ mod maven;
 pub mod npm;
 pub mod pypi;
 mod rpm;
+mod rubygems;
 
 use std::{fmt, sync::Arc};
 
@@ -281,6 +283,14 @@ pub trait Format: Send + Sync + 'static {
         None
     }
 
+    /// Whether clients check the `ETag` of the file at `path` as the quoted
+    /// MD5 of its whole bytes (RubyGems' compact index): the cache stores
+    /// that `ETag` with the file instead of upstream's, and a miss is
+    /// answered without one.
+    fn etag_is_md5(&self, _path: &ArtifactPath) -> bool {
+        false
+    }
+
     /// The document on the same remote that says where upstream serves the
     /// file at `path`, when that is not `path` under `base_url` (Cargo:
     /// `config.json`, whose `dl` template names the downloads). It is read
@@ -398,6 +408,7 @@ pub static BUILTIN: &[&dyn Format] = &[
     &go::Go,
     &cargo::Cargo,
     &maven::Maven,
+    &rubygems::RubyGems,
 ];
 
 /// The formats a configuration may name: the built-in ones and any

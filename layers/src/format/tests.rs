@@ -25,7 +25,10 @@ pub(crate) fn version_of(name: &str, version: &str) -> Option<Coordinates> {
 #[test]
 fn every_builtin_format_is_named_once_and_its_patterns_compile() {
     let names = Formats::builtin().names();
-    assert_eq!(names, ["generic", "alpine", "rpm", "apt", "docker", "pypi", "npm", "go", "cargo", "maven"]);
+    assert_eq!(
+        names,
+        ["generic", "alpine", "rpm", "apt", "docker", "pypi", "npm", "go", "cargo", "maven", "rubygems"]
+    );
     for format in BUILTIN {
         for p in format.builtin_mutable() {
             Pattern::new(p).unwrap_or_else(|e| panic!("{}: {e}", format.name()));

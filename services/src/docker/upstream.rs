@@ -186,7 +186,7 @@ impl RegistryUpstream {
         head.headers.insert(DOCKER_CONTENT_DIGEST, digest_text);
         let mut store_as = StoreAs {
             content_address: Some(content_address(digest.algorithm(), digest.hex())),
-            aliases: Vec::new(),
+            ..StoreAs::default()
         };
         if let Target::Manifest(reference) = &call.target {
             if !head.headers.contains_key(header::ETAG) {

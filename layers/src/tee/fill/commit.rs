@@ -42,7 +42,15 @@ pub(super) async fn commit(
             Class::Immutable => EntryClass::Immutable,
             Class::Mutable { .. } => EntryClass::Mutable,
         },
-        headers: head.headers.clone(),
+        headers: match store_as.etag.clone() {
+            Some(etag) => {
+                let mut headers = head.headers.clone();
+                headers.retain(|(name, _)| name != "etag");
+                headers.push(("etag".to_owned(), etag));
+                headers
+            }
+            None => head.headers.clone(),
+        },
         cached_at_ms: now,
         expires_at_ms: match ttl {
             // Declared out of date while this fill ran: stored, but expired.

@@ -100,6 +100,7 @@ where
         }
     }
     let store_as = response.extensions().get::<StoreAs>().cloned().unwrap_or_default();
+    let md5_etag = job.remote.package.format().etag_is_md5(&job.path);
     let (parts, body) = response.into_parts();
     let (spool_path, file) = match spool::create(&fills.spool_dir) {
         Ok(created) => created,
@@ -111,7 +112,14 @@ where
         }
     };
     let head = Arc::new(Head {
-        headers: respond::stored_headers(&parts.headers, &job.path),
+        headers: {
+            let mut headers = respond::stored_headers(&parts.headers, &job.path);
+            if md5_etag {
+                // Upstream's own would fail the client's check: none on a miss.
+                headers.retain(|(name, _)| name != header::ETAG.as_str());
+            }
+            headers
+        },
         content_length: parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -150,6 +158,14 @@ where
             return None;
         }
     };
+    // The `ETag` the format's clients check: the MD5 of the whole file.
+    let etag = match md5_etag {
+        true => {
+            let file = head.file.clone();
+            tokio::task::spawn_blocking(move || md5_of(&file, written)).await.ok().and_then(Result::ok)
+        }
+        false => None,
+    };
     // What a new version of this file makes out of date (apt: a release
     // file's index files; Maven: a metadata file's checksums) expires before
     // any client has the new version's last byte, so a client that has seen
@@ -179,6 +195,7 @@ where
         return None;
     }
     let expired = flushed == Flushed::Expired;
+    let store_as = StoreAs { etag, ..store_as };
     let committed = commit(&fills.store, &job, &head, &spool_path, written, &store_as, expired).await;
     span.record("outcome", if committed.is_ok() { "stored" } else { "not stored" });
     match committed {
@@ -195,4 +212,18 @@ where
             None
         }
     }
+}
+
+/// The quoted MD5 of the first `len` bytes of `file`.
+fn md5_of(file: &std::fs::File, len: u64) -> std::io::Result<String> {
+    use md5::{Digest, Md5};
+    use std::os::unix::fs::FileExt;
+    let (mut hash, mut buf, mut at) = (Md5::new(), vec![0u8; spool::CHUNK], 0u64);
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        hash.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(format!("\"{}\"", hex::encode(hash.finalize())))
 }

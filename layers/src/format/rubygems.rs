@@ -1,0 +1,168 @@
+//! RubyGems (`package: rubygems`): the compact index that Bundler and gem
+//! read (`versions`, `names`, `info/{name}`) and the legacy `specs.4.8.gz`
+//! files change; gems (`gems/{name}-{version}[-{platform}].gem`) and their
+//! specs (`quick/Marshal.4.8/...gemspec.rz`) do not.
+//!
+//! Bundler checks a compact index file's `ETag` as the quoted MD5 of the
+//! whole file (on a 206 it must match the file it appended to), so the cache
+//! gives these files that `ETag` ([`Format::etag_is_md5`]); a new
+//! `versions` expires the cached `info/` files (each line of `versions`
+//! names its info file's MD5, and a new one may change any of them).
+//!
+//! A `.gem` is checked before it is stored against the `checksum:` of its
+//! line in `info/{name}`, read through the cache. A gem's name may contain
+//! `-`: the name is the prefix whose `info` file exists, longest first.
+
+use super::{Coordinates, Format};
+use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
+
+/// RubyGems servers.
+pub(super) struct RubyGems;
+
+impl Format for RubyGems {
+    fn name(&self) -> &'static str {
+        "rubygems"
+    }
+
+    fn builtin_mutable(&self) -> &'static [&'static str] {
+        &[r"^versions$", r"^names$", r"^info/[^/]+$", r"^(latest_|prerelease_)?specs\.4\.8(\.gz)?$"]
+    }
+
+    /// `info/{name}` names a gem; a `.gem` or `.gemspec.rz` its gem and
+    /// version (the name taken as the prefix before the first `-` that a
+    /// digit follows).
+    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+        let decoded = path.decoded();
+        if let Some(name) = decoded.strip_prefix("info/") {
+            return (!name.is_empty() && !name.contains('/')).then(|| Coordinates::new(name, None));
+        }
+        let (name, version) = *splits(gem_file(decoded)?).first()?;
+        let version = version.split_once('-').map_or(version, |(v, _)| v);
+        Some(Coordinates::new(name, Some(version)))
+    }
+
+    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let name = self.coordinates(path)?.name;
+        ArtifactPath::parse(&format!("info/{name}"), None).ok()
+    }
+
+    /// A gem is vouched for by its name's `info` file: each possible name,
+    /// longest first.
+    fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
+        let decoded = path.decoded();
+        let Some(file) = decoded.strip_prefix("gems/").and_then(|f| f.strip_suffix(".gem")) else {
+            return Vec::new();
+        };
+        splits(file)
+            .iter()
+            .filter_map(|(name, _)| ArtifactPath::parse(&format!("info/{name}"), None).ok())
+            .collect()
+    }
+
+    /// The `checksum:` of the info line of the gem's version (and platform).
+    fn vouches(&self, record: &[u8], path: &ArtifactPath) -> Result<Expected, String> {
+        let file =
+            path.decoded().strip_prefix("gems/").and_then(|f| f.strip_suffix(".gem")).ok_or("not a gem")?;
+        let text = std::str::from_utf8(record).map_err(|_| "the info file is not text")?;
+        for (name, version) in splits(file) {
+            for line in text.lines() {
+                let (listed, rest) = line.split_once(' ').unwrap_or((line, ""));
+                if listed != version {
+                    continue;
+                }
+                let requirements = rest.split_once('|').map_or("", |(_, r)| r);
+                let checksum = requirements.split(',').find_map(|r| r.trim().strip_prefix("checksum:"));
+                return checksum
+                    .and_then(Expected::sha256_hex)
+                    .ok_or_else(|| format!("the info line of {name} {version} has no SHA-256 checksum"));
+            }
+        }
+        Err(format!("the info file lists no version of {file}"))
+    }
+
+    /// A new `versions` may list new MD5s for any `info/` file.
+    fn replacement_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
+        (path.decoded() == "versions").then_some("info/")
+    }
+
+    fn etag_is_md5(&self, path: &ArtifactPath) -> bool {
+        let decoded = path.decoded();
+        decoded == "versions" || decoded == "names" || decoded.starts_with("info/")
+    }
+}
+
+/// The `{name}-{version}[-{platform}]` part of a gem or gemspec path.
+fn gem_file(path: &str) -> Option<&str> {
+    path.strip_prefix("gems/")
+        .and_then(|f| f.strip_suffix(".gem"))
+        .or_else(|| path.strip_prefix("quick/Marshal.4.8/").and_then(|f| f.strip_suffix(".gemspec.rz")))
+        .filter(|f| !f.contains('/'))
+}
+
+/// Each way to read `file` as `{name}-{rest}` with `rest` starting with a
+/// digit (a version), longest name first.
+fn splits(file: &str) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = file
+        .match_indices('-')
+        .map(|(at, _)| (&file[..at], &file[at + 1..]))
+        .filter(|(name, rest)| !name.is_empty() && rest.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    out.reverse();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::tests::*;
+
+    fn path(p: &str) -> ArtifactPath {
+        ArtifactPath::parse(p, None).unwrap()
+    }
+
+    #[test]
+    fn the_index_moves_gems_do_not() {
+        let class = |p: &str| classifier("rubygems", None, &[]).classify(p);
+        for p in [
+            "versions",
+            "names",
+            "info/rails",
+            "specs.4.8.gz",
+            "latest_specs.4.8.gz",
+            "prerelease_specs.4.8.gz",
+        ] {
+            assert_eq!(class(p), BUILTIN_MUTABLE, "{p}");
+        }
+        for p in ["gems/rails-7.1.0.gem", "quick/Marshal.4.8/rails-7.1.0.gemspec.rz"] {
+            assert_ne!(class(p), BUILTIN_MUTABLE, "{p}");
+        }
+    }
+
+    #[test]
+    fn names_with_dashes_versions_and_platforms() {
+        let at = |p: &str| coordinates_at(&RubyGems, p);
+        assert_eq!(at("gems/rails-html-sanitizer-1.6.0.gem"), version_of("rails-html-sanitizer", "1.6.0"));
+        assert_eq!(at("gems/nokogiri-1.15.4-x86_64-linux.gem"), version_of("nokogiri", "1.15.4"));
+        assert_eq!(at("quick/Marshal.4.8/rake-13.0.6.gemspec.rz"), version_of("rake", "13.0.6"));
+        assert_eq!(at("info/rake"), Some(Coordinates::new("rake", None)));
+        assert_eq!(at("versions"), None);
+        let remote = Remote::proxy("gems", "http://gems.example/".parse().unwrap());
+        assert_eq!(
+            RubyGems.vouched_by(&remote, &path("gems/net-http-2-0.1.0.gem")),
+            vec![path("info/net-http-2"), path("info/net-http")],
+        );
+    }
+
+    #[test]
+    fn a_gem_is_vouched_for_by_its_info_line() {
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        let info = format!(
+            "---\n1.0.0 |checksum:{a}\n1.1.0 dep:>= 1.0|checksum:{b},ruby:>= 2.7\n1.1.0-java |checksum:{a}\n"
+        );
+        let gem = path("gems/my-gem-1.1.0.gem");
+        assert_eq!(RubyGems.vouches(info.as_bytes(), &gem).unwrap().hex(), b);
+        assert_eq!(RubyGems.vouches(info.as_bytes(), &path("gems/my-gem-1.1.0-java.gem")).unwrap().hex(), a);
+        assert!(RubyGems.vouches(info.as_bytes(), &path("gems/my-gem-2.0.0.gem")).is_err());
+        assert!(RubyGems.etag_is_md5(&path("info/my-gem")) && !RubyGems.etag_is_md5(&gem));
+    }
+}
