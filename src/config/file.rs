@@ -94,6 +94,9 @@ pub struct RemoteConfig {
     /// Go: the checksum database passed through at `sumdb/{its host}/`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub go_sumdb_url: Option<String>,
+    /// Helm: the remote whose `base_url` holds charts the index names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm_files_remote: Option<String>,
     /// Groups: the member remotes, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<MemberConfig>>,

@@ -119,6 +119,13 @@ impl Ctx<'_> {
         let ttl = self.ttl(&cache);
         let credentials = self.credentials(rc);
         let files = self.files_rewrite(rc, all);
+        if rc.helm_files_remote.is_some() && !package.format().own_keys().contains(&"helm_files_remote") {
+            let owners = Formats::builtin().owners_of("helm_files_remote").join(", ");
+            self.problem(
+                "helm_files_remote",
+                format!("only a remote of package {owners} has a files remote for charts"),
+            );
+        }
         let max_bytes = self.max_bytes(&cache);
         let registry_hosts = self.registry_hosts(rc, package);
         let go_sumdb = self.go_sumdb(rc, package);
@@ -289,6 +296,15 @@ impl Ctx<'_> {
                     self.problem(url_key, format!("`{remote_key}` is set without `{url_key}`"))
                 }
                 (None, None) => {}
+            }
+        }
+        if let Some(target) = &rc.helm_files_remote {
+            match all.get(target).and_then(|t| t.base_url.as_ref()) {
+                None => {
+                    self.problem("helm_files_remote", format!("names no remote with a base_url: {target:?}"))
+                }
+                // Absolute chart URLs into that remote's base URL go to it.
+                Some(url) => files = Some(FilesRewrite { url: url.clone(), remote: target.clone() }),
             }
         }
         files

@@ -317,3 +317,24 @@ fn a_policy_is_checked_against_its_format() {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
     }
 }
+
+#[test]
+fn a_helm_files_remote_is_a_remote_with_a_base_url() {
+    let config = parse(
+        "remotes:\n  charts: { base_url: 'https://charts.example/', package: helm, helm_files_remote: gh }\n  \
+         gh: { base_url: 'https://github.example/' }\n",
+    )
+    .unwrap();
+    let files = config.remotes.get("charts").unwrap().files.clone().unwrap();
+    assert_eq!((files.url.as_str(), files.remote.as_str()), ("https://github.example/", "gh"));
+    let all = problems(
+        "remotes:\n  a: { base_url: 'https://a.example/', package: helm, helm_files_remote: nowhere }\n  \
+         b: { base_url: 'https://b.example/', helm_files_remote: a }\n",
+    )
+    .join("\n");
+    assert!(
+        all.contains("remotes.a.helm_files_remote: names no remote with a base_url: \"nowhere\""),
+        "{all}"
+    );
+    assert!(all.contains("remotes.b.helm_files_remote: only a remote of package helm"), "{all}");
+}

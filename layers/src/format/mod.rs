@@ -28,6 +28,7 @@
 //! | `cargo` | `config.json`, index files | crate, version | `config.json` (`dl` pointed here, `api` removed); a download fetched from upstream's `dl` ([`Format::locate`]) and checked against its index line's `cksum` | JSON |
 //! | `maven` | `maven-metadata.xml` and its checksums, `-SNAPSHOT` files | `groupId:artifactId`, version | none; an artifact checked against its `.sha1` (or `.sha256`); metadata checksums kept in step with the metadata | JSON |
 //! | `rubygems` | `versions`, `names`, `info/*`, `specs.4.8.gz` files | gem, version | none; compact index `ETag`s are MD5s; a `.gem` checked against its `info` line's `checksum` | JSON |
+//! | `helm` | `index.yaml` | chart, version | `index.yaml` (chart URLs pointed here; `digest` promised) | JSON |
 //!
 //! # How to add a format
 //!
@@ -48,6 +49,7 @@ mod cargo;
 pub mod docker;
 mod generic;
 pub mod go;
+mod helm;
 mod maven;
 pub mod npm;
 pub mod pypi;
@@ -409,6 +411,7 @@ pub static BUILTIN: &[&dyn Format] = &[
     &cargo::Cargo,
     &maven::Maven,
     &rubygems::RubyGems,
+    &helm::Helm,
 ];
 
 /// The formats a configuration may name: the built-in ones and any

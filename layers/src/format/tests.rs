@@ -27,7 +27,10 @@ fn every_builtin_format_is_named_once_and_its_patterns_compile() {
     let names = Formats::builtin().names();
     assert_eq!(
         names,
-        ["generic", "alpine", "rpm", "apt", "docker", "pypi", "npm", "go", "cargo", "maven", "rubygems"]
+        [
+            "generic", "alpine", "rpm", "apt", "docker", "pypi", "npm", "go", "cargo", "maven", "rubygems",
+            "helm"
+        ]
     );
     for format in BUILTIN {
         for p in format.builtin_mutable() {

@@ -1,0 +1,142 @@
+//! Helm chart repositories (`package: helm`): `index.yaml` changes with
+//! every release; a chart never does.
+//!
+//! The index is rewritten so that every chart comes back through this
+//! proxy: relative URLs and absolute ones into the remote's `base_url` go to
+//! the remote, absolute ones into the `base_url` of the files remote named
+//! by `helm_files_remote` (charts are often release assets elsewhere) go to
+//! that remote; a URL on any other host is left as it is, and logged. A
+//! chart is checked against the `digest` its index entry promises, and the
+//! index is read through the cache for it when no promise is in memory.
+
+use serde_yaml_ng::Value;
+use url::Url;
+
+use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated};
+use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
+
+/// Helm chart repositories.
+pub(super) struct Helm;
+
+/// A repository's `index.yaml`.
+struct Index;
+
+const INDEX: &str = "index.yaml";
+
+impl Format for Helm {
+    fn name(&self) -> &'static str {
+        "helm"
+    }
+
+    fn builtin_mutable(&self) -> &'static [&'static str] {
+        &[r"(^|/)index\.yaml$"]
+    }
+
+    fn own_keys(&self) -> &'static [&'static str] {
+        &["helm_files_remote"]
+    }
+
+    /// A chart archive's chart and version (`cert-manager-v1.13.0.tgz`: the
+    /// version is the part after the last `-` that a digit, or `v` and a
+    /// digit, follows).
+    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+        let file = path.file_name().strip_suffix(".tgz")?;
+        let (name, version) = file.match_indices('-').rev().find_map(|(at, _)| {
+            let rest = &file[at + 1..];
+            let digit = rest.trim_start_matches('v').starts_with(|c: char| c.is_ascii_digit());
+            (digit && at > 0).then(|| (&file[..at], rest))
+        })?;
+        Some(Coordinates::new(name, Some(version)))
+    }
+
+    fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
+        (path.file_name() == INDEX).then_some(&Index as &'static dyn Document)
+    }
+
+    /// A chart is listed in the `index.yaml` of the remote that serves it,
+    /// or of the remote whose files remote serves it.
+    fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let lists =
+            lister.name == remote.name || lister.files.as_ref().is_some_and(|f| f.remote == remote.name);
+        (lists && path.decoded().ends_with(".tgz")).then(|| ArtifactPath::parse(INDEX, None).ok())?
+    }
+}
+
+impl Document for Index {
+    fn negotiate(&self, _accept: Option<&str>) -> Negotiated {
+        Negotiated { variant: "helm-index", accept: "application/x-yaml, text/yaml, */*" }
+    }
+
+    fn variants(&self) -> &'static [&'static str] {
+        &["helm-index"]
+    }
+
+    /// Every `entries.*[].urls[]` mapped, recording the entry's `digest`.
+    fn rewrite(&self, body: &[u8], _json: bool, page: &Url, links: &dyn LinkMap) -> Result<Vec<u8>, String> {
+        let mut index: Value =
+            serde_yaml_ng::from_slice(body).map_err(|e| format!("not a Helm index: {e}"))?;
+        let Some(entries) = index.get_mut("entries").and_then(Value::as_mapping_mut) else {
+            return Err("a Helm index has `entries`".into());
+        };
+        for (_, versions) in entries.iter_mut() {
+            for version in versions.as_sequence_mut().into_iter().flatten() {
+                let expected = version.get("digest").and_then(Value::as_str).and_then(Expected::sha256_hex);
+                let Some(urls) = version.get_mut("urls").and_then(Value::as_sequence_mut) else { continue };
+                for url in urls {
+                    let Some(link) = url.as_str().map(str::to_owned) else { continue };
+                    match rewrite_link(page, &link, expected.clone(), links) {
+                        Some(new) => *url = Value::String(new),
+                        None => tracing::info!(url = %link, "a chart URL on another host is left as it is"),
+                    }
+                }
+            }
+        }
+        serde_yaml_ng::to_string(&index).map(String::into_bytes).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::tests::*;
+
+    #[test]
+    fn the_index_moves_charts_do_not() {
+        let class = |p: &str| classifier("helm", None, &[]).classify(p);
+        assert_eq!(class("index.yaml"), BUILTIN_MUTABLE);
+        assert_eq!(class("stable/index.yaml"), BUILTIN_MUTABLE);
+        assert_ne!(class("charts/nginx-15.0.0.tgz"), BUILTIN_MUTABLE);
+        let at = |p: &str| coordinates_at(&Helm, p);
+        assert_eq!(at("charts/cert-manager-v1.13.0.tgz"), version_of("cert-manager", "v1.13.0"));
+        assert_eq!(at("nginx-ingress-4.8.3.tgz"), version_of("nginx-ingress", "4.8.3"));
+        assert_eq!(at("index.yaml"), None);
+    }
+
+    struct Map;
+    impl LinkMap for Map {
+        fn map(&self, u: &Url, expected: Option<Expected>) -> Option<String> {
+            let rest = u.as_str().strip_prefix("https://charts.example/")?;
+            Some(format!(
+                "http://proxy/api/v1/remote/helm/{rest}#{}",
+                expected.map(|e| e.hex()).unwrap_or_default()
+            ))
+        }
+    }
+
+    #[test]
+    fn chart_urls_are_rewritten_with_their_digests_and_others_kept() {
+        let digest = "ab".repeat(32);
+        let index = format!(
+            "apiVersion: v1\nentries:\n  a:\n  - name: a\n    version: 1.0.0\n    digest: {digest}\n    urls:\n    - charts/a-1.0.0.tgz\n    \
+             - https://elsewhere.example/a-1.0.0.tgz\n"
+        );
+        let page = Url::parse("https://charts.example/index.yaml").unwrap();
+        let out = String::from_utf8(Index.rewrite(index.as_bytes(), false, &page, &Map).unwrap()).unwrap();
+        assert!(
+            out.contains(&format!("http://proxy/api/v1/remote/helm/charts/a-1.0.0.tgz#{digest}")),
+            "{out}"
+        );
+        assert!(out.contains("https://elsewhere.example/a-1.0.0.tgz"), "{out}");
+        assert!(Index.rewrite(b"not: [yaml", false, &page, &Map).is_err());
+    }
+}
