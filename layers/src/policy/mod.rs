@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(judge("a", "1.1.0", None), Verdict::TooYoung(None), "unknown time: fail closed");
         assert_eq!(judge("trusted", "9.0.0", None), Verdict::Allowed);
         assert_eq!(judge("@acme/x", "2.0.0", Some(now)), Verdict::Allowed);
-        assert_eq!(judge("@acme/x", "2.0.1", Some(now)).blocks(), true);
+        assert!(judge("@acme/x", "2.0.1", Some(now)).blocks());
         assert_eq!(judge("evil", "1.9.0", Some(now - 99 * DAY)), Verdict::Denied("GHSA-xxxx".into()));
         assert_eq!(judge("evil", "2.0.0", Some(now - 99 * DAY)), Verdict::Pass);
         assert_eq!(Subject::parse("@acme/x"), Subject { name: "@acme/x".into(), version: None });
