@@ -24,8 +24,11 @@ impl Ctx<'_> {
             }
         };
         let package = rc.package.as_deref().unwrap_or("generic");
-        if package == "rubygems" {
-            self.problem("type", "rubygems remotes cannot be grouped yet: their compact index is not merged");
+        if matches!(package, "rubygems" | "helm" | "terraform") {
+            self.problem(
+                "type",
+                format!("{package} remotes cannot be grouped yet: their indexes are not merged"),
+            );
         }
         if package == "docker" {
             self.problem(

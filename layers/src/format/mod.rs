@@ -29,6 +29,7 @@
 //! | `maven` | `maven-metadata.xml` and its checksums, `-SNAPSHOT` files | `groupId:artifactId`, version | none; an artifact checked against its `.sha1` (or `.sha256`); metadata checksums kept in step with the metadata | JSON |
 //! | `rubygems` | `versions`, `names`, `info/*`, `specs.4.8.gz` files | gem, version | none; compact index `ETag`s are MD5s; a `.gem` checked against its `info` line's `checksum` | JSON |
 //! | `helm` | `index.yaml` | chart, version | `index.yaml` (chart URLs pointed here; `digest` promised) | JSON |
+//! | `terraform` | `index.json` | `namespace/type`, version | a provider network mirror composed from the registry protocol | JSON |
 //!
 //! # How to add a format
 //!
@@ -55,6 +56,7 @@ pub mod npm;
 pub mod pypi;
 mod rpm;
 mod rubygems;
+mod terraform;
 
 use std::{fmt, sync::Arc};
 
@@ -359,6 +361,27 @@ pub trait Document: Send + Sync + 'static {
     /// document is not one of this format's (answered 502, never cached
     /// half rewritten).
     fn rewrite(&self, body: &[u8], json: bool, page: &Url, links: &dyn LinkMap) -> Result<Vec<u8>, String>;
+
+    /// Other documents of the same remote this one is composed with (a
+    /// Terraform mirror's `{version}.json`: the registry's download answer
+    /// of each platform), read through the cache before
+    /// [`compose`](Document::compose).
+    fn needs(&self, _page: &Url, _body: &[u8]) -> Vec<ArtifactPath> {
+        Vec::new()
+    }
+
+    /// The document rewritten with the documents it [`needs`](Document::needs)
+    /// (`None` where one could not be read).
+    fn compose(
+        &self,
+        body: &[u8],
+        json: bool,
+        page: &Url,
+        links: &dyn LinkMap,
+        _needed: &[(ArtifactPath, Option<bytes::Bytes>)],
+    ) -> Result<Vec<u8>, String> {
+        self.rewrite(body, json, page, links)
+    }
 }
 
 /// A negotiated variant of a document.
@@ -412,6 +435,7 @@ pub static BUILTIN: &[&dyn Format] = &[
     &maven::Maven,
     &rubygems::RubyGems,
     &helm::Helm,
+    &terraform::Terraform,
 ];
 
 /// The formats a configuration may name: the built-in ones and any

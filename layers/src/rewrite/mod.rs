@@ -51,7 +51,7 @@ use crate::{
     body::{self, read_capped, ArtifactBody},
     digest::{Expected, ExpectedDigests},
     error::{BoxError, UpstreamError, UpstreamErrorKind},
-    extensions::Variant,
+    extensions::{UpstreamUrl, Variant},
     format::LinkMap,
     group::ViaGroup,
     path::ArtifactPath,
@@ -256,7 +256,16 @@ where
             .and_then(|base| Url::parse(&format!("{}{}", with_slash(base.as_str()), path.raw())).ok());
         let head = req.method() == Method::HEAD;
         let max = self.max_bytes;
+        let reader = self.clone();
+        let located = remote.package.format().located_by(&path);
         Box::pin(async move {
+            let mut req = req;
+            if let Some(located) = located {
+                // Where upstream keeps this document (a Terraform registry's
+                // discovery names its protocol's base).
+                let url = reader.clone().locate(inner.clone(), remote.clone(), located, &path, None).await?;
+                req.extensions_mut().insert(UpstreamUrl(url));
+            }
             let mut res = inner.oneshot(req).await?;
             res.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
             let encoded = res.headers().get(header::CONTENT_ENCODING).is_some_and(|v| v != "identity");
@@ -281,7 +290,18 @@ where
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("json"));
-            let rewritten = match document.rewrite(&bytes, json, &page, &map) {
+            // The documents it is composed with, through the cache.
+            let mut needed = Vec::new();
+            for other in document.needs(&page, &bytes) {
+                let body = match reader.clone().read_through(remote.clone(), &other).await {
+                    Ok(res) if res.status() == StatusCode::OK => {
+                        read_capped(res.into_body(), max).await.ok().flatten()
+                    }
+                    _ => None,
+                };
+                needed.push((other, body));
+            }
+            let rewritten = match document.compose(&bytes, json, &page, &map, &needed) {
                 Ok(out) => out,
                 Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Other, e).into()),
             };

@@ -105,7 +105,7 @@ impl<S> BodyRewrite<S> {
     /// Where upstream serves the file at `path`: what the format makes of
     /// upstream's own bytes of `document` (read through the cache below
     /// this layer, not rewritten).
-    async fn locate<B>(
+    pub(super) async fn locate<B>(
         self,
         inner: S,
         remote: Arc<Remote>,
@@ -223,7 +223,7 @@ impl<S> BodyRewrite<S> {
     }
 
     /// A request for `path` on `remote` through this layer and the cache.
-    async fn read_through<B>(
+    pub(super) async fn read_through<B>(
         self,
         remote: Arc<Remote>,
         path: &ArtifactPath,
