@@ -28,8 +28,19 @@ fn every_builtin_format_is_named_once_and_its_patterns_compile() {
     assert_eq!(
         names,
         [
-            "generic", "alpine", "rpm", "apt", "docker", "pypi", "npm", "go", "cargo", "maven", "rubygems",
-            "helm"
+            "generic",
+            "alpine",
+            "rpm",
+            "apt",
+            "docker",
+            "pypi",
+            "npm",
+            "go",
+            "cargo",
+            "maven",
+            "rubygems",
+            "helm",
+            "terraform"
         ]
     );
     for format in BUILTIN {
