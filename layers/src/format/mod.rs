@@ -1,6 +1,10 @@
 //! Package formats: everything the proxy knows about one kind of repository,
 //! in one module per format behind one trait.
 //!
+//! (Over 400 lines: the trait is the formats' one contract, and its
+//! defaulted hooks are documented where they are declared; splitting it
+//! would scatter that contract.)
+//!
 //! A remote's `package:` names its format. The format says which of its
 //! paths change upstream (its built-in mutable patterns), whether its
 //! patterns gate every request of a package (a registry's image names),

@@ -17,6 +17,7 @@
 
 mod audit;
 pub mod osv;
+mod refusal;
 mod service;
 pub mod time;
 pub mod version;
@@ -24,7 +25,8 @@ pub mod version;
 use std::time::Duration;
 
 pub use audit::{Audit, AuditEvent, PolicyStats};
-pub use service::{ClientAddr, PolicyLayer, PolicyService};
+pub use refusal::ClientAddr;
+pub use service::{PolicyLayer, PolicyService};
 pub use version::{Range, Scheme};
 
 /// A remote's or a group's policy.

@@ -13,7 +13,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
-use super::{time, Audit, AuditEvent, Mode, Policy, PolicyStats, Verdict};
+use super::{
+    refusal::{is_json, refusal, ClientAddr},
+    time, Audit, AuditEvent, Mode, Policy, PolicyStats, Verdict,
+};
 use crate::{
     body::{self, read_capped, ArtifactBody},
     error::BoxError,
@@ -155,10 +158,6 @@ where
         })
     }
 }
-
-/// The client's address, attached by the server.
-#[derive(Debug, Clone)]
-pub struct ClientAddr(pub String);
 
 impl<S, B> Judge<S, B>
 where
@@ -379,53 +378,4 @@ where
             )),
         }
     }
-}
-
-fn is_json<T>(res: &Response<T>) -> bool {
-    res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"))
-}
-
-/// The 403 of a version the policy refuses: `{"error", "remote", "path",
-/// "policy", "available_at"}` (and the OSV record's `id`).
-fn refusal(
-    remote: &str,
-    path: &ArtifactPath,
-    name: &str,
-    version: &str,
-    verdict: &Verdict,
-) -> Response<ArtifactBody> {
-    let (policy, available_at, id, why) = match verdict {
-        Verdict::TooYoung(at) => (
-            "min_release_age",
-            at.map(time::format_rfc3339),
-            None,
-            match at {
-                Some(at) => format!(
-                    "{name} {version} is younger than the remote's min_release_age; available at {}",
-                    time::format_rfc3339(*at)
-                ),
-                None => {
-                    format!("{name} {version} has no publish time the policy can check (min_release_age)")
-                }
-            },
-        ),
-        Verdict::Denied(rule) if rule == "deny" => {
-            ("deny", None, None, format!("{name} {version} is denied by the remote's policy"))
-        }
-        Verdict::Denied(rule) => (
-            "deny",
-            None,
-            Some(rule.clone()),
-            format!("{name} {version} is denied by the remote's policy ({rule})"),
-        ),
-        _ => ("", None, None, String::new()),
-    };
-    let body = serde_json::json!({
-        "error": why, "remote": remote, "path": path.display(), "policy": policy,
-        "available_at": available_at, "id": id,
-    });
-    let mut res = Response::new(body::full(body.to_string()));
-    *res.status_mut() = StatusCode::FORBIDDEN;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    res
 }
