@@ -19,7 +19,7 @@ use artifactapi_layers::{
     RemoteResolveLayer, ResolvedRemote, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
 use artifactapi_services::{
-    blob::{FsBlobStore, S3BlobStore},
+    blob::{FsBlobStore, LocalTier, S3BlobStore},
     coord::{Notice, RedisCoordinator},
     docker::{self, auth::Tokens, upstream::RegistryUpstream, RegistryRequestLayer},
     index::{PostgresIndex, SqliteIndex},
@@ -61,6 +61,8 @@ pub(crate) struct Backends {
     pub(crate) kinds: manage::Kinds,
     /// The index's memory copies, which other replicas' writes make stale.
     pub(crate) hot: Arc<HotIndex>,
+    /// The local disk tier in front of S3, when there is one.
+    pub(crate) local: Option<LocalTier>,
 }
 
 /// Opens the backends the environment asks for: blobs in S3 (`MINIO_*`) or
@@ -132,6 +134,35 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
             CoordinationKind::InProcess
         },
     };
+    // With S3, large hits read a copy on the replica's own disk (see
+    // `LocalTier`). Whether a copy's blob still exists is asked of S3 where
+    // other replicas may delete it unannounced: on every hit without Redis,
+    // every HOT_BLOB_AGE with it (purges reach every replica through Redis
+    // before they answer).
+    let local = match (&settings.cache_local_dir, blobs_kind) {
+        (Some(dir), BlobsKind::S3) => {
+            let mut tier = LocalTier::open(blobs.clone(), dir, settings.cache_local_bytes)
+                .await
+                .map_err(|e| format!("CACHE_LOCAL_DIR {}: {e}", dir.display()))?;
+            tier = match (index_kind, &coordinator) {
+                (IndexKind::Sqlite, _) => tier,
+                (_, Some(redis)) => tier.confirm_after(HOT_BLOB_AGE).with_coordinator(redis.clone()),
+                (_, None) => tier.confirm_after(std::time::Duration::ZERO),
+            };
+            let (copies, bytes, budget) = tier.usage();
+            tracing::info!(dir = %dir.display(), copies, bytes, budget, "local disk tier in front of S3");
+            Some(tier)
+        }
+        (Some(dir), BlobsKind::Filesystem) => {
+            tracing::warn!(dir = %dir.display(), "CACHE_LOCAL_DIR is for S3-backed stores; the blobs are local already, so it is not used");
+            None
+        }
+        (None, _) => None,
+    };
+    let blobs: Arc<dyn BlobStore> = match &local {
+        Some(tier) => Arc::new(tier.clone()),
+        None => blobs,
+    };
     // Small blobs served again and again are answered from memory. Replicas
     // (a shared index) delete each other's blobs unseen: with Redis, which
     // tells them of every change, copies live at most HOT_BLOB_AGE; without
@@ -147,7 +178,7 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
             blobs
         }
     };
-    Ok(Backends { store: Store::new(hot.clone(), blobs), spool, coordinator, kinds, hot })
+    Ok(Backends { store: Store::new(hot.clone(), blobs), spool, coordinator, kinds, hot, local })
 }
 
 /// Cleans up at start-up and then every `interval`: leftovers of interrupted
@@ -284,7 +315,7 @@ pub(crate) type Stack = BoxCloneSyncService<Request<Body>, Response<ArtifactBody
 /// The whole application: management endpoints and the artifact routes.
 pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError> {
     let remotes = SharedRemotes::new(Arc::new(config.remotes.clone()));
-    let Backends { store, spool, coordinator, kinds, hot } = open_backends(settings).await?;
+    let Backends { store, spool, coordinator, kinds, hot, local } = open_backends(settings).await?;
     spawn_clean_up(store.clone(), spool.clone(), settings.cleanup_interval, settings.cleanup_grace);
     let upstream = UpstreamFetch::new(&settings.upstream)?;
     // Digests promised by package metadata, checked when the files are fetched.
@@ -300,7 +331,14 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         // Other replicas' writes, purges and flushes make our memory copies
         // stale: hot index entries, and finished fills still joinable.
         let tee = tee.clone();
+        let local = local.clone();
         redis.listen(move |notice| match notice {
+            Notice::BlobDeleted(key) => {
+                if let Some(local) = &local {
+                    local.forget(key);
+                }
+                None
+            }
             Notice::Changed(key) => {
                 hot.invalidate(key);
                 tee.forget(key);
@@ -326,13 +364,10 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     })?);
     let policy_stats = Arc::new(PolicyStats::default());
     let policy = PolicyLayer::new(audit, policy_stats.clone(), settings.metadata_max_bytes);
-    let metrics = Arc::new(Metrics::new(
-        store.clone(),
-        vec![tee.stats()],
-        groups.stats(),
-        policy_stats,
-        remotes.clone(),
-    ));
+    let metrics = Arc::new(
+        Metrics::new(store.clone(), vec![tee.stats()], groups.stats(), policy_stats, remotes.clone())
+            .with_local_tier(local),
+    );
     spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
 
     // Remotes (behind the front door, see `Artifacts`). Outermost first;

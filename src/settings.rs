@@ -52,6 +52,13 @@ pub struct Settings {
     /// holds copies of small, recently served blobs, so their hits read
     /// no file and send no object-store request.
     pub cache_memory_bytes: u64,
+    /// `CACHE_LOCAL_DIR`: with S3, a directory on the replica's own disk
+    /// that keeps least-recently-used copies of blobs, so hits read local
+    /// files instead of the object store.
+    pub cache_local_dir: Option<PathBuf>,
+    /// `CACHE_LOCAL_BYTES`, default 10 GiB: the most the copies under
+    /// `CACHE_LOCAL_DIR` take.
+    pub cache_local_bytes: u64,
     /// `CACHE_EVICT_INTERVAL`, default 10 s: how often the budget is checked
     /// (and served entries' access times written).
     pub evict_interval: Duration,
@@ -105,6 +112,8 @@ pub const VARIABLES: &[&str] = &[
     "SHUTDOWN_TIMEOUT",
     "CACHE_MAX_BYTES",
     "CACHE_MEMORY_BYTES",
+    "CACHE_LOCAL_DIR",
+    "CACHE_LOCAL_BYTES",
     "CACHE_EVICT_INTERVAL",
     "CLEANUP_INTERVAL",
     "CLEANUP_GRACE",
@@ -300,9 +309,16 @@ impl Settings {
                 format!("CACHE_MEMORY_BYTES {s:?} is not a size (bytes, or 64M, 1G; 0 turns it off)")
             })?,
         };
+        let cache_local_bytes = match var("CACHE_LOCAL_BYTES").filter(|s| !s.is_empty()) {
+            None => 10 << 30,
+            Some(s) => parse_bytes(&s)
+                .ok_or_else(|| format!("CACHE_LOCAL_BYTES {s:?} is not a size (bytes, or 500M, 20G, 1T)"))?,
+        };
         Ok(Self {
             cache_max_bytes,
             cache_memory_bytes,
+            cache_local_dir: var("CACHE_LOCAL_DIR").filter(|s| !s.is_empty()).map(PathBuf::from),
+            cache_local_bytes,
             evict_interval: seconds("CACHE_EVICT_INTERVAL", 10)?,
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", 30)?,
             config_watch,

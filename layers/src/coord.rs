@@ -38,6 +38,11 @@ pub trait Coordinator: Send + Sync + 'static {
     /// committing as fresh and to finish the commits under way, and waits
     /// (briefly) until each has. The default has no other replicas.
     async fn flushing(&self, _remote: Option<&str>, _remove_immutable: bool) {}
+    /// Tells the other replicas that the blob under `key` was deleted, so
+    /// that they free their local copies of it (a copy is never served for
+    /// an entry that no longer names it; this only frees the space sooner).
+    /// The default tells no one.
+    async fn blob_deleted(&self, _key: &str) {}
     /// A short-lived value every replica may use (an upstream registry
     /// token), if one is shared under `key`. The default shares nothing.
     async fn shared_value(&self, _key: &str) -> Result<Option<String>, String> {

@@ -23,10 +23,14 @@
 //! - `artifactapi_purged_entries_total{remote}`: entries purged by operators;
 //!   `artifactapi_evicted_entries_total`, `artifactapi_evicted_bytes_total`:
 //!   evicted to keep within the budget.
+//! - With a local disk tier (`CACHE_LOCAL_DIR`): `artifactapi_local_copies`,
+//!   `artifactapi_local_bytes`, `artifactapi_local_budget_bytes`, and
+//!   `artifactapi_local_{hits,fills,kept,repairs,evictions,evicted_bytes,confirms}_total`.
 //!
 //! `registry` holds the families and renders them for a scrape; `observe`
 //! is the tower middleware that feeds them from the requests that pass.
 
+mod local;
 mod observe;
 mod registry;
 

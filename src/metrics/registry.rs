@@ -81,6 +81,7 @@ pub struct Metrics {
     evicted_entries: Counter,
     evicted_bytes: Counter,
     tee: Vec<Arc<TeeStats>>,
+    local: Option<super::local::LocalMetrics>,
     store: Store,
     remotes: SharedRemotes,
 }
@@ -207,9 +208,16 @@ impl Metrics {
             evicted_entries,
             evicted_bytes,
             tee,
+            local: None,
             store,
             remotes,
         }
+    }
+
+    /// Adds the local disk tier's metrics.
+    pub fn with_local_tier(mut self, tier: Option<artifactapi_services::blob::LocalTier>) -> Self {
+        self.local = tier.map(|tier| super::local::LocalMetrics::register(&mut self.registry, tier));
+        self
     }
 
     /// The remote label for `name`: configured names only.
@@ -252,6 +260,9 @@ impl Metrics {
         self.store_failures.inner().store(sum(|t| &t.store_failures), Ordering::Relaxed);
         self.store_full.inner().store(sum(|t| &t.store_full), Ordering::Relaxed);
         self.fills_in_flight.set(sum(|t| &t.in_flight) as i64);
+        if let Some(local) = &self.local {
+            local.update();
+        }
         // One grouped index query a scrape (scrapes come every 15-60 s).
         match self.store.index.usage().await {
             Ok(usage) => {

@@ -8,6 +8,7 @@ pub mod nginx;
 pub mod npm;
 pub mod pypi;
 pub mod registry;
+pub mod s3relay;
 
 use std::{
     collections::HashMap,

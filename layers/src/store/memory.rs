@@ -285,6 +285,15 @@ impl BlobStore for MemoryBlobs {
         Ok(Box::pin(stream::once(async move { Ok(bytes) })))
     }
 
+    async fn open_sized(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(BlobStream, Option<u64>), StoreError> {
+        let len = self.get(key).ok_or(StoreError::NotFound)?.len() as u64;
+        Ok((self.open(key, range).await?, Some(len)))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.blobs.lock().expect("blob lock").remove(key);
         Ok(())

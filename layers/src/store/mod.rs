@@ -324,6 +324,17 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put_file(&self, key: &str, file: &Path, size: u64) -> Result<(), StoreError>;
     /// Streams the blob under `key`, or the `range` of it.
     async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobStream, StoreError>;
+    /// Like [`BlobStore::open`], with the blob's whole length when the store
+    /// tells it with the first answer (an object store's `Content-Length` or
+    /// `Content-Range`), so that a copy of the whole can be kept while it
+    /// streams. The default tells nothing.
+    async fn open_sized(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(BlobStream, Option<u64>), StoreError> {
+        Ok((self.open(key, range).await?, None))
+    }
     /// Deletes the blob under `key`; deleting a missing blob is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Every committed blob, with when it was written, in bytewise order of

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 
 /// Calls `each` with every file under `dir` and its modification time.
-fn walk(dir: &Path, each: &mut dyn FnMut(&Path, std::time::SystemTime)) -> io::Result<()> {
+pub(crate) fn walk(dir: &Path, each: &mut dyn FnMut(&Path, std::time::SystemTime)) -> io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -136,7 +136,7 @@ impl FsBlobStore {
         &self.root
     }
 
-    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+    pub(crate) fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         let safe = !key.is_empty()
             && key
                 .split('/')

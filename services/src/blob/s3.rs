@@ -221,15 +221,33 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobStream, StoreError> {
+        self.open_sized(key, range).await.map(|(stream, _)| stream)
+    }
+
+    async fn open_sized(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(BlobStream, Option<u64>), StoreError> {
         let mut request = self.client.get_object().bucket(&self.bucket).key(key);
+        let ranged = range.is_some();
         if let Some(r) = range {
             if r.is_empty() {
-                return Ok(futures_util::stream::empty().boxed());
+                return Ok((futures_util::stream::empty().boxed(), None));
             }
             request = request.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
         match request.send().await {
-            Ok(object) => Ok(ReaderStream::with_capacity(object.body.into_async_read(), 256 * 1024).boxed()),
+            Ok(object) => {
+                // `Content-Range: bytes 0-99/100` tells the whole of a range.
+                let whole = if ranged {
+                    object.content_range().and_then(|r| r.rsplit_once('/')).and_then(|(_, n)| n.parse().ok())
+                } else {
+                    object.content_length().and_then(|n| u64::try_from(n).ok())
+                };
+                let stream = ReaderStream::with_capacity(object.body.into_async_read(), 256 * 1024).boxed();
+                Ok((stream, whole))
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(StoreError::NotFound),
             Err(e) => Err(backend("cannot read an object", e)),
         }

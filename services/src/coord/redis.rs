@@ -12,7 +12,9 @@
 //! number of listeners `PUBLISH` reached. Before a flush touches the index,
 //! `{replica} {ack}\n\x1fflushing\x1f{remote or *}\x1f{0|1}` asks every
 //! replica to stop its fills in flight from committing as fresh and to
-//! finish the commits under way (a cache key never starts with `\x1f`).
+//! finish the commits under way (a cache key never starts with `\x1f`);
+//! `{replica}\n\x1fblob\x1f{blob key}` tells replicas a blob was deleted,
+//! so they free their local copies of it.
 //! Every call has a short deadline: when Redis is down or slow, callers go
 //! on without it.
 
@@ -310,6 +312,10 @@ impl Coordinator for RedisCoordinator {
         self.publish_confirmed(&body).await;
     }
 
+    async fn blob_deleted(&self, key: &str) {
+        self.invalidate(Some(&format!("\x1fblob\x1f{key}"))).await;
+    }
+
     async fn invalidate(&self, key: Option<&str>) {
         let message = format!("{}\n{}", self.replica, key.unwrap_or("*"));
         let sent = with_deadline(async {
@@ -331,6 +337,8 @@ pub enum Notice<'a> {
     Changed(&'a str),
     /// Anything may have changed.
     All,
+    /// The blob under this key was deleted: local copies of it may go.
+    BlobDeleted(&'a str),
     /// A flush of `remote` (every remote with `None`) is about to touch the
     /// index: fills in flight must not commit as fresh, and the commits
     /// under way must land first.
@@ -346,6 +354,9 @@ impl<'a> Notice<'a> {
     fn parse(body: &'a str) -> Option<Self> {
         if body == "*" {
             return Some(Notice::All);
+        }
+        if let Some(blob) = body.strip_prefix("\x1fblob\x1f") {
+            return Some(Notice::BlobDeleted(blob));
         }
         let Some(flushing) = body.strip_prefix("\x1fflushing\x1f") else {
             return Some(Notice::Changed(body));
@@ -376,5 +387,6 @@ mod notice_tests {
             Some(Notice::Flushing { remote: Some("files"), remove_immutable: false })
         );
         assert_eq!(Notice::parse("\x1fflushing\x1fbroken"), None);
+        assert_eq!(Notice::parse("\x1fblob\x1fcas/sha256/ab"), Some(Notice::BlobDeleted("cas/sha256/ab")));
     }
 }
