@@ -14,7 +14,9 @@ use artifactapi_layers::{
     local::LocalRepo,
     policy::{Audit, ClientAddr, PolicyLayer, PolicyStats},
     rescue::{Refused, RescueLayer},
-    store::{hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store},
+    store::{
+        breaker::Breaker, hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store,
+    },
     ArtifactBody, BodyRewriteLayer, CacheLookupLayer, Door, GroupLayer, PatternGuardLayer, RemoteKind,
     RemoteResolveLayer, ResolvedRemote, RevalidateLayer, S3TeeLayer, SharedRemotes, StaleOnErrorLayer,
 };
@@ -63,6 +65,8 @@ pub(crate) struct Backends {
     pub(crate) hot: Arc<HotIndex>,
     /// The local disk tier in front of S3, when there is one.
     pub(crate) local: Option<LocalTier>,
+    /// The circuit breaker in front of PostgreSQL, when the index is there.
+    pub(crate) breaker: Option<Arc<Breaker>>,
 }
 
 /// Opens the backends the environment asks for: blobs in S3 (`MINIO_*`) or
@@ -95,12 +99,17 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
         }
         None => (Arc::new(FsBlobStore::new(data_dir.join("blobs"))?), BlobsKind::Filesystem),
     };
+    let mut breaker_handle = None;
     let (index, index_kind): (Arc<dyn Index>, _) = match &settings.postgres {
         Some(pg) => {
             let index = PostgresIndex::connect(pg.options()?)
                 .await
                 .map_err(|e| format!("cannot use PostgreSQL ({pg:?}): {e}"))?;
-            (Arc::new(index), IndexKind::Postgres)
+            // While the database is down, calls fail at once rather than
+            // each waiting out the pool's timeout (see `Breaker`).
+            let breaker = Breaker::new(Arc::new(index));
+            breaker_handle = Some(breaker.clone());
+            (breaker, IndexKind::Postgres)
         }
         None => {
             let index = SqliteIndex::open(&data_dir.join("index.db"))
@@ -178,7 +187,15 @@ pub(crate) async fn open_backends(settings: &Settings) -> Result<Backends, BoxEr
             blobs
         }
     };
-    Ok(Backends { store: Store::new(hot.clone(), blobs), spool, coordinator, kinds, hot, local })
+    Ok(Backends {
+        store: Store::new(hot.clone(), blobs),
+        spool,
+        coordinator,
+        kinds,
+        hot,
+        local,
+        breaker: breaker_handle,
+    })
 }
 
 /// Cleans up at start-up and then every `interval`: leftovers of interrupted
@@ -315,7 +332,7 @@ pub(crate) type Stack = BoxCloneSyncService<Request<Body>, Response<ArtifactBody
 /// The whole application: management endpoints and the artifact routes.
 pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError> {
     let remotes = SharedRemotes::new(Arc::new(config.remotes.clone()));
-    let Backends { store, spool, coordinator, kinds, hot, local } = open_backends(settings).await?;
+    let Backends { store, spool, coordinator, kinds, hot, local, breaker } = open_backends(settings).await?;
     spawn_clean_up(store.clone(), spool.clone(), settings.cleanup_interval, settings.cleanup_grace);
     let upstream = UpstreamFetch::new(&settings.upstream)?;
     // Digests promised by package metadata, checked when the files are fetched.
@@ -366,7 +383,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     let policy = PolicyLayer::new(audit, policy_stats.clone(), settings.metadata_max_bytes);
     let metrics = Arc::new(
         Metrics::new(store.clone(), vec![tee.stats()], groups.stats(), policy_stats, remotes.clone())
-            .with_local_tier(local),
+            .with_local_tier(local)
+            .with_breaker(breaker),
     );
     spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
 

@@ -581,6 +581,81 @@ async fn postgresql_restarted_passes_misses_through_and_recovers_without_a_proxy
     assert_eq!(upstream.count("GET", &big), 2);
 }
 
+/// PostgreSQL stopped: within about a second the index circuit opens by
+/// itself, and from then on no request waits for the pool's 5 s acquire
+/// timeout: a hot hit and a miss take about what they take with the database
+/// up (the miss served uncached), and `/ready` says 503 with the circuit's
+/// state. Within seconds of the database's return the circuit closes and a
+/// miss is cached again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_cut_opens_the_index_circuit_so_no_request_waits_for_the_pool() {
+    let upstream = Upstream::start().await;
+    let mut pg = PrivatePostgres::start();
+    let proxy = Binary::start(CONFIG, &upstream.url(), &[("DATABASE_URL".into(), pg.url())]);
+    for name in ["hot", "a", "b", "c"] {
+        upstream.put(&format!("/rel/{name}.tgz"), format!("{name} bytes"), &[]);
+    }
+    let timed = |path: String| {
+        let url = proxy.url(&format!("/api/files{path}"));
+        async move {
+            let started = std::time::Instant::now();
+            let res = client().get(&url).send().await.unwrap();
+            let cache = res.headers().get("x-cache-status").map(|v| v.to_str().unwrap().to_owned());
+            let body = res.text().await.unwrap();
+            (started.elapsed(), cache.unwrap_or_default(), body)
+        }
+    };
+    let (miss_up, cache, _) = timed("/rel/a.tgz".into()).await;
+    assert_eq!(cache, "MISS");
+    timed("/rel/hot.tgz".into()).await;
+    eventually("the entries are committed", || async { entries(&proxy).await == Some(2) }).await;
+    let (hit_up, cache, _) = timed("/rel/hot.tgz".into()).await;
+    assert_eq!(cache, "HIT");
+
+    pg.stop();
+    let cut = std::time::Instant::now();
+    // Nothing asks: the prober alone finds the database gone.
+    assert!(proxy.wait_for_log("circuit open", Duration::from_secs(10)), "the circuit opens by itself");
+    let opened_after = cut.elapsed();
+    assert_eq!(metric(&proxy, "artifactapi_index_circuit_open").await, 1);
+    let res = client().get(proxy.url("/ready")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let ready: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    let state = ready["backends"]["index"]["state"].as_str().unwrap_or_default().to_owned();
+    assert!(state.contains("circuit open"), "{ready}");
+
+    let (hit_cut, cache, body) = timed("/rel/hot.tgz".into()).await;
+    assert_eq!((cache.as_str(), body.as_str()), ("HIT", "hot bytes"));
+    let (miss_cut, cache, body) = timed("/rel/b.tgz".into()).await;
+    assert_eq!((cache.as_str(), body.as_str()), ("MISS", "b bytes"));
+    println!(
+        "circuit opened {opened_after:?} after the cut; hot hit {hit_up:?} up, {hit_cut:?} cut; \
+         miss {miss_up:?} up, {miss_cut:?} cut"
+    );
+    // The pool's acquire timeout is 5 s: neither waited for it.
+    assert!(hit_cut < Duration::from_secs(1), "a hot hit took {hit_cut:?} while the database was cut");
+    assert!(miss_cut < Duration::from_millis(2500), "a miss took {miss_cut:?} while the database was cut");
+    not_stored(&proxy, "/rel/b.tgz");
+
+    pg.restart();
+    let back = std::time::Instant::now();
+    eventually("the circuit to close", || async { status(&proxy, "/ready").await == 200 }).await;
+    println!("circuit closed {:?} after the database returned", back.elapsed());
+    assert_eq!(timed("/rel/c.tgz".into()).await.1, "MISS");
+    eventually("the next miss is cached again", || async { listed(&proxy, "/rel/c.tgz").await }).await;
+    assert_eq!(timed("/rel/c.tgz".into()).await.1, "HIT");
+    assert_eq!(metric(&proxy, "artifactapi_index_circuit_opened_total").await, 1);
+}
+
+async fn metric(proxy: &Binary, name: &str) -> u64 {
+    let text = client().get(proxy.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+}
+
 /// How many EXISTS commands Redis has run (the lease checks of a replica
 /// waiting for another's fill).
 fn redis_exists_calls(redis: &PrivateRedis) -> u64 {

@@ -26,6 +26,8 @@
 //! - With a local disk tier (`CACHE_LOCAL_DIR`): `artifactapi_local_copies`,
 //!   `artifactapi_local_bytes`, `artifactapi_local_budget_bytes`, and
 //!   `artifactapi_local_{hits,fills,kept,repairs,evictions,evicted_bytes,confirms}_total`.
+//! - With PostgreSQL: `artifactapi_index_circuit_open` (1 while index calls
+//!   fail at once) and `artifactapi_index_circuit_opened_total`.
 //!
 //! `registry` holds the families and renders them for a scrape; `observe`
 //! is the tower middleware that feeds them from the requests that pass.

@@ -82,6 +82,7 @@ pub struct Metrics {
     evicted_bytes: Counter,
     tee: Vec<Arc<TeeStats>>,
     local: Option<super::local::LocalMetrics>,
+    breaker: Option<(std::sync::Arc<artifactapi_layers::store::breaker::Breaker>, Gauge, Counter)>,
     store: Store,
     remotes: SharedRemotes,
 }
@@ -209,9 +210,28 @@ impl Metrics {
             evicted_bytes,
             tee,
             local: None,
+            breaker: None,
             store,
             remotes,
         }
+    }
+
+    /// Adds the index circuit breaker's metrics.
+    pub fn with_breaker(
+        mut self,
+        breaker: Option<std::sync::Arc<artifactapi_layers::store::breaker::Breaker>>,
+    ) -> Self {
+        self.breaker = breaker.map(|breaker| {
+            let (open, opened) = (Gauge::default(), Counter::default());
+            self.registry.register(
+                "index_circuit_open",
+                "1 while index calls fail at once because the database does not answer",
+                open.clone(),
+            );
+            self.registry.register("index_circuit_opened", "Times the index circuit opened", opened.clone());
+            (breaker, open, opened)
+        });
+        self
     }
 
     /// Adds the local disk tier's metrics.
@@ -262,6 +282,10 @@ impl Metrics {
         self.fills_in_flight.set(sum(|t| &t.in_flight) as i64);
         if let Some(local) = &self.local {
             local.update();
+        }
+        if let Some((breaker, open, opened)) = &self.breaker {
+            open.set(i64::from(breaker.is_open()));
+            opened.inner().store(breaker.opened.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         // One grouped index query a scrape (scrapes come every 15-60 s).
         match self.store.index.usage().await {

@@ -8,6 +8,7 @@
 //! row pointing at a complete blob is written.
 
 mod access;
+pub mod breaker;
 mod cleanup;
 mod evict;
 pub mod hot;
