@@ -118,6 +118,26 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// TLS to a remote's upstream beyond the system's trusted roots (`tls:`):
+/// the PEM bytes of the files it names, read at start-up and at each reload.
+/// `Debug` shows the files, never the key.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    /// More trusted roots (`tls.ca_file`), added to the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate chain followed by its private key
+    /// (`tls.client_cert`, `tls.client_key`), for mutual TLS.
+    pub identity_pem: Option<Vec<u8>>,
+    /// The files, as written, for messages.
+    pub files: String,
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls").field("files", &self.files).finish_non_exhaustive()
+    }
+}
+
 /// How long entries stay fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ttl {
@@ -184,6 +204,8 @@ pub struct Remote {
     pub check_mutable_updates: bool,
     /// Credentials sent to this remote's upstream host only.
     pub credentials: Option<Credentials>,
+    /// TLS to this remote's upstream host (and a registry's token realm).
+    pub tls: Option<Arc<UpstreamTls>>,
     /// Metadata file-URL rewriting for PyPI and npm.
     pub files: Option<FilesRewrite>,
     /// Docker: more registry host names (`host` or `host:port`, lower case)
@@ -212,6 +234,7 @@ impl Remote {
             ttl: Ttl::default(),
             check_mutable_updates: false,
             credentials: None,
+            tls: None,
             files: None,
             registry_hosts: Vec::new(),
             go_sumdb: None,

@@ -17,3 +17,4 @@ pub mod docker;
 pub mod egress;
 pub mod index;
 pub mod upstream;
+pub mod upstream_client;

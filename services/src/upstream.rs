@@ -23,16 +23,20 @@ use artifactapi_layers::{
     body::{self, ArtifactBody},
     error::{BoxError, UpstreamError, UpstreamErrorKind},
     path::ArtifactPath,
+    remote::UpstreamTls,
     remote_resolve::ResolvedRemote,
     UpstreamUrl,
 };
 use futures_util::{future::BoxFuture, TryStreamExt};
 use http::{header, Method, Request, Response};
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use reqwest_middleware::{Middleware, Next};
 use tower::Service;
 use url::Url;
 
-use crate::egress::{Egress, PrivateNetworks, Resolver};
+use crate::{
+    egress::{Egress, PrivateNetworks},
+    upstream_client::Clients,
+};
 
 /// Request headers passed on to upstream; everything else stays here.
 const FORWARDED: [header::HeaderName; 5] =
@@ -81,24 +85,15 @@ impl Default for UpstreamConfig {
 /// The service that fetches from upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamFetch {
-    client: ClientWithMiddleware,
+    clients: Arc<Clients>,
     egress: Arc<Egress>,
 }
 
 impl UpstreamFetch {
     /// A client configured by `config`.
-    pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, String> {
         let egress = Egress::new(config.private_networks.clone(), config.resolve.clone());
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .redirect(redirect_policy(egress.clone()))
-            .dns_resolver(Arc::new(Resolver(egress.clone())))
-            .user_agent(concat!("artifactapi/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let client =
-            ClientBuilder::new(client).with(RetryConnect { retries: config.connect_retries }).build();
-        Ok(Self { client, egress })
+        Ok(Self { clients: Arc::new(Clients::new(config, egress.clone())?), egress })
     }
 
     /// Whether a request for the remote at `origin` may be sent to `target`
@@ -109,17 +104,18 @@ impl UpstreamFetch {
     }
 
     /// Fetches a small document (at most `limit` bytes) from `url`, with
-    /// Basic `credentials` if given, for the remote at `origin`: a registry's
-    /// token endpoint. The same timeouts, redirect and egress rules as every
-    /// upstream request apply.
+    /// Basic `credentials` if given, for the remote at `origin` (with its
+    /// `tls`): a registry's token endpoint. The same timeouts, redirect and
+    /// egress rules as every upstream request apply.
     pub async fn fetch_small(
         &self,
         origin: &Url,
         url: Url,
         credentials: Option<&artifactapi_layers::Credentials>,
+        tls: Option<&UpstreamTls>,
         limit: usize,
     ) -> Result<(http::StatusCode, bytes::Bytes), UpstreamError> {
-        let mut builder = self.client.get(url);
+        let mut builder = self.clients.get(tls)?.get(url);
         if let Some(c) = credentials {
             builder = builder.basic_auth(&c.username, Some(&c.password));
         }
@@ -146,7 +142,7 @@ impl UpstreamFetch {
     }
 }
 
-fn redirect_policy(egress: Arc<Egress>) -> reqwest::redirect::Policy {
+pub(crate) fn redirect_policy(egress: Arc<Egress>) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > 10 {
             return attempt.error("more than 10 redirects");
@@ -192,7 +188,7 @@ impl<B> Service<Request<B>> for UpstreamFetch {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let prepared = prepare(&self.client, &req);
+        let prepared = prepare(&self.clients, &req);
         Box::pin(async move {
             let (builder, origin) = prepared?;
             let response = Egress::scope(origin, builder.send()).await.map_err(classify)?;
@@ -208,7 +204,7 @@ impl<B> Service<Request<B>> for UpstreamFetch {
 }
 
 fn prepare<B>(
-    client: &ClientWithMiddleware,
+    clients: &Clients,
     req: &Request<B>,
 ) -> Result<(reqwest_middleware::RequestBuilder, Url), BoxError> {
     let (Some(ResolvedRemote(remote)), Some(path)) =
@@ -242,6 +238,8 @@ fn prepare<B>(
         (upstream_url(from, own.as_ref().unwrap_or(path))?, from, elsewhere)
     };
     let method = if req.method() == Method::HEAD { Method::HEAD } else { Method::GET };
+    // The remote's TLS, like its credentials, is for its own origin only.
+    let client = clients.get(if elsewhere { None } else { remote.tls.as_deref() })?;
     let mut builder = client.request(method, url);
     for name in FORWARDED {
         for value in req.headers().get_all(&name) {
@@ -280,7 +278,7 @@ fn classify(e: reqwest_middleware::Error) -> BoxError {
     Box::new(UpstreamError::new(kind, message))
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -295,8 +293,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Retries idempotent requests whose connection could not be made.
-struct RetryConnect {
-    retries: u32,
+pub(crate) struct RetryConnect {
+    pub(crate) retries: u32,
 }
 
 #[async_trait::async_trait]

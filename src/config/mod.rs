@@ -17,6 +17,7 @@ mod policy;
 mod remote;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::{fmt, path::Path};
 

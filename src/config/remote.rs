@@ -118,6 +118,7 @@ impl Ctx<'_> {
         let cache = rc.cache.clone().unwrap_or_default();
         let ttl = self.ttl(&cache);
         let credentials = self.credentials(rc);
+        let tls = self.tls(rc.tls.as_ref(), rc.kind.as_deref().unwrap_or("remote") == "remote");
         let files = self.files_rewrite(rc, all);
         if rc.helm_files_remote.is_some() && !package.format().own_keys().contains(&"helm_files_remote") {
             let owners = Formats::builtin().owners_of("helm_files_remote").join(", ");
@@ -148,6 +149,7 @@ impl Ctx<'_> {
             ttl,
             check_mutable_updates: rc.check_mutable_updates.unwrap_or(false),
             credentials,
+            tls,
             files,
             registry_hosts,
             go_sumdb,

@@ -41,6 +41,22 @@ pub fn start(root: &Path, server_extra: &str) -> (Kill, u16) {
 
 /// Like [`start`], with `http_extra` in the `http` block.
 pub fn start_with(root: &Path, server_extra: &str, http_extra: &str) -> (Kill, u16) {
+    start_listening(root, server_extra, http_extra, "", &[])
+}
+
+/// nginx over TLS (`server_extra` names the certificates); `curl` proves it
+/// answers with `curl_args` (a CA, a client certificate).
+pub fn start_tls(root: &Path, server_extra: &str, curl_args: &[&str]) -> (Kill, u16) {
+    start_listening(root, server_extra, "", " ssl", curl_args)
+}
+
+fn start_listening(
+    root: &Path,
+    server_extra: &str,
+    http_extra: &str,
+    listen_extra: &str,
+    curl_args: &[&str],
+) -> (Kill, u16) {
     std::fs::create_dir_all(root.join("www")).unwrap();
     std::fs::create_dir_all(root.join("nginx-tmp")).unwrap();
     for _ in 0..10 {
@@ -58,7 +74,7 @@ pub fn start_with(root: &Path, server_extra: &str, http_extra: &str) -> (Kill, u
                access_log {r}/access.log counted;
                client_body_temp_path {r}/nginx-tmp/body; proxy_temp_path {r}/nginx-tmp/proxy;
                fastcgi_temp_path {r}/nginx-tmp/fcgi; uwsgi_temp_path {r}/nginx-tmp/uwsgi; scgi_temp_path {r}/nginx-tmp/scgi;
-               server {{ listen 127.0.0.1:{port}; root {r}/www; {server_extra} }}
+               server {{ listen 127.0.0.1:{port}{listen_extra}; root {r}/www; {server_extra} }}
              }}",
             r = root.display()
         );
@@ -74,10 +90,16 @@ pub fn start_with(root: &Path, server_extra: &str, http_extra: &str) -> (Kill, u
                 .spawn()
                 .unwrap(),
         );
-        let url = format!("http://127.0.0.1:{port}/ready.txt");
+        let scheme = if listen_extra.contains("ssl") { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}/ready.txt");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let out = Command::new("curl").args(["-s", "--noproxy", "*", &url]).output().unwrap();
+            let out = Command::new("curl")
+                .args(["-s", "--noproxy", "*"])
+                .args(curl_args)
+                .arg(&url)
+                .output()
+                .unwrap();
             if out.stdout == nonce.as_bytes() {
                 // Start counting from here: nginx logs a request after
                 // answering it, so wait for the readiness line, then reopen.

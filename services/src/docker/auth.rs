@@ -202,7 +202,8 @@ impl Tokens {
             }
             query.append_pair("scope", scope.as_deref().unwrap_or(&format!("repository:{repository}:pull")));
         }
-        let (status, body) = fetch.fetch_small(origin, url, credentials, MAX_TOKEN_ANSWER).await?;
+        let (status, body) =
+            fetch.fetch_small(origin, url, credentials, remote.tls.as_deref(), MAX_TOKEN_ANSWER).await?;
         if !status.is_success() {
             tracing::warn!(remote = %remote.name, %status, "the registry's token server refused a token");
             return Ok(None);

@@ -1,0 +1,196 @@
+//! TLS to upstreams as companies run them: nginx serving HTTPS with a
+//! certificate from a private CA, and asking every client for a certificate
+//! of that CA (`ssl_verify_client on`). Certificates are made by openssl for
+//! each run.
+
+mod support;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use support::{client, nginx, Binary};
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate from
+/// it; another CA with its own client certificate; a key of neither.
+fn certificates(dir: &Path) {
+    let script = r#"
+set -e
+ext() { printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=%s\n%s' "$1" "$2" > "$3.ext"; }
+ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" -out "$1.pem" -days 2 -subj "/CN=$1" 2>/dev/null; }
+leaf() { # name ca usage san
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null
+  ext "$3" "$4" "$1"
+  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -out "$1.pem" -days 2 -extfile "$1.ext" 2>/dev/null
+}
+ca ca
+ca other-ca
+leaf server ca serverAuth 'subjectAltName=IP:127.0.0.1'
+leaf client ca clientAuth ''
+leaf other-client other-ca clientAuth ''
+openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:P-256 -out stray.key 2>/dev/null
+"#;
+    let status = Command::new("bash").arg("-c").arg(script).current_dir(dir).status().unwrap();
+    assert!(status.success(), "openssl made the certificates");
+}
+
+struct Upstream {
+    _nginx: nginx::Kill,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        certificates(dir.path());
+        let d = dir.path().display();
+        let server = format!(
+            "ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server.key;
+             ssl_client_certificate {d}/ca.pem; ssl_verify_client on;"
+        );
+        let (ca, cert, key) = (format!("{d}/ca.pem"), format!("{d}/client.pem"), format!("{d}/client.key"));
+        let curl = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+        let (nginx, port) = nginx::start_tls(&dir.path().join("nginx"), &server, &curl);
+        std::fs::create_dir_all(dir.path().join("nginx/www/rel")).unwrap();
+        std::fs::write(dir.path().join("nginx/www/rel/tool.tar.gz"), "bytes over mutual TLS").unwrap();
+        Self { _nginx: nginx, port, dir }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A remote of this upstream with `tls` (YAML lines, indented).
+    fn remote(&self, name: &str, tls: &[(&str, &str)]) -> String {
+        let mut yaml = format!("  {name}:\n    base_url: \"https://127.0.0.1:{}\"\n", self.port);
+        if !tls.is_empty() {
+            yaml.push_str("    tls:\n");
+            for (key, file) in tls {
+                yaml.push_str(&format!("      {key}: \"{}\"\n", self.file(file)));
+            }
+        }
+        yaml
+    }
+
+    fn asked(&self, path: &str) -> usize {
+        nginx::logged(&self.dir.path().join("nginx"), path)
+    }
+}
+
+async fn get(proxy: &Binary, path: &str) -> (u16, String, String) {
+    let res = client().get(proxy.url(path)).send().await.unwrap();
+    let status = res.status().as_u16();
+    let cache =
+        res.headers().get("x-cache-status").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, cache, res.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_and_a_client_certificate_reach_an_mtls_upstream_and_nothing_less_does() {
+    let upstream = Upstream::start();
+    let mut config = String::from("remotes:\n");
+    config += &upstream.remote(
+        "mtls",
+        &[("ca_file", "ca.pem"), ("client_cert", "client.pem"), ("client_key", "client.key")],
+    );
+    config += &upstream.remote("no-cert", &[("ca_file", "ca.pem")]);
+    config += &upstream.remote(
+        "wrong-ca",
+        &[("ca_file", "other-ca.pem"), ("client_cert", "client.pem"), ("client_key", "client.key")],
+    );
+    config += &upstream.remote("system-roots", &[]);
+    let proxy = Binary::start(&config, "", &[]);
+
+    let (status, cache, body) = get(&proxy, "/api/mtls/rel/tool.tar.gz").await;
+    assert_eq!((status, cache.as_str(), body.as_str()), (200, "MISS", "bytes over mutual TLS"));
+    support::eventually("the entry to be committed", support::PATIENCE, || async {
+        get(&proxy, "/api/mtls/rel/tool.tar.gz").await.1 == "HIT"
+    })
+    .await;
+    assert_eq!(upstream.asked("/rel/tool.tar.gz"), 1, "fetched once, then cached");
+
+    // Without a client certificate nginx refuses the request: never a 200.
+    let (status, _, body) = get(&proxy, "/api/no-cert/rel/tool.tar.gz").await;
+    println!("no client certificate: {status} {body}");
+    assert_ne!(status, 200, "{body}");
+    assert!(!body.contains("bytes over mutual TLS"));
+    // A CA that did not sign the server's certificate: refused, and said why.
+    let (status, _, body) = get(&proxy, "/api/wrong-ca/rel/tool.tar.gz").await;
+    println!("a wrong CA: {status} {body}");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.to_lowercase().contains("certificate"), "the error names the certificate problem: {body}");
+    let (status, _, body) = get(&proxy, "/api/system-roots/rel/tool.tar.gz").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.to_lowercase().contains("certificate"), "{body}");
+    assert_eq!(upstream.asked("/rel/tool.tar.gz"), 2, "only the request without a certificate reached nginx");
+}
+
+/// Starts the binary on `config` and answers what it printed, once it exited
+/// (within 30 s) or listened.
+fn start_up(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("remotes.yaml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_artifactapi"))
+        .env("CONFIG_PATH", dir.path().join("remotes.yaml"))
+        .env("DATA_DIR", dir.path().join("data"))
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let text =
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            return (status.success(), text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (true, "still running".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_match_its_certificate_or_a_missing_file_stops_start_up_and_a_reload() {
+    let upstream = Upstream::start();
+    let bad_key = format!(
+        "remotes:\n{}",
+        upstream.remote(
+            "mtls",
+            &[("ca_file", "ca.pem"), ("client_cert", "client.pem"), ("client_key", "stray.key")]
+        )
+    );
+    let (ok, text) = start_up(&bad_key);
+    println!("a key that does not match: {text}");
+    assert!(!ok, "started with a key that does not match its certificate: {text}");
+    assert!(text.contains("remotes.mtls.tls"), "{text}");
+    assert!(text.contains("client_key does not match the client_cert"), "names the key problem: {text}");
+
+    let missing = format!("remotes:\n{}", upstream.remote("mtls", &[("ca_file", "nowhere.pem")]));
+    let (ok, text) = start_up(&missing);
+    assert!(!ok);
+    assert!(text.contains("remotes.mtls.tls.ca_file") && text.contains("nowhere.pem"), "{text}");
+
+    let half = format!("remotes:\n{}", upstream.remote("mtls", &[("client_cert", "client.pem")]));
+    let (ok, text) = start_up(&half);
+    assert!(!ok);
+    assert!(text.contains("without `client_key`"), "{text}");
+
+    // A reload with a bad key keeps the configuration that works.
+    let good = format!(
+        "remotes:\n{}",
+        upstream.remote(
+            "mtls",
+            &[("ca_file", "ca.pem"), ("client_cert", "client.pem"), ("client_key", "client.key")]
+        )
+    );
+    let proxy = Binary::start(&good, "", &[]);
+    assert_eq!(get(&proxy, "/api/mtls/rel/tool.tar.gz").await.0, 200);
+    std::fs::write(proxy.config_path(), &bad_key).unwrap();
+    proxy.signal("HUP");
+    assert!(proxy.wait_for_log("configuration not reloaded", Duration::from_secs(10)));
+    assert!(proxy.wait_for_log("remotes.mtls.tls", Duration::from_secs(1)));
+    assert_eq!(get(&proxy, "/api/mtls/rel/tool.tar.gz").await.0, 200, "still served");
+}
