@@ -57,11 +57,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_http(url, timeout=60):
+def wait_http(url, timeout=60, context=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 if r.status < 500:
                     return
         except Exception:
@@ -146,7 +146,8 @@ def start_origin(procs, work, files_dir):
     return port, os.path.join(d, "access.log")
 
 
-def start_nginx_cache(procs, work, origin_port):
+def start_nginx_cache(procs, work, origin_port, upstream=None, proxy_extra=""):
+    upstream = upstream or f"http://127.0.0.1:{origin_port}"
     port = free_port()
     cache = os.path.join(work, "nginx-cache", "store")
     shutil.rmtree(cache, ignore_errors=True)
@@ -155,7 +156,8 @@ def start_nginx_cache(procs, work, origin_port):
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            proxy_pass http://127.0.0.1:{origin_port};
+            proxy_pass {upstream};
+            {proxy_extra}
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_cache bench;
@@ -271,9 +273,10 @@ def wrk(url, connections, seconds):
     return {"rps": rps, "p99_ms": p99_ms, "bps": bps}
 
 
-def curl_time(url):
+def curl_time(url, extra=()):
     out = subprocess.run(
-        ["curl", "-sf", "--noproxy", "*", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total} %{size_download}", url],
+        ["curl", "-sf", "--noproxy", "*", *extra, "-o", "/dev/null", "-w",
+         "%{time_starttransfer} %{time_total} %{size_download}", url],
         capture_output=True, text=True, check=True,
     ).stdout.split()
     return float(out[0]), float(out[1]), int(out[2])
@@ -314,14 +317,15 @@ def machine_now(date):
 # ---------------------------------------------------------------- benchmarks
 
 
-def hits(results, origin_port, nginx_port, embedded, production, rounds, seconds):
+def hits(results, origin_port, nginx_port, embedded, production, local, rounds, seconds):
     targets = {"nginx": f"http://127.0.0.1:{nginx_port}", "embedded": embedded.url("/api/files"),
-               "production": production.url("/api/files") if production else None}
+               "production": production.url("/api/files") if production else None,
+               "local": local.url("/api/files") if local else None}
     for name, base in targets.items():
         if base:
             for f in ("small.bin", "large.bin"):
                 subprocess.run(["curl", "-sf", "--noproxy", "*", "-o", "/dev/null", f"{base}/{f}"], check=True)
-    for a in (embedded, production):
+    for a in (embedded, production, local):
         if a:
             a.wait_cached("files", 2)
     peers = [k for k, v in targets.items() if v]
@@ -402,6 +406,91 @@ def cold_miss(results, procs, work, origin_port, rounds):
         "note": "a new artifactapi and an empty nginx cache in every round, started before the clock; "
                 "the page cache flushed (sync) before each download",
         "per_round": {"total_s": total, "ttfb_s": ttfb, "peak_rss_kib": peaks},
+    }
+
+
+def make_tls(work):
+    """A CA and a certificate for 127.0.0.1 and localhost from it, made
+    here for this run; answers their directory."""
+    d = os.path.join(work, "tls")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    script = """
+set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr -subj /CN=localhost
+printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\nsubjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext
+"""
+    subprocess.run(["bash", "-c", script], cwd=d, check=True, capture_output=True)
+    return d
+
+
+def tls_cold_miss(results, procs, work, files_dir, rounds):
+    """A 1 GiB cold miss from an HTTPS origin (nginx, a certificate from a
+    CA made for the run) through a new artifactapi trusting that CA
+    (`tls.ca_file`) and through nginx proxy_cache with an empty cache
+    verifying it (`proxy_ssl_verify on`), each `rounds` times in rotating
+    order, with the download straight from the origin for reference."""
+    tls = make_tls(work)
+    ca = os.path.join(tls, "ca.pem")
+    port = free_port()
+    d, conf = nginx_conf(work, "tls-origin", port, f"""server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {tls}/server.pem; ssl_certificate_key {tls}/server.key;
+        root {files_dir};
+    }}""")
+    origin = procs.start(["nginx", "-c", conf, "-p", d], os.path.join(d, "stdout.log"))
+    import ssl
+    wait_http(f"https://127.0.0.1:{port}/small.bin", context=ssl.create_default_context(cafile=ca))
+    yaml = (f'remotes:\n  files:\n    base_url: "https://127.0.0.1:{port}"\n'
+            f'    tls:\n      ca_file: "{ca}"\n')
+    peers = ["direct", "artifactapi", "nginx"]
+    total = {p: [] for p in peers}
+
+    def timed(url, extra=()):
+        os.sync()
+        t0, t1, n = curl_time(url, extra)
+        assert n == 1024 * MIB, f"{url}: {n} bytes"
+        return t1
+
+    def direct():
+        return timed(f"https://127.0.0.1:{port}/huge.bin", ("--cacert", ca))
+
+    def artifactapi():
+        a = Artifactapi(procs, work, "tls-cold", yaml)
+        try:
+            return timed(a.url("/api/files/huge.bin"))
+        finally:
+            a.stop()
+
+    def nginx():
+        extra = (f"proxy_ssl_trusted_certificate {ca}; proxy_ssl_verify on; proxy_ssl_name localhost; "
+                 "proxy_ssl_server_name on;")
+        cache_port, p = start_nginx_cache(procs, work, port, upstream=f"https://127.0.0.1:{port}",
+                                          proxy_extra=extra)
+        try:
+            return timed(f"http://127.0.0.1:{cache_port}/huge.bin")
+        finally:
+            procs.stop(p)
+
+    measure = {"direct": direct, "artifactapi": artifactapi, "nginx": nginx}
+    orders = rotations(peers, rounds)
+    try:
+        for r, order in enumerate(orders):
+            for peer in order:
+                log(f"cold miss over TLS, 1 GiB: round {r + 1}: {peer}")
+                total[peer].append(measure[peer]())
+    finally:
+        procs.stop(origin)
+    results["tls"] = {"direct_s": median(total["direct"]), "proxied_s": median(total["artifactapi"]),
+                      "nginx_s": median(total["nginx"])}
+    results["how"]["tls"] = {
+        "rounds": rounds, "orders": orders, "stat": "median",
+        "note": "HTTPS origin (nginx, ECDSA P-256 certificate from a CA made for the run); a new artifactapi "
+                "(`tls.ca_file`) and an empty nginx cache (`proxy_ssl_verify on`) in every round; the page cache "
+                "flushed (sync) before each download",
+        "per_round": {"total_s": total},
     }
 
 
@@ -787,6 +876,10 @@ def report(results, out, args):
         w("These figures were measured before bench.py stored how it measured them; the last column and the notes "
           "give what bench.py did at the time, with each peer in the same order in every round and the cold burst "
           "measured once.")
+    if any(h.get("measured_on") for h in how.values()):
+        w("")
+        w("`bench/run --update` measured only some sections on that date; the others keep the figures of an "
+          "earlier run, and their notes below say which.")
     if args.report_from:
         w("")
         w("Rendered with `bench.py --report-from` from the raw figures at the end of this page; the figures, the "
@@ -812,6 +905,15 @@ def report(results, out, args):
             r = ratio(l["production"]["bps"], l["nginx"]["bps"])
             row(f"| 2 | … S3 + PostgreSQL + Redis | {l['production']['bps'] / MIB:,.0f} MiB/s "
                 f"| nginx {l['nginx']['bps'] / MIB:,.0f} MiB/s | {r:.2f}× | – | |", "large")
+        if "local" in l:
+            r = ratio(l["local"]["bps"], l["embedded"]["bps"])
+            row(f"| 2 | … S3 + PostgreSQL + Redis with the local disk tier (`CACHE_LOCAL_DIR`) "
+                f"| {l['local']['bps'] / MIB:,.0f} MiB/s | embedded {l['embedded']['bps'] / MIB:,.0f} MiB/s "
+                f"| {r:.2f}× | ≥ 0.8× | {check(r, 0.8, 'higher')} |", "large")
+            rs = ratio(s["local"]["rps"], s["production"]["rps"])
+            row(f"| 1 | … 4 KiB hits with the local disk tier | {s['local']['rps']:,.0f} ({s['local']['p99_ms']:.2f} ms) "
+                f"| S3 + PostgreSQL + Redis without it {s['production']['rps']:,.0f} | {rs:.2f}× "
+                f"| ≥ 0.9× (unchanged) | {check(rs, 0.9, 'higher')} |", "small")
     if "cold" in results:
         c = results["cold"]
         r3 = ratio(c["proxied_s"], c["direct_s"])
@@ -823,6 +925,11 @@ def report(results, out, args):
             f"| {ratio(c['proxied_s'], c['nginx_s']):.2f}× | – | |", "cold")
         row(f"| 3 | cold miss, 1 GiB: peak RSS of the proxy | {c['peak_rss_mib']:.1f} MiB | – | – | < 64 MiB "
             f"| {check(c['peak_rss_mib'], 64, 'lower')} |", "cold", "peak_rss_mib")
+    if "tls" in results:
+        t = results["tls"]
+        row(f"| 3 | cold miss, 1 GiB, from an HTTPS upstream with a private CA: total time | {t['proxied_s']:.2f} s "
+            f"| nginx proxy_cache {t['nginx_s']:.2f} s (direct {t['direct_s']:.2f} s) "
+            f"| {ratio(t['proxied_s'], t['nginx_s']):.2f}× | – | |", "tls")
     if "burst" in results:
         b = results["burst"]
         r4 = ratio(b["burst_s"], b["alone_s"])
@@ -863,7 +970,7 @@ def report(results, out, args):
     for name, error in results["errors"].items():
         w(f"| – | {name}: **failed** | {error.splitlines()[0][:200]} | | | | | |")
     notes = [(num, how.get(key) or how.get(alt)) for num, key, alt in
-             (("1–2", "small", "large"), ("3", "cold", None), ("4", "burst", None), ("5", "images", None),
+             (("1–2", "small", "large"), ("3", "cold", None), ("3 (TLS)", "tls", None), ("4", "burst", None), ("5", "images", None),
               ("6", "packages", None), ("7", "idle", None))]
     notes = [(num, h["note"]) for num, h in notes if h and h.get("note")]
     if notes:
@@ -902,7 +1009,10 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--burst-clients", type=int, default=100)
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out, and/or production")
-    ap.add_argument("--only", default="", help="comma-separated: hits,cold,burst,idle,images,packages")
+    ap.add_argument("--only", default="", help="comma-separated: hits,cold,tls,burst,idle,images,packages")
+    ap.add_argument("--update", action="store_true",
+                    help="measure only the sections asked for (--only) and keep the other sections' figures, "
+                         "dates and machine from OUT's raw figures; each kept section says when it was measured")
     ap.add_argument("--report-from", default="",
                     help="re-render OUT from this file's raw figures (a BENCHMARKS.md or a JSON file) and "
                          "bench/analysis.md, measuring nothing; the machine and how each measure was taken come "
@@ -938,7 +1048,7 @@ def main():
     generated = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
     results = {"errors": {}, "generated": generated, "rounds": args.rounds, "machine": machine_now(generated),
                "how": {}}
-    only = set(filter(None, args.only.split(","))) or {"hits", "cold", "burst", "idle", "images", "packages"}
+    only = set(filter(None, args.only.split(","))) or {"hits", "cold", "tls", "burst", "idle", "images", "packages"}
     only -= skip
 
     def section(name, fn, *a, **kw):
@@ -950,13 +1060,33 @@ def main():
             log(f"{name} failed: {e}")
             results["errors"][name] = str(e)[:2000]
 
+    if args.update and os.path.exists(args.out):
+        with open(args.out) as f:
+            text = f.read()
+        old = json.loads(text.rsplit("```json", 1)[1].split("```", 1)[0]) if "```json" in text else {}
+        if not old.get("how"):
+            old["how"] = legacy_how(old)
+        measured = {"hits": ("small", "large"), "cold": ("cold",), "tls": ("tls",), "burst": ("burst",), "idle": ("idle",),
+                    "images": ("images",), "packages": ("packages",)}
+        for name, keys in measured.items():
+            if name in only:
+                continue
+            for key in keys:
+                if key in old:
+                    results[key] = old[key]
+                    how = dict(old["how"].get(key) or {})
+                    when = how.get("measured_on") or old.get("generated", "an earlier run")
+                    how["measured_on"] = when
+                    note = re.sub(r"( \(kept from the run of [^)]*\))+$", "", how.get("note", ""))
+                    how["note"] = (note + f" (kept from the run of {when})").strip()
+                    results["how"][key] = how
     try:
         origin_port, origin_log = start_origin(procs, work, files)
         if "hits" in only:
             nginx_port, nginx = start_nginx_cache(procs, work, origin_port)
             yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
             embedded = Artifactapi(procs, work, "embedded", yaml)
-            production = None
+            production = local = None
             if "production" not in skip:
                 garage = Garage(procs, work)
                 db = f"artifactapi_bench_{os.getpid()}"
@@ -965,13 +1095,27 @@ def main():
                 env.update({"DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db}",
                             "REDIS_URL": "redis://127.0.0.1:6379", "REDIS_PREFIX": f"artifactapi-bench-{os.getpid()}:"})
                 production = Artifactapi(procs, work, "production", yaml, env)
-            section("hits", hits, origin_port, nginx_port, embedded, production, args.rounds, args.seconds)
+                # The same backends with the local disk tier: a bucket, a
+                # database and a Redis prefix of its own.
+                run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {db}_local"])
+                local_env = garage.env(f"bench-local-{os.getpid()}")
+                local_env.update({"DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db}_local",
+                                  "REDIS_URL": "redis://127.0.0.1:6379",
+                                  "REDIS_PREFIX": f"artifactapi-bench-local-{os.getpid()}:",
+                                  "CACHE_LOCAL_DIR": os.path.join(work, "local-tier"),
+                                  "CACHE_LOCAL_BYTES": "1G"})
+                shutil.rmtree(os.path.join(work, "local-tier"), ignore_errors=True)
+                local = Artifactapi(procs, work, "local", yaml, local_env)
+            section("hits", hits, origin_port, nginx_port, embedded, production, local, args.rounds, args.seconds)
             procs.stop(nginx)
             embedded.stop()
             if production:
                 production.stop()
-                run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"DROP DATABASE {db} WITH (FORCE)"])
+                local.stop()
+                for name in (db, f"{db}_local"):
+                    run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"DROP DATABASE {name} WITH (FORCE)"])
         section("cold", cold_miss, procs, work, origin_port, args.rounds)
+        section("tls", tls_cold_miss, procs, work, files, args.rounds)
         section("burst", cold_burst, procs, work, origin_port, origin_log, args.burst_clients, args.rounds)
         section("idle", idle, procs, work, origin_port)
         section("images", images, procs, work, layers=5, layer_mib=48, rounds=args.rounds)
