@@ -7,7 +7,11 @@ mod support;
 
 use std::{path::Path, process::Command, time::Duration};
 
-use support::{client, nginx, Binary};
+use support::{
+    client, nginx,
+    registry::{make_image, skopeo, Front, Registry},
+    Binary,
+};
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate from
 /// it; another CA with its own client certificate; a key of neither.
@@ -39,13 +43,19 @@ struct Upstream {
 }
 
 impl Upstream {
+    /// nginx over mutual TLS serving files.
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// nginx over mutual TLS, with `locations` in its server block.
+    fn start_with(locations: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         certificates(dir.path());
         let d = dir.path().display();
         let server = format!(
             "ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server.key;
-             ssl_client_certificate {d}/ca.pem; ssl_verify_client on;"
+             ssl_client_certificate {d}/ca.pem; ssl_verify_client on; {locations}"
         );
         let (ca, cert, key) = (format!("{d}/ca.pem"), format!("{d}/client.pem"), format!("{d}/client.key"));
         let curl = ["--cacert", &ca, "--cert", &cert, "--key", &key];
@@ -193,4 +203,60 @@ async fn a_key_that_does_not_match_its_certificate_or_a_missing_file_stops_start
     assert!(proxy.wait_for_log("configuration not reloaded", Duration::from_secs(10)));
     assert!(proxy.wait_for_log("remotes.mtls.tls", Duration::from_secs(1)));
     assert_eq!(get(&proxy, "/api/mtls/rel/tool.tar.gz").await.0, 200, "still served");
+}
+
+/// A token-auth registry behind nginx over mutual TLS, its token realm
+/// behind the same nginx: a docker remote with the CA and a client
+/// certificate copies an image with skopeo; one without the certificate
+/// gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_registry_and_its_token_realm_over_mutual_tls() {
+    let registry = Registry::start();
+    let images = tempfile::tempdir().unwrap();
+    make_image(&images.path().join("app"), "v1", "linux/amd64", 2, 64 * 1024, "app");
+    registry.push(&images.path().join("app"), "v1", "library/app:v1", false);
+    let front = Front::start(registry.port, Some(("ci", "token-pw"))).await;
+    let locations = format!(
+        "location = /ready.txt {{ }}
+         location / {{ proxy_pass http://{}; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}",
+        front.addr
+    );
+    let upstream = Upstream::start_with(&locations);
+    front.set_realm(&format!("https://127.0.0.1:{}", upstream.port));
+    let remote = |name: &str, tls: &[(&str, &str)]| {
+        upstream.remote(name, tls).replacen(
+            "\n",
+            "\n    package: docker\n    username: ci\n    password: token-pw\n",
+            1,
+        )
+    };
+    let mut config = String::from("remotes:\n");
+    config +=
+        &remote("reg", &[("ca_file", "ca.pem"), ("client_cert", "client.pem"), ("client_key", "client.key")]);
+    config += &remote("reg-no-cert", &[("ca_file", "ca.pem")]);
+    let proxy = Binary::start(&config, "", &[]);
+    let host = proxy.base.trim_start_matches("http://").to_owned();
+
+    let dest = tempfile::tempdir().unwrap();
+    let (ok, err) = skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/reg/library/app:v1"),
+        &format!("oci:{}:x", dest.path().join("copy").display()),
+    ]);
+    assert!(ok, "skopeo copy over mutual TLS: {err}");
+    assert!(front.token_requests() >= 1, "a token was asked for");
+    assert!(upstream.asked("/token") >= 1, "through the TLS front, with the client certificate");
+    assert!(front.count("GET", "/blobs/") >= 1);
+
+    let (ok, _) = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{host}/reg-no-cert/library/app:v1"),
+    ]);
+    assert!(!ok, "no manifest without the client certificate");
+    let res = client().get(proxy.url("/v2/reg-no-cert/library/app/manifests/v1")).send().await.unwrap();
+    assert_ne!(res.status(), 200);
 }

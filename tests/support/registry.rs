@@ -134,6 +134,8 @@ struct FrontState {
     /// Asks for Basic credentials instead of tokens.
     basic: bool,
     unauthorized: AtomicUsize,
+    /// Where the token realm is said to be, when not this front itself.
+    realm: Mutex<Option<String>>,
 }
 
 /// A counting front of a registry. With credentials it is a token-auth
@@ -210,6 +212,11 @@ impl Front {
         self.state.down.store(false, Ordering::SeqCst);
     }
 
+    /// Names `{base}/token` as the token realm (a TLS front of this front).
+    pub fn set_realm(&self, base: &str) {
+        *self.state.realm.lock().unwrap() = Some(format!("{base}/token"));
+    }
+
     /// Answers every `/v2/` request with `status` (429 with `Retry-After`).
     pub fn fail_with(&self, status: u16) {
         *self.state.status.lock().unwrap() = Some(status);
@@ -270,8 +277,14 @@ async fn handle(State(state): State<Arc<FrontState>>, req: Request) -> Response<
             .map(str::to_owned);
         if !token.is_some_and(|t| state.issued.lock().unwrap().contains(&t)) {
             let port = state.port.load(Ordering::SeqCst);
+            let realm = state
+                .realm
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| format!("http://127.0.0.1:{port}/token"));
             let challenge = format!(
-                "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test-registry\",scope=\"repository:{}:pull\"",
+                "Bearer realm=\"{realm}\",service=\"test-registry\",scope=\"repository:{}:pull\"",
                 repository(&path)
             );
             state.unauthorized.fetch_add(1, Ordering::SeqCst);
