@@ -9,7 +9,7 @@ use std::sync::{
 use artifactapi_layers::{
     coord::Coordinator,
     error::json_error,
-    store::{is_shared_blob, now_ms, Entry, Store},
+    store::{is_shared_blob, now_ms, Store},
     RemoteKind, SharedRemotes,
 };
 use axum::{
@@ -44,6 +44,8 @@ pub(crate) struct State {
     pub(crate) draining: Arc<AtomicBool>,
     pub(crate) kinds: Kinds,
     pub(crate) coordinator: Option<Arc<RedisCoordinator>>,
+    /// Whether writes need the admin token (the operator page asks for it).
+    pub(crate) admin_required: bool,
 }
 
 /// Which backend plays each role, for `/health`.
@@ -260,9 +262,12 @@ pub(crate) async fn config(Shared(state): Shared<State>) -> impl IntoResponse {
 pub(crate) struct ListQuery {
     limit: Option<String>,
     after: Option<String>,
+    prefix: Option<String>,
 }
 
-/// `GET /artifacts/{remote}?limit=N&after=PATH`: one page of entries, by path.
+/// `GET /artifacts/{remote}?limit=N&after=PATH&prefix=P`: one page of
+/// entries, by path (only those under `prefix` when given), with how many
+/// times each was served from the cache and when last.
 pub(crate) async fn list(
     Shared(state): Shared<State>,
     Path(remote): Path<String>,
@@ -276,34 +281,39 @@ pub(crate) async fn list(
         Some(Ok(n)) if (1..=1000).contains(&n) => n,
         Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 1000", &remote),
     };
-    let mut page = match state.store.index.list(&remote, query.after.as_deref(), limit + 1).await {
+    let page = match crate::listing::page(
+        &state.store,
+        &remote,
+        query.prefix.as_deref(),
+        query.after.as_deref(),
+        limit,
+    )
+    .await
+    {
         Ok(page) => page,
         Err(e) => {
             tracing::error!(remote, error = %e, "cannot list the index");
             return error(StatusCode::SERVICE_UNAVAILABLE, "index unavailable", &remote);
         }
     };
-    let next = if page.len() > limit {
-        page.truncate(limit);
-        page.last().map(|e| e.path.clone())
-    } else {
-        None
-    };
-    let items: Vec<Value> = page.iter().map(item).collect();
+    let items: Vec<Value> = page.items.iter().map(item).collect();
     // The remote's totals (every page): one grouped query.
     let usage = state.store.index.usage().await.unwrap_or_default();
     let totals = usage.into_iter().find(|u| u.remote == remote).unwrap_or_default();
-    Json(json!({ "items": items, "next": next, "count": totals.entries, "total_bytes": totals.bytes }))
+    Json(json!({ "items": items, "next": page.next, "count": totals.entries, "total_bytes": totals.bytes }))
         .into_response()
 }
 
-fn item(e: &Entry) -> Value {
+fn item(listed: &crate::listing::Listed) -> Value {
+    let e = &listed.entry;
     json!({
         "path": e.path,
         "size": e.size,
         "class": e.class.as_str(),
         "cached_at": rfc3339(e.cached_at_ms),
         "expires_at": e.expires_at_ms.map(rfc3339),
+        "served_count": listed.served.map_or(0, |(n, _)| n),
+        "last_served_at": listed.served.map(|(_, at)| rfc3339(at)),
     })
 }
 

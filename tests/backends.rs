@@ -138,8 +138,8 @@ async fn index_conformance(index: &dyn Index) {
     assert_eq!(found, [key("k2")]);
     assert!(index.find_path("r", "a/tw").await.unwrap().is_empty(), "exact paths only");
     // Access times: least recently served first, local entries never listed.
-    index.touch(&[(key("k2"), 50_000), (key("k4"), 40_000), ("nope".into(), 1)]).await.unwrap();
-    index.touch(&[(key("k4"), 30_000)]).await.unwrap();
+    index.touch(&[(key("k2"), 50_000, 1), (key("k4"), 40_000, 1), ("nope".into(), 1, 1)]).await.unwrap();
+    index.touch(&[(key("k4"), 30_000, 1)]).await.unwrap();
     let cold: Vec<_> =
         index.coldest(Some("r"), None, 10).await.unwrap().into_iter().map(|c| c.entry.key).collect();
     assert_eq!(cold, [key("k1"), key("k4"), key("k2")], "an earlier time never replaces a later one");
@@ -208,7 +208,7 @@ async fn usage_conformance(index: &dyn Index) {
     index.put(sized("b", "u1", 50, EntryClass::Mutable)).await.unwrap();
     index.put(sized("b", "u1", 50, EntryClass::Mutable)).await.unwrap();
     assert_eq!(usage().await, [("u1".into(), 2, 150), ("u2".into(), 1, 7)], "a replacement counts once");
-    index.touch(&[("u1:a".into(), 9_000_000)]).await.unwrap();
+    index.touch(&[("u1:a".into(), 9_000_000, 1)]).await.unwrap();
     let refresh = Refresh { expires_at_ms: Some(1), revalidated: None };
     index.refresh("u1:b", "blob-b-50", &refresh).await.unwrap();
     index.expire_under("u1", "u/", "", 2).await.unwrap();

@@ -11,7 +11,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::{now_ms, Index, StoreError};
+use super::{now_ms, Index, Served, StoreError};
 
 /// The access record of a store.
 #[derive(Debug, Default)]
@@ -22,13 +22,15 @@ pub struct AccessLog {
 
 #[derive(Debug, Default)]
 struct Batch {
-    keys: HashMap<String, i64>,
+    /// When each key was last served, and how many times since the flush.
+    keys: HashMap<String, (i64, u64)>,
     /// `(remote, path prefix)` of images served.
     images: HashMap<(String, String), i64>,
 }
 
 /// At most this many served keys wait for a flush; past it, more are dropped
-/// (an entry served that often is recorded by a later request).
+/// (an entry served that often is recorded by a later request; its count
+/// misses those hits).
 const MAX_BATCH: usize = 200_000;
 
 impl AccessLog {
@@ -36,8 +38,11 @@ impl AccessLog {
     pub fn served(&self, key: &str, remote: &str, path: &str) {
         let now = now_ms();
         let mut batch = self.served.lock().expect("access lock");
-        if batch.keys.len() < MAX_BATCH {
-            batch.keys.insert(key.to_owned(), now);
+        if let Some((at, times)) = batch.keys.get_mut(key) {
+            *at = now;
+            *times += 1;
+        } else if batch.keys.len() < MAX_BATCH {
+            batch.keys.insert(key.to_owned(), (now, 1));
         }
         if let Some(image) = docker_image(path) {
             if batch.images.len() < MAX_BATCH {
@@ -51,7 +56,8 @@ impl AccessLog {
         let batch = std::mem::take(&mut *self.served.lock().expect("access lock"));
         let count = batch.keys.len() + batch.images.len();
         if !batch.keys.is_empty() {
-            let keys: Vec<(String, i64)> = batch.keys.into_iter().collect();
+            let keys: Vec<Served> =
+                batch.keys.into_iter().map(|(key, (at, times))| (key, at, times)).collect();
             index.touch(&keys).await?;
         }
         for ((remote, prefix), at) in batch.images {

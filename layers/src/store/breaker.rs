@@ -21,7 +21,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{BlobRow, Cold, Entry, Flushed, Index, Refresh, StoreError, Usage};
+use super::{BlobRow, Cold, Entry, Flushed, Index, Refresh, Served, StoreError, Usage};
 
 /// How often the prober asks the index.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -186,8 +186,15 @@ impl Index for Breaker {
         self.guard(self.inner.find_path(remote, path)).await
     }
 
-    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+    async fn touch(&self, accesses: &[Served]) -> Result<(), StoreError> {
         self.guard(self.inner.touch(accesses)).await
+    }
+
+    async fn served(
+        &self,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, (u64, i64)>, StoreError> {
+        self.guard(self.inner.served(keys)).await
     }
 
     async fn coldest(
@@ -283,8 +290,14 @@ mod tests {
         async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
             self.inner.find_path(remote, path).await
         }
-        async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+        async fn touch(&self, accesses: &[Served]) -> Result<(), StoreError> {
             self.inner.touch(accesses).await
+        }
+        async fn served(
+            &self,
+            keys: &[String],
+        ) -> Result<std::collections::HashMap<String, (u64, i64)>, StoreError> {
+            self.inner.served(keys).await
         }
         async fn coldest(
             &self,

@@ -252,7 +252,7 @@ mod tests {
         ])
         .await;
         // `a` is served after the others were stored.
-        index.touch(&[("r/a".into(), 10)]).await.unwrap();
+        index.touch(&[("r/a".into(), 10, 1)]).await.unwrap();
         let done = evict(&store, &Budget { total: Some(700), per_remote: vec![] }).await.unwrap();
         assert_eq!(done, Evicted { entries: 1, bytes: 100 });
         assert!(index.get("r/b").await.unwrap().is_none(), "the least recently served went");

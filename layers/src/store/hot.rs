@@ -14,7 +14,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{BlobRow, Cold, Entry, Flushed, Index, Refresh, StoreError, Usage};
+use super::{BlobRow, Cold, Entry, Flushed, Index, Refresh, Served, StoreError, Usage};
 use crate::coord::Coordinator;
 
 /// An index that keeps up to `capacity` recently used entries in memory.
@@ -195,8 +195,12 @@ impl Index for HotIndex {
         self.inner.blob_rows(after, limit).await
     }
 
-    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+    async fn touch(&self, accesses: &[Served]) -> Result<(), StoreError> {
         self.inner.touch(accesses).await
+    }
+
+    async fn served(&self, keys: &[String]) -> Result<HashMap<String, (u64, i64)>, StoreError> {
+        self.inner.served(keys).await
     }
 
     async fn coldest(
@@ -306,8 +310,11 @@ mod tests {
         ) -> Result<Vec<BlobRow>, StoreError> {
             self.inner.blob_rows(after, limit).await
         }
-        async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+        async fn touch(&self, accesses: &[Served]) -> Result<(), StoreError> {
             self.inner.touch(accesses).await
+        }
+        async fn served(&self, keys: &[String]) -> Result<HashMap<String, (u64, i64)>, StoreError> {
+            self.inner.served(keys).await
         }
         async fn coldest(
             &self,

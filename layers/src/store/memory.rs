@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures_util::stream;
 
 use super::{
-    BlobList, BlobRow, BlobStore, BlobStream, Cold, Entry, EntryClass, Flushed, Index, Refresh, StoreError,
-    Usage,
+    BlobList, BlobRow, BlobStore, BlobStream, Cold, Entry, EntryClass, Flushed, Index, Refresh, Served,
+    StoreError, Usage,
 };
 
 /// An index kept in a `HashMap`.
@@ -24,6 +24,8 @@ use super::{
 pub struct MemoryIndex {
     entries: Mutex<HashMap<String, Entry>>,
     accessed: Mutex<HashMap<String, i64>>,
+    /// Times served and when last, per key.
+    served: Mutex<HashMap<String, (u64, i64)>>,
     cold_rows: AtomicUsize,
 }
 
@@ -84,14 +86,25 @@ impl Index for MemoryIndex {
         }
     }
 
-    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+    async fn touch(&self, accesses: &[Served]) -> Result<(), StoreError> {
         let entries = self.entries.lock().expect("index lock");
         let mut accessed = self.accessed.lock().expect("access lock");
-        for (key, at) in accesses.iter().filter(|(k, _)| entries.contains_key(k)) {
+        let mut served = self.served.lock().expect("served lock");
+        for (key, at, times) in accesses.iter().filter(|(k, ..)| entries.contains_key(k)) {
             let last = accessed.entry(key.clone()).or_insert(*at);
             *last = (*last).max(*at);
+            if *times > 0 {
+                let (count, last) = served.entry(key.clone()).or_insert((0, *at));
+                *count += times;
+                *last = (*last).max(*at);
+            }
         }
         Ok(())
+    }
+
+    async fn served(&self, keys: &[String]) -> Result<HashMap<String, (u64, i64)>, StoreError> {
+        let served = self.served.lock().expect("served lock");
+        Ok(keys.iter().filter_map(|k| served.get(k).map(|s| (k.clone(), *s))).collect())
     }
 
     async fn coldest(
@@ -118,12 +131,13 @@ impl Index for MemoryIndex {
     }
 
     async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
-        let keys: Vec<(String, i64)> = {
+        // Access times only: an image's layers age with it, uncounted.
+        let keys: Vec<Served> = {
             let entries = self.entries.lock().expect("index lock");
             entries
                 .values()
                 .filter(|e| e.remote == remote && e.path.starts_with(prefix))
-                .map(|e| (e.key.clone(), at))
+                .map(|e| (e.key.clone(), at, 0))
                 .collect()
         };
         self.touch(&keys).await

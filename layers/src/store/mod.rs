@@ -20,6 +20,7 @@ pub use cleanup::{clean_up, CleanUp};
 pub use evict::{evict, Budget, Evicted, Growth, Keeper};
 
 use std::{
+    collections::HashMap,
     io,
     ops::Range,
     path::Path,
@@ -36,6 +37,10 @@ pub type BlobStream = BoxStream<'static, io::Result<Bytes>>;
 /// A blob store's listing: each blob's key and when it was written, in
 /// bytewise order of key.
 pub type BlobList = BoxStream<'static, Result<(String, SystemTime), StoreError>>;
+
+/// One entry's hits since the last flush: its key, when it was last served
+/// (milliseconds since the Unix epoch), and how many times.
+pub type Served = (String, i64, u64);
 
 /// What kind of entry an index row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,9 +197,14 @@ pub trait Index: Send + Sync + 'static {
     /// Every entry of `remote` listed under `path` (its variants: the same
     /// path under several keys).
     async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError>;
-    /// Records when entries were last served (batched by the caller); an
-    /// earlier time never replaces a later one.
-    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError>;
+    /// Records when entries were last served and how many times since the
+    /// last call (batched by the caller); an earlier time never replaces a
+    /// later one.
+    async fn touch(&self, accesses: &[Served]) -> Result<(), StoreError>;
+    /// How many times each of `keys` was served from the cache, and when
+    /// last (as [`Index::touch`] recorded them); keys without a row, or
+    /// never served, are left out.
+    async fn served(&self, keys: &[String]) -> Result<HashMap<String, (u64, i64)>, StoreError>;
     /// Up to `limit` entries that are not local, of `remote` (or every
     /// remote), least recently served first (by access time, then key),
     /// from just after `after`: the [`Cold::cursor`] of the last entry a

@@ -2,9 +2,10 @@
 //! migrating, the transaction in which `put` reads the entry it replaces,
 //! and writing a batch of access times. Everything else is `sql.rs`.
 
-use std::{future::Future, path::Path, str::FromStr, time::Duration};
+use std::{collections::HashMap, future::Future, path::Path, str::FromStr, time::Duration};
 
-use artifactapi_layers::store::StoreError;
+use artifactapi_layers::store::{Served, StoreError};
+use sqlx::Row;
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -26,10 +27,13 @@ pub trait Dialect: Database + sealed::Sealed {
     fn rows_affected(done: &Self::QueryResult) -> u64;
     /// Records when entries were last served; an earlier time never
     /// replaces a later one ([`artifactapi_layers::store::Index::touch`]).
-    fn touch(
+    fn touch(pool: &Pool<Self>, accesses: &[Served]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// How many times each of `keys` was served, and when last
+    /// ([`artifactapi_layers::store::Index::served`]).
+    fn served(
         pool: &Pool<Self>,
-        accesses: &[(String, i64)],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        keys: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, (u64, i64)>, StoreError>> + Send;
 }
 
 mod sealed {
@@ -53,17 +57,43 @@ impl Dialect for Sqlite {
 
     // SQLite has no arrays to unnest: one statement an access, in one
     // transaction (one lock, one sync).
-    async fn touch(pool: &Pool<Self>, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+    async fn touch(pool: &Pool<Self>, accesses: &[Served]) -> Result<(), StoreError> {
         let mut tx = pool.begin_with(Self::BEGIN_WRITE).await.map_err(backend)?;
-        for (key, at) in accesses {
-            sqlx::query(concat!("UPDATE entries SET last_access_ms = ", later_access!(), " WHERE key = $2"))
-                .bind(at)
-                .bind(key)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+        for (key, at, times) in accesses {
+            sqlx::query(concat!(
+                "UPDATE entries SET last_access_ms = ",
+                later_access!(),
+                ", served_count = served_count + $3, \
+                 last_served_ms = MAX(COALESCE(last_served_ms, 0), $1) WHERE key = $2"
+            ))
+            .bind(at)
+            .bind(key)
+            .bind(i64::try_from(*times).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
+    }
+
+    // A page of keys, one indexed lookup each (in-process: microseconds).
+    async fn served(pool: &Pool<Self>, keys: &[String]) -> Result<HashMap<String, (u64, i64)>, StoreError> {
+        let mut conn = pool.acquire().await.map_err(backend)?;
+        let mut found = HashMap::new();
+        for key in keys {
+            let row = sqlx::query(
+                "SELECT served_count, last_served_ms FROM entries WHERE key = $1 AND served_count > 0",
+            )
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+            if let Some(row) = row {
+                let (count, last): (i64, Option<i64>) = (row.get(0), row.get(1));
+                found.insert(key.clone(), (count as u64, last.unwrap_or_default()));
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -82,18 +112,40 @@ impl Dialect for Postgres {
     }
 
     // One statement for the whole batch, the accesses as two arrays.
-    async fn touch(pool: &Pool<Self>, accesses: &[(String, i64)]) -> Result<(), StoreError> {
-        let (keys, times): (Vec<&str>, Vec<i64>) = accesses.iter().map(|(k, t)| (k.as_str(), *t)).unzip();
+    async fn touch(pool: &Pool<Self>, accesses: &[Served]) -> Result<(), StoreError> {
+        let keys: Vec<&str> = accesses.iter().map(|(k, ..)| k.as_str()).collect();
+        let times: Vec<i64> = accesses.iter().map(|(_, at, _)| *at).collect();
+        let counts: Vec<i64> = accesses.iter().map(|(.., n)| i64::try_from(*n).unwrap_or(i64::MAX)).collect();
         sqlx::query(
-            "UPDATE entries SET last_access_ms = GREATEST(COALESCE(entries.last_access_ms, 0), a.at) \
-             FROM UNNEST($1::text[], $2::bigint[]) AS a(key, at) WHERE entries.key = a.key",
+            "UPDATE entries SET last_access_ms = GREATEST(COALESCE(entries.last_access_ms, 0), a.at), \
+             served_count = entries.served_count + a.n, \
+             last_served_ms = GREATEST(COALESCE(entries.last_served_ms, 0), a.at) \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS a(key, at, n) WHERE entries.key = a.key",
         )
         .bind(keys)
         .bind(times)
+        .bind(counts)
         .execute(pool)
         .await
         .map_err(backend)?;
         Ok(())
+    }
+
+    async fn served(pool: &Pool<Self>, keys: &[String]) -> Result<HashMap<String, (u64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, served_count, last_served_ms FROM entries WHERE key = ANY($1) AND served_count > 0",
+        )
+        .bind(keys)
+        .fetch_all(pool)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let (key, count, last): (String, i64, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+                (key, (count as u64, last.unwrap_or_default()))
+            })
+            .collect())
     }
 }
 

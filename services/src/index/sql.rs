@@ -8,7 +8,9 @@
 //! and Rust keeps a trait impl in one block. What is not a statement is
 //! elsewhere (`row.rs` decodes, `prefix.rs` computes ranges, `dialect.rs`).
 
-use artifactapi_layers::store::{BlobRow, Cold, Entry, Flushed, Index, Refresh, StoreError, Usage};
+use std::collections::HashMap;
+
+use artifactapi_layers::store::{BlobRow, Cold, Entry, Flushed, Index, Refresh, Served, StoreError, Usage};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
@@ -187,8 +189,12 @@ where
         rows.iter().map(entry).collect()
     }
 
-    async fn touch(&self, accesses: &[(String, i64)]) -> Result<(), StoreError> {
+    async fn touch(&self, accesses: &[Served]) -> Result<(), StoreError> {
         DB::touch(&self.pool, accesses).await
+    }
+
+    async fn served(&self, keys: &[String]) -> Result<HashMap<String, (u64, i64)>, StoreError> {
+        DB::served(&self.pool, keys).await
     }
 
     async fn coldest(
