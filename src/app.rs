@@ -387,6 +387,15 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
             .with_breaker(breaker),
     );
     spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
+    // A snapshot a minute of each remote's totals: the page's last hour.
+    let tally = metrics.clone();
+    tokio::spawn(async move {
+        let mut minute = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            minute.tick().await;
+            tally.tally.remember();
+        }
+    });
 
     // Remotes (behind the front door, see `Artifacts`). Outermost first;
     // each layer may answer on its own.
@@ -465,10 +474,15 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         draining: draining.clone(),
         kinds,
         coordinator,
+        admin_required: settings.admin_token.is_some(),
     };
 
     let router = Router::new()
         .route("/", get(manage::root))
+        .route("/ui", get(|| async { axum::response::Redirect::permanent("/ui/") }))
+        .route("/ui/", get(crate::ui::overview))
+        .route("/ui/remotes/{remote}", get(crate::ui::remote))
+        .route("/ui/entries/{remote}/{*path}", get(crate::ui::entry))
         .route("/health", get(manage::health))
         .route("/ready", get(manage::ready))
         .route("/config", get(manage::config))

@@ -9,8 +9,10 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+mod listing;
 mod manage;
 pub mod metrics;
 pub mod settings;
 pub mod telemetry;
+mod ui;
 pub mod warm;

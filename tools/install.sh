@@ -36,6 +36,9 @@ install_apt() {
   # RubyGems' clients: gem (with ruby) and bundler.
   command -v gem >/dev/null 2>&1 || missing+=(ruby)
   command -v bundle >/dev/null 2>&1 || missing+=(bundler)
+  # The operator page's browser test: headless Chromium over WebDriver.
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   # Signals to the binary under test (kill), small filesystems (mount: util-linux).
   # (kill is also a shell builtin: look for the program the tests run.)
   [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)

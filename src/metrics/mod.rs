@@ -35,6 +35,7 @@
 mod local;
 mod observe;
 mod registry;
+pub mod tally;
 
 pub use observe::{Observe, ObserveLayer};
 pub use registry::Metrics;

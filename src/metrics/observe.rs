@@ -3,7 +3,7 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     task::{Context, Poll},
     time::Instant,
 };
@@ -22,7 +22,10 @@ use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
-use super::registry::{Metrics, RemoteLabel, RequestLabels, SourceLabels, UpstreamLabels};
+use super::{
+    registry::{Metrics, RemoteLabel, RequestLabels, SourceLabels, UpstreamLabels},
+    tally::RemoteTally,
+};
 
 fn status_class(status: u16) -> &'static str {
     match status {
@@ -157,10 +160,21 @@ async fn observe_request(
     record: tracing::Span,
 ) -> Result<Response<ArtifactBody>, BoxError> {
     let labels = |cache, status| RequestLabels { remote: remote.clone(), class, cache, status };
+    let tally = metrics.tally.remote(&remote);
+    tally.requests.fetch_add(1, Ordering::Relaxed);
     match call.await {
         Ok(response) => {
             let status = status_class(response.status().as_u16());
             let cache = cache_result(&response);
+            let counted = match cache {
+                "hit" | "revalidated" => Some(&tally.hits),
+                "miss" | "expired" => Some(&tally.misses),
+                "stale" => Some(&tally.stale),
+                _ => None,
+            };
+            if let Some(n) = counted {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
             record.record("cache", cache);
             record.record("status", response.status().as_u16());
             metrics.requests.get_or_create(&labels(cache, status)).inc();
@@ -173,8 +187,11 @@ async fn observe_request(
                 metrics.served_bytes.get_or_create(&SourceLabels { remote: remote.clone(), source }).clone();
             let transfers = metrics.transfers.clone();
             transfers.inc();
-            Ok(response
-                .map(|body| Counted { inner: body, bytes, transfers, span: record, sent: 0 }.boxed_unsync()))
+            let upstream = source == "upstream";
+            Ok(response.map(|body| {
+                Counted { inner: body, bytes, transfers, span: record, sent: 0, tally, upstream }
+                    .boxed_unsync()
+            }))
         }
         Err(e) => {
             record.record("cache", "error");
@@ -210,6 +227,9 @@ async fn observe_upstream(
         .upstream_latency
         .get_or_create(&RemoteLabel { remote: remote.clone() })
         .observe(elapsed.as_secs_f64());
+    if matches!(outcome, "5xx" | "timeout" | "connect" | "error") {
+        metrics.tally.remote(&remote).upstream_errors.fetch_add(1, Ordering::Relaxed);
+    }
     metrics.upstream_requests.get_or_create(&UpstreamLabels { remote, outcome }).inc();
     result
 }
@@ -224,12 +244,16 @@ pin_project_lite::pin_project! {
         transfers: Gauge,
         span: tracing::Span,
         sent: u64,
+        tally: Arc<RemoteTally>,
+        upstream: bool,
     }
 
     impl PinnedDrop for Counted {
         fn drop(this: Pin<&mut Self>) {
             this.transfers.dec();
             this.span.record("bytes", this.sent);
+            let bytes = if this.upstream { &this.tally.bytes_upstream } else { &this.tally.bytes_cache };
+            bytes.fetch_add(this.sent, Ordering::Relaxed);
         }
     }
 }

@@ -82,6 +82,8 @@ pub struct Metrics {
     evicted_bytes: Counter,
     tee: Vec<Arc<TeeStats>>,
     local: Option<super::local::LocalMetrics>,
+    /// Per-remote totals for the operator page.
+    pub tally: super::tally::Tally,
     breaker: Option<(std::sync::Arc<artifactapi_layers::store::breaker::Breaker>, Gauge, Counter)>,
     store: Store,
     remotes: SharedRemotes,
@@ -210,6 +212,7 @@ impl Metrics {
             evicted_bytes,
             tee,
             local: None,
+            tally: Default::default(),
             breaker: None,
             store,
             remotes,

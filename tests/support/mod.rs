@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod browser;
 pub mod gomod;
 pub mod nginx;
 pub mod npm;
