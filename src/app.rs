@@ -384,7 +384,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     let metrics = Arc::new(
         Metrics::new(store.clone(), vec![tee.stats()], groups.stats(), policy_stats, remotes.clone())
             .with_local_tier(local)
-            .with_breaker(breaker),
+            .with_breaker(breaker)
+            .with_store_budget(settings.cache_max_bytes),
     );
     spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
     // A snapshot a minute of each remote's totals: the page's last hour.

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{client, Proxy, Upstream};
+use support::{client, eventually, Binary, Proxy, Upstream, PATIENCE};
 
 const CONFIG: &str = "remotes:\n  files:\n    base_url: \"{upstream}\"\n    mutable_patterns: ['\\.json$']\n    cache:\n      mutable_ttl: 1\n";
 
@@ -116,4 +116,109 @@ async fn counts_follow_miss_hit_stale_and_coalesced_requests() {
     // Unknown remotes collapse into one label.
     assert_eq!(get(&proxy, "/api/nope/x").await.0, 404);
     assert!(!scrape(&proxy).await.contains("nope"));
+}
+
+/// Every metric the Grafana dashboard queries is one the binary exports
+/// (each family's `# TYPE` line is there before any sample), and the compose
+/// file provisions the dashboard and a Prometheus that scrapes the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_metrics_the_binary_exports() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/dashboards/artifactapi.json")).unwrap(),
+    )
+    .unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            assert_eq!(target["datasource"]["uid"], "prometheus");
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("artifactapi_") {
+                let name: String =
+                    rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[at + name.len()..];
+                used.insert(name);
+            }
+        }
+    }
+    for needed in [
+        "requests",
+        "served_bytes",
+        "upstream_latency",
+        "upstream_requests",
+        "fills",
+        "coalesced",
+        "store_bytes",
+        "store_budget",
+        "evicted",
+        "policy_decisions",
+    ] {
+        assert!(used.iter().any(|m| m.contains(needed)), "the dashboard shows {needed}");
+    }
+
+    // Families with labels show in /metrics once they have a sample: some
+    // traffic first (a miss, a hit, a purge).
+    let upstream = Upstream::start().await;
+    upstream.put("/rel/a.tgz", "bytes", &[]);
+    let proxy = Binary::start("remotes:\n  files:\n    base_url: \"{upstream}\"\n", &upstream.url(), &[]);
+    for _ in 0..2 {
+        client().get(proxy.url("/api/files/rel/a.tgz")).send().await.unwrap().bytes().await.unwrap();
+    }
+    eventually("the entry", PATIENCE, || async {
+        client()
+            .get(proxy.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("artifactapi_store_bytes{")
+    })
+    .await;
+    let before = client().get(proxy.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    client().delete(proxy.url("/cache/files/rel/a.tgz")).send().await.unwrap();
+    let after = client().get(proxy.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = before + &after;
+    let exported: Vec<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    for name in &used {
+        // Only once a policy decided something (tests/policy.rs sees it then).
+        if name.starts_with("artifactapi_policy_decisions") {
+            continue;
+        }
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name.as_str(), |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+        assert!(exported.contains(&family), "{name} is not in /metrics: {exported:?}");
+    }
+
+    let compose = deploy_yaml(&root().join("deploy/compose.yaml"));
+    let grafana = &compose[0]["services"]["grafana"];
+    for mount in grafana["volumes"].as_sequence().unwrap() {
+        let source = mount.as_str().unwrap().split(':').next().unwrap();
+        assert!(root().join("deploy").join(source).exists(), "{source}");
+    }
+    let prometheus = deploy_yaml(&root().join("deploy/prometheus.yml"));
+    let targets = &prometheus[0]["scrape_configs"][0]["static_configs"][0]["targets"];
+    for replica in ["artifactapi-a", "artifactapi-b"] {
+        assert!(compose[0]["services"][replica].is_mapping());
+        assert!(
+            targets.as_sequence().unwrap().iter().any(|t| t.as_str().unwrap().starts_with(replica)),
+            "{replica}"
+        );
+    }
+    let datasource = deploy_yaml(&root().join("deploy/grafana/provisioning/datasources/prometheus.yaml"));
+    assert_eq!(datasource[0]["datasources"][0]["uid"], "prometheus");
+}
+
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn deploy_yaml(path: &std::path::Path) -> Vec<serde_yaml_ng::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
 }

@@ -26,6 +26,7 @@
 //! - With a local disk tier (`CACHE_LOCAL_DIR`): `artifactapi_local_copies`,
 //!   `artifactapi_local_bytes`, `artifactapi_local_budget_bytes`, and
 //!   `artifactapi_local_{hits,fills,kept,repairs,evictions,evicted_bytes,confirms}_total`.
+//! - `artifactapi_store_budget_bytes`: `CACHE_MAX_BYTES` (0: none).
 //! - With PostgreSQL: `artifactapi_index_circuit_open` (1 while index calls
 //!   fail at once) and `artifactapi_index_circuit_opened_total`.
 //!

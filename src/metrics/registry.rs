@@ -219,6 +219,18 @@ impl Metrics {
         }
     }
 
+    /// Adds `artifactapi_store_budget_bytes`: `CACHE_MAX_BYTES`, 0 without one.
+    pub fn with_store_budget(mut self, budget: Option<u64>) -> Self {
+        let gauge: Gauge = Gauge::default();
+        gauge.set(i64::try_from(budget.unwrap_or(0)).unwrap_or(i64::MAX));
+        self.registry.register(
+            "store_budget_bytes",
+            "The most the whole store may take (CACHE_MAX_BYTES; 0: no budget)",
+            gauge,
+        );
+        self
+    }
+
     /// Adds the index circuit breaker's metrics.
     pub fn with_breaker(
         mut self,
