@@ -448,6 +448,12 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .service(LocalRepo::new(store.clone(), spool, settings.max_upload_bytes));
 
     let admin = AdminToken::new(settings.admin_token.clone());
+    let access = crate::access_log::AccessLog::open(
+        &settings.access_log,
+        settings.log_json,
+        settings.trusted_proxies.clone(),
+    )
+    .map_err(|e| format!("ACCESS_LOG {:?}: {e}", settings.access_log))?;
     let members = Dispatch {
         proxy: BoxCloneSyncService::new(proxy),
         local: BoxCloneSyncService::new(local),
@@ -508,7 +514,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(CatchPanicLayer::custom(|_| {
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "", "").map(Body::new)
         }))
-        .layer(TraceLayer::new_for_http());
+        .layer(TraceLayer::new_for_http())
+        .layer(from_fn_with_state(access, crate::access_log::layer));
     Ok(App { router, draining, reload })
 }
 

@@ -6,6 +6,7 @@
 //! axum application ([`app`]). `main.rs` only parses the command line.
 #![deny(missing_docs, unsafe_code)]
 
+pub mod access_log;
 pub mod app;
 pub mod auth;
 pub mod config;

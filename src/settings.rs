@@ -52,6 +52,14 @@ pub struct Settings {
     /// holds copies of small, recently served blobs, so their hits read
     /// no file and send no object-store request.
     pub cache_memory_bytes: u64,
+    /// `ACCESS_LOG`, default `off`: `stdout` or a file path for one line
+    /// per request.
+    pub access_log: crate::access_log::AccessLogTarget,
+    /// `TRUSTED_PROXIES`: CIDRs (comma separated) whose `X-Forwarded-For`
+    /// the access log believes; default none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `LOG_FORMAT=json`: JSON log and access lines.
+    pub log_json: bool,
     /// `CACHE_LOCAL_DIR`: with S3, a directory on the replica's own disk
     /// that keeps least-recently-used copies of blobs, so hits read local
     /// files instead of the object store.
@@ -84,6 +92,20 @@ fn resolve_from(text: Option<&str>) -> Result<Vec<(String, Vec<std::net::SocketA
     Ok(out)
 }
 
+/// `TRUSTED_PROXIES`: CIDRs or single addresses, comma separated.
+fn trusted_proxies(text: Option<&str>) -> Result<Vec<ipnet::IpNet>, String> {
+    text.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("TRUSTED_PROXIES {s:?} is not an address or CIDR (10.0.0.0/8)"))
+        })
+        .collect()
+}
+
 /// A size: plain bytes, or a number with `K`, `M`, `G` or `T` (powers of
 /// 1024, as nginx reads them; `KB`/`KiB` and lower case too).
 pub fn parse_bytes(text: &str) -> Option<u64> {
@@ -113,6 +135,8 @@ pub const VARIABLES: &[&str] = &[
     "CACHE_MAX_BYTES",
     "CACHE_MEMORY_BYTES",
     "CACHE_LOCAL_DIR",
+    "ACCESS_LOG",
+    "TRUSTED_PROXIES",
     "CACHE_LOCAL_BYTES",
     "CACHE_EVICT_INTERVAL",
     "CLEANUP_INTERVAL",
@@ -318,6 +342,9 @@ impl Settings {
             cache_max_bytes,
             cache_memory_bytes,
             cache_local_dir: var("CACHE_LOCAL_DIR").filter(|s| !s.is_empty()).map(PathBuf::from),
+            access_log: crate::access_log::AccessLogTarget::parse(var("ACCESS_LOG").as_deref()),
+            trusted_proxies: trusted_proxies(var("TRUSTED_PROXIES").as_deref())?,
+            log_json: var("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json")),
             cache_local_bytes,
             evict_interval: seconds("CACHE_EVICT_INTERVAL", 10)?,
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", 30)?,

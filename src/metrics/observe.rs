@@ -22,6 +22,8 @@ use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::access_log::AccessNote;
+
 use super::{
     registry::{Metrics, RemoteLabel, RequestLabels, SourceLabels, UpstreamLabels},
     tally::RemoteTally,
@@ -118,6 +120,7 @@ where
             Some(ResolvedRemote(remote)) => metrics.remote_label(&remote.name),
             None => "unknown".to_owned(),
         };
+        let note = req.extensions().get::<AccessNote>().cloned();
         match self.stage {
             Stage::Requests => {
                 let class = match req.extensions().get::<Classification>() {
@@ -134,7 +137,10 @@ where
                     bytes = tracing::field::Empty,
                     coalesced = tracing::field::Empty,
                 );
-                let call = observe_request(inner.oneshot(req), metrics, remote, class, span.clone());
+                if let Some(note) = &note {
+                    note.with(|n| n.remote = Some(remote.clone()));
+                }
+                let call = observe_request(inner.oneshot(req), metrics, remote, class, span.clone(), note);
                 Box::pin(call.instrument(span))
             }
             Stage::Upstream => {
@@ -145,7 +151,7 @@ where
                     status = tracing::field::Empty,
                     latency_ms = tracing::field::Empty,
                 );
-                let call = observe_upstream(inner.oneshot(req), metrics, remote, span.clone());
+                let call = observe_upstream(inner.oneshot(req), metrics, remote, span.clone(), note);
                 Box::pin(call.instrument(span))
             }
         }
@@ -158,6 +164,7 @@ async fn observe_request(
     remote: String,
     class: &'static str,
     record: tracing::Span,
+    note: Option<AccessNote>,
 ) -> Result<Response<ArtifactBody>, BoxError> {
     let labels = |cache, status| RequestLabels { remote: remote.clone(), class, cache, status };
     let tally = metrics.tally.remote(&remote);
@@ -183,6 +190,9 @@ async fn observe_request(
                 Some(CacheStatus::Local) => "local",
                 _ => "cache",
             };
+            if let Some(note) = &note {
+                note.with(|n| (n.cache, n.source) = (Some(cache), Some(source)));
+            }
             let bytes =
                 metrics.served_bytes.get_or_create(&SourceLabels { remote: remote.clone(), source }).clone();
             let transfers = metrics.transfers.clone();
@@ -194,6 +204,9 @@ async fn observe_request(
             }))
         }
         Err(e) => {
+            if let Some(note) = &note {
+                note.with(|n| n.cache = Some("error"));
+            }
             record.record("cache", "error");
             metrics.requests.get_or_create(&labels("error", "error")).inc();
             Err(e)
@@ -206,6 +219,7 @@ async fn observe_upstream(
     metrics: Arc<Metrics>,
     remote: String,
     record: tracing::Span,
+    note: Option<AccessNote>,
 ) -> Result<Response<ArtifactBody>, BoxError> {
     let started = Instant::now();
     let result = call.await;
@@ -218,6 +232,9 @@ async fn observe_upstream(
         },
     };
     let elapsed = started.elapsed();
+    if let Some(note) = &note {
+        note.with(|n| n.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0));
+    }
     record.record("outcome", outcome);
     record.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
     if let Ok(response) = &result {

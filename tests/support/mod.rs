@@ -554,6 +554,9 @@ impl Binary {
                 kept.lock().unwrap().push(line.clone());
                 if let Some(addr) = line.split("addr=").nth(1) {
                     let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
+                } else if let Some(addr) = line.split("\"addr\":\"").nth(1) {
+                    // LOG_FORMAT=json
+                    let _ = tx.send(addr.split('"').next().unwrap_or_default().to_owned());
                 }
             }
         });
