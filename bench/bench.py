@@ -317,15 +317,16 @@ def machine_now(date):
 # ---------------------------------------------------------------- benchmarks
 
 
-def hits(results, origin_port, nginx_port, embedded, production, local, rounds, seconds):
+def hits(results, origin_port, nginx_port, embedded, production, local, logged, rounds, seconds):
     targets = {"nginx": f"http://127.0.0.1:{nginx_port}", "embedded": embedded.url("/api/files"),
                "production": production.url("/api/files") if production else None,
-               "local": local.url("/api/files") if local else None}
+               "local": local.url("/api/files") if local else None,
+               "access_log": logged.url("/api/files") if logged else None}
     for name, base in targets.items():
         if base:
             for f in ("small.bin", "large.bin"):
                 subprocess.run(["curl", "-sf", "--noproxy", "*", "-o", "/dev/null", f"{base}/{f}"], check=True)
-    for a in (embedded, production, local):
+    for a in (embedded, production, local, logged):
         if a:
             a.wait_cached("files", 2)
     peers = [k for k, v in targets.items() if v]
@@ -905,6 +906,15 @@ def report(results, out, args):
             r = ratio(l["production"]["bps"], l["nginx"]["bps"])
             row(f"| 2 | … S3 + PostgreSQL + Redis | {l['production']['bps'] / MIB:,.0f} MiB/s "
                 f"| nginx {l['nginx']['bps'] / MIB:,.0f} MiB/s | {r:.2f}× | – | |", "large")
+        if "access_log" in l:
+            ra = ratio(s["access_log"]["rps"], s["embedded"]["rps"])
+            row(f"| 1 | … 4 KiB hits with `ACCESS_LOG` on (a file) | {s['access_log']['rps']:,.0f} "
+                f"({s['access_log']['p99_ms']:.2f} ms) | embedded without it {s['embedded']['rps']:,.0f} | {ra:.2f}× "
+                f"| ≥ 0.95× | {check(ra, 0.95, 'higher')} |", "small")
+            rl = ratio(l["access_log"]["bps"], l["embedded"]["bps"])
+            row(f"| 2 | … 100 MiB hits with `ACCESS_LOG` on | {l['access_log']['bps'] / MIB:,.0f} MiB/s "
+                f"| embedded without it {l['embedded']['bps'] / MIB:,.0f} MiB/s | {rl:.2f}× | ≥ 0.95× "
+                f"| {check(rl, 0.95, 'higher')} |", "large")
         if "local" in l:
             r = ratio(l["local"]["bps"], l["embedded"]["bps"])
             row(f"| 2 | … S3 + PostgreSQL + Redis with the local disk tier (`CACHE_LOCAL_DIR`) "
@@ -1086,6 +1096,9 @@ def main():
             nginx_port, nginx = start_nginx_cache(procs, work, origin_port)
             yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
             embedded = Artifactapi(procs, work, "embedded", yaml)
+            # The embedded store again, writing an access line per request.
+            logged = Artifactapi(procs, work, "access-log", yaml,
+                                 {"ACCESS_LOG": os.path.join(work, "access-log", "access.log")})
             production = local = None
             if "production" not in skip:
                 garage = Garage(procs, work)
@@ -1106,9 +1119,11 @@ def main():
                                   "CACHE_LOCAL_BYTES": "1G"})
                 shutil.rmtree(os.path.join(work, "local-tier"), ignore_errors=True)
                 local = Artifactapi(procs, work, "local", yaml, local_env)
-            section("hits", hits, origin_port, nginx_port, embedded, production, local, args.rounds, args.seconds)
+            section("hits", hits, origin_port, nginx_port, embedded, production, local, logged, args.rounds,
+                    args.seconds)
             procs.stop(nginx)
             embedded.stop()
+            logged.stop()
             if production:
                 production.stop()
                 local.stop()

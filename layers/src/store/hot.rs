@@ -6,6 +6,9 @@
 //! copy is never staler than the write path (entries carry their expiry, so
 //! freshness is still checked on every hit). Replicas drop each other's hot
 //! copies through [`HotIndex::invalidate`].
+//!
+//! A little over 400 lines: one `impl Index` that must forward every method
+//! of the trait, and the tests' stand-in index that must implement it too.
 
 use std::{
     collections::HashMap,

@@ -1,6 +1,6 @@
 //! Blob stores.
 
-mod fs;
+pub(crate) mod fs;
 mod local;
 mod s3;
 
