@@ -169,11 +169,10 @@ struct Started {
 
 /// The middleware: notes the request, and writes its line when the body ends.
 pub async fn layer(
-    axum::extract::State(log): axum::extract::State<Option<AccessLog>>,
+    axum::extract::State(log): axum::extract::State<AccessLog>,
     mut req: Request<Body>,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(log) = log else { return next.run(req).await };
     let note = AccessNote::default();
     req.extensions_mut().insert(note.clone());
     let started = started(log, note, &req);

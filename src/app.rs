@@ -514,8 +514,12 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(CatchPanicLayer::custom(|_| {
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "", "").map(Body::new)
         }))
-        .layer(TraceLayer::new_for_http())
-        .layer(from_fn_with_state(access, crate::access_log::layer));
+        .layer(TraceLayer::new_for_http());
+    // Off (the default), requests do not pass the access log's middleware at all.
+    let router = match access {
+        Some(access) => router.layer(from_fn_with_state(access, crate::access_log::layer)),
+        None => router,
+    };
     Ok(App { router, draining, reload })
 }
 

@@ -55,6 +55,8 @@ mod flush;
 mod layer;
 mod service;
 pub(crate) mod spool;
+
+pub use spool::read_at;
 mod waiting;
 
 pub use fill::TeeStats;

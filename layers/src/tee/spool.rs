@@ -50,7 +50,7 @@ pub(crate) fn create(dir: &Path) -> io::Result<(PathBuf, File)> {
 }
 
 /// Reads up to `len` bytes at `offset`, off the async threads.
-pub(crate) async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
+pub async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0; len];
         let n = file.read_at(&mut buf, offset)?;

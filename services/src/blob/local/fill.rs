@@ -16,8 +16,10 @@ use std::{
     },
 };
 
-use artifactapi_layers::store::{BlobStream, StoreError};
-use bytes::Bytes;
+use artifactapi_layers::{
+    store::{BlobStream, StoreError},
+    tee::read_at,
+};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
@@ -249,17 +251,6 @@ fn follow(filling: Arc<Filling>, range: Option<Range<u64>>) -> BlobStream {
 
 fn broke_off() -> io::Error {
     io::Error::other("reading the blob from the object store broke off")
-}
-
-async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0; len];
-        let n = file.read_at(&mut buf, offset)?;
-        buf.truncate(n);
-        Ok(Bytes::from(buf))
-    })
-    .await
-    .map_err(io::Error::other)?
 }
 
 /// The first `end` bytes of `stream` (all of it when `None`).
