@@ -303,6 +303,13 @@ fn remove_old_spool_files(spool: &std::path::Path, age: std::time::Duration) {
 pub struct App {
     /// Every route.
     pub router: Router,
+    /// The access log (`ACCESS_LOG`), `None` when off: the server wraps the
+    /// whole router in it (a [`Logging`] middleware), so that it sees every
+    /// request before routing and boxes nothing per route; off, requests
+    /// never pass it.
+    ///
+    /// [`Logging`]: crate::access_log::Logging
+    pub access: Option<crate::access_log::AccessLog>,
     /// Set on shutdown: `/ready` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     /// Puts a new configuration in force.
@@ -515,12 +522,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "", "").map(Body::new)
         }))
         .layer(TraceLayer::new_for_http());
-    // Off (the default), requests do not pass the access log's middleware at all.
-    let router = match access {
-        Some(access) => router.layer(from_fn_with_state(access, crate::access_log::layer)),
-        None => router,
-    };
-    Ok(App { router, draining, reload })
+    Ok(App { router, access, draining, reload })
 }
 
 /// The edge of the artifact routes: the one rescue ([`RescueLayer`], which

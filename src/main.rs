@@ -139,13 +139,28 @@ async fn serve(settings: Settings) -> ExitCode {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = tokio::spawn(
-        axum::serve(listener, app.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    // The server runs the router, inside the access log's middleware when
+    // the log is on (two service types, hence the macro).
+    macro_rules! spawn_server {
+        ($service:expr) => {
+            tokio::spawn(
+                axum::serve(
+                    listener,
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                        std::net::SocketAddr,
+                    >($service),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                })
+                .into_future(),
+            )
+        };
+    }
+    let server = match app.access {
+        Some(log) => spawn_server!(tower::Layer::layer(&log, app.router.clone())),
+        None => spawn_server!(app.router.clone()),
+    };
     tokio::pin!(server);
     tokio::select! {
         finished = &mut server => return server_ended(finished),
@@ -157,7 +172,7 @@ async fn serve(settings: Settings) -> ExitCode {
         deadline_s = settings.shutdown_timeout.as_secs_f64(),
         "shutting down: finishing in-flight requests"
     );
-    match tokio::time::timeout(settings.shutdown_timeout, &mut server).await {
+    let ended = match tokio::time::timeout(settings.shutdown_timeout, &mut server).await {
         Ok(finished) => server_ended(finished),
         Err(_) => {
             tracing::warn!(
@@ -165,7 +180,11 @@ async fn serve(settings: Settings) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+    };
+    if let Some(log) = &app.access {
+        log.flush();
     }
+    ended
 }
 
 fn server_ended(finished: Result<std::io::Result<()>, tokio::task::JoinError>) -> ExitCode {

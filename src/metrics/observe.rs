@@ -116,7 +116,8 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let metrics = self.metrics.clone();
-        let remote = match req.extensions().get::<ResolvedRemote>() {
+        let resolved = req.extensions().get::<ResolvedRemote>();
+        let remote = match resolved {
             Some(ResolvedRemote(remote)) => metrics.remote_label(&remote.name),
             None => "unknown".to_owned(),
         };
@@ -138,7 +139,7 @@ where
                     coalesced = tracing::field::Empty,
                 );
                 if let Some(note) = &note {
-                    note.with(|n| n.remote = Some(remote.clone()));
+                    note.with(|n| n.remote = resolved.map(|r| r.0.clone()));
                 }
                 let call = observe_request(inner.oneshot(req), metrics, remote, class, span.clone(), note);
                 Box::pin(call.instrument(span))
