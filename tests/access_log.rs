@@ -117,3 +117,25 @@ async fn combined_lines_with_key_values_and_forwarded_for_from_a_trusted_proxy()
     assert!(artifact[1].ends_with("upstream_ms=-"), "{}", artifact[1]);
     shape(&artifact[2], 502, None, "cache=error source=- remote=down");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_the_answer_gets_a_499_line() {
+    // An upstream that takes the connection and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = "remotes:\n  silent:\n    base_url: \"{upstream}\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let env = [("ACCESS_LOG".to_owned(), log.display().to_string())];
+    let proxy = Binary::start(config, &format!("http://{}", silent.local_addr().unwrap()), &env);
+    let gave_up = client()
+        .get(proxy.url("/api/silent/rel/slow.tgz"))
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the upstream never answers");
+    eventually("the 499 line", PATIENCE, || async {
+        lines(&log).iter().any(|l| l.contains("\"GET /api/silent/rel/slow.tgz HTTP/1.1\" 499 0 "))
+    })
+    .await;
+    drop(silent);
+}
