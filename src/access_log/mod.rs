@@ -179,6 +179,8 @@ struct Started {
 
 impl Started {
     fn of<B>(log: &AccessLog, req: &Request<B>) -> Self {
+        let combined = !log.shared.json;
+        let header = |name| if combined { req.headers().get(name).cloned() } else { None };
         Self {
             client: log.client(req),
             at: Instant::now(),
@@ -186,8 +188,9 @@ impl Started {
             method: req.method().clone(),
             path: req.uri().path_and_query().cloned(),
             version: req.version(),
-            referer: req.headers().get(http::header::REFERER).cloned(),
-            agent: req.headers().get(http::header::USER_AGENT).cloned(),
+            // Only the combined format writes them.
+            referer: header(http::header::REFERER),
+            agent: header(http::header::USER_AGENT),
         }
     }
 }
