@@ -317,16 +317,15 @@ def machine_now(date):
 # ---------------------------------------------------------------- benchmarks
 
 
-def hits(results, origin_port, nginx_port, embedded, production, local, logged, rounds, seconds):
+def hits(results, origin_port, nginx_port, embedded, production, local, rounds, seconds):
     targets = {"nginx": f"http://127.0.0.1:{nginx_port}", "embedded": embedded.url("/api/files"),
                "production": production.url("/api/files") if production else None,
-               "local": local.url("/api/files") if local else None,
-               "access_log": logged.url("/api/files") if logged else None}
+               "local": local.url("/api/files") if local else None}
     for name, base in targets.items():
         if base:
             for f in ("small.bin", "large.bin"):
                 subprocess.run(["curl", "-sf", "--noproxy", "*", "-o", "/dev/null", f"{base}/{f}"], check=True)
-    for a in (embedded, production, local, logged):
+    for a in (embedded, production, local):
         if a:
             a.wait_cached("files", 2)
     peers = [k for k, v in targets.items() if v]
@@ -349,6 +348,59 @@ def hits(results, origin_port, nginx_port, embedded, production, local, logged, 
                                "per_round": {k: [[x["rps"], x["p99_ms"]] for x in v] for k, v in small.items()}}
     results["how"]["large"] = {"rounds": rounds, "orders": orders, "stat": "median", "note": note,
                                "per_round": {k: [x["bps"] for x in v] for k, v in large.items()}}
+
+
+def access_log_cost(results, procs, work, origin_port, pairs, seconds):
+    """What writing an access line per request costs on hits: the same
+    binary and store with `ACCESS_LOG` off and on. The two differ by a few
+    per cent, less than single runs on a shared two-core machine spread, so
+    they are measured in pairs of short runs, one right after the other,
+    alternating which goes first; the figure is the median of the pairs'
+    ratios, with its quartiles."""
+    yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
+    log_path = os.path.join(work, "access-log-on", "access.log")
+    servers = {"off": Artifactapi(procs, work, "access-log-off", yaml),
+               "on": Artifactapi(procs, work, "access-log-on", yaml, {"ACCESS_LOG": log_path})}
+    for a in servers.values():
+        for f in ("small.bin", "large.bin"):
+            subprocess.run(["curl", "-sf", "--noproxy", "*", "-o", "/dev/null", a.url(f"/api/files/{f}")], check=True)
+        a.wait_cached("files", 2)
+    orders = [["off", "on"] if i % 2 == 0 else ["on", "off"] for i in range(pairs)]
+    large_pairs = max(4, pairs // 4)
+    small, large = [], []
+    for i, order in enumerate(orders):
+        got = {}
+        for name in order:
+            log(f"access log, 4 KiB hits, 64 connections: {name}, pair {i + 1} of {pairs}")
+            got[name] = wrk(servers[name].url("/api/files/small.bin"), 64, seconds)
+        small.append({k: got[k]["rps"] for k in order})
+    for i, order in enumerate(orders[:large_pairs]):
+        got = {}
+        for name in order:
+            log(f"access log, 100 MiB hits, 8 connections: {name}, pair {i + 1} of {large_pairs}")
+            got[name] = wrk(servers[name].url("/api/files/large.bin"), 8, seconds)
+        large.append({k: got[k]["bps"] for k in order})
+    for a in servers.values():
+        a.stop()
+    # The log was really on: one line per request, flushed at shutdown.
+    with open(log_path) as f:
+        lines = sum(1 for line in f if '"GET /api/files/' in line)
+
+    def summary(measures):
+        ratios = sorted(m["on"] / m["off"] for m in measures)
+        q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        return {"ratio": q2, "q1": q1, "q3": q3, "off": median([m["off"] for m in measures]),
+                "on": median([m["on"] for m in measures]), "pairs": measures}
+
+    results["access_log"] = {"small": summary(small), "large": summary(large), "log_lines": lines,
+                             "seconds": seconds}
+    results["how"]["access_log"] = {
+        "rounds": pairs, "orders": orders, "stat": "median of the pairs' ratios", "paired": True,
+        "large_pairs": large_pairs,
+        "note": f"the same binary and embedded store twice, `ACCESS_LOG` off and on (a file), each warmed by one "
+                f"request; wrk for {seconds} s per run, the two runs of a pair one right after the other, "
+                f"alternating which went first; {pairs} pairs of 4 KiB runs, then {large_pairs} pairs of 100 MiB "
+                f"runs; the log held {lines:,} request lines at the end"}
 
 
 def cold_miss(results, procs, work, origin_port, rounds):
@@ -807,6 +859,9 @@ def how_text(h, field=None):
     if not h:
         return "not recorded"
     n = h.get("rounds")
+    if h.get("paired"):
+        n = h.get("large_pairs", n) if field == "large" else n
+        return f"{n} pairs, alternating which went first; median of the pairs' ratios"
     orders = h.get("orders") or []
     peers = orders[0] if orders else []
     stat = (h.get("stats") or {}).get(field, h.get("stat", "median"))
@@ -906,7 +961,7 @@ def report(results, out, args):
             r = ratio(l["production"]["bps"], l["nginx"]["bps"])
             row(f"| 2 | … S3 + PostgreSQL + Redis | {l['production']['bps'] / MIB:,.0f} MiB/s "
                 f"| nginx {l['nginx']['bps'] / MIB:,.0f} MiB/s | {r:.2f}× | – | |", "large")
-        if "access_log" in l:
+        if "access_log" in l and "access_log" not in results:
             ra = ratio(s["access_log"]["rps"], s["embedded"]["rps"])
             row(f"| 1 | … 4 KiB hits with `ACCESS_LOG` on (a file) | {s['access_log']['rps']:,.0f} "
                 f"({s['access_log']['p99_ms']:.2f} ms) | embedded without it {s['embedded']['rps']:,.0f} | {ra:.2f}× "
@@ -924,6 +979,17 @@ def report(results, out, args):
             row(f"| 1 | … 4 KiB hits with the local disk tier | {s['local']['rps']:,.0f} ({s['local']['p99_ms']:.2f} ms) "
                 f"| S3 + PostgreSQL + Redis without it {s['production']['rps']:,.0f} | {rs:.2f}× "
                 f"| ≥ 0.9× (unchanged) | {check(rs, 0.9, 'higher')} |", "small")
+    if "access_log" in results:
+        a = results["access_log"]
+        sm, lg = a["small"], a["large"]
+        row(f"| 1 | … 4 KiB hits with `ACCESS_LOG` on (a file), paired with the same binary without it "
+            f"| {sm['on']:,.0f} | without it {sm['off']:,.0f} | {sm['ratio']:.2f}× "
+            f"(quartiles {sm['q1']:.2f}–{sm['q3']:.2f}) | ≥ 0.95× | {check(sm['ratio'], 0.95, 'higher')} |",
+            "access_log")
+        row(f"| 2 | … 100 MiB hits with `ACCESS_LOG` on, paired | {lg['on'] / MIB:,.0f} MiB/s "
+            f"| without it {lg['off'] / MIB:,.0f} MiB/s | {lg['ratio']:.2f}× "
+            f"(quartiles {lg['q1']:.2f}–{lg['q3']:.2f}) | ≥ 0.95× | {check(lg['ratio'], 0.95, 'higher')} |",
+            "access_log", "large")
     if "cold" in results:
         c = results["cold"]
         r3 = ratio(c["proxied_s"], c["direct_s"])
@@ -980,7 +1046,7 @@ def report(results, out, args):
     for name, error in results["errors"].items():
         w(f"| – | {name}: **failed** | {error.splitlines()[0][:200]} | | | | | |")
     notes = [(num, how.get(key) or how.get(alt)) for num, key, alt in
-             (("1–2", "small", "large"), ("3", "cold", None), ("3 (TLS)", "tls", None), ("4", "burst", None), ("5", "images", None),
+             (("1–2", "small", "large"), ("1–2 (access log)", "access_log", None), ("3", "cold", None), ("3 (TLS)", "tls", None), ("4", "burst", None), ("5", "images", None),
               ("6", "packages", None), ("7", "idle", None))]
     notes = [(num, h["note"]) for num, h in notes if h and h.get("note")]
     if notes:
@@ -1018,8 +1084,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--burst-clients", type=int, default=100)
+    ap.add_argument("--pairs", type=int, default=20, help="pairs of runs for the access log's cost")
+    ap.add_argument("--pair-seconds", type=int, default=3, help="seconds per run of a pair")
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out, and/or production")
-    ap.add_argument("--only", default="", help="comma-separated: hits,cold,tls,burst,idle,images,packages")
+    ap.add_argument("--only", default="",
+                    help="comma-separated: hits,access_log,cold,tls,burst,idle,images,packages")
     ap.add_argument("--update", action="store_true",
                     help="measure only the sections asked for (--only) and keep the other sections' figures, "
                          "dates and machine from OUT's raw figures; each kept section says when it was measured")
@@ -1058,7 +1127,8 @@ def main():
     generated = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
     results = {"errors": {}, "generated": generated, "rounds": args.rounds, "machine": machine_now(generated),
                "how": {}}
-    only = set(filter(None, args.only.split(","))) or {"hits", "cold", "tls", "burst", "idle", "images", "packages"}
+    only = set(filter(None, args.only.split(","))) or {"hits", "access_log", "cold", "tls", "burst", "idle", "images",
+                                                       "packages"}
     only -= skip
 
     def section(name, fn, *a, **kw):
@@ -1076,7 +1146,7 @@ def main():
         old = json.loads(text.rsplit("```json", 1)[1].split("```", 1)[0]) if "```json" in text else {}
         if not old.get("how"):
             old["how"] = legacy_how(old)
-        measured = {"hits": ("small", "large"), "cold": ("cold",), "tls": ("tls",), "burst": ("burst",), "idle": ("idle",),
+        measured = {"hits": ("small", "large"), "access_log": ("access_log",), "cold": ("cold",), "tls": ("tls",), "burst": ("burst",), "idle": ("idle",),
                     "images": ("images",), "packages": ("packages",)}
         for name, keys in measured.items():
             if name in only:
@@ -1096,9 +1166,6 @@ def main():
             nginx_port, nginx = start_nginx_cache(procs, work, origin_port)
             yaml = f'remotes:\n  files:\n    base_url: "http://127.0.0.1:{origin_port}"\n'
             embedded = Artifactapi(procs, work, "embedded", yaml)
-            # The embedded store again, writing an access line per request.
-            logged = Artifactapi(procs, work, "access-log", yaml,
-                                 {"ACCESS_LOG": os.path.join(work, "access-log", "access.log")})
             production = local = None
             if "production" not in skip:
                 garage = Garage(procs, work)
@@ -1119,16 +1186,16 @@ def main():
                                   "CACHE_LOCAL_BYTES": "1G"})
                 shutil.rmtree(os.path.join(work, "local-tier"), ignore_errors=True)
                 local = Artifactapi(procs, work, "local", yaml, local_env)
-            section("hits", hits, origin_port, nginx_port, embedded, production, local, logged, args.rounds,
+            section("hits", hits, origin_port, nginx_port, embedded, production, local, args.rounds,
                     args.seconds)
             procs.stop(nginx)
             embedded.stop()
-            logged.stop()
             if production:
                 production.stop()
                 local.stop()
                 for name in (db, f"{db}_local"):
                     run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"DROP DATABASE {name} WITH (FORCE)"])
+        section("access_log", access_log_cost, procs, work, origin_port, args.pairs, args.pair_seconds)
         section("cold", cold_miss, procs, work, origin_port, args.rounds)
         section("tls", tls_cold_miss, procs, work, files, args.rounds)
         section("burst", cold_burst, procs, work, origin_port, origin_log, args.burst_clients, args.rounds)
