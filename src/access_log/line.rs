@@ -163,33 +163,9 @@ impl Line {
         }
     }
 
-    /// `n` in decimal, two digits at a time.
-    fn number(&mut self, mut n: u64) {
-        const PAIRS: [u8; 200] = {
-            let mut pairs = [0; 200];
-            let mut i = 0;
-            while i < 100 {
-                (pairs[2 * i], pairs[2 * i + 1]) = (b'0' + (i / 10) as u8, b'0' + (i % 10) as u8);
-                i += 1;
-            }
-            pairs
-        };
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        while n >= 100 {
-            let pair = (n % 100) as usize * 2;
-            n /= 100;
-            at -= 2;
-            digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-        }
-        if n >= 10 {
-            at -= 2;
-            digits[at..at + 2].copy_from_slice(&PAIRS[n as usize * 2..n as usize * 2 + 2]);
-        } else {
-            at -= 1;
-            digits[at] = b'0' + n as u8;
-        }
-        self.0.extend_from_slice(&digits[at..]);
+    /// `n` in decimal.
+    fn number(&mut self, n: u64) {
+        self.0.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
     /// `n` (below 1000) in three digits.
