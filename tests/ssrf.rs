@@ -172,3 +172,80 @@ async fn a_public_registry_cannot_send_its_token_request_or_credentials_inside()
     assert!(text.contains("token realm refused"), "{text}");
     assert_eq!(trapped.load(Ordering::SeqCst), 0, "no token request went inside");
 }
+
+/// Issue 38: a URL an upstream *document* names passes the same gate as a
+/// redirect. A Cargo `dl`, a Terraform discovery's `providers.v1` and a
+/// provider's `download_url` that name an address inside (an IP literal,
+/// which no resolver sees), or a public located URL that redirects inside:
+/// 502 naming the rule, nothing reaches the trap, nothing is cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_that_upstream_documents_name_pass_the_egress_gate() {
+    let upstream = Upstream::start().await;
+    let (trap_port, trapped) = trap().await;
+    let inside = format!("127.0.0.2:{trap_port}");
+    let host = upstream.addr.to_string();
+    let yaml = "remotes:\n  crates:\n    base_url: \"{upstream}/crates\"\n    package: cargo\n  \
+                crates-bounce:\n    base_url: \"{upstream}/bounce\"\n    package: cargo\n  \
+                tf:\n    base_url: \"{upstream}/tf\"\n    package: terraform\n  \
+                tf-dl:\n    base_url: \"{upstream}/tfdl\"\n    package: terraform\n";
+    let env = [("UPSTREAM_PRIVATE_NETWORKS", "127.0.0.2/32")];
+    let proxy = Proxy::start_with(yaml, &upstream.url(), &env).await;
+
+    // Cargo: `dl` names a private address outright, or a public URL that
+    // redirects there.
+    let json = |v: serde_json::Value| v.to_string();
+    upstream.put(
+        "/crates/config.json",
+        json(serde_json::json!({ "dl": format!("http://{inside}/dl/{{crate}}/{{version}}/download") })),
+        &[("content-type", "application/json")],
+    );
+    let bounce = format!("http://{host}/redirect-host/{inside}/dl/{{crate}}/{{version}}/download");
+    upstream.put("/bounce/config.json", json(serde_json::json!({ "dl": bounce })), &[]);
+    // Terraform: the discovery's protocol base is inside; or the protocol is
+    // on upstream and a provider's download_url is inside.
+    upstream.put(
+        "/tf/.well-known/terraform.json",
+        json(serde_json::json!({ "providers.v1": format!("http://{inside}/v1/providers/") })),
+        &[],
+    );
+    upstream.put("/tfdl/.well-known/terraform.json", json(serde_json::json!({ "providers.v1": "/tfdl/v1/providers/" })), &[]);
+    upstream.put(
+        "/tfdl/v1/providers/hashicorp/null/3.2.1/download/linux/amd64",
+        json(serde_json::json!({
+            "download_url": format!("http://{inside}/terraform-provider-null_3.2.1_linux_amd64.zip"),
+            "shasum": "0".repeat(64),
+            "filename": "terraform-provider-null_3.2.1_linux_amd64.zip",
+        })),
+        &[],
+    );
+
+    let zip = format!("/api/tf-dl/{host}/hashicorp/null/3.2.1/linux_amd64/terraform-provider-null_3.2.1_linux_amd64.zip");
+    let cases = [
+        ("/api/crates/dl/serde/1.0.0/download".to_owned(), "private network refused"),
+        ("/api/crates-bounce/dl/serde/1.0.0/download".to_owned(), "private network refused"),
+        (format!("/api/tf/{host}/hashicorp/null/index.json"), "private network refused"),
+        (zip, "private network refused"),
+    ];
+    for (path, rule) in &cases {
+        let res = client().get(proxy.url(path)).send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert_eq!(status, 502, "{path}: {text}");
+        assert!(text.contains(rule) && text.contains("UPSTREAM_PRIVATE_NETWORKS"), "{path}: {text}");
+        assert_eq!(trapped.load(Ordering::SeqCst), 0, "{path}: nothing reached the private network");
+    }
+    // Asked again: refused again (nothing was cached), and still nothing inside.
+    for (path, _) in &cases {
+        assert_eq!(client().get(proxy.url(path)).send().await.unwrap().status(), 502, "{path}");
+    }
+    assert_eq!(trapped.load(Ordering::SeqCst), 0);
+    for remote in ["crates", "crates-bounce", "tf", "tf-dl"] {
+        let listed = proxy.listing(remote).await;
+        assert!(
+            listed.iter().all(|(path, _)| !path.ends_with(".zip") && !path.ends_with("/download") && !path.ends_with("index.json")),
+            "{remote}: {listed:?}"
+        );
+    }
+    // The bounce really went through the public upstream first.
+    assert!(upstream.count("GET", &format!("/redirect-host/{inside}/dl/serde/1.0.0/download")) >= 1);
+}

@@ -260,3 +260,52 @@ async fn a_docker_registry_and_its_token_realm_over_mutual_tls() {
     let res = client().get(proxy.url("/v2/reg-no-cert/library/app/manifests/v1")).send().await.unwrap();
     assert_ne!(res.status(), 200);
 }
+
+/// Issue 38: a remote's private CA and client certificate are for its own
+/// origin. Its upstream redirects to another origin whose certificate the
+/// same private CA signed and which asks for a client certificate: the
+/// redirect is followed with the system's roots and no identity, so the
+/// handshake fails and that server never sees a request. A redirect on the
+/// remote's own origin keeps both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remotes_ca_and_client_certificate_do_not_follow_a_redirect_to_another_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let d = dir.path().display();
+    let server = |locations: &str| {
+        format!(
+            "ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server.key;
+             ssl_client_certificate {d}/ca.pem; ssl_verify_client on; {locations}"
+        )
+    };
+    let (ca, cert, key) = (format!("{d}/ca.pem"), format!("{d}/client.pem"), format!("{d}/client.key"));
+    let curl = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    let (_elsewhere, elsewhere_port) = nginx::start_tls(&dir.path().join("elsewhere"), &server(""), &curl);
+    std::fs::create_dir_all(dir.path().join("elsewhere/www/rel")).unwrap();
+    std::fs::write(dir.path().join("elsewhere/www/rel/tool.tar.gz"), "elsewhere's bytes").unwrap();
+    let redirects = format!(
+        "location /away/ {{ return 302 https://127.0.0.1:{elsewhere_port}/rel/tool.tar.gz; }}
+         location /here/ {{ return 302 /rel/tool.tar.gz; }}"
+    );
+    let (_own, own_port) = nginx::start_tls(&dir.path().join("own"), &server(&redirects), &curl);
+    std::fs::create_dir_all(dir.path().join("own/www/rel")).unwrap();
+    std::fs::write(dir.path().join("own/www/rel/tool.tar.gz"), "own bytes").unwrap();
+    let config = format!(
+        "remotes:\n  mtls:\n    base_url: \"https://127.0.0.1:{own_port}\"\n    tls:\n      \
+         ca_file: \"{ca}\"\n      client_cert: \"{cert}\"\n      client_key: \"{key}\"\n"
+    );
+    let proxy = Binary::start(&config, "", &[]);
+
+    let (status, _, body) = get(&proxy, "/api/mtls/here/x.tar.gz").await;
+    assert_eq!((status, body.as_str()), (200, "own bytes"), "a redirect on the own origin keeps the TLS");
+    let (status, _, body) = get(&proxy, "/api/mtls/away/x.tar.gz").await;
+    println!("a redirect to another origin: {status} {body}");
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.contains("elsewhere's bytes"));
+    assert_eq!(
+        nginx::logged(&dir.path().join("elsewhere"), "/rel/tool.tar.gz"),
+        0,
+        "the other origin was never sent a request"
+    );
+    assert_eq!(nginx::logged(&dir.path().join("own"), "/away/x.tar.gz"), 1);
+}

@@ -1,20 +1,23 @@
 //! Where upstream requests may go: the no-open-proxy rules below the URL
 //! checks.
 //!
-//! A request only ever starts at its remote's `base_url` (see
-//! [`crate::upstream::upstream_url`]). What can still move it is upstream
-//! itself: a redirect, or a registry's token realm. Those are followed, but
-//! never into a private network — loopback, RFC 1918, link-local (where cloud
-//! metadata answers), shared address space, unique-local IPv6 — unless the
-//! remote's own `base_url` is in one (a mirror inside the network may send
-//! clients to a blob store beside it). The networks are
-//! `UPSTREAM_PRIVATE_NETWORKS`, [`PrivateNetworks::default`] otherwise.
+//! A request for a remote starts at its `base_url` (see
+//! [`crate::upstream::upstream_url`]), but other URLs are fetched for it too:
+//! a redirect, a registry's token realm, a checksum database, a URL that an
+//! upstream document names (Cargo's `dl`, a Terraform provider's
+//! `download_url`). Every one of them passes [`Egress::check`] before a byte
+//! is sent: http or https only, and never into a private network — loopback,
+//! RFC 1918, link-local (where cloud metadata answers), shared address space,
+//! unique-local IPv6 — unless the remote's own `base_url` is in one (a mirror
+//! inside the network may send clients to a blob store beside it). The
+//! networks are `UPSTREAM_PRIVATE_NETWORKS`, [`PrivateNetworks::default`]
+//! otherwise.
 //!
-//! The check is made twice: on the address written in a redirect's URL, and
-//! on the addresses a redirect's host name resolves to, when the connection is
-//! made (so a public name that resolves inside is refused too). The resolver
-//! learns which remote a connection is for from a task-local set around each
-//! upstream request ([`Egress::scope`]).
+//! The check is made twice: on the address written in the URL (IP literals
+//! never reach a resolver), and on the addresses a host name resolves to,
+//! when the connection is made (so a public name that resolves inside is
+//! refused too). The resolver learns which remote a connection is for from a
+//! task-local set around each upstream request ([`Egress::scope`]).
 
 use std::{
     collections::HashMap,
@@ -139,6 +142,27 @@ impl Egress {
     /// Whether a request for the remote at `origin` may go to `target`.
     pub fn allows(&self, origin: &Url, target: &Url) -> bool {
         !self.is_private(target) || self.is_private(origin)
+    }
+
+    /// The one gate every URL passes before a byte is sent to it, whatever
+    /// named it (a remote's configuration, a redirect, a document upstream
+    /// sent, a token challenge): the scheme, then the address, IP literals
+    /// included, for a request of the remote at `origin`. The error names
+    /// the rule that refused it. (A name is judged again on the addresses
+    /// it resolves to, when the connection is made.)
+    pub fn check(&self, origin: &Url, target: &Url) -> Result<(), String> {
+        if !matches!(target.scheme(), "http" | "https") {
+            return Err(format!("{}: only http and https are fetched", target.scheme()));
+        }
+        let Some(host) = target.host_str() else {
+            return Err("a URL without a host".into());
+        };
+        if !self.allows(origin, target) {
+            return Err(format!(
+                "into a private network refused: {host} is in UPSTREAM_PRIVATE_NETWORKS and the remote is outside"
+            ));
+        }
+        Ok(())
     }
 
     /// Resolves `name` (pinned, or by the system) and applies the rule to the

@@ -6,12 +6,14 @@
 //! behalf and nothing is decompressed, so what is stored is exactly what
 //! upstream sent, with its `Content-Encoding`.
 //!
-//! Redirects are followed (release files and blobs live on CDNs), at most ten,
-//! and never from a public remote into a private network ([`crate::egress`]:
-//! by the address in the URL, and by what a name resolves to). A remote's
-//! credentials go to its own host only: reqwest drops `Authorization` when a
-//! redirect leaves the origin. Connection failures of idempotent requests are
-//! retried twice with backoff. Proxies come from `HTTPS_PROXY`/`NO_PROXY`.
+//! Every URL passes one egress gate before a byte is sent to it
+//! ([`crate::egress`]): the remote's base, a URL a document located (a Cargo
+//! download, a Terraform provider's `download_url`), a checksum database, a
+//! token realm, and each redirect hop. Redirects are followed here, not by
+//! reqwest, at most ten, so that each hop is judged on its own and gets its
+//! own client: a remote's credentials, TLS identity and private CA go to its
+//! own origin only. Connection failures of idempotent requests are retried
+//! twice with backoff. Proxies come from `HTTPS_PROXY`/`NO_PROXY`.
 
 use std::{
     sync::Arc,
@@ -23,12 +25,12 @@ use artifactapi_layers::{
     body::{self, ArtifactBody},
     error::{BoxError, UpstreamError, UpstreamErrorKind},
     path::ArtifactPath,
-    remote::UpstreamTls,
+    remote::{Remote, UpstreamTls},
     remote_resolve::ResolvedRemote,
     UpstreamUrl,
 };
 use futures_util::{future::BoxFuture, TryStreamExt};
-use http::{header, Method, Request, Response};
+use http::{header, Method, Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 use tower::Service;
 use url::Url;
@@ -105,8 +107,9 @@ impl UpstreamFetch {
 
     /// Fetches a small document (at most `limit` bytes) from `url`, with
     /// Basic `credentials` if given, for the remote at `origin` (with its
-    /// `tls`): a registry's token endpoint. The same timeouts, redirect and
-    /// egress rules as every upstream request apply.
+    /// `tls`): a registry's token endpoint. The credentials and the TLS
+    /// identity go to `url`'s own origin only; the same timeouts and the
+    /// same egress gate (at every hop) as every upstream request apply.
     pub async fn fetch_small(
         &self,
         origin: &Url,
@@ -115,15 +118,20 @@ impl UpstreamFetch {
         tls: Option<&UpstreamTls>,
         limit: usize,
     ) -> Result<(http::StatusCode, bytes::Bytes), UpstreamError> {
-        let mut builder = self.clients.get(tls)?.get(url);
-        if let Some(c) = credentials {
-            builder = builder.basic_auth(&c.username, Some(&c.password));
-        }
         let error = |e: BoxError| match e.downcast::<UpstreamError>() {
             Ok(e) => *e,
             Err(e) => UpstreamError::new(UpstreamErrorKind::Other, e.to_string()),
         };
-        let response = Egress::scope(origin.clone(), builder.send()).await.map_err(|e| error(classify(e)))?;
+        let exchange = Exchange {
+            origin: origin.clone(),
+            own: Some(url.clone()),
+            tls,
+            auth: credentials.map(|c| Auth::Basic(c.clone())),
+            method: Method::GET,
+            url,
+            headers: Vec::new(),
+        };
+        let response = self.send(exchange).await.map_err(error)?;
         let status = response.status();
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
@@ -140,20 +148,76 @@ impl UpstreamFetch {
         }
         Ok((status, body.into()))
     }
+
+    /// Sends `exchange`, following redirects here (at most ten) so that
+    /// every hop passes the egress gate before a byte is sent to it and
+    /// gets a client of its own: the remote's TLS identity and private CA,
+    /// like its credentials, go only to the exchange's own origin.
+    async fn send(&self, exchange: Exchange<'_>) -> Result<reqwest::Response, BoxError> {
+        let Exchange { origin, own, tls, auth, method, mut url, headers } = exchange;
+        for hop in 0..=MAX_REDIRECTS {
+            if let Err(why) = self.egress.check(&origin, &url) {
+                let what = if hop == 0 { "request" } else { "redirect" };
+                let message = format!("{what} {why}");
+                return Err(Box::new(UpstreamError::new(UpstreamErrorKind::Redirect, message)));
+            }
+            let at_home = own.as_ref().is_some_and(|own| own.origin() == url.origin());
+            let client = self.clients.get(if at_home { tls } else { None })?;
+            let mut builder = client.request(method.clone(), url.clone());
+            for (name, value) in &headers {
+                builder = builder.header(name, value.clone());
+            }
+            match (&auth, at_home) {
+                (Some(Auth::Header(value)), true) => {
+                    builder = builder.header(header::AUTHORIZATION, value.clone())
+                }
+                (Some(Auth::Basic(c)), true) => builder = builder.basic_auth(&c.username, Some(&c.password)),
+                _ => {}
+            }
+            let response = Egress::scope(origin.clone(), builder.send()).await.map_err(classify)?;
+            let status = response.status();
+            let location = match status {
+                StatusCode::MOVED_PERMANENTLY
+                | StatusCode::FOUND
+                | StatusCode::SEE_OTHER
+                | StatusCode::TEMPORARY_REDIRECT
+                | StatusCode::PERMANENT_REDIRECT => response.headers().get(header::LOCATION),
+                _ => None,
+            };
+            let Some(location) = location else { return Ok(response) };
+            url = location.to_str().ok().and_then(|l| url.join(l).ok()).ok_or_else(|| -> BoxError {
+                let message = "a redirect whose Location is not a URL";
+                Box::new(UpstreamError::new(UpstreamErrorKind::Redirect, message))
+            })?;
+        }
+        let message = format!("more than {MAX_REDIRECTS} redirects");
+        Err(Box::new(UpstreamError::new(UpstreamErrorKind::Redirect, message)))
+    }
 }
 
-pub(crate) fn redirect_policy(egress: Arc<Egress>) -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() > 10 {
-            return attempt.error("more than 10 redirects");
-        }
-        if let Some(origin) = attempt.previous().first() {
-            if !egress.allows(origin, attempt.url()) {
-                return attempt.error("redirect into a private network refused (the remote is outside)");
-            }
-        }
-        attempt.follow()
-    })
+/// How many redirects one request follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// The credentials an exchange carries to its own origin.
+enum Auth {
+    /// A ready `Authorization` value (a registry token).
+    Header(http::HeaderValue),
+    /// The remote's Basic credentials.
+    Basic(artifactapi_layers::Credentials),
+}
+
+/// One request upstream, before it is sent.
+struct Exchange<'a> {
+    /// The remote's base URL: what the egress rules judge every hop against.
+    origin: Url,
+    /// The origin the remote's TLS and credentials go to; `None`: nowhere
+    /// (a checksum database the remote passes through).
+    own: Option<Url>,
+    tls: Option<&'a UpstreamTls>,
+    auth: Option<Auth>,
+    method: Method,
+    url: Url,
+    headers: Vec<(header::HeaderName, http::HeaderValue)>,
 }
 
 /// The upstream URL of `path` on `base`: string concatenation, never URL
@@ -188,10 +252,12 @@ impl<B> Service<Request<B>> for UpstreamFetch {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let prepared = prepare(&self.clients, &req);
+        let prepared = prepare(&req);
+        let this = self.clone();
         Box::pin(async move {
-            let (builder, origin) = prepared?;
-            let response = Egress::scope(origin, builder.send()).await.map_err(classify)?;
+            let (exchange, remote) = prepared?;
+            let exchange = Exchange { tls: remote.tls.as_deref(), ..exchange };
+            let response = this.send(exchange).await?;
             let mut answer = Response::new(body::empty());
             *answer.status_mut() = response.status();
             *answer.headers_mut() = response.headers().clone();
@@ -203,10 +269,9 @@ impl<B> Service<Request<B>> for UpstreamFetch {
     }
 }
 
-fn prepare<B>(
-    clients: &Clients,
-    req: &Request<B>,
-) -> Result<(reqwest_middleware::RequestBuilder, Url), BoxError> {
+/// The exchange a resolved request makes, and its remote (whose TLS the
+/// exchange borrows).
+fn prepare<B>(req: &Request<B>) -> Result<(Exchange<'static>, Arc<Remote>), BoxError> {
     let (Some(ResolvedRemote(remote)), Some(path)) =
         (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>())
     else {
@@ -221,40 +286,37 @@ fn prepare<B>(
             format!("remote {} is a local repository and has no upstream", remote.name),
         )));
     };
-    // A path the format fetches from another upstream (a Go checksum
-    // database) gets neither the remote's base URL nor its credentials.
     let format = remote.package.format();
-    let (url, origin, elsewhere) = if let Some(UpstreamUrl(url)) = req.extensions().get::<UpstreamUrl>() {
+    let (url, own) = if let Some(UpstreamUrl(url)) = req.extensions().get::<UpstreamUrl>() {
         // Where the format located the file (a Cargo download, from the
-        // registry's `dl` template): the remote's credentials only go to
-        // its own origin, and the egress rules judge it as a redirect
-        // from the remote's base URL.
-        (url.clone(), base, url.origin() != base.origin())
+        // registry's `dl` template): judged by the gate like any URL, the
+        // remote's credentials and TLS only on its own origin.
+        (url.clone(), Some(base.clone()))
     } else {
-        let (from, own, elsewhere) = match format.fetched_elsewhere(remote, path) {
-            Some((other, there)) => (other, Some(there), true),
-            None => (base, format.upstream_path(path), false),
-        };
-        (upstream_url(from, own.as_ref().unwrap_or(path))?, from, elsewhere)
+        match format.fetched_elsewhere(remote, path) {
+            // Another upstream the format passes through (a Go checksum
+            // database) gets neither the remote's credentials nor its TLS.
+            Some((other, there)) => (upstream_url(other, &there)?, None),
+            None => {
+                let own = format.upstream_path(path);
+                (upstream_url(base, own.as_ref().unwrap_or(path))?, Some(base.clone()))
+            }
+        }
     };
     let method = if req.method() == Method::HEAD { Method::HEAD } else { Method::GET };
-    // The remote's TLS, like its credentials, is for its own origin only.
-    let client = clients.get(if elsewhere { None } else { remote.tls.as_deref() })?;
-    let mut builder = client.request(method, url);
+    let mut headers = Vec::new();
     for name in FORWARDED {
         for value in req.headers().get_all(&name) {
-            builder = builder.header(&name, value.clone());
+            headers.push((name.clone(), value.clone()));
         }
     }
-    match (req.extensions().get::<UpstreamAuth>(), &remote.credentials) {
-        (Some(UpstreamAuth(Some(value))), _) => {
-            builder = builder.header(header::AUTHORIZATION, value.clone())
-        }
-        (Some(UpstreamAuth(None)), _) | (None, None) => {}
-        (None, Some(_)) if elsewhere => {}
-        (None, Some(creds)) => builder = builder.basic_auth(&creds.username, Some(&creds.password)),
-    }
-    Ok((builder, origin.clone()))
+    let auth = match (req.extensions().get::<UpstreamAuth>(), &remote.credentials) {
+        (Some(UpstreamAuth(Some(value))), _) => Some(Auth::Header(value.clone())),
+        (Some(UpstreamAuth(None)), _) | (None, None) => None,
+        (None, Some(creds)) => Some(Auth::Basic(creds.clone())),
+    };
+    let exchange = Exchange { origin: base.clone(), own, tls: None, auth, method, url, headers };
+    Ok((exchange, remote.clone()))
 }
 
 fn classify(e: reqwest_middleware::Error) -> BoxError {

@@ -19,7 +19,7 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 
 use crate::{
     egress::{Egress, Resolver},
-    upstream::{chain, redirect_policy, RetryConnect, UpstreamConfig},
+    upstream::{chain, RetryConnect, UpstreamConfig},
 };
 
 /// The clients of one process.
@@ -64,7 +64,9 @@ fn build(
     let mut builder = reqwest::Client::builder()
         .connect_timeout(config.connect_timeout)
         .read_timeout(config.read_timeout)
-        .redirect(redirect_policy(egress.clone()))
+        // Redirects are followed by `UpstreamFetch::send`, hop by hop
+        // through the egress gate, each with the client its origin gets.
+        .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(Resolver(egress.clone())))
         .user_agent(concat!("artifactapi/", env!("CARGO_PKG_VERSION")));
     if let Some(tls) = tls {
