@@ -262,6 +262,14 @@ async fn uv_and_the_go_command_take_the_newest_old_enough_version() {
     let list =
         client().get(format!("{goproxy}/{module}/@v/list")).send().await.unwrap().text().await.unwrap();
     assert_eq!(list, "v1.0.0\n");
+    // A query string moves nothing out of the policy's sight.
+    let list =
+        client().get(format!("{goproxy}/{module}/@v/list?x=1")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(list, "v1.0.0\n", "a list asked with a query is filtered too");
+    for file in ["v1.1.0.zip?x", "v1.1.0.mod?x=1", "v1.1.0.info?"] {
+        let res = client().get(format!("{goproxy}/{module}/@v/{file}")).send().await.unwrap();
+        assert_eq!(res.status(), 403, "{file}");
+    }
     let app = root.join("app");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(app.join("go.mod"), "module example.com/app\n\ngo 1.19\n").unwrap();
@@ -350,4 +358,197 @@ async fn an_osv_record_denies_a_range_for_npm_and_pypi_until_a_reload_lifts_it()
     assert!(proxy.wait_for_log("configuration reloaded", Duration::from_secs(10)));
     assert_eq!(get("/api/npm/cool/-/cool-1.0.0.tgz").await.0, 200);
     assert_eq!(get("/api/py/packages/cool-1.0-py3-none-any.whl").await.0, 200);
+}
+
+/// Issue 38: no route around the policy. A tarball asked by another route
+/// than the packument's link (anything after `/-/`) is judged, audited and
+/// checked against the packument's integrity like the link itself; a path
+/// the format cannot name is refused; a group with a policy links its files
+/// to itself; a member's policy refusal is final for a group, and a merge
+/// never brings back a version a member's policy hid. All through npm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn npm_tarball_routes_and_groups_cannot_step_around_the_policy() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    let upstream = Upstream::start().await;
+    serve_cool(root, &upstream).await;
+    // The young tarball by another route (as verdaccio serves scoped ones),
+    // and the old one's bytes tampered with under a third.
+    let young = npm_pack(root, "cool", "1.1.0").await;
+    upstream.put("/cool/-/anything/cool-1.1.0.tgz", young, &[]);
+    upstream.put("/cool/-/tampered/cool-1.0.0.tgz", b"not the published tarball".to_vec(), &[]);
+    let audit = root.join("audit.jsonl");
+    let yaml = r#"
+remotes:
+  npm:
+    base_url: "{upstream}"
+    package: npm
+    policy: { min_release_age: 7d }
+  plain:
+    base_url: "{upstream}"
+    package: npm
+  guarded:
+    type: group
+    package: npm
+    resolve: merge
+    members: [plain]
+    policy: { min_release_age: 7d }
+  mixed:
+    type: group
+    package: npm
+    resolve: merge
+    members: [npm, plain]
+"#;
+    let proxy = Proxy::start_with(yaml, &upstream.url(), &[("AUDIT_LOG", audit.to_str().unwrap())]).await;
+    let registry = |remote: &str| proxy.url(&format!("/api/v1/remote/{remote}/"));
+
+    // npm ci with the young version pinned at another route: the 403 stops it.
+    assert_eq!(npm_install(root, &registry("plain"), "plain", "cool@1.1.0").await.unwrap(), "1.1.0");
+    let lock = std::fs::read_to_string(root.join("project-plain/package-lock.json")).unwrap();
+    assert!(lock.contains("/remote/plain/cool/-/cool-1.1.0.tgz"), "{lock}");
+    let ci = root.join("project-ci");
+    std::fs::create_dir_all(&ci).unwrap();
+    let pinned = lock.replace("/remote/plain/cool/-/cool-1.1.0.tgz", "/remote/npm/cool/-/anything/cool-1.1.0.tgz");
+    std::fs::write(ci.join("package-lock.json"), pinned).unwrap();
+    std::fs::copy(root.join("project-plain/package.json"), ci.join("package.json")).unwrap();
+    let mut cmd = npm(&ci, &registry("npm"), &["ci"], &ci);
+    cmd.arg("--cache").arg(root.join("cache-ci"));
+    let (ok, log) = run(cmd).await;
+    assert!(!ok && log.contains("403"), "npm ci of a young version by another route:\n{log}");
+    let res = client().get(registry("npm") + "cool/-/anything/cool-1.1.0.tgz").send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["policy"], "min_release_age", "{body}");
+
+    // A tarball whose file name names no version of its package: refused.
+    let res = client().get(registry("npm") + "cool/-/other-1.1.0.tgz").send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["policy"], "unclassified", "{body}");
+
+    // Another route is checked against the packument's integrity too.
+    let res = client().get(registry("plain") + "cool/-/tampered/cool-1.0.0.tgz").send().await.unwrap();
+    let whole = res.status() == 200 && res.bytes().await.is_ok_and(|b| &b[..] == b"not the published tarball");
+    assert!(!whole, "tampered bytes were served whole");
+    support::committed(&proxy).await;
+    let listed = proxy.listing("plain").await;
+    assert!(listed.iter().all(|(path, _)| !path.contains("tampered")), "{listed:?}");
+
+    // A group with a policy links its files to itself: no member URL in
+    // its packument, and the lock file npm writes names the group.
+    let doc: serde_json::Value = serde_json::from_slice(
+        &client().get(registry("guarded") + "cool").send().await.unwrap().bytes().await.unwrap(),
+    )
+    .unwrap();
+    let tarball = doc["versions"]["1.0.0"]["dist"]["tarball"].as_str().unwrap();
+    assert!(tarball.starts_with(&registry("guarded")), "{doc}");
+    assert!(doc["versions"].get("1.1.0").is_none(), "{doc}");
+    assert_eq!(npm_install(root, &registry("guarded"), "guarded", "cool").await.unwrap(), "1.0.0");
+    let lock = std::fs::read_to_string(root.join("project-guarded/package-lock.json")).unwrap();
+    assert!(lock.contains("/remote/guarded/cool/-/cool-1.0.0.tgz") && !lock.contains("/remote/plain/"), "{lock}");
+    let res = client().get(registry("guarded") + "cool/-/cool-1.1.0.tgz").send().await.unwrap();
+    assert_eq!(res.status(), 403, "the group's link for the hidden version is refused");
+
+    // A member's policy in a merge group: its refusal is final, and the
+    // version it hides stays hidden though the next member has it.
+    let doc: serde_json::Value = serde_json::from_slice(
+        &client().get(registry("mixed") + "cool").send().await.unwrap().bytes().await.unwrap(),
+    )
+    .unwrap();
+    assert!(doc["versions"].get("1.1.0").is_none() && doc["dist-tags"]["latest"] == "1.0.0", "{doc}");
+    assert!(doc["time"].get("1.1.0").is_none(), "{doc}");
+    assert_eq!(npm_install(root, &registry("mixed"), "mixed", "cool").await.unwrap(), "1.0.0");
+    let err = npm_install(root, &registry("mixed"), "mixed-exact", "cool@1.1.0").await.unwrap_err();
+    assert!(err.contains("No matching version found for cool@1.1.0"), "{err}");
+    let res = client().get(registry("mixed") + "cool/-/cool-1.1.0.tgz").send().await.unwrap();
+    assert_eq!(res.status(), 403, "the member's refusal is final");
+    // The member without a policy is still a remote of its own.
+    let res = client().get(registry("plain") + "cool/-/cool-1.1.0.tgz").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let lines = audit_lines(&audit);
+    let unclassified = lines.iter().any(|l| l["remote"] == "npm" && l["rule"] == "unclassified" && l["action"] == "refused");
+    assert!(unclassified, "{lines:#?}");
+    let refused_route = lines.iter().any(|l| {
+        l["remote"] == "npm" && l["action"] == "refused" && l["versions"] == serde_json::json!(["1.1.0"])
+    });
+    assert!(refused_route, "{lines:#?}");
+}
+
+/// Issue 38: pip cannot be handed what the policy cannot judge. A young
+/// sdist under a suffix pip accepts (`.tgz`) leaves the page under a
+/// cooldown, a file whose version cannot be read leaves it too, and a file
+/// kept beside its page in a static PEP 503 tree (`simple/{name}/`) is
+/// judged as a file: `deny: [bad]` refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pip_gets_no_young_sdist_of_any_suffix_and_no_file_beside_a_denied_page() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    let files = root.join("www/packages");
+    std::fs::create_dir_all(&files).unwrap();
+    make_wheel(&files, "cool", "1.0", &[]);
+    let wheel = "cool-1.0-py3-none-any.whl";
+    let sha = support::sha256(&std::fs::read(files.join(wheel)).unwrap());
+    // Young files pip would take (an sdist it cannot build here: taking it
+    // fails the install) and one of no kind the format knows.
+    std::fs::write(files.join("cool-2.0.tgz"), b"a young sdist").unwrap();
+    std::fs::write(files.join("cool-3.0.weird"), b"what is this").unwrap();
+    let mut entries = vec![serde_json::json!({"filename": wheel, "url": format!("../../packages/{wheel}"),
+        "hashes": {"sha256": sha}, "upload-time": ago(365 * DAY)})];
+    for file in ["cool-2.0.tgz", "cool-3.0.weird"] {
+        let sha = support::sha256(&std::fs::read(files.join(file)).unwrap());
+        entries.push(serde_json::json!({"filename": file, "url": format!("../../packages/{file}"),
+            "hashes": {"sha256": sha}, "upload-time": ago(3600)}));
+    }
+    let page = root.join("www/simple/cool");
+    std::fs::create_dir_all(&page).unwrap();
+    let json = serde_json::json!({"meta": {"api-version": "1.1"}, "name": "cool", "versions": ["1.0", "2.0"], "files": entries});
+    std::fs::write(page.join("index.v1_json"), json.to_string()).unwrap();
+    std::fs::write(page.join("index.html"), "<html><body></body></html>").unwrap();
+    // A static tree with the file beside its page.
+    let bad = root.join("www/simple/bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("bad-1.0.tar.gz"), b"a denied sdist").unwrap();
+    std::fs::write(bad.join("index.html"), "<html><body><a href=\"bad-1.0.tar.gz\">bad-1.0.tar.gz</a></body></html>")
+        .unwrap();
+    let (_index, port) = serve_static_index(root);
+    let yaml = format!(
+        "remotes:\n  py: {{ base_url: \"http://127.0.0.1:{port}/\", package: pypi, policy: {{ min_release_age: 7d }} }}\n  \
+         pydeny: {{ base_url: \"http://127.0.0.1:{port}/\", package: pypi, policy: {{ deny: [bad] }} }}\n"
+    );
+    let proxy = Proxy::start(&yaml, "http://unused.invalid").await;
+
+    let venv = support::pypi::venv();
+    let pip = |args: &[&str], target: &Path| {
+        let mut cmd = Command::new(venv.join("bin/python"));
+        cmd.args(["-m", "pip", "install", "--no-cache-dir", "--no-build-isolation", "--target"]).arg(target).args(args);
+        clean(&mut cmd, &root.join("home"));
+        cmd
+    };
+    let target = root.join("target");
+    let (ok, log) = support::pypi::run(pip(&["--index-url", &proxy.url("/api/py/simple/"), "cool"], &target)).await;
+    assert!(ok, "pip install through the cooldown:\n{log}");
+    let installed = std::fs::read_to_string(target.join("cool/__init__.py")).unwrap();
+    assert!(installed.contains("'1.0'"), "the hour-old 2.0 sdist is not taken: {installed}");
+    let res = client()
+        .get(proxy.url("/api/py/simple/cool/"))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .await
+        .unwrap();
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("cool-2.0.tgz") && !text.contains("cool-3.0.weird") && text.contains(wheel), "{text}");
+    assert_eq!(client().get(proxy.url("/api/py/packages/cool-2.0.tgz")).send().await.unwrap().status(), 403);
+    let res = client().get(proxy.url("/api/py/packages/cool-3.0.weird")).send().await.unwrap();
+    assert_eq!(res.status(), 403, "a file of no kind the format knows is refused under a policy");
+
+    // The file beside a denied project's page: pip asked for it by URL, and
+    // a plain GET, are refused.
+    let url = proxy.url("/api/pydeny/simple/bad/bad-1.0.tar.gz");
+    let (ok, log) = support::pypi::run(pip(&[&url], &root.join("target-bad"))).await;
+    assert!(!ok && log.contains("403"), "pip install of a denied file by URL:\n{log}");
+    let res = client().get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["policy"], "deny", "{body}");
 }

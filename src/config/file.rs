@@ -145,6 +145,10 @@ pub struct PolicyConfig {
     /// `enforce` (default) or `report`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// `refuse` (the default) or `allow`: paths the format cannot name a
+    /// package version for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unclassified: Option<String>,
 }
 
 /// A group member as written: a remote's name, or the name with the package

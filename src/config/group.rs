@@ -62,6 +62,23 @@ impl Ctx<'_> {
                 ),
                 Some(_) => {}
             }
+            if let Some(m) = all.get(name).filter(|m| rc.policy.is_some() && m.policy.is_none()) {
+                // The group's links point at itself, but the member's own
+                // URL (and its files remote's) still answers as that remote.
+                self.warnings.push(format!(
+                    "remotes.{}: the group has a policy that its member {name:?} lacks: \
+                     /api/{name}/... serves what the group hides; give the member the policy too",
+                    self.name
+                ));
+                let files = [&m.pypi_files_remote, &m.npm_files_remote, &m.helm_files_remote];
+                for files in files.into_iter().flatten().filter(|f| all.get(*f).is_some_and(|f| f.policy.is_none())) {
+                    self.warnings.push(format!(
+                        "remotes.{}: member {name:?} links files to {files:?}, which has no policy: \
+                         those links bypass the group's policy",
+                        self.name
+                    ));
+                }
+            }
             if members.iter().any(|m: &Member| &m.remote == name) {
                 self.problem(&key, format!("{name:?} is a member twice"));
             }

@@ -5,7 +5,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use artifactapi_layers::{
     format::Format,
-    policy::{osv, Denial, Mode, Policy, Range, Subject, Versions},
+    policy::{osv, Denial, Mode, Policy, Range, Subject, Unclassified, Versions},
     Package,
 };
 
@@ -21,6 +21,15 @@ impl Ctx<'_> {
             self.problem(
                 "policy",
                 "registry remotes take no policy yet: their clients ask by tag and digest",
+            );
+        } else if !format.names_files() {
+            self.problem(
+                "policy",
+                format!(
+                    "`{}` files name no package version, so a policy could judge none of them \
+                     (give the remote a package format that names them)",
+                    package.as_str()
+                ),
             );
         }
         let normalize = |name: &str| format.normalize_name(name);
@@ -85,7 +94,15 @@ impl Ctx<'_> {
                 Mode::Enforce
             }
         };
-        Some(Arc::new(Policy { min_release_age, allow, deny, mode }))
+        let unclassified = match written.unclassified.as_deref() {
+            None | Some("refuse") => Unclassified::Refuse,
+            Some("allow") => Unclassified::Allow,
+            Some(other) => {
+                self.problem("policy.unclassified", format!("{other:?} is not `refuse` or `allow`"));
+                Unclassified::Refuse
+            }
+        };
+        Some(Arc::new(Policy { min_release_age, allow, deny, mode, unclassified }))
     }
 }
 

@@ -301,7 +301,7 @@ fn a_policy_is_checked_against_its_format() {
     assert_eq!(policy.mode, artifactapi_layers::policy::Mode::Report);
     let all = problems(
         "remotes:\n  c: { base_url: 'https://c.example', package: cargo, policy: { min_release_age: 7d } }\n  \
-         n: { base_url: 'https://n.example', package: npm, policy: { min_release_age: soon, deny: ['x@~>1'], mode: loud } }\n  \
+         n: { base_url: 'https://n.example', package: npm, policy: { min_release_age: soon, deny: ['x@~>1'], mode: loud, unclassified: maybe } }\n  \
          g: { base_url: 'https://g.example', package: generic, policy: { deny_file: /nowhere } }\n  \
          m: { base_url: 'https://m.example', package: npm, policy: { deny_file: /nowhere/at/all.json } }\n",
     )
@@ -313,9 +313,26 @@ fn a_policy_is_checked_against_its_format() {
         "remotes.n.policy.mode: \"loud\" is not `enforce` or `report`",
         "remotes.g.policy.deny_file: `generic` has no OSV ecosystem",
         "remotes.m.policy.deny_file: /nowhere/at/all.json",
+        "remotes.g.policy: `generic` files name no package version",
+        "remotes.n.policy.unclassified: \"maybe\" is not `refuse` or `allow`",
     ] {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
     }
+}
+
+#[test]
+fn a_group_policy_that_a_member_lacks_is_a_warning() {
+    let config = parse(
+        "remotes:\n  a: { base_url: 'https://a.example', package: npm, policy: { deny: [x] } }\n  \
+         b: { base_url: 'https://b.example', package: npm }\n  \
+         g: { type: group, package: npm, members: [a, b], policy: { deny: [x], unclassified: allow } }\n  \
+         h: { type: group, package: npm, members: [a, b] }\n",
+    )
+    .unwrap();
+    let group = config.remotes.get("g").unwrap().policy.clone().unwrap();
+    assert_eq!(group.unclassified, artifactapi_layers::policy::Unclassified::Allow);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("remotes.g") && config.warnings[0].contains("\"b\""), "{:?}", config.warnings);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Alpine `apk` repositories: `APKINDEX.tar.gz` changes with every publish;
 //! packages are `{name}-{version}-r{release}.apk`.
 
-use super::{Coordinates, Format};
+use super::{Format, PathKind};
 use crate::path::ArtifactPath;
 
 /// Alpine `apk` repositories.
@@ -16,9 +16,17 @@ impl Format for Alpine {
         &[r"APKINDEX\.tar\.gz$"]
     }
 
-    /// A package file's name and `version-rN`; nothing for an index.
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
-        package_of(path.file_name())
+    /// `APKINDEX.tar.gz` is metadata; a package file names its package and
+    /// `version-rN`; anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
+        if path.file_name() == "APKINDEX.tar.gz" {
+            return PathKind::Metadata(None);
+        }
+        package_of(path.file_name()).map_or(PathKind::Unknown, |(name, version)| PathKind::file(name, version))
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 }
 
@@ -26,7 +34,7 @@ impl Format for Alpine {
 /// versions hold no `-`, names may: the last `-` segment is the release
 /// (`r` and digits), the one before it the version (starting with a digit),
 /// and the rest the name.
-fn package_of(file_name: &str) -> Option<Coordinates> {
+fn package_of(file_name: &str) -> Option<(&str, String)> {
     let stem = file_name.strip_suffix(".apk")?;
     let (rest, release) = stem.rsplit_once('-')?;
     let (name, version) = rest.rsplit_once('-')?;
@@ -38,7 +46,7 @@ fn package_of(file_name: &str) -> Option<Coordinates> {
     {
         return None;
     }
-    Some(Coordinates::new(name, Some(&format!("{version}-{release}"))))
+    Some((name, format!("{version}-{release}")))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! pair and upstream is not asked for one without the other. (Repositories
 //! with `Acquire-By-Hash` are consistent anyway: by-hash files are immutable.)
 
-use super::{Coordinates, Format};
+use super::{Coordinates, Format, PathKind};
 use crate::path::ArtifactPath;
 
 /// Debian-style repositories (`package: apt`): release and index files are
@@ -40,12 +40,43 @@ impl Format for Apt {
         ]
     }
 
-    /// A package file's (binary or source) name and version; nothing for
-    /// release and index files.
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+    /// Release and index files, their signatures and `by-hash/` files are
+    /// metadata; a package file (binary or source) names its package and
+    /// version; anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
+        if is_index(path) {
+            return PathKind::Metadata(None);
+        }
         package_of(path.file_name())
+            .and_then(Coordinates::into_file)
+            .unwrap_or(PathKind::Unknown)
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 }
+
+/// Whether `path` is a release or index file (or its signature), or a
+/// `by-hash/` file: what apt reads to learn and check packages.
+fn is_index(path: &ArtifactPath) -> bool {
+    let decoded = path.decoded();
+    if decoded.split('/').any(|segment| segment == "by-hash") {
+        return true;
+    }
+    let file = path.file_name();
+    if matches!(file, "InRelease" | "Release" | "Release.gpg") {
+        return true;
+    }
+    let stem = INDEX_COMPRESSIONS.iter().find_map(|c| file.strip_suffix(c)).unwrap_or(file);
+    matches!(stem, "Packages" | "Sources")
+        || ["Contents-", "Translation-", "Components-", "Commands-", "icons-"]
+            .iter()
+            .any(|prefix| stem.starts_with(prefix))
+}
+
+/// How index files may be compressed.
+const INDEX_COMPRESSIONS: [&str; 5] = [".gz", ".bz2", ".xz", ".lzma", ".zst"];
 
 /// Compressions of source tarballs.
 const TAR_COMPRESSIONS: [&str; 5] = ["gz", "bz2", "xz", "lzma", "zst"];

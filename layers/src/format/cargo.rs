@@ -13,7 +13,7 @@
 use serde_json::Value;
 use url::Url;
 
-use super::{Coordinates, Document, Format, LinkMap, Negotiated, Part};
+use super::{Document, Format, LinkMap, Negotiated, Part, PathKind};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Cargo sparse registries.
@@ -31,13 +31,24 @@ impl Format for Cargo {
         &[r"^config\.json$", r"^[12]/[^/]+$", r"^3/[^/]/[^/]+$", r"^[^/]{2}/[^/]{2}/[^/]+$"]
     }
 
-    /// An index file's crate, or a download's crate and version.
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+    /// `config.json` and a crate's index file are metadata (the index
+    /// file its crate's); a download is its crate's at its version;
+    /// anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
         if let Some((name, version)) = download(path) {
-            return Some(Coordinates::new(name, Some(version)));
+            return PathKind::file(name, version);
         }
-        let name = path.decoded().rsplit('/').next()?;
-        (index_path(name)? == path.decoded()).then(|| Coordinates::new(name, None))
+        if path.decoded() == "config.json" {
+            return PathKind::Metadata(None);
+        }
+        match path.decoded().rsplit('/').next() {
+            Some(name) if index_path(name).as_deref() == Some(path.decoded()) => PathKind::metadata_of(name),
+            _ => PathKind::Unknown,
+        }
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {

@@ -12,6 +12,15 @@ impl super::Format for Generic {
         "generic"
     }
 
+    /// Plain files name no package: a policy cannot judge them.
+    fn classify(&self, _path: &ArtifactPath) -> super::PathKind {
+        super::PathKind::Unknown
+    }
+
+    fn names_files(&self) -> bool {
+        false
+    }
+
     fn replacement_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
         super::apt::replacement_expires_under(path)
     }

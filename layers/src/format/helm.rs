@@ -12,8 +12,18 @@
 use serde_yaml_ng::Value;
 use url::Url;
 
-use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated};
+use super::{rewrite_link, Document, Format, LinkMap, Negotiated, PathKind};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
+
+/// A chart file's name and version.
+fn chart_of(file: &str) -> Option<(&str, &str)> {
+    let file = file.strip_suffix(".tgz")?;
+    file.match_indices('-').rev().find_map(|(at, _)| {
+        let rest = &file[at + 1..];
+        let digit = rest.trim_start_matches('v').starts_with(|c: char| c.is_ascii_digit());
+        (digit && at > 0).then(|| (&file[..at], rest))
+    })
+}
 
 /// Helm chart repositories.
 pub(super) struct Helm;
@@ -39,14 +49,23 @@ impl Format for Helm {
     /// A chart archive's chart and version (`cert-manager-v1.13.0.tgz`: the
     /// version is the part after the last `-` that a digit, or `v` and a
     /// digit, follows).
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
-        let file = path.file_name().strip_suffix(".tgz")?;
-        let (name, version) = file.match_indices('-').rev().find_map(|(at, _)| {
-            let rest = &file[at + 1..];
-            let digit = rest.trim_start_matches('v').starts_with(|c: char| c.is_ascii_digit());
-            (digit && at > 0).then(|| (&file[..at], rest))
-        })?;
-        Some(Coordinates::new(name, Some(version)))
+    /// `index.yaml` is metadata, and so is a chart's provenance file; a
+    /// chart (`{name}-{version}.tgz`, the version the part after the last
+    /// `-` that a digit, or `v` and a digit, starts) is its chart's at its
+    /// version; anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
+        let file = path.file_name();
+        if file == INDEX {
+            return PathKind::Metadata(None);
+        }
+        if let Some(chart) = file.strip_suffix(".prov") {
+            return chart_of(chart).map_or(PathKind::Unknown, |(name, _)| PathKind::metadata_of(name));
+        }
+        chart_of(file).map_or(PathKind::Unknown, |(name, version)| PathKind::file(name, version))
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {

@@ -15,7 +15,7 @@
 //! through the cache, so the client's own check of it is then a hit. Where
 //! upstream has neither, the artifact is stored as it is.
 
-use super::{Coordinates, Format};
+use super::{Format, PathKind};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Maven repositories.
@@ -36,24 +36,38 @@ impl Format for Maven {
         &[r"(^|/)maven-metadata\.xml(\.(md5|sha1|sha256|sha512))?$", r"/[^/]*-SNAPSHOT[^/]*$"]
     }
 
-    /// `groupId:artifactId` and the version, for a file of one version;
-    /// `groupId:artifactId` alone for an artifact's `maven-metadata.xml`.
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+    /// `maven-metadata.xml` (and its checksums) is metadata, an
+    /// artifact's (`groupId:artifactId`) when it lists the artifact's
+    /// versions; a file in a version's directory named after its artifact
+    /// is that artifact's at that version, and its checksums and signature
+    /// are the artifact's metadata; anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
         let segments: Vec<&str> = path.decoded().split('/').collect();
-        let (file, dirs) = segments.split_last()?;
+        let Some((file, dirs)) = segments.split_last() else { return PathKind::Unknown };
         if *file == METADATA || CHECKSUMS.iter().any(|c| file.strip_suffix(c) == Some(METADATA)) {
             // Metadata of an artifact (its versions), not of a group (its
             // plugins) nor of one snapshot version.
-            let (artifact, group) = dirs.split_last()?;
-            let version_level = artifact.ends_with("-SNAPSHOT");
-            return (!group.is_empty() && !version_level)
-                .then(|| Coordinates::new(format!("{}:{artifact}", group.join(".")), None));
+            let artifact = match dirs.split_last() {
+                Some((artifact, group)) if !group.is_empty() && !artifact.ends_with("-SNAPSHOT") => {
+                    Some(format!("{}:{artifact}", group.join(".")))
+                }
+                _ => None,
+            };
+            return PathKind::Metadata(artifact);
         }
-        let [group @ .., artifact, version] = dirs else { return None };
+        let [group @ .., artifact, version] = dirs else { return PathKind::Unknown };
         if group.is_empty() || !file.starts_with(&format!("{artifact}-")) {
-            return None;
+            return PathKind::Unknown;
         }
-        Some(Coordinates::new(format!("{}:{artifact}", group.join(".")), Some(version)))
+        let name = format!("{}:{artifact}", group.join("."));
+        if CHECKSUMS.iter().chain(&[".asc"]).any(|c| file.ends_with(c)) {
+            return PathKind::Metadata(Some(name));
+        }
+        PathKind::file(name, *version)
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 
     /// An artifact's `maven-metadata.xml`, for any file of one of its
@@ -72,7 +86,7 @@ impl Format for Maven {
         let not_an_artifact = file == METADATA
             || file.contains("-SNAPSHOT")
             || CHECKSUMS.iter().chain(&[".asc"]).any(|c| file.ends_with(c))
-            || self.coordinates(path).is_none_or(|c| c.version.is_none());
+            || !matches!(self.classify(path), PathKind::File { .. });
         if not_an_artifact {
             return Vec::new();
         }
@@ -151,7 +165,8 @@ mod tests {
     fn coordinates_are_group_artifact_and_version() {
         let at = |p: &str| coordinates_at(&Maven, p);
         assert_eq!(at("org/example/lib/1.0/lib-1.0.jar"), version_of("org.example:lib", "1.0"));
-        assert_eq!(at("org/example/lib/1.0/lib-1.0-sources.jar.sha1"), version_of("org.example:lib", "1.0"));
+        // A checksum is the artifact's metadata, not a file of the version.
+        assert_eq!(at("org/example/lib/1.0/lib-1.0-sources.jar.sha1"), Some(Coordinates::new("org.example:lib", None)));
         assert_eq!(at("org/example/lib/maven-metadata.xml"), Some(Coordinates::new("org.example:lib", None)));
         for p in [
             "lib-1.0.jar",

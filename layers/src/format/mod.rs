@@ -108,11 +108,23 @@ pub trait Format: Send + Sync + 'static {
         &[]
     }
 
-    /// The package `path` belongs to, where the format's paths say: its
-    /// name, and its version when the path is one version's file. Groups
-    /// decide by the name which member answers; policy judges by both.
-    fn coordinates(&self, _path: &ArtifactPath) -> Option<Coordinates> {
-        None
+    /// What `path` is: a metadata document (an index, a listing, a
+    /// format's sidecars, signatures and checksums), a file of one version
+    /// of a named package, or neither ([`PathKind`]). The query string is
+    /// never part of the answer. A policy judges files by their package and
+    /// version and refuses what is neither (fail closed); groups decide by
+    /// the package name which member answers.
+    fn classify(&self, path: &ArtifactPath) -> PathKind;
+
+    /// Whether [`classify`](Format::classify) can name this format's files
+    /// at all: a policy on a format that cannot is refused by the
+    /// configuration check (it would refuse every file).
+    fn names_files(&self) -> bool;
+
+    /// The package `path` belongs to, from [`classify`](Format::classify):
+    /// its name, and its version when the path is one version's file.
+    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+        self.classify(path).coordinates()
     }
 
     /// The metadata document at `path`, if it is one this format rewrites.
@@ -249,19 +261,23 @@ pub trait Format: Send + Sync + 'static {
     }
 
     /// The versions the document at `path` lists (`json`: its
-    /// `Content-Type` said JSON).
-    fn listed_versions(&self, _path: &ArtifactPath, _body: &[u8], _json: bool) -> Option<Vec<String>> {
+    /// `Content-Type` said JSON), and how many of its entries name no
+    /// version this format can read (a file of an unknown kind on a PyPI
+    /// page): a policy hides those rather than keep what it cannot judge.
+    fn listed_versions(&self, _path: &ArtifactPath, _body: &[u8], _json: bool) -> Option<Listed> {
         None
     }
 
-    /// The document at `path` listing only the versions `keep` says yes to
-    /// (npm moves a `dist-tag` off a hidden version).
+    /// The document at `path` listing only the entries `keep` says yes to:
+    /// `keep(Some(version))` for an entry of a version, `keep(None)` for one
+    /// whose version cannot be read (npm moves a `dist-tag` off a hidden
+    /// version).
     fn filter_versions(
         &self,
         _path: &ArtifactPath,
         body: &[u8],
         _json: bool,
-        _keep: &dyn Fn(&str) -> bool,
+        _keep: &dyn Fn(Option<&str>) -> bool,
     ) -> Result<Vec<u8>, String> {
         Ok(body.to_vec())
     }
@@ -331,6 +347,60 @@ pub struct Part<'a> {
     pub json: bool,
 }
 
+/// What a path is, as its format classifies it ([`Format::classify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathKind {
+    /// A metadata document: an index or listing, or a sidecar, signature or
+    /// checksum of a file; of the package named, when it is one package's.
+    Metadata(Option<String>),
+    /// A file of one version of a package.
+    File {
+        /// The package's name, normalized as the format compares names.
+        name: String,
+        /// The version.
+        version: String,
+    },
+    /// A path the format cannot name: refused on a remote with a policy.
+    Unknown,
+}
+
+impl PathKind {
+    /// Metadata of the package `name`.
+    pub fn metadata_of(name: impl Into<String>) -> Self {
+        PathKind::Metadata(Some(name.into()))
+    }
+
+    /// A file of `name` at `version`.
+    pub fn file(name: impl Into<String>, version: impl Into<String>) -> Self {
+        PathKind::File { name: name.into(), version: version.into() }
+    }
+
+    /// The package this path belongs to, if it names one.
+    pub fn coordinates(self) -> Option<Coordinates> {
+        match self {
+            PathKind::Metadata(name) => Some(Coordinates { name: name?, version: None }),
+            PathKind::File { name, version } => Some(Coordinates { name, version: Some(version) }),
+            PathKind::Unknown => None,
+        }
+    }
+}
+
+/// What a document listing versions lists ([`Format::listed_versions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    /// The versions, each once.
+    pub versions: Vec<String>,
+    /// How many entries name no version the format can read.
+    pub unversioned: usize,
+}
+
+impl Listed {
+    /// `versions`, every entry read.
+    pub fn versions(versions: Vec<String>) -> Self {
+        Self { versions, unversioned: 0 }
+    }
+}
+
 /// The package a path belongs to (see [`Format::coordinates`]), attached to
 /// a resolved request as an extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,6 +417,11 @@ impl Coordinates {
     /// The package `name`, at `version` when given.
     pub fn new(name: impl Into<String>, version: Option<&str>) -> Self {
         Self { name: name.into(), version: version.map(str::to_owned) }
+    }
+
+    /// A file of these coordinates' version, if they name one.
+    pub fn into_file(self) -> Option<PathKind> {
+        Some(PathKind::File { name: self.name, version: self.version? })
     }
 }
 

@@ -1,7 +1,7 @@
 //! RPM repositories (dnf, yum): `repodata/` changes with every publish;
 //! packages are `{name}-{version}-{release}.{arch}.rpm`.
 
-use super::{Coordinates, Format};
+use super::{Format, PathKind};
 use crate::path::ArtifactPath;
 
 /// RPM repositories.
@@ -20,24 +20,37 @@ impl Format for Rpm {
         ]
     }
 
-    /// A package's name and `version-release`; nothing for repository
-    /// metadata.
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
-        package_of(path.file_name())
+    /// Repository metadata (`repomd.xml` and its signature and key,
+    /// `repodata/*`, signing keys) is metadata; a package names its package
+    /// and `version-release`; anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
+        let decoded = path.decoded();
+        let file = path.file_name();
+        let metadata = decoded.contains("repodata/")
+            || matches!(file, "repomd.xml" | "repomd.xml.asc" | "repomd.xml.key" | "Packages.gz")
+            || file.starts_with("RPM-GPG-KEY");
+        if metadata && !file.ends_with(".rpm") {
+            return PathKind::Metadata(None);
+        }
+        package_of(file).map_or(PathKind::Unknown, |(name, version)| PathKind::file(name, version))
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 }
 
 /// `bash-5.1.8-6.el9.x86_64.rpm` is `bash` at `5.1.8-6.el9`: neither the
 /// version nor the release holds a `-`, the name may (the epoch is not in
 /// file names).
-fn package_of(file_name: &str) -> Option<Coordinates> {
+fn package_of(file_name: &str) -> Option<(&str, String)> {
     let (nvr, arch) = file_name.strip_suffix(".rpm")?.rsplit_once('.')?;
     let (name_version, release) = nvr.rsplit_once('-')?;
     let (name, version) = name_version.rsplit_once('-')?;
     if [name, version, release, arch].iter().any(|part| part.is_empty()) {
         return None;
     }
-    Some(Coordinates::new(name, Some(&format!("{version}-{release}"))))
+    Some((name, format!("{version}-{release}")))
 }
 
 #[cfg(test)]

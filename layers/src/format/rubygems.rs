@@ -13,7 +13,7 @@
 //! line in `info/{name}`, read through the cache. A gem's name may contain
 //! `-`: the name is the prefix whose `info` file exists, longest first.
 
-use super::{Coordinates, Format};
+use super::{Format, PathKind};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// RubyGems servers.
@@ -28,17 +28,39 @@ impl Format for RubyGems {
         &[r"^versions$", r"^names$", r"^info/[^/]+$", r"^(latest_|prerelease_)?specs\.4\.8(\.gz)?$"]
     }
 
-    /// `info/{name}` names a gem; a `.gem` or `.gemspec.rz` its gem and
-    /// version (the name taken as the prefix before the first `-` that a
-    /// digit follows).
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+    /// The compact index (`versions`, `names`, `info/{name}`, its gem's)
+    /// and the specs files are metadata; a `.gem` or `.gemspec.rz` is its
+    /// gem's at its version, when its file name reads one way only (a name
+    /// may hold `-` and digits, and a version may be followed by a platform:
+    /// `a-1-2.gem` could be `a` 1 on platform `2` or `a-1` 2, so it is
+    /// unknown); anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
         let decoded = path.decoded();
         if let Some(name) = decoded.strip_prefix("info/") {
-            return (!name.is_empty() && !name.contains('/')).then(|| Coordinates::new(name, None));
+            return if !name.is_empty() && !name.contains('/') {
+                PathKind::metadata_of(name)
+            } else {
+                PathKind::Unknown
+            };
         }
-        let (name, version) = *splits(gem_file(decoded)?).first()?;
-        let version = version.split_once('-').map_or(version, |(v, _)| v);
-        Some(Coordinates::new(name, Some(version)))
+        let index = matches!(decoded, "versions" | "names")
+            || ["specs.4.8", "latest_specs.4.8", "prerelease_specs.4.8"]
+                .iter()
+                .any(|s| decoded == *s || decoded.strip_suffix(".gz") == Some(s))
+            || decoded.starts_with("api/v1/dependencies");
+        if index {
+            return PathKind::Metadata(None);
+        }
+        match gem_file(decoded).map(splits).as_deref() {
+            Some([(name, version)]) => {
+                PathKind::file(*name, version.split_once('-').map_or(*version, |(v, _)| v))
+            }
+            _ => PathKind::Unknown,
+        }
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 
     fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {

@@ -20,7 +20,7 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::{Coordinates, Document, Format, LinkMap, Negotiated};
+use super::{Document, Format, LinkMap, Negotiated, PathKind};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Provider network mirrors.
@@ -82,15 +82,37 @@ impl Format for Terraform {
     }
 
     /// `{namespace}/{type}`, and the version of a `{version}.json` or an archive.
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
-        let p = parts(path.decoded())?;
+    /// The registry's discovery and protocol answers (`v1/providers/...`)
+    /// and a mirror's `index.json` are metadata (a provider's, when they
+    /// name it); a mirror's `{version}.json` and an archive are their
+    /// provider's (`namespace/type`) at that version; anything else is
+    /// unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
+        let decoded = path.decoded();
+        if decoded == DISCOVERY {
+            return PathKind::Metadata(None);
+        }
+        if let Some(rest) = decoded.strip_prefix(PROTOCOL) {
+            let mut segments = rest.split('/');
+            return match (segments.next(), segments.next()) {
+                (Some(namespace), Some(kind)) if !namespace.is_empty() && !kind.is_empty() => {
+                    PathKind::metadata_of(format!("{namespace}/{kind}"))
+                }
+                _ => PathKind::Metadata(None),
+            };
+        }
+        let Some(p) = parts(decoded) else { return PathKind::Unknown };
         let name = format!("{}/{}", p.namespace, p.kind);
         match p.rest[..] {
-            ["index.json"] => Some(Coordinates::new(name, None)),
-            [file] => Some(Coordinates::new(name, Some(file.strip_suffix(".json")?))),
-            [version, _, _] => Some(Coordinates::new(name, Some(version))),
-            _ => None,
+            ["index.json"] => PathKind::metadata_of(name),
+            [file] => file.strip_suffix(".json").map_or(PathKind::Unknown, |v| PathKind::file(name, v)),
+            [version, _, _] => PathKind::file(name, version),
+            _ => PathKind::Unknown,
         }
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {

@@ -16,6 +16,7 @@ use crate::{
     error::{find_cause, BoxError, UpstreamStatus},
     format::Coordinates,
     path::ArtifactPath,
+    policy::Withheld,
     remote::Remote,
     remote_resolve::{Door, ResolvedRemote},
     rescue::Refused,
@@ -25,12 +26,19 @@ use crate::{
 /// document that names this proxy's URLs names the group's where clients
 /// build file URLs themselves: Cargo's `dl`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ViaGroup(pub Arc<str>);
+pub struct ViaGroup {
+    /// The group's name.
+    pub group: Arc<str>,
+    /// The group has a policy: the member's links point at the group (not
+    /// at the member, whose own URL would serve what the group hides).
+    pub guarded: bool,
+}
 
 /// What is needed to ask the members for a group's request.
 pub(super) struct Asker<S> {
     inner: S,
     group: Arc<str>,
+    guarded: bool,
     path: ArtifactPath,
     coordinates: Option<Coordinates>,
     method: Method,
@@ -54,6 +62,7 @@ impl<S> Asker<S> {
         Self {
             inner,
             group: group.name.as_str().into(),
+            guarded: group.policy.is_some(),
             path,
             coordinates,
             method: parts.method,
@@ -125,7 +134,7 @@ impl<S> Asker<S> {
         extensions.insert(ResolvedRemote(member.clone()));
         extensions.insert(path.clone());
         extensions.insert(Door::Remotes);
-        extensions.insert(ViaGroup(self.group.clone()));
+        extensions.insert(ViaGroup { group: self.group.clone(), guarded: self.guarded });
         let coordinates = match path.cache_key("") == self.path.cache_key("") {
             true => self.coordinates.clone(),
             false => member.package.format().coordinates(path),
@@ -153,7 +162,7 @@ impl<S> Asker<S> {
         let mut failure = None;
         for member in members {
             match self.ask(member, path, true).await {
-                Ok(res) if lacks(res.status()) => {}
+                Ok(res) if lacks(&res) => {}
                 Ok(res) => return Ok((failure.is_none().then(|| member.clone()), res)),
                 Err(e) if lacking(&e) => {}
                 Err(e) => {
@@ -167,8 +176,14 @@ impl<S> Asker<S> {
 }
 
 /// A member's answer that means "not here": 404, 410, or its patterns do
-/// not allow the path (403).
-pub(super) fn lacks(status: StatusCode) -> bool {
+/// not allow the path (403). Its policy's refusal is not one: that is the
+/// member's answer, final for the group.
+pub(super) fn lacks(res: &Response<ArtifactBody>) -> bool {
+    let refused = res.extensions().get::<Withheld>().is_some_and(|w| w.refused);
+    !refused && lacks_status(res.status())
+}
+
+fn lacks_status(status: StatusCode) -> bool {
     matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::FORBIDDEN)
 }
 
@@ -176,7 +191,7 @@ pub(super) fn lacks(status: StatusCode) -> bool {
 pub(super) fn lacking(e: &BoxError) -> bool {
     let upstream = find_cause::<UpstreamStatus>(&**e).map(UpstreamStatus::upstream);
     let refused = find_cause::<Refused>(&**e).map(Refused::status);
-    upstream.or(refused).is_some_and(lacks)
+    upstream.or(refused).is_some_and(lacks_status)
 }
 
 /// The 404 of a group none of whose members has a path.
@@ -240,7 +255,7 @@ impl Owners {
         let mut failed = false;
         for member in members {
             match asker.request(member, metadata, Method::GET, false).await {
-                Ok(res) if lacks(res.status()) => {}
+                Ok(res) if lacks(&res) => {}
                 Ok(_) => {
                     if !failed {
                         self.remember(group, metadata, member, ttl);

@@ -21,6 +21,7 @@ use crate::{
     error::{BoxError, UpstreamError, UpstreamErrorKind},
     extensions::CacheStatus,
     format::{Format, Part},
+    policy::Withheld,
     remote::Remote,
 };
 
@@ -67,13 +68,22 @@ where
     let path = asker.path();
     let mut answers = Vec::new();
     let mut failure = None;
+    // What members' policies hid: a merge never brings it back from a
+    // member without one.
+    let mut hidden = Withheld::default();
     for member in members {
         match asker.ask(member, path, false).await {
-            Ok(res) if lacks(res.status()) => {}
+            Ok(res) if lacks(&res) => {}
+            // A member's policy refused it: final.
+            Ok(res) if res.extensions().get::<Withheld>().is_some_and(|w| w.refused) => return Ok(res),
             Ok(res) if res.status() != StatusCode::OK => {
                 failure.get_or_insert_with(|| format!("{} answered {}", member.name, res.status()).into());
             }
             Ok(res) => {
+                if let Some(withheld) = res.extensions().get::<Withheld>() {
+                    hidden.versions.extend(withheld.versions.iter().cloned());
+                    hidden.unversioned |= withheld.unversioned;
+                }
                 let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
                 let body = read_capped(res.into_body(), max_bytes).await?.ok_or_else(|| -> BoxError {
                     let message =
@@ -120,6 +130,18 @@ where
                     Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
                 })?;
                 stats.merges.fetch_add(1, Ordering::Relaxed);
+                let merged = if hidden == Withheld::default() {
+                    merged
+                } else {
+                    let keep = |version: Option<&str>| match version {
+                        Some(version) => !hidden.versions.iter().any(|v| v == version),
+                        None => !hidden.unversioned,
+                    };
+                    format.filter_versions(path, &merged, first.json(), &keep).map_err(|e| -> BoxError {
+                        let message = format!("cannot keep hidden versions out of the merge: {e}");
+                        Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
+                    })?
+                };
                 Bytes::from(merged)
             };
             let kept = Kept { fingerprint, body, content_type: first.content_type.clone() };

@@ -40,6 +40,33 @@ pub struct Policy {
     pub deny: Vec<Denial>,
     /// Enforce, or only report.
     pub mode: Mode,
+    /// What becomes of a path whose package the format cannot name.
+    pub unclassified: Unclassified,
+}
+
+/// What a policy does with a path its format cannot classify
+/// (`unclassified:`): refuse it (the default: it cannot be judged), or
+/// serve it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unclassified {
+    /// 403, with an audit line.
+    #[default]
+    Refuse,
+    /// Served, unjudged.
+    Allow,
+}
+
+/// What the policy withheld from an answer, as an extension on it: a group
+/// reads it, so that a member's refusal is final (not "ask the next") and a
+/// version a member hid stays out of a merged document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Withheld {
+    /// The file was refused.
+    pub refused: bool,
+    /// Versions hidden from the document.
+    pub versions: Vec<String>,
+    /// Entries whose version could not be read were hidden.
+    pub unversioned: bool,
 }
 
 /// Enforce the policy, or serve everything and report what it would do.
@@ -129,6 +156,12 @@ impl Policy {
         self.min_release_age.is_some()
     }
 
+    /// Whether some version of `name` may be hidden: then an entry whose
+    /// version cannot be read is hidden too, as it cannot be judged.
+    pub fn may_hide(&self, name: &str) -> bool {
+        self.has_cooldown() || self.deny.iter().any(|d| d.name == name)
+    }
+
     /// The verdict on `name`@`version`, published at `published_ms` (when
     /// known), at `now_ms`.
     pub fn judge(
@@ -185,6 +218,7 @@ mod tests {
                 rule: "GHSA-xxxx".into(),
             }],
             mode: Mode::Enforce,
+            unclassified: Unclassified::Refuse,
         };
         let now = 100 * DAY;
         let judge =

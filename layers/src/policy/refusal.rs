@@ -3,7 +3,7 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::{time, Verdict};
+use super::{time, Verdict, Withheld};
 use crate::{
     body::{self, ArtifactBody},
     path::ArtifactPath,
@@ -52,12 +52,27 @@ pub(super) fn refusal(
         ),
         _ => ("", None, None, String::new()),
     };
-    let body = serde_json::json!({
+    forbidden(serde_json::json!({
         "error": why, "remote": remote, "path": path.display(), "policy": policy,
         "available_at": available_at, "id": id,
-    });
+    }))
+}
+
+/// The 403 of a path whose package the format cannot name, on a remote
+/// with a policy: it cannot be judged, so it is not served.
+pub(super) fn unclassified(remote: &str, path: &ArtifactPath) -> Response<ArtifactBody> {
+    let why = "the policy cannot judge this path: its format names no package version for it \
+               (policy.unclassified: allow serves such paths)";
+    forbidden(serde_json::json!({
+        "error": why, "remote": remote, "path": path.display(), "policy": "unclassified",
+    }))
+}
+
+/// A 403 with `body`, marked as the policy's refusal (final for a group).
+fn forbidden(body: serde_json::Value) -> Response<ArtifactBody> {
     let mut res = Response::new(body::full(body.to_string()));
     *res.status_mut() = StatusCode::FORBIDDEN;
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.extensions_mut().insert(Withheld { refused: true, ..Withheld::default() });
     res
 }

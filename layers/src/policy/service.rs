@@ -3,7 +3,10 @@
 //! newest version the policy lets through.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 
@@ -14,13 +17,14 @@ use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
 use super::{
-    refusal::{is_json, refusal, ClientAddr},
-    time, Audit, AuditEvent, Mode, Policy, PolicyStats, Verdict,
+    refusal::{self, is_json, ClientAddr},
+    time, Audit, AuditEvent, Mode, Policy, PolicyStats, Unclassified, Verdict, Withheld,
 };
 use crate::{
     body::{self, read_capped, ArtifactBody},
     error::BoxError,
-    format::{Coordinates, Format},
+    extensions::CacheStatus,
+    format::{Format, PathKind},
     path::ArtifactPath,
     pattern::Decision,
     remote::Remote,
@@ -78,6 +82,8 @@ struct Judge<S, B> {
     audit: Arc<Audit>,
     stats: Arc<PolicyStats>,
     max_bytes: usize,
+    /// Look-ups that went upstream (see [`MAX_LOOKUPS`]).
+    lookups: AtomicUsize,
     body: std::marker::PhantomData<fn() -> B>,
 }
 
@@ -112,7 +118,7 @@ where
             return Box::pin(inner.oneshot(req));
         }
         let format = remote.package.format();
-        let coordinates = req.extensions().get::<Coordinates>().cloned();
+        let kind = format.classify(&path);
         let client = req
             .headers()
             .get("x-forwarded-for")
@@ -131,21 +137,30 @@ where
             audit: self.audit.clone(),
             stats: self.stats.clone(),
             max_bytes: self.max_bytes,
+            lookups: AtomicUsize::new(0),
             body: std::marker::PhantomData,
         };
         Box::pin(async move {
             if let Some(list) = format.latest_list(&path) {
                 return judge.latest(list, req).await;
             }
-            if let Some(Coordinates { name, version: Some(version) }) = &coordinates {
-                return match judge.file(name, version).await? {
-                    Some(refusal) => Ok(refusal),
-                    None => inner.oneshot(req).await,
-                };
-            }
-            let listing =
-                coordinates.as_ref().filter(|_| format.lists_versions(&path)).map(|c| c.name.clone());
-            let Some(name) = listing else { return inner.oneshot(req).await };
+            let name = match kind {
+                PathKind::File { name, version } => {
+                    return match judge.file(&name, &version).await? {
+                        Some(refusal) => Ok(refusal),
+                        None => inner.oneshot(req).await,
+                    };
+                }
+                // Fail closed: what cannot be named cannot be judged.
+                PathKind::Unknown => {
+                    return match judge.unclassified() {
+                        Some(refusal) => Ok(refusal),
+                        None => inner.oneshot(req).await,
+                    };
+                }
+                PathKind::Metadata(Some(name)) if format.lists_versions(&path) => name,
+                PathKind::Metadata(_) => return inner.oneshot(req).await,
+            };
             // The whole document, to filter: the client's validators are
             // ours to answer.
             let client_etag = req.headers_mut().remove(header::IF_NONE_MATCH);
@@ -158,6 +173,11 @@ where
         })
     }
 }
+
+/// How many look-ups one request may send upstream (the publish times of
+/// the versions a document lists); past it, versions whose times are not
+/// cached count as unknown (too young) until a later request learns them.
+pub(super) const MAX_LOOKUPS: usize = 4;
 
 impl<S, B> Judge<S, B>
 where
@@ -178,10 +198,17 @@ where
         extensions.insert(path.clone());
         extensions.insert(Door::Remotes);
         extensions.insert(Classification(class));
-        if let Some(coordinates) = self.format.coordinates(path) {
+        if let Some(coordinates) = self.format.classify(path).coordinates() {
             extensions.insert(coordinates);
         }
+        if self.lookups.load(Ordering::Relaxed) >= MAX_LOOKUPS {
+            tracing::info!(remote = %self.remote.name, path = %path.display(), "look-up budget spent: judged unknown");
+            return None;
+        }
         let res = self.inner.clone().oneshot(req).await.ok()?;
+        if !matches!(res.extensions().get::<CacheStatus>(), Some(CacheStatus::Hit | CacheStatus::Local)) {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+        }
         if res.status() != StatusCode::OK {
             return None;
         }
@@ -256,7 +283,24 @@ where
             }
             _ => {
                 self.record(name, vec![version.to_owned()], verdict.rule(), "refused");
-                Ok(Some(refusal(&self.remote.name, &self.path, name, version, &verdict)))
+                Ok(Some(refusal::refusal(&self.remote.name, &self.path, name, version, &verdict)))
+            }
+        }
+    }
+
+    /// A path the format cannot classify: its refusal, unless the policy
+    /// allows such paths (or only reports).
+    fn unclassified(&self) -> Option<Response<ArtifactBody>> {
+        let name = self.path.display();
+        match (self.policy.unclassified, self.policy.mode) {
+            (Unclassified::Allow, _) => None,
+            (Unclassified::Refuse, Mode::Report) => {
+                self.record(&name, Vec::new(), "unclassified", "would-refuse");
+                None
+            }
+            (Unclassified::Refuse, Mode::Enforce) => {
+                self.record(&name, Vec::new(), "unclassified", "refused");
+                Some(refusal::unclassified(&self.remote.name, &self.path))
             }
         }
     }
@@ -277,11 +321,11 @@ where
         let Some(body) = read_capped(body, self.max_bytes).await? else {
             return Err(format!("a document larger than {} bytes cannot be filtered", self.max_bytes).into());
         };
-        let versions = self.format.listed_versions(&self.path, &body, json).unwrap_or_default();
-        let times = self.times(&versions).await;
+        let listed = self.format.listed_versions(&self.path, &body, json).unwrap_or_default();
+        let times = self.times(&listed.versions).await;
         let mut hidden: Vec<(String, Verdict)> = Vec::new();
         let mut allowed = Vec::new();
-        for version in &versions {
+        for version in &listed.versions {
             match self.verdict(name, version, &times) {
                 Verdict::Allowed => allowed.push(version.clone()),
                 v if v.blocks() => hidden.push((version.clone(), v)),
@@ -299,11 +343,26 @@ where
             let versions = hidden.iter().filter(|(_, v)| v.rule() == rule).map(|(v, _)| v.clone()).collect();
             self.record(name, versions, rule, if report { "would-hide" } else { "hidden" });
         }
-        let body = if hidden.is_empty() || report {
-            body
-        } else {
-            let keep = |version: &str| !hidden.iter().any(|(v, _)| v == version);
-            Bytes::from(self.format.filter_versions(&self.path, &body, json, &keep)?)
+        // Entries with no version to judge are hidden wherever some
+        // version of the package may be: they cannot be shown to pass.
+        let unversioned = listed.unversioned > 0 && self.policy.may_hide(name);
+        if unversioned {
+            self.record(name, Vec::new(), "unclassified", if report { "would-hide" } else { "hidden" });
+        }
+        let withheld = (!report && (unversioned || !hidden.is_empty())).then(|| Withheld {
+            refused: false,
+            versions: hidden.iter().map(|(v, _)| v.clone()).collect(),
+            unversioned,
+        });
+        let body = match &withheld {
+            None => body,
+            Some(_) => {
+                let keep = |version: Option<&str>| match version {
+                    Some(version) => !hidden.iter().any(|(v, _)| v == version),
+                    None => !unversioned,
+                };
+                Bytes::from(self.format.filter_versions(&self.path, &body, json, &keep)?)
+            }
         };
         let etag = format!("W/\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
         if client_etag
@@ -319,6 +378,9 @@ where
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         parts.headers.insert(header::ETAG, HeaderValue::from_str(&etag)?);
         parts.headers.remove(header::LAST_MODIFIED);
+        if let Some(withheld) = withheld {
+            parts.extensions.insert(withheld);
+        }
         Ok(Response::from_parts(parts, if head { body::empty() } else { body::full(body) }))
     }
 
@@ -332,7 +394,7 @@ where
         }
         let (parts, body) = res.into_parts();
         let body = read_capped(body, self.max_bytes).await?.unwrap_or_default();
-        let named = self.format.listed_versions(&self.path, &body, true).unwrap_or_default();
+        let named = self.format.listed_versions(&self.path, &body, true).unwrap_or_default().versions;
         let times = self.format.publish_times_in(&body);
         let verdicts: Vec<Verdict> = named.iter().map(|v| self.verdict(&name, v, &times)).collect();
         let report = self.policy.mode == Mode::Report;
@@ -344,7 +406,7 @@ where
         }
         let versions = match self.fetch(&list, None).await {
             Some((list_body, json)) => {
-                self.format.listed_versions(&list, &list_body, json).unwrap_or_default()
+                self.format.listed_versions(&list, &list_body, json).unwrap_or_default().versions
             }
             None => Vec::new(),
         };
@@ -369,7 +431,7 @@ where
                 res.headers_mut().remove(header::ETAG);
                 Ok(res)
             }
-            None => Ok(refusal(
+            None => Ok(refusal::refusal(
                 &self.remote.name,
                 &self.path,
                 &name,

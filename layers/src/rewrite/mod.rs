@@ -131,6 +131,9 @@ struct RemoteLinks {
     here: String,
     /// `(upstream prefix, remote name)`, most specific first.
     targets: Vec<(String, String)>,
+    /// A member asked through a group with a policy: links to the member
+    /// point at `(group, member)` instead, the digest promised under both.
+    guarded: Option<(String, String)>,
     digests: Option<Arc<ExpectedDigests>>,
 }
 
@@ -139,18 +142,23 @@ impl LinkMap for RemoteLinks {
         let s = resolved.as_str();
         self.targets.iter().find_map(|(prefix, remote)| {
             let rest = s.strip_prefix(prefix.as_str())?.trim_start_matches('/');
+            let via = self.guarded.as_ref().filter(|(_, member)| member == remote).map(|(group, _)| group);
             if let (Some(digests), Some(expected)) = (&self.digests, expected.clone()) {
-                // The file will be asked for under this cache key.
+                // The file will be asked for under this cache key (and the
+                // group's member asked under its own).
                 let target = rest.split('#').next().unwrap_or_default();
                 let (path, query) = match target.split_once('?') {
                     Some((p, q)) => (p, Some(q)),
                     None => (target, None),
                 };
                 if let Ok(path) = ArtifactPath::parse(path, query) {
+                    if let Some(group) = via {
+                        digests.expect(path.cache_key(group), expected.clone());
+                    }
                     digests.expect(path.cache_key(remote), expected);
                 }
             }
-            Some(format!("{}/{remote}/{rest}", self.api))
+            Some(format!("{}/{}/{rest}", self.api, via.unwrap_or(remote)))
         })
     }
 
@@ -191,10 +199,10 @@ impl<S> BodyRewrite<S> {
     }
 }
 
-/// `remote`'s links; `here` is the group it was asked through, if any.
+/// `remote`'s links; `via` is the group it was asked through, if any.
 fn links(
     remote: &Remote,
-    via: Option<&str>,
+    via: Option<&ViaGroup>,
     public: &str,
     digests: Option<Arc<ExpectedDigests>>,
 ) -> RemoteLinks {
@@ -207,9 +215,9 @@ fn links(
     }
     // The longest prefix wins (a files URL under the base URL, say).
     targets.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-    let (api, here) =
-        (format!("{public}/api/v1/remote"), format!("{public}/api/{}", via.unwrap_or(&remote.name)));
-    RemoteLinks { api, here, targets, digests }
+    let here = format!("{public}/api/{}", via.map_or(remote.name.as_str(), |v| &v.group));
+    let guarded = via.filter(|v| v.guarded).map(|v| (v.group.to_string(), remote.name.clone()));
+    RemoteLinks { api: format!("{public}/api/v1/remote"), here, targets, guarded, digests }
 }
 
 impl<S, B> Service<Request<B>> for BodyRewrite<S>
@@ -249,8 +257,8 @@ where
         req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static(negotiated.accept));
         // A rewritten document is answered whole.
         req.headers_mut().remove(header::RANGE);
-        let via = req.extensions().get::<ViaGroup>().map(|ViaGroup(group)| group.to_string());
-        let map = links(&remote, via.as_deref(), &self.public_base(&req), self.digests.clone());
+        let via = req.extensions().get::<ViaGroup>().cloned();
+        let map = links(&remote, via.as_ref(), &self.public_base(&req), self.digests.clone());
         let page = remote
             .base_url()
             .and_then(|base| Url::parse(&format!("{}{}", with_slash(base.as_str()), path.raw())).ok());

@@ -17,7 +17,7 @@ pub mod reference;
 use http::Response;
 
 use self::reference::Target;
-use super::{Coordinates, Format, Package};
+use super::{Format, Package, PathKind};
 use crate::{body::ArtifactBody, path::ArtifactPath, rescue::Problem};
 
 /// Docker and OCI registries.
@@ -50,13 +50,19 @@ impl Format for Docker {
     }
 
     /// The image name, and the tag or digest of a manifest.
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
-        let (components, target) = reference::split(path.decoded()).ok()?;
-        let name = reference::name(&components).ok()?;
-        Some(match target {
-            Target::Manifest(reference) => Coordinates::new(name, Some(&reference.to_string())),
-            _ => Coordinates::new(name, None),
-        })
+    /// A manifest is its image's at its tag or digest; blobs and tag lists
+    /// are the image's metadata; anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
+        let Ok((components, target)) = reference::split(path.decoded()) else { return PathKind::Unknown };
+        let Ok(name) = reference::name(&components) else { return PathKind::Unknown };
+        match target {
+            Target::Manifest(reference) => PathKind::file(name, reference.to_string()),
+            _ => PathKind::metadata_of(name),
+        }
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 
     fn upstream_path(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
@@ -72,7 +78,10 @@ impl Format for Docker {
 mod tests {
     use super::*;
     use crate::{
-        format::tests::{classifier, BUILTIN_MUTABLE},
+        format::{
+            tests::{classifier, BUILTIN_MUTABLE},
+            Coordinates,
+        },
         pattern::{Class, Decision},
     };
 

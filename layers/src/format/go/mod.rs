@@ -25,7 +25,7 @@ pub mod h1;
 use http::StatusCode;
 use url::Url;
 
-use super::{Coordinates, Format, Part};
+use super::{Format, Listed, Part, PathKind};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Go module proxies.
@@ -150,13 +150,14 @@ impl Format for Go {
     }
 
     /// A list's lines; `@latest`'s (or an `.info`'s) `Version`.
-    fn listed_versions(&self, path: &ArtifactPath, body: &[u8], _json: bool) -> Option<Vec<String>> {
+    fn listed_versions(&self, path: &ArtifactPath, body: &[u8], _json: bool) -> Option<Listed> {
         if path.decoded().ends_with("/@v/list") {
             let text = std::str::from_utf8(body).ok()?;
-            return Some(text.lines().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect());
+            let versions = text.lines().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+            return Some(Listed::versions(versions.collect()));
         }
         let info: serde_json::Value = serde_json::from_slice(body).ok()?;
-        Some(vec![info["Version"].as_str()?.to_owned()])
+        Some(Listed::versions(vec![info["Version"].as_str()?.to_owned()]))
     }
 
     fn filter_versions(
@@ -164,10 +165,11 @@ impl Format for Go {
         _path: &ArtifactPath,
         body: &[u8],
         _json: bool,
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(Option<&str>) -> bool,
     ) -> Result<Vec<u8>, String> {
         let text = std::str::from_utf8(body).map_err(|_| "a version list is not text")?;
-        Ok(text.lines().filter(|v| keep(v.trim())).map(|v| format!("{v}\n")).collect::<String>().into_bytes())
+        let kept = text.lines().filter(|v| !v.trim().is_empty() && keep(Some(v.trim())));
+        Ok(kept.map(|v| format!("{v}\n")).collect::<String>().into_bytes())
     }
 
     /// A version's `.info` (whose `Time` the module's author sets).
@@ -196,22 +198,31 @@ impl Format for Go {
         path.decoded().ends_with("/@latest").then(|| self.metadata_of(path)).flatten()
     }
 
-    /// The module (decoded) and, for one version's file, its version; the
-    /// module alone for `@v/list` and `@latest`.
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
-        let path = path.display();
+    /// The checksum database's paths are metadata, and so are a module's
+    /// `@v/list` and `@latest`; a version's `.info`, `.mod` and `.zip` are
+    /// the module's (decoded) at that version. The query string plays no
+    /// part. Anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
+        let path = path.decoded();
         if path.starts_with("sumdb/") {
-            return None;
+            return PathKind::Metadata(None);
         }
         if let Some(module) = path.strip_suffix("/@v/list").or_else(|| path.strip_suffix("/@latest")) {
-            return Some(Coordinates::new(decode(module)?, None));
+            return decode(module).map_or(PathKind::Unknown, PathKind::metadata_of);
         }
-        let (module, file) = path.rsplit_once("/@v/")?;
-        let version = [".info", ".mod", ".zip"].iter().find_map(|ext| file.strip_suffix(ext))?;
-        if version.is_empty() || version.contains('/') {
-            return None;
-        }
-        Some(Coordinates::new(decode(module)?, Some(&decode(version)?)))
+        let file = || {
+            let (module, file) = path.rsplit_once("/@v/")?;
+            let version = [".info", ".mod", ".zip"].iter().find_map(|ext| file.strip_suffix(ext))?;
+            if version.is_empty() || version.contains('/') {
+                return None;
+            }
+            Some(PathKind::file(decode(module)?, decode(version)?))
+        };
+        file().unwrap_or(PathKind::Unknown)
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 }
 

@@ -7,7 +7,7 @@ mod versions;
 
 use versions::{filter_packument, merge_packuments};
 
-use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated, Part};
+use super::{rewrite_link, Document, Format, LinkMap, Listed, Negotiated, Part, PathKind};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// npm registries (`package: npm`): every path but a tarball is a packument.
@@ -25,19 +25,67 @@ impl Format for Npm {
         &["npm_files_url", "npm_files_remote"]
     }
 
-    /// A packument's package (`express`, `@scope/name`, however the `/` was
-    /// encoded), or a tarball's package and version.
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
+    /// A packument is its package's metadata (`express`, `@scope/name`,
+    /// however the `/` was encoded), and so are the registry's own
+    /// endpoints (`-/...`); a tarball, by any route (`{name}/-/{file}`,
+    /// verdaccio's `{@scope%2fname}/-/{@scope}/{file}`, anything else after
+    /// `/-/`), is its package's at the version its file name gives; a
+    /// version's or a tag's document (`{name}/{version}`) is its package's
+    /// metadata. Anything else is unknown, and so is a tarball whose file
+    /// name is not `{unscoped name}-{version}.tgz`.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
         let decoded = path.decoded();
-        if !decoded.ends_with(".tgz") {
-            return package_name(decoded).map(|name| Coordinates::new(name, None));
+        if decoded.starts_with("-/") {
+            return if decoded.ends_with(".tgz") { PathKind::Unknown } else { PathKind::Metadata(None) };
         }
-        let (package, file) = decoded.split_once("/-/")?;
-        let name = package_name(package)?;
-        // `{file}` is the unscoped part of the name, `-` and the version.
-        let unscoped = name.rsplit('/').next().unwrap_or(name);
-        let version = file.strip_suffix(".tgz")?.strip_prefix(unscoped)?.strip_prefix('-')?;
-        (!version.is_empty() && !version.contains('/')).then(|| Coordinates::new(name, Some(version)))
+        if let Some((package, file)) = decoded.split_once("/-/") {
+            return tarball(package, file).unwrap_or(PathKind::Unknown);
+        }
+        if decoded.ends_with(".tgz") {
+            // A tarball by no tarball route.
+            return PathKind::Unknown;
+        }
+        if let Some(name) = package_name(decoded) {
+            return PathKind::metadata_of(name);
+        }
+        // `{name}/{version}` or `@scope/name/{tag}`.
+        match decoded.rsplit_once('/') {
+            Some((package, version)) if !version.is_empty() => {
+                package_name(package).map_or(PathKind::Unknown, PathKind::metadata_of)
+            }
+            _ => PathKind::Unknown,
+        }
+    }
+
+    fn names_files(&self) -> bool {
+        true
+    }
+
+    /// A tarball is vouched for by its packument's `dist.integrity` (else
+    /// `dist.shasum`): whichever route it was asked by, so a tarball asked
+    /// for by a path no packument links is still checked.
+    fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
+        match self.classify(path) {
+            PathKind::File { .. } if path.decoded().ends_with(".tgz") => {
+                self.metadata_of(path).into_iter().collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn vouches(&self, record: &[u8], path: &ArtifactPath) -> Result<Expected, String> {
+        let PathKind::File { name, version } = self.classify(path) else {
+            return Err("not a tarball".into());
+        };
+        let doc: Value = serde_json::from_slice(record).map_err(|e| format!("not a packument: {e}"))?;
+        let dist = doc
+            .get("versions")
+            .and_then(|v| v.get(&version))
+            .and_then(|v| v.get("dist"))
+            .ok_or_else(|| format!("the packument of {name} has no version {version}"))?;
+        let integrity = dist.get("integrity").and_then(Value::as_str).and_then(Expected::integrity);
+        let shasum = || dist.get("shasum").and_then(Value::as_str).and_then(Expected::sha1_hex);
+        integrity.or_else(shasum).ok_or_else(|| format!("the packument gives {name} {version} no digest"))
     }
 
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
@@ -75,9 +123,9 @@ impl Format for Npm {
         self.merges(path)
     }
 
-    fn listed_versions(&self, _path: &ArtifactPath, body: &[u8], _json: bool) -> Option<Vec<String>> {
+    fn listed_versions(&self, _path: &ArtifactPath, body: &[u8], _json: bool) -> Option<Listed> {
         let doc: Value = serde_json::from_slice(body).ok()?;
-        Some(doc.get("versions")?.as_object()?.keys().cloned().collect())
+        Some(Listed::versions(doc.get("versions")?.as_object()?.keys().cloned().collect()))
     }
 
     /// Hidden versions leave `versions` and `time`; a `dist-tag` on one
@@ -88,9 +136,9 @@ impl Format for Npm {
         _path: &ArtifactPath,
         body: &[u8],
         _json: bool,
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(Option<&str>) -> bool,
     ) -> Result<Vec<u8>, String> {
-        filter_packument(body, keep)
+        filter_packument(body, &|version| keep(Some(version)))
     }
 
     /// The full packument has every version's publish time.
@@ -139,6 +187,16 @@ impl Document for Packument {
             Ok(body.to_vec())
         }
     }
+}
+
+/// A tarball of `package`: `file` (what follows `/-/`) ends in
+/// `{unscoped name}-{version}.tgz`.
+fn tarball(package: &str, file: &str) -> Option<PathKind> {
+    let name = package_name(package)?;
+    let file = file.rsplit('/').next()?;
+    let unscoped = name.rsplit('/').next().unwrap_or(name);
+    let version = file.strip_suffix(".tgz")?.strip_prefix(unscoped)?.strip_prefix('-')?;
+    (!version.is_empty()).then(|| PathKind::file(name, version))
 }
 
 /// `path` (decoded) when it is a package's name: one segment, or a scope
@@ -199,6 +257,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::format::Coordinates;
 
     #[test]
     fn packuments_merge_with_the_earliest_member_winning() {
@@ -337,17 +396,12 @@ mod tests {
             "@babel",
             "@babel/",
             "@/core",
-            "@babel/core/extra",
-            "express/latest",
-            "express/4.18.2",
             "express/",
-            "scope/name",
             "express.tgz",
             "express/-/express.tgz",
             "express/-/express-.tgz",
             "express/-/other-1.0.0.tgz",
             "express/-/expressx-1.0.0.tgz",
-            "express/-/sub/express-1.0.0.tgz",
             "express/-/express-1.0.0.tar.gz",
             "@babel/core/-/babel-core-7.24.0.tgz",
             "a/b/c/-/c-1.0.0.tgz",

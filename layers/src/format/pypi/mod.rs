@@ -5,7 +5,7 @@ use url::Url;
 
 mod merge;
 
-use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Negotiated, Part};
+use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Listed, Negotiated, Part, PathKind};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Python package indexes (`package: pypi`): PEP 503/691 simple pages are
@@ -28,24 +28,29 @@ impl Format for Pypi {
         &["pypi_files_url", "pypi_files_remote"]
     }
 
-    /// A project's simple page names the project; a distribution file
-    /// (anywhere but under `simple/`) its project and version. Names are
+    /// A distribution file names its project and version, wherever it is
+    /// (static PEP 503 trees keep files under `simple/{name}/`); the simple
+    /// pages and a file's sidecars (PEP 658 `.metadata`, `.asc`, PEP 740
+    /// `.provenance`) are metadata; anything else is unknown. Names are
     /// normalized (PEP 503).
-    fn coordinates(&self, path: &ArtifactPath) -> Option<Coordinates> {
-        let p = path.decoded();
-        if !is_simple(p) {
-            return distribution_of(path.file_name());
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
+        let file = path.file_name();
+        if let Some(Coordinates { name, version: Some(version) }) = distribution_of(file) {
+            return PathKind::File { name, version };
         }
-        let project = p.strip_prefix("simple/")?;
-        let project = project.strip_suffix('/').unwrap_or(project);
-        if project.is_empty() || project.contains('/') {
-            return None;
+        if let Some(page) = page_of(path.decoded()) {
+            return PathKind::Metadata(page);
         }
-        Some(Coordinates::new(normalize(project)?, None))
+        let sidecar = SIDECARS.iter().find_map(|suffix| file.strip_suffix(suffix)).and_then(distribution_of);
+        sidecar.map_or(PathKind::Unknown, |c| PathKind::Metadata(Some(c.name)))
+    }
+
+    fn names_files(&self) -> bool {
+        true
     }
 
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
-        is_simple(path.decoded()).then_some(&SimplePage as &'static dyn Document)
+        self.merges(path).then_some(&SimplePage as &'static dyn Document)
     }
 
     /// A project's page is its own; a file's is its project's.
@@ -54,8 +59,10 @@ impl Format for Pypi {
         ArtifactPath::parse(&format!("simple/{name}/"), None).ok()
     }
 
+    /// The simple pages: the root and each project's (not a file kept
+    /// under `simple/`).
     fn merges(&self, path: &ArtifactPath) -> bool {
-        is_simple(path.decoded())
+        matches!(self.classify(path), PathKind::Metadata(_)) && page_of(path.decoded()).is_some()
     }
 
     fn merge(&self, _path: &ArtifactPath, parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
@@ -76,31 +83,35 @@ impl Format for Pypi {
 
     /// A project's page (not the root list of projects).
     fn lists_versions(&self, path: &ArtifactPath) -> bool {
-        is_simple(path.decoded()) && self.coordinates(path).is_some()
+        matches!(self.classify(path), PathKind::Metadata(Some(_))) && self.merges(path)
     }
 
-    /// The versions of the files the page lists.
-    fn listed_versions(&self, _path: &ArtifactPath, body: &[u8], json: bool) -> Option<Vec<String>> {
-        let mut versions: Vec<String> = merge::file_names(body, json)
-            .iter()
-            .filter_map(|f| distribution_of(f))
-            .filter_map(|c| c.version)
-            .collect();
-        versions.sort();
-        versions.dedup();
-        Some(versions)
+    /// The versions of the files the page lists, and how many files have
+    /// a name this format cannot read a version from.
+    fn listed_versions(&self, _path: &ArtifactPath, body: &[u8], json: bool) -> Option<Listed> {
+        let mut listed = Listed::default();
+        for file in merge::file_names(body, json) {
+            match distribution_of(&file).and_then(|c| c.version) {
+                Some(version) => listed.versions.push(version),
+                None => listed.unversioned += 1,
+            }
+        }
+        listed.versions.sort();
+        listed.versions.dedup();
+        Some(listed)
     }
 
-    /// Files of hidden versions leave the page (and `versions`).
+    /// Files of hidden versions leave the page (and `versions`); a file
+    /// whose version cannot be read is asked about as `None`.
     fn filter_versions(
         &self,
         _path: &ArtifactPath,
         body: &[u8],
         json: bool,
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(Option<&str>) -> bool,
     ) -> Result<Vec<u8>, String> {
-        let kept = |file: &str| distribution_of(file).and_then(|c| c.version).is_none_or(|v| keep(&v));
-        merge::filter(body, json, &kept, keep)
+        let kept = |file: &str| keep(distribution_of(file).and_then(|c| c.version).as_deref());
+        merge::filter(body, json, &kept, &|version| keep(Some(version)))
     }
 
     /// PEP 691 JSON pages give each file's `upload-time`.
@@ -134,11 +145,10 @@ impl Format for Pypi {
     fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
         let lists =
             lister.name == remote.name || lister.files.as_ref().is_some_and(|f| f.remote == remote.name);
-        if !lists || is_simple(path.decoded()) {
-            return None;
+        match self.classify(path) {
+            PathKind::File { name, .. } if lists => ArtifactPath::parse(&format!("simple/{name}/"), None).ok(),
+            _ => None,
         }
-        let file = distribution_of(path.file_name())?;
-        ArtifactPath::parse(&format!("simple/{}/", file.name), None).ok()
     }
 }
 
@@ -208,24 +218,48 @@ fn negotiate(accept: Option<&str>) -> &'static str {
     }
 }
 
-/// Whether `path` (decoded) is under the simple API: `simple` or `simple/...`.
-fn is_simple(path: &str) -> bool {
-    path == "simple" || path.starts_with("simple/")
+/// A simple page at `path`: `Some(None)` for the root list of projects,
+/// `Some(Some(name))` for a project's page (`simple/{name}/`, with or without
+/// the slash, or its `index.html`).
+fn page_of(path: &str) -> Option<Option<String>> {
+    let rest = match path {
+        "simple" | "simple/" | "simple/index.html" => return Some(None),
+        _ => path.strip_prefix("simple/")?,
+    };
+    let project = rest.strip_suffix("/index.html").or_else(|| rest.strip_suffix('/')).unwrap_or(rest);
+    if project.is_empty() || project.contains('/') {
+        return None;
+    }
+    Some(Some(normalize(project)?))
 }
+
+/// What may follow a distribution's file name for a file about it: PEP 658
+/// core metadata, a detached signature, PEP 740 provenance.
+const SIDECARS: [&str; 3] = [".metadata", ".asc", ".provenance"];
+
+/// Every suffix pip accepts for a distribution, with its kind.
+const DISTRIBUTIONS: [(&str, Kind); 13] = [
+    (".whl", Kind::Wheel),
+    (".egg", Kind::Egg),
+    (".tar.gz", Kind::Sdist),
+    (".tgz", Kind::Sdist),
+    (".tar.bz2", Kind::Sdist),
+    (".tbz", Kind::Sdist),
+    (".tar.xz", Kind::Sdist),
+    (".txz", Kind::Sdist),
+    (".tlz", Kind::Sdist),
+    (".tar.lz", Kind::Sdist),
+    (".tar.lzma", Kind::Sdist),
+    (".tar", Kind::Sdist),
+    (".zip", Kind::Sdist),
+];
 
 /// The normalized project name and the version of a distribution file:
 /// `Foo_Bar-1.0-py3-none-any.whl` and `foo.bar-1.0.tar.gz` are `foo-bar`
 /// at `1.0`. Versions are kept as the file name spells them.
 fn distribution_of(file_name: &str) -> Option<Coordinates> {
-    let (stem, kind) = [
-        (".whl", Kind::Wheel),
-        (".egg", Kind::Egg),
-        (".tar.gz", Kind::Sdist),
-        (".zip", Kind::Sdist),
-        (".tar.bz2", Kind::Sdist),
-    ]
-    .into_iter()
-    .find_map(|(ext, kind)| Some((file_name.strip_suffix(ext)?, kind)))?;
+    let (stem, kind) =
+        DISTRIBUTIONS.into_iter().find_map(|(ext, kind)| Some((file_name.strip_suffix(ext)?, kind)))?;
     let (name, version) = match kind {
         // `{name}-{version}(-{build})?-{python}-{abi}-{platform}`: neither
         // the name nor the version holds a `-` (both escape it as `_`).
