@@ -254,7 +254,7 @@ async fn a_go_zip_bomb_is_refused_and_a_check_nobody_waits_for_stops() {
 async fn merged_documents_ignore_the_query_and_stay_within_their_budget() {
     let upstream = Upstream::start().await;
     let packument = |member: &str, major: u32| {
-        let versions: serde_json::Map<String, serde_json::Value> = (0..3_000)
+        let versions: serde_json::Map<String, serde_json::Value> = (0..2_000)
             .map(|i| {
                 let version = format!("{major}.0.{i}");
                 let value = serde_json::json!({
@@ -266,7 +266,7 @@ async fn merged_documents_ignore_the_query_and_stay_within_their_budget() {
                 (version, value)
             })
             .collect();
-        let latest = format!("{major}.0.2999");
+        let latest = format!("{major}.0.1999");
         serde_json::to_vec(
             &serde_json::json!({"name": "pkg", "dist-tags": {"latest": latest}, "versions": versions}),
         )
@@ -286,7 +286,7 @@ async fn merged_documents_ignore_the_query_and_stay_within_their_budget() {
         assert_eq!(status, 200, "{body}");
         merged_len = body.len();
     }
-    assert!(merged_len > 6_000_000, "both members' versions are merged: {merged_len} bytes");
+    assert!(merged_len > 4_000_000, "both members' versions are merged: {merged_len} bytes");
     for member in ["/a/pkg", "/b/pkg"] {
         let asked: Vec<_> = upstream.requests().into_iter().filter(|s| s.path == member).collect();
         assert_eq!(asked.len(), 1, "{member} asked once, then answered from its cache");
