@@ -350,7 +350,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         Some(redis) => S3TeeLayer::with_coordinator(store.clone(), spool.clone(), redis.clone()),
         None => S3TeeLayer::new(store.clone(), spool.clone()),
     }
-    .verify_with(digests.clone());
+    .verify_with(digests.clone())
+    .check_within(settings.document_budget, settings.zip_budget);
     if let Some(redis) = &coordinator {
         // Other replicas' writes, purges and flushes make our memory copies
         // stale: hot index entries, and finished fills still joinable.
@@ -379,7 +380,9 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
             }
         });
     }
-    let groups = GroupLayer::new(remotes.clone(), settings.metadata_max_bytes);
+    let groups = GroupLayer::new(remotes.clone(), settings.metadata_max_bytes)
+        .within(settings.document_budget)
+        .keep_merged_within(settings.group_merged_max_bytes);
     let audit = Arc::new(Audit::new(settings.audit_log.as_deref()).map_err(|e| {
         format!(
             "AUDIT_LOG {}: {e}",
@@ -418,6 +421,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         // Package metadata: negotiate the variant, rewrite file links to us.
         .layer(
             BodyRewriteLayer::new(settings.public_url.clone(), settings.metadata_max_bytes)
+                .within(settings.document_budget)
+                .lookups_per_request(settings.lookup_max_requests)
                 .verify_with(digests.clone())
                 .refresh_metadata_in(store.clone(), remotes.clone()),
         )

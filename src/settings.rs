@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use artifactapi_layers::budget::{DocumentBudget, ZipBudget};
 use artifactapi_services::{blob::S3Config, egress::PrivateNetworks, upstream::UpstreamConfig};
 use url::Url;
 
@@ -33,6 +34,21 @@ pub struct Settings {
     /// `METADATA_MAX_BYTES`, default 64 MiB: the largest package metadata
     /// document that is read whole to be rewritten.
     pub metadata_max_bytes: usize,
+    /// `METADATA_MAX_OUTPUT_BYTES` (default: `METADATA_MAX_BYTES`),
+    /// `METADATA_MAX_DEPTH` (128) and `METADATA_MAX_ENTRIES` (1 000 000):
+    /// what one metadata transform may produce, YAML aliases counted
+    /// expanded.
+    pub document_budget: DocumentBudget,
+    /// `INTEGRITY_MAX_INFLATED_BYTES` (500 MiB) and `INTEGRITY_MAX_ENTRIES`
+    /// (65 535): what a check over a whole file (a Go module zip) may
+    /// inflate.
+    pub zip_budget: ZipBudget,
+    /// `GROUP_MERGED_MAX_BYTES`, default 64 MiB: the most memory merged
+    /// group documents are kept in.
+    pub group_merged_max_bytes: usize,
+    /// `LOOKUP_MAX_REQUESTS`, default 4: the most upstream requests the
+    /// check of one file makes for the documents it is checked against.
+    pub lookup_max_requests: usize,
     /// `AUDIT_LOG`: the file policy decisions are appended to, one JSON
     /// line each; unset, they are log events with `audit=true`.
     pub audit_log: Option<PathBuf>,
@@ -130,6 +146,13 @@ pub const VARIABLES: &[&str] = &[
     "ADMIN_TOKEN",
     "MAX_UPLOAD_BYTES",
     "METADATA_MAX_BYTES",
+    "METADATA_MAX_OUTPUT_BYTES",
+    "METADATA_MAX_DEPTH",
+    "METADATA_MAX_ENTRIES",
+    "INTEGRITY_MAX_INFLATED_BYTES",
+    "INTEGRITY_MAX_ENTRIES",
+    "GROUP_MERGED_MAX_BYTES",
+    "LOOKUP_MAX_REQUESTS",
     "AUDIT_LOG",
     "SHUTDOWN_TIMEOUT",
     "CACHE_MAX_BYTES",
@@ -308,6 +331,30 @@ impl Settings {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| format!("METADATA_MAX_BYTES {s:?} is not a positive number of bytes"))?,
         };
+        // A count or a size (`512M`), at least one: zero would refuse
+        // every document or check.
+        let limit = |name: &str, default: u64| -> Result<u64, String> {
+            match var(name).filter(|s| !s.is_empty()) {
+                None => Ok(default),
+                Some(s) => parse_bytes(&s)
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{name} {s:?} is not a positive number (or a size such as 64M)")),
+            }
+        };
+        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let defaults = DocumentBudget::default();
+        let document_budget = DocumentBudget {
+            output_bytes: as_usize(limit("METADATA_MAX_OUTPUT_BYTES", metadata_max_bytes as u64)?),
+            depth: as_usize(limit("METADATA_MAX_DEPTH", defaults.depth as u64)?),
+            entries: as_usize(limit("METADATA_MAX_ENTRIES", defaults.entries as u64)?),
+        };
+        let defaults = ZipBudget::default();
+        let zip_budget = ZipBudget {
+            inflated_bytes: limit("INTEGRITY_MAX_INFLATED_BYTES", defaults.inflated_bytes)?,
+            entries: as_usize(limit("INTEGRITY_MAX_ENTRIES", defaults.entries as u64)?),
+        };
+        let group_merged_max_bytes = as_usize(limit("GROUP_MERGED_MAX_BYTES", 64 << 20)?);
+        let lookup_max_requests = as_usize(limit("LOOKUP_MAX_REQUESTS", 4)?);
         let config_watch = match var("CONFIG_WATCH_INTERVAL").filter(|s| !s.is_empty()).as_deref() {
             Some("0") => None,
             _ => Some(seconds("CONFIG_WATCH_INTERVAL", 10)?),
@@ -352,6 +399,10 @@ impl Settings {
             cleanup_interval,
             cleanup_grace,
             metadata_max_bytes,
+            document_budget,
+            zip_budget,
+            group_merged_max_bytes,
+            lookup_max_requests,
             audit_log: var("AUDIT_LOG").filter(|s| !s.is_empty()).map(PathBuf::from),
             s3: s3_from(&var)?,
             postgres: postgres_from(&var)?,
@@ -447,6 +498,16 @@ mod tests {
         assert_eq!(s.upstream.read_timeout, Duration::from_secs(60));
         assert_eq!(s.admin_token, None);
         assert_eq!(s.max_upload_bytes, 10 << 30);
+        assert_eq!(
+            s.document_budget,
+            DocumentBudget { output_bytes: 64 << 20, depth: 128, entries: 1_000_000 }
+        );
+        assert_eq!(s.zip_budget, ZipBudget { inflated_bytes: 500 << 20, entries: 65_535 });
+        assert_eq!((s.group_merged_max_bytes, s.lookup_max_requests), (64 << 20, 4));
+        let s = Settings::from_lookup(|k| (k == "METADATA_MAX_BYTES").then(|| "1000".into())).unwrap();
+        assert_eq!(s.document_budget.output_bytes, 1000, "the output cap follows the input cap");
+        assert!(Settings::from_lookup(|k| (k == "LOOKUP_MAX_REQUESTS").then(|| "0".into())).is_err());
+        assert!(Settings::from_lookup(|k| (k == "METADATA_MAX_DEPTH").then(|| "deep".into())).is_err());
         assert!(Settings::from_lookup(|k| (k == "MAX_UPLOAD_BYTES").then(|| "lots".into())).is_err());
         assert!(s.s3.is_none() && s.postgres.is_none() && s.redis_url.is_none(), "the embedded default");
     }

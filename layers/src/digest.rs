@@ -18,7 +18,10 @@ use base64::{
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::format::go::h1;
+use crate::{
+    budget::{Cancel, ZipBudget},
+    format::go::h1,
+};
 
 /// A digest algorithm metadata uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,11 +101,18 @@ impl Expected {
     }
 
     /// This digest's algorithm over the first `len` bytes of `file`, for an
-    /// algorithm with no [`hasher`](Expected::hasher); an error says why
-    /// the file cannot be hashed so (not a zip, say).
-    pub fn of_file(&self, file: &std::fs::File, len: u64) -> Result<Vec<u8>, String> {
+    /// algorithm with no [`hasher`](Expected::hasher), within `budget` and
+    /// until `cancel` is set; an error says why the file cannot be hashed
+    /// so (not a zip, past a limit, nobody waits any more).
+    pub fn of_file(
+        &self,
+        file: &std::fs::File,
+        len: u64,
+        budget: &ZipBudget,
+        cancel: &Cancel,
+    ) -> Result<Vec<u8>, String> {
         match self.algorithm {
-            Algorithm::GoZipH1 => h1::zip_file(file, len).map(|sum| sum.to_vec()),
+            Algorithm::GoZipH1 => h1::zip_file(file, len, budget, cancel).map(|sum| sum.to_vec()),
             _ => Err(format!("{:?} is computed as the bytes arrive", self.algorithm)),
         }
     }
@@ -122,6 +132,13 @@ impl Expected {
             Algorithm::GoModH1 | Algorithm::GoZipH1 => "the checksum database",
             _ => "the metadata",
         }
+    }
+
+    /// Whether this digest is computed over the whole file once it is
+    /// there, not as the bytes arrive: its check can only end after the
+    /// last byte, so a client waits for it before the answer starts.
+    pub fn whole_file(&self) -> bool {
+        self.hasher().is_none()
     }
 
     /// The digest in hex, for messages.

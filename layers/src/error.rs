@@ -78,7 +78,12 @@ pub fn find_cause<'a, E: StdError + 'static>(err: &'a (dyn StdError + 'static)) 
         if let Some(found) = e.downcast_ref::<E>() {
             return Some(found);
         }
-        current = e.source();
+        // An error carried through a body is wrapped in an `io::Error`,
+        // whose `source()` skips the error it wraps.
+        current = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(wrapped) => Some(wrapped as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

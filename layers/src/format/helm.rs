@@ -13,7 +13,12 @@ use serde_yaml_ng::Value;
 use url::Url;
 
 use super::{rewrite_link, Document, Format, LinkMap, Negotiated, PathKind};
-use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
+use crate::{
+    budget::{DocumentBudget, Exceeded},
+    digest::Expected,
+    path::ArtifactPath,
+    remote::Remote,
+};
 
 /// A chart file's name and version.
 fn chart_of(file: &str) -> Option<(&str, &str)> {
@@ -90,6 +95,13 @@ impl Document for Index {
         &["helm-index"]
     }
 
+    /// YAML, whose aliases can make a few kilobytes describe gigabytes:
+    /// walked with aliases expanded, and refused past the budget before
+    /// anything of that size is built.
+    fn measure(&self, body: &[u8], budget: &DocumentBudget) -> Result<(), Exceeded> {
+        budget.scan_yaml(body)
+    }
+
     /// Every `entries.*[].urls[]` mapped, recording the entry's `digest`.
     fn rewrite(&self, body: &[u8], _json: bool, page: &Url, links: &dyn LinkMap) -> Result<Vec<u8>, String> {
         let mut index: Value =
@@ -157,5 +169,18 @@ mod tests {
         );
         assert!(out.contains("https://elsewhere.example/a-1.0.0.tgz"), "{out}");
         assert!(Index.rewrite(b"not: [yaml", false, &page, &Map).is_err());
+    }
+
+    #[test]
+    fn an_index_of_aliases_is_measured_expanded_and_refused() {
+        let mut index = String::from("apiVersion: v1\nentries:\n  a: &a0\n  - name: a\n    version: 1.0.0\n    urls: [charts/a-1.0.0.tgz]\n");
+        for i in 1..=8 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            index.push_str(&format!("  a{i}: &a{i} [{refs}]\n"));
+        }
+        let over = Index.measure(index.as_bytes(), &DocumentBudget::default()).unwrap_err();
+        assert!(over.setting.starts_with("METADATA_MAX_"), "{over}");
+        let plain = "apiVersion: v1\nentries:\n  a:\n  - name: a\n    urls: [charts/a-1.0.0.tgz]\n";
+        assert_eq!(Index.measure(plain.as_bytes(), &DocumentBudget::default()), Ok(()));
     }
 }

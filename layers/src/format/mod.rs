@@ -69,6 +69,7 @@ use url::Url;
 
 use crate::{
     body::ArtifactBody,
+    budget::{DocumentBudget, Exceeded},
     digest::Expected,
     error::json_error,
     path::{ArtifactPath, KEY_SEPARATOR},
@@ -440,6 +441,15 @@ pub trait Document: Send + Sync + 'static {
     /// document is not one of this format's (answered 502, never cached
     /// half rewritten).
     fn rewrite(&self, body: &[u8], json: bool, page: &Url, links: &dyn LinkMap) -> Result<Vec<u8>, String>;
+
+    /// Measures the document against `budget` before it is parsed, so that
+    /// parsing it takes no more than the budget allows. The default
+    /// measures JSON (what most documents are) by its nesting and values,
+    /// and leaves other text to its parser, which reads it in one pass; a
+    /// format whose syntax can expand (YAML aliases) measures its own.
+    fn measure(&self, body: &[u8], budget: &DocumentBudget) -> Result<(), Exceeded> {
+        budget.scan(body)
+    }
 
     /// Other documents of the same remote this one is composed with (a
     /// Terraform mirror's `{version}.json`: the registry's download answer

@@ -3,7 +3,7 @@
 //! merged again only when one of them changed (never a merge per request).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{atomic::Ordering, Arc, Mutex},
 };
 
@@ -18,19 +18,92 @@ use super::{
 };
 use crate::{
     body::{self, read_capped, ArtifactBody},
+    budget::DocumentBudget,
     error::{BoxError, UpstreamError, UpstreamErrorKind},
     extensions::CacheStatus,
     format::{Format, Part},
+    path::ArtifactPath,
     policy::Withheld,
     remote::Remote,
 };
 
-/// Merged documents kept, by group, path and representation.
-#[derive(Debug, Default)]
-pub(super) struct Merged(Mutex<HashMap<String, Kept>>);
+/// Merged documents kept, by group, path (without its query) and
+/// representation, within a byte budget: past it, the least recently used
+/// go first.
+#[derive(Debug)]
+pub(super) struct Merged {
+    budget: usize,
+    kept: Mutex<Shelf>,
+}
 
-/// How many merged documents are kept; past it, they are all merged again.
-const MAX_KEPT: usize = 10_000;
+/// What one kept document costs besides its key and body (the map's
+/// entry, the order's entry, the content type): small documents count too.
+const OVERHEAD: usize = 256;
+
+#[derive(Debug, Default)]
+struct Shelf {
+    /// Documents by key, with the tick they were last used at.
+    by_key: HashMap<String, (Kept, u64)>,
+    /// Keys by the tick they were last used at, oldest first.
+    order: BTreeMap<u64, String>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl Merged {
+    /// Keeps at most `budget` bytes of merged documents.
+    pub(super) fn new(budget: usize) -> Self {
+        Self { budget, kept: Mutex::default() }
+    }
+
+    /// The document kept under `key`, if it was merged from answers with
+    /// this `fingerprint`.
+    fn get(&self, key: &str, fingerprint: &[u8; 32]) -> Option<Kept> {
+        let mut shelf = self.kept.lock().expect("merged lock");
+        shelf.tick += 1;
+        let tick = shelf.tick;
+        let (kept, used) = shelf.by_key.get_mut(key).filter(|(k, _)| k.fingerprint == *fingerprint)?;
+        let (kept, old) = (kept.clone(), std::mem::replace(used, tick));
+        shelf.order.remove(&old);
+        shelf.order.insert(tick, key.to_owned());
+        Some(kept)
+    }
+
+    /// Keeps `kept` under `key`, making room by forgetting the least
+    /// recently used; a document larger than the whole budget is not kept.
+    fn put(&self, key: String, kept: Kept) {
+        let cost = key.len() + kept.body.len() + OVERHEAD;
+        let mut shelf = self.kept.lock().expect("merged lock");
+        shelf.forget(&key);
+        if cost > self.budget {
+            return;
+        }
+        while shelf.bytes + cost > self.budget {
+            let Some((_, oldest)) = shelf.order.pop_first() else { break };
+            shelf.forget(&oldest);
+        }
+        shelf.tick += 1;
+        let tick = shelf.tick;
+        shelf.order.insert(tick, key.clone());
+        shelf.by_key.insert(key, (kept, tick));
+        shelf.bytes += cost;
+    }
+
+    /// How many bytes the kept documents take, as the budget counts them.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.kept.lock().expect("merged lock").bytes
+    }
+}
+
+impl Shelf {
+    fn forget(&mut self, key: &str) {
+        if let Some((kept, used)) = self.by_key.remove(key) {
+            self.order.remove(&used);
+            self.bytes -= key.len() + kept.body.len() + OVERHEAD;
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Kept {
@@ -60,19 +133,23 @@ pub(super) async fn answer<S, B>(
     merged: &Merged,
     stats: &GroupStats,
     max_bytes: usize,
+    budget: &DocumentBudget,
 ) -> Result<Response<ArtifactBody>, BoxError>
 where
     S: Service<Request<B>, Response = Response<ArtifactBody>, Error = BoxError> + Clone,
     B: Default,
 {
     let path = asker.path();
+    // The query is not part of a merged document: each distinct one would
+    // otherwise be merged, kept and asked of every member apart.
+    let bare = ArtifactPath::parse(path.raw(), None)?;
     let mut answers = Vec::new();
     let mut failure = None;
     // What members' policies hid: a merge never brings it back from a
     // member without one.
     let mut hidden = Withheld::default();
     for member in members {
-        match asker.ask(member, path, false).await {
+        match asker.ask(member, &bare, false).await {
             Ok(res) if lacks(&res) => {}
             // A member's policy refused it: final.
             Ok(res) if res.extensions().get::<Withheld>().is_some_and(|w| w.refused) => return Ok(res),
@@ -90,6 +167,7 @@ where
                         format!("a member's document is larger than {max_bytes} bytes (METADATA_MAX_BYTES)");
                     Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
                 })?;
+                budget.scan(&body).map_err(UpstreamError::from)?;
                 answers.push(Answer { member: member.name.clone(), body, content_type });
             }
             Err(e) if lacking(&e) => {}
@@ -111,10 +189,8 @@ where
         hash.update(&answer.body);
     }
     let fingerprint: [u8; 32] = hash.finalize().into();
-    let key = format!("{}\u{1f}{}", path.cache_key(asker.group()), first.json());
-    let kept =
-        merged.0.lock().expect("merged lock").get(&key).filter(|k| k.fingerprint == fingerprint).cloned();
-    let (kept, status) = match kept {
+    let key = format!("{}\u{1f}{}", bare.cache_key(asker.group()), first.json());
+    let (kept, status) = match merged.get(&key, &fingerprint) {
         Some(kept) => {
             stats.merged_hits.fetch_add(1, Ordering::Relaxed);
             (kept, CacheStatus::Hit)
@@ -129,6 +205,7 @@ where
                     let message = format!("cannot merge the members' documents: {e}");
                     Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
                 })?;
+                budget.check_output(merged.len()).map_err(UpstreamError::from)?;
                 stats.merges.fetch_add(1, Ordering::Relaxed);
                 let merged = if hidden == Withheld::default() {
                     merged
@@ -145,11 +222,7 @@ where
                 Bytes::from(merged)
             };
             let kept = Kept { fingerprint, body, content_type: first.content_type.clone() };
-            let mut all = merged.0.lock().expect("merged lock");
-            if all.len() >= MAX_KEPT {
-                all.clear();
-            }
-            all.insert(key, kept.clone());
+            merged.put(key, kept.clone());
             (kept, CacheStatus::Miss)
         }
     };
@@ -187,4 +260,36 @@ fn respond<S>(asker: &Asker<S>, kept: Kept, status: CacheStatus) -> Response<Art
     res.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
     res.extensions_mut().insert(status);
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(len: usize, fingerprint: u8) -> Kept {
+        Kept { fingerprint: [fingerprint; 32], body: Bytes::from(vec![b'x'; len]), content_type: None }
+    }
+
+    #[test]
+    fn kept_documents_stay_within_their_byte_budget_least_recently_used_first() {
+        let merged = Merged::new(3 * (1_000 + 1 + OVERHEAD));
+        for key in ["a", "b", "c"] {
+            merged.put(key.into(), kept(1_000, 1));
+        }
+        assert!(merged.get("a", &[1; 32]).is_some(), "used again: now the newest");
+        merged.put("d".into(), kept(1_000, 1));
+        assert!(merged.get("b", &[1; 32]).is_none(), "the least recently used went");
+        assert!(merged.get("a", &[1; 32]).is_some() && merged.get("d", &[1; 32]).is_some());
+        assert!(merged.bytes() <= 3 * (1_000 + 1 + OVERHEAD));
+        assert!(merged.get("a", &[2; 32]).is_none(), "another fingerprint is another document");
+        // Larger than the whole budget: served, not kept, and nothing else
+        // is forgotten for it.
+        merged.put("huge".into(), kept(10_000, 1));
+        assert!(merged.get("huge", &[1; 32]).is_none());
+        assert!(merged.get("a", &[1; 32]).is_some());
+        // Replacing a document counts it once.
+        merged.put("a".into(), kept(500, 3));
+        merged.put("a".into(), kept(500, 4));
+        assert_eq!(merged.bytes(), 2 * (1_001 + OVERHEAD) + 501 + OVERHEAD);
+    }
 }

@@ -18,7 +18,10 @@
 //!   every allowed member and merged ([`Format::merge`]), the earliest
 //!   member winning what they share; the merged bytes are kept with a
 //!   fingerprint of the members' answers and merged again only when one of
-//!   those changed. Anything else comes from the first member that has it.
+//!   those changed, within a byte budget (least recently used first out).
+//!   A merged document has no query: members are asked without it, and it
+//!   is kept without it. Anything else comes from the first member that
+//!   has it.
 //!
 //! A member's 404 or 410 means "try the next"; a member that fails (after
 //! its own stale copy could not help) counts as not knowing the name, so a
@@ -46,6 +49,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::{
     body::ArtifactBody,
+    budget::DocumentBudget,
     error::BoxError,
     format::{Coordinates, Format},
     path::ArtifactPath,
@@ -54,6 +58,9 @@ use crate::{
 };
 
 pub use members::ViaGroup;
+
+/// How many bytes of merged documents a process keeps by default.
+const DEFAULT_MERGED_BYTES: usize = 64 << 20;
 
 /// What groups have done, for metrics.
 #[derive(Debug, Default)]
@@ -70,6 +77,8 @@ pub struct GroupStats {
 pub struct GroupLayer {
     remotes: SharedRemotes,
     max_bytes: usize,
+    budget: DocumentBudget,
+    merged_bytes: usize,
     stats: Arc<GroupStats>,
 }
 
@@ -77,7 +86,27 @@ impl GroupLayer {
     /// Groups among `remotes`, reading member documents of at most
     /// `max_bytes` to merge them.
     pub fn new(remotes: impl Into<SharedRemotes>, max_bytes: usize) -> Self {
-        Self { remotes: remotes.into(), max_bytes, stats: Arc::default() }
+        Self {
+            remotes: remotes.into(),
+            max_bytes,
+            budget: DocumentBudget { output_bytes: max_bytes, ..DocumentBudget::default() },
+            merged_bytes: DEFAULT_MERGED_BYTES,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Merges within `budget` (default: output as large as `max_bytes`).
+    pub fn within(mut self, budget: DocumentBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Keeps at most `bytes` of merged documents in memory (default
+    /// 64 MiB); past it, the least recently used are merged again when
+    /// next asked for.
+    pub fn keep_merged_within(mut self, bytes: usize) -> Self {
+        self.merged_bytes = bytes;
+        self
     }
 
     /// The counters every service of this layer adds to.
@@ -94,8 +123,9 @@ impl<S> Layer<S> for GroupLayer {
             inner,
             remotes: self.remotes.clone(),
             max_bytes: self.max_bytes,
+            budget: self.budget,
             owners: Arc::default(),
-            merged: Arc::default(),
+            merged: Arc::new(merged::Merged::new(self.merged_bytes)),
             stats: self.stats.clone(),
         }
     }
@@ -108,6 +138,7 @@ pub struct GroupService<S> {
     inner: S,
     remotes: SharedRemotes,
     max_bytes: usize,
+    budget: DocumentBudget,
     owners: Arc<members::Owners>,
     merged: Arc<merged::Merged>,
     stats: Arc<GroupStats>,
@@ -158,7 +189,8 @@ where
             let path = asker.path().clone();
             match resolve {
                 Resolve::Merge if format.merges(&path) => {
-                    merged::answer(&asker, &members, format, &this.merged, &this.stats, this.max_bytes).await
+                    let (merged, stats, budget) = (&this.merged, &this.stats, &this.budget);
+                    merged::answer(&asker, &members, format, merged, stats, this.max_bytes, budget).await
                 }
                 Resolve::Merge => asker.first_answer(&members, &path).await.map(|(_, res)| res),
                 Resolve::First => {

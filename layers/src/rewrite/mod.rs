@@ -49,6 +49,7 @@ use read::Once;
 
 use crate::{
     body::{self, read_capped, ArtifactBody},
+    budget::DocumentBudget,
     digest::{Expected, ExpectedDigests},
     error::{BoxError, UpstreamError, UpstreamErrorKind},
     extensions::{UpstreamUrl, Variant},
@@ -65,6 +66,8 @@ use crate::{
 pub struct BodyRewriteLayer {
     public_url: Option<Url>,
     max_bytes: usize,
+    budget: DocumentBudget,
+    lookups: usize,
     digests: Option<Arc<ExpectedDigests>>,
     store: Option<(Store, SharedRemotes)>,
 }
@@ -73,7 +76,29 @@ impl BodyRewriteLayer {
     /// Rewrites towards `public_url` (else the request's own host), reading
     /// documents of at most `max_bytes`.
     pub fn new(public_url: Option<Url>, max_bytes: usize) -> Self {
-        Self { public_url, max_bytes, digests: None, store: None }
+        Self {
+            public_url,
+            max_bytes,
+            budget: DocumentBudget { output_bytes: max_bytes, ..DocumentBudget::default() },
+            lookups: DEFAULT_LOOKUPS,
+            digests: None,
+            store: None,
+        }
+    }
+
+    /// Transforms documents within `budget` (default: output as large as the
+    /// input cap, [`DocumentBudget`]'s nesting and values).
+    pub fn within(mut self, budget: DocumentBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Lets the check of one file ask upstream for at most `lookups` other
+    /// documents (records answered from the cache are free); past it, the
+    /// file is refused rather than served unchecked (default 4).
+    pub fn lookups_per_request(mut self, lookups: usize) -> Self {
+        self.lookups = lookups;
+        self
     }
 
     /// When a file is fetched from upstream for the first time, the cached
@@ -104,6 +129,8 @@ impl<S> Layer<S> for BodyRewriteLayer {
             inner,
             public_url: self.public_url.clone(),
             max_bytes: self.max_bytes,
+            budget: self.budget,
+            lookups: self.lookups,
             digests: self.digests.clone(),
             store: self.store.clone(),
             unknown: Arc::default(),
@@ -117,11 +144,16 @@ pub struct BodyRewrite<S> {
     inner: S,
     public_url: Option<Url>,
     max_bytes: usize,
+    budget: DocumentBudget,
+    lookups: usize,
     digests: Option<Arc<ExpectedDigests>>,
     store: Option<(Store, SharedRemotes)>,
     /// Records upstream did not have, logged once.
     unknown: Arc<Once>,
 }
+
+/// How many upstream requests the check of one file may make by default.
+const DEFAULT_LOOKUPS: usize = 4;
 
 /// Links into a remote's upstream, mapped onto this proxy.
 struct RemoteLinks {
@@ -263,7 +295,7 @@ where
             .base_url()
             .and_then(|base| Url::parse(&format!("{}{}", with_slash(base.as_str()), path.raw())).ok());
         let head = req.method() == Method::HEAD;
-        let max = self.max_bytes;
+        let (max, budget) = (self.max_bytes, self.budget);
         let reader = self.clone();
         let located = remote.package.format().located_by(&path);
         Box::pin(async move {
@@ -309,10 +341,17 @@ where
                 };
                 needed.push((other, body));
             }
+            // Measured before they are parsed, the output after: a document
+            // past its budget is refused whole, never built or truncated.
+            let measured = std::iter::once(document.measure(&bytes, &budget))
+                .chain(needed.iter().filter_map(|(_, body)| body.as_ref()).map(|body| budget.scan(body)))
+                .collect::<Result<(), _>>();
+            measured.map_err(UpstreamError::from)?;
             let rewritten = match document.compose(&bytes, json, &page, &map, &needed) {
                 Ok(out) => out,
                 Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Other, e).into()),
             };
+            budget.check_output(rewritten.len()).map_err(UpstreamError::from)?;
             parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
             if let Some(etag) = parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
                 if !etag.starts_with("W/") {

@@ -15,6 +15,7 @@ use url::Url;
 use super::BodyRewrite;
 use crate::{
     body::{read_capped, ArtifactBody},
+    budget::Exceeded,
     digest::Expected,
     error::{find_cause, BoxError, UpstreamError, UpstreamErrorKind, UpstreamStatus},
     extensions::{CacheStatus, Classification, UpstreamUrl, Variant},
@@ -176,6 +177,9 @@ impl<S> BodyRewrite<S> {
         B: Default,
     {
         let (digests, unknown, max) = (self.digests.clone(), self.unknown.clone(), self.max_bytes);
+        // Upstream requests made for this file's check so far: a name that
+        // could be read a thousand ways must not make a thousand of them.
+        let (mut asked, lookups) = (0usize, self.lookups);
         let refuse = |record: &ArtifactPath, why: String| -> BoxError {
             let message = format!("cannot check {} against {}: {why}", path.display(), record.display());
             Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
@@ -184,7 +188,19 @@ impl<S> BodyRewrite<S> {
         for record in &records {
             let mut first = true;
             let expected = loop {
-                let bytes = match self.clone().read_through(remote.clone(), record).await {
+                if asked >= lookups {
+                    let what = format!("more than {lookups} upstream requests to check one file");
+                    let over = Exceeded::new("LOOKUP_MAX_REQUESTS", what);
+                    return Err(refuse(record, over.to_string()));
+                }
+                let read = self.clone().read_through(remote.clone(), record).await;
+                // Answered from the cache, a record costs upstream nothing;
+                // any other answer, a failure included, was asked upstream.
+                let cached = read.as_ref().ok().and_then(|res| res.extensions().get::<CacheStatus>());
+                if !matches!(cached, Some(CacheStatus::Hit | CacheStatus::Stale)) {
+                    asked += 1;
+                }
+                let bytes = match read {
                     Ok(res) => read_capped(res.into_body(), max)
                         .await?
                         .ok_or_else(|| refuse(record, "too large".into()))?,

@@ -6,7 +6,12 @@ use super::{
     fill::{Fills, TeeStats},
     S3Tee,
 };
-use crate::{coord::Coordinator, digest::ExpectedDigests, store::Store};
+use crate::{
+    budget::{DocumentBudget, ZipBudget},
+    coord::Coordinator,
+    digest::ExpectedDigests,
+    store::Store,
+};
 
 /// Applies [`S3Tee`] to a service.
 #[derive(Debug, Clone)]
@@ -37,6 +42,16 @@ impl S3TeeLayer {
     /// for them: a mismatch fails the transfer and caches nothing.
     pub fn verify_with(mut self, digests: Arc<ExpectedDigests>) -> Self {
         Arc::get_mut(&mut self.fills).expect("configured before the layer is used").digests = Some(digests);
+        self
+    }
+
+    /// What a fetched metadata document may describe (`document`: measured
+    /// before it is stored, so one past it is never cached) and what a
+    /// check over a whole file may inflate (`zip`; default: Go's own limits
+    /// on a module zip).
+    pub fn check_within(mut self, document: DocumentBudget, zip: ZipBudget) -> Self {
+        let fills = Arc::get_mut(&mut self.fills).expect("configured before the layer is used");
+        (fills.document_budget, fills.zip_budget) = (document, zip);
         self
     }
 }

@@ -146,6 +146,10 @@ where
             }
         }
     }
+    // A file checked over its whole body (a Go module zip) is answered once
+    // checked: a check that fails, or a limit it reaches, is then an error
+    // answer instead of a transfer that breaks off.
+    let checked_whole = fills.digests.as_ref().and_then(|d| d.get(&key)).is_some_and(|e| e.whole_file());
     let started_ms = now_ms();
     let job =
         FillJob { key, remote, path, class, conditional: conditional.is_some(), lease, replaces, started_ms };
@@ -154,7 +158,7 @@ where
     // upstream was not asked for this request.
     let status = if joined_complete { CacheStatus::Hit } else { status };
 
-    if client_headers.contains_key(header::RANGE) {
+    if client_headers.contains_key(header::RANGE) || checked_whole {
         let (head, written) = match wait_complete(&mut rx).await? {
             Waited::Head(head, written) => (head, written.unwrap_or_default()),
             Waited::NotModified(headers) => return Ok(not_modified(headers)),

@@ -17,6 +17,8 @@ use miniz_oxide::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::budget::{Cancel, Exceeded, ZipBudget};
+
 /// The size of each read and inflate buffer.
 const CHUNK: usize = 64 << 10;
 
@@ -26,15 +28,17 @@ const MAX_DIRECTORY: usize = 64 << 20;
 
 /// The `h1:` hash of a module zip in memory, or why the bytes are not a zip
 /// this reads (zip64, an encrypted or unknown compression method, a name
-/// with a newline, a size that does not match).
+/// with a newline, a size that does not match) or are past Go's own limits
+/// on a module zip.
 pub fn zip(bytes: &[u8]) -> Result<String, String> {
-    zip_sum(bytes, bytes.len() as u64).map(|sum| shown(&sum))
+    zip_sum(bytes, bytes.len() as u64, &ZipBudget::default(), &Cancel::default()).map(|sum| shown(&sum))
 }
 
 /// The `h1:` hash (its 32 bytes) of the module zip in the first `len`
-/// bytes of `file`.
-pub fn zip_file(file: &File, len: u64) -> Result<[u8; 32], String> {
-    zip_sum(file, len)
+/// bytes of `file`, within `budget`; stops at its next chunk once `cancel`
+/// is set.
+pub fn zip_file(file: &File, len: u64, budget: &ZipBudget, cancel: &Cancel) -> Result<[u8; 32], String> {
+    zip_sum(file, len, budget, cancel)
 }
 
 /// The `h1:` hash of a `go.mod` file.
@@ -102,15 +106,53 @@ fn u32_at(b: &[u8], at: usize) -> Result<u64, String> {
 }
 
 /// The `h1:` hash of the zip in the first `len` bytes of `src`.
-fn zip_sum(src: &(impl ReadAt + ?Sized), len: u64) -> Result<[u8; 32], String> {
-    let mut files = entries(src, len)?;
+fn zip_sum(
+    src: &(impl ReadAt + ?Sized),
+    len: u64,
+    budget: &ZipBudget,
+    cancel: &Cancel,
+) -> Result<[u8; 32], String> {
+    let listed = directory(src, len, budget)?;
+    let mut files = Vec::with_capacity(listed.len());
+    let mut left = budget.inflated_bytes;
+    for file in listed {
+        cancel.check()?;
+        let sum = match file.method {
+            0 => stored(src, file.data, file.size, cancel)?,
+            _ => inflated(src, file.data, file.packed, file.size, cancel)
+                .map_err(|e| format!("{}: {e}", file.name))?,
+        };
+        // Each entry inflates to no more than it declares, and the
+        // declarations fit the budget; counted again all the same.
+        left = left.checked_sub(file.size).ok_or_else(|| too_big(budget))?;
+        files.push((file.name, sum));
+    }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(summary(files.iter().map(|(name, sum)| (name.as_str(), sum))))
 }
 
-/// Each file's name and the SHA-256 of its contents, from the central
-/// directory.
-fn entries(src: &(impl ReadAt + ?Sized), len: u64) -> Result<Vec<(String, [u8; 32])>, String> {
+fn too_big(budget: &ZipBudget) -> String {
+    let what = format!("the zip inflates to more than {} bytes", budget.inflated_bytes);
+    Exceeded::new("INTEGRITY_MAX_INFLATED_BYTES", what).to_string()
+}
+
+/// One file of a zip, as its central directory and local header place it.
+struct Listed {
+    name: String,
+    method: usize,
+    packed: u64,
+    size: u64,
+    /// Where its local header starts.
+    local: u64,
+    /// Where its data starts.
+    data: u64,
+}
+
+/// The files of the zip, checked before any is inflated: no more than the
+/// budget's entries and inflated bytes (as declared; inflating checks each
+/// declaration), no name twice, and no two files sharing bytes — a zip
+/// whose entries all point at one stream is malformed, not a small zip.
+fn directory(src: &(impl ReadAt + ?Sized), len: u64, budget: &ZipBudget) -> Result<Vec<Listed>, String> {
     const END: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
     // The end record (22 bytes) is within the last 64 KiB, after its comment.
     let tail_from = len.saturating_sub(22 + 0xFFFF);
@@ -123,12 +165,17 @@ fn entries(src: &(impl ReadAt + ?Sized), len: u64) -> Result<Vec<(String, [u8; 3
     if count == 0xFFFF || at == 0xFFFF_FFFF || size == 0xFFFF_FFFF {
         return Err("zip64 is not read".into());
     }
+    if count > budget.entries {
+        let what = format!("the zip has {count} entries, more than {}", budget.entries);
+        return Err(Exceeded::new("INTEGRITY_MAX_ENTRIES", what).to_string());
+    }
     if size as usize > MAX_DIRECTORY || at + size > len {
         return Err("the central directory is out of bounds".into());
     }
     let dir = read_vec(src, at, size as usize)?;
     let mut out = Vec::with_capacity(count);
-    let mut at = 0usize;
+    let (mut at, mut declared) = (0usize, 0u64);
+    let mut names = std::collections::HashSet::with_capacity(count);
     for _ in 0..count {
         if dir.get(at..at + 4) != Some(&[0x50, 0x4b, 0x01, 0x02]) {
             return Err("bad central directory entry".into());
@@ -146,30 +193,51 @@ fn entries(src: &(impl ReadAt + ?Sized), len: u64) -> Result<Vec<(String, [u8; 3
         if flags & 1 != 0 {
             return Err(format!("{name} is encrypted"));
         }
-        let header = read_vec(src, local, 30).map_err(|e| format!("{name}: {e}"))?;
-        if header[..4] != [0x50, 0x4b, 0x03, 0x04] {
-            return Err(format!("{name}: bad local header"));
-        }
-        let data = local + 30 + (u16_at(&header, 26)? + u16_at(&header, 28)?) as u64;
-        if data + packed > len {
-            return Err(format!("{name}: truncated zip"));
-        }
-        let sum = match method {
-            0 if packed == size => stored(src, data, size)?,
-            0 => return Err(format!("{name}: stored, yet {packed} bytes packed for {size}")),
-            8 => inflated(src, data, packed, size).map_err(|e| format!("{name}: {e}"))?,
+        match method {
+            0 if packed != size => {
+                return Err(format!("{name}: stored, yet {packed} bytes packed for {size}"))
+            }
+            0 | 8 => {}
             m => return Err(format!("{name}: compression method {m} is not read")),
-        };
-        out.push((name, sum));
+        }
+        declared = declared.saturating_add(size);
+        if declared > budget.inflated_bytes {
+            return Err(too_big(budget));
+        }
+        if !names.insert(name.clone()) {
+            return Err(format!("{name} is in the zip twice: a malformed zip"));
+        }
+        out.push(Listed { name, method, packed, size, local, data: 0 });
         at += 46 + name_len + extra + comment;
+    }
+    for file in &mut out {
+        let header = read_vec(src, file.local, 30).map_err(|e| format!("{}: {e}", file.name))?;
+        if header[..4] != [0x50, 0x4b, 0x03, 0x04] {
+            return Err(format!("{}: bad local header", file.name));
+        }
+        file.data = file.local + 30 + (u16_at(&header, 26)? + u16_at(&header, 28)?) as u64;
+        if file.data + file.packed > len {
+            return Err(format!("{}: truncated zip", file.name));
+        }
+    }
+    // Each file's bytes, from its local header to the end of its data, are
+    // its own.
+    let mut spans: Vec<(u64, u64, &str)> =
+        out.iter().map(|f| (f.local, f.data + f.packed, f.name.as_str())).collect();
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        if pair[1].0 < pair[0].1 {
+            return Err(format!("{} and {} overlap: a malformed zip", pair[0].2, pair[1].2));
+        }
     }
     Ok(out)
 }
 
 /// The SHA-256 of `size` stored bytes at `data`.
-fn stored(src: &(impl ReadAt + ?Sized), data: u64, size: u64) -> Result<[u8; 32], String> {
+fn stored(src: &(impl ReadAt + ?Sized), data: u64, size: u64, cancel: &Cancel) -> Result<[u8; 32], String> {
     let (mut h, mut buf, mut done) = (Sha256::new(), vec![0; CHUNK], 0u64);
     while done < size {
+        cancel.check()?;
         let n = (size - done).min(CHUNK as u64) as usize;
         src.read_at_exact(data + done, &mut buf[..n])?;
         h.update(&buf[..n]);
@@ -180,12 +248,19 @@ fn stored(src: &(impl ReadAt + ?Sized), data: u64, size: u64) -> Result<[u8; 32]
 
 /// The SHA-256 of the `packed` deflated bytes at `data`, inflated in
 /// chunks, which must come to `size` bytes.
-fn inflated(src: &(impl ReadAt + ?Sized), data: u64, packed: u64, size: u64) -> Result<[u8; 32], String> {
+fn inflated(
+    src: &(impl ReadAt + ?Sized),
+    data: u64,
+    packed: u64,
+    size: u64,
+    cancel: &Cancel,
+) -> Result<[u8; 32], String> {
     let mut state = InflateState::new_boxed(DataFormat::Raw);
     let (mut input, mut output) = (vec![0; CHUNK], vec![0; CHUNK]);
     let (mut read, mut start, mut end) = (0u64, 0usize, 0usize);
     let (mut h, mut total) = (Sha256::new(), 0u64);
     loop {
+        cancel.check()?;
         if start == end && read < packed {
             end = (packed - read).min(CHUNK as u64) as usize;
             src.read_at_exact(data + read, &mut input[..end])?;
@@ -234,36 +309,63 @@ mod tests {
 
     /// A one-file zip, `method` 0 (stored) or 8 (deflated).
     fn one_file(name: &str, body: &[u8], method: u16) -> Vec<u8> {
-        let packed = if method == 8 { miniz_oxide::deflate::compress_to_vec(body, 6) } else { body.to_vec() };
-        let fixed = |sig: u32| {
+        build(&[(name, body)], method, None)
+    }
+
+    /// A zip of `files`, each `method` 0 (stored) or 8 (deflated); with
+    /// `shared`, every directory entry points at the local header of file
+    /// `shared` (declaring its sizes) instead of its own.
+    fn build(files: &[(&str, &[u8])], method: u16, shared: Option<usize>) -> Vec<u8> {
+        let fixed = |sig: u32, name: &str, packed: usize, size: usize| {
             let mut h = sig.to_le_bytes().to_vec();
             h.extend_from_slice(&20u16.to_le_bytes());
             h.extend_from_slice(&0u16.to_le_bytes());
             h.extend_from_slice(&method.to_le_bytes());
             h.extend_from_slice(&[0; 8]); // time, date, crc (not read)
-            h.extend_from_slice(&(packed.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(packed as u32).to_le_bytes());
+            h.extend_from_slice(&(size as u32).to_le_bytes());
             h.extend_from_slice(&(name.len() as u16).to_le_bytes());
             h.extend_from_slice(&0u16.to_le_bytes());
             h
         };
-        let mut out = fixed(0x0403_4b50);
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&packed);
+        let (mut out, mut locals) = (Vec::new(), Vec::new());
+        for (name, body) in files {
+            let packed =
+                if method == 8 { miniz_oxide::deflate::compress_to_vec(body, 6) } else { body.to_vec() };
+            locals.push((out.len() as u32, packed.len(), body.len()));
+            out.extend(fixed(0x0403_4b50, name, packed.len(), body.len()));
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&packed);
+        }
         let at = out.len() as u32;
-        let mut central = 0x0201_4b50u32.to_le_bytes().to_vec();
-        central.extend_from_slice(&20u16.to_le_bytes());
-        central.extend_from_slice(&fixed(0)[4..]);
-        central.extend_from_slice(&[0; 14]); // comment, disk, attributes, local header at 0
-        central.extend_from_slice(name.as_bytes());
+        let mut central = Vec::new();
+        for (i, (name, _)) in files.iter().enumerate() {
+            let (local, packed, size) = locals[shared.unwrap_or(i)];
+            central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+            central.extend_from_slice(&20u16.to_le_bytes());
+            central.extend_from_slice(&fixed(0, name, packed, size)[4..]);
+            central.extend_from_slice(&[0; 10]); // comment, disk, attributes
+            central.extend_from_slice(&local.to_le_bytes());
+            central.extend_from_slice(name.as_bytes());
+        }
         let size = central.len() as u32;
         out.extend(central);
         out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(files.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(files.len() as u16).to_le_bytes());
         out.extend_from_slice(&size.to_le_bytes());
         out.extend_from_slice(&at.to_le_bytes());
         out.extend_from_slice(&[0, 0]);
         out
+    }
+
+    fn sum(zip: &[u8]) -> Result<[u8; 32], String> {
+        zip_sum(zip, zip.len() as u64, &ZipBudget::default(), &Cancel::default())
+    }
+
+    fn sum_within(zip: &[u8], budget: ZipBudget) -> Result<[u8; 32], String> {
+        zip_sum(zip, zip.len() as u64, &budget, &Cancel::default())
     }
 
     #[test]
@@ -273,10 +375,11 @@ mod tests {
         let expect = summary([("m@v1.0.0/a", &Sha256::digest(&body).into())]);
         for method in [0, 8] {
             let zip = one_file("m@v1.0.0/a", &body, method);
-            assert_eq!(zip_sum(&zip[..], zip.len() as u64), Ok(expect), "method {method}");
+            assert_eq!(sum(&zip), Ok(expect), "method {method}");
             let mut file = tempfile::tempfile().unwrap();
             std::io::Write::write_all(&mut file, &zip).unwrap();
-            assert_eq!(zip_file(&file, zip.len() as u64), Ok(expect), "from a file, method {method}");
+            let within = zip_file(&file, zip.len() as u64, &ZipBudget::default(), &Cancel::default());
+            assert_eq!(within, Ok(expect), "from a file, method {method}");
         }
     }
 
@@ -288,10 +391,67 @@ mod tests {
         let data = 30 + "m@v1.0.0/a.go".len();
         let mut cut = zip.clone();
         cut[data + 10] ^= 0xFF;
-        assert!(zip_sum(&cut[..], cut.len() as u64).is_err());
+        assert!(sum(&cut).is_err());
         // A directory pointing past the end.
-        assert!(zip_sum(&zip[..zip.len() - 5], zip.len() as u64 - 5).is_err());
+        assert!(sum(&zip[..zip.len() - 5]).is_err());
         // Unknown compression.
-        assert!(zip_sum(&one_file("a", b"x", 12)[..], one_file("a", b"x", 12).len() as u64).is_err());
+        assert!(sum(&one_file("a", b"x", 12)).is_err());
+    }
+
+    #[test]
+    fn the_inflated_total_is_limited_before_anything_is_inflated() {
+        let (a, b) = (vec![0u8; 300_000], vec![1u8; 300_000]);
+        let zip = build(&[("m@v1/a", &a), ("m@v1/b", &b)], 8, None);
+        assert!(sum(&zip).is_ok());
+        let budget = ZipBudget { inflated_bytes: 599_999, ..ZipBudget::default() };
+        let e = sum_within(&zip, budget).unwrap_err();
+        assert!(e.contains("INTEGRITY_MAX_INFLATED_BYTES"), "{e}");
+        assert!(
+            sum_within(&zip, ZipBudget { inflated_bytes: 600_000, ..budget }).is_ok(),
+            "up to it is fine"
+        );
+    }
+
+    #[test]
+    fn the_entry_count_is_limited() {
+        let files: Vec<(String, Vec<u8>)> = (0..5).map(|i| (format!("m@v1/{i}"), vec![b'x'; 10])).collect();
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let zip = build(&files, 0, None);
+        let e = sum_within(&zip, ZipBudget { entries: 4, ..ZipBudget::default() }).unwrap_err();
+        assert!(e.contains("INTEGRITY_MAX_ENTRIES"), "{e}");
+        assert!(sum_within(&zip, ZipBudget { entries: 5, ..ZipBudget::default() }).is_ok());
+    }
+
+    #[test]
+    fn entries_that_share_bytes_are_a_malformed_zip() {
+        // Every entry points at the first one's header and stream: each
+        // would inflate it again.
+        let body = vec![0u8; 100_000];
+        let files = [("m@v1/a", &body[..]), ("m@v1/b", &body[..]), ("m@v1/c", &body[..])];
+        assert!(sum(&build(&files, 8, None)).is_ok());
+        let e = sum(&build(&files, 8, Some(0))).unwrap_err();
+        assert!(e.contains("overlap"), "{e}");
+        // A stream that starts inside another file's data.
+        let mut zip = build(&[("m@v1/a", b"0123456789"), ("m@v1/b", b"x")], 0, None);
+        let second = zip.len() - 22 - (46 + 6) + 42;
+        zip[second..second + 4].copy_from_slice(&5u32.to_le_bytes());
+        assert!(sum(&zip).is_err());
+    }
+
+    #[test]
+    fn a_name_twice_is_a_malformed_zip() {
+        let zip = build(&[("m@v1/a", b"one"), ("m@v1/a", b"two")], 0, None);
+        let e = sum(&zip).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn a_cancelled_check_stops_at_its_next_chunk() {
+        let body = vec![7u8; 4 * CHUNK];
+        let zip = build(&[("m@v1/a", &body)], 8, None);
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let e = zip_sum(&zip[..], zip.len() as u64, &ZipBudget::default(), &cancel).unwrap_err();
+        assert!(e.contains("no client waits"), "{e}");
     }
 }

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     body::ArtifactBody,
+    budget::{DocumentBudget, ZipBudget},
     coord::Coordinator,
     digest::ExpectedDigests,
     error::BoxError,
@@ -45,6 +46,10 @@ pub(crate) struct Fills {
     coordinator: Option<Arc<dyn Coordinator>>,
     /// Digests promised by package metadata, checked as files arrive.
     pub(crate) digests: Option<Arc<ExpectedDigests>>,
+    /// What a fetched metadata document may describe.
+    pub(crate) document_budget: DocumentBudget,
+    /// What a check over a whole file (a Go module zip) may inflate.
+    pub(crate) zip_budget: ZipBudget,
     /// Counters for operators.
     pub(crate) stats: Arc<TeeStats>,
     /// Flushes that fills in flight must honour.
@@ -73,6 +78,16 @@ pub struct TeeStats {
 /// A fill in the map: its progress, and when it started (ms since the epoch).
 type InFlight = (watch::Receiver<FillStatus>, i64);
 
+/// The receivers of a fill's status that are not clients: the map's and the
+/// [`InflightGuard`]'s, both held while the fill runs.
+const OWN_RECEIVERS: usize = 2;
+
+/// How many clients wait for a running fill (each holds a receiver of its
+/// status until it has its answer or goes away).
+pub(super) fn clients(tx: &watch::Sender<FillStatus>) -> usize {
+    tx.receiver_count().saturating_sub(OWN_RECEIVERS)
+}
+
 /// At most this many remembered 404s; past it, new ones are not remembered.
 const MAX_MISSING: usize = 100_000;
 
@@ -91,6 +106,8 @@ impl Fills {
             missing: Mutex::new(HashMap::new()),
             coordinator,
             digests: None,
+            document_budget: DocumentBudget::default(),
+            zip_budget: ZipBudget::default(),
             stats: Arc::default(),
             flushes: FlushMarks::default(),
         }

@@ -14,7 +14,7 @@ use tower::{Service, ServiceExt};
 use super::{
     commit::commit,
     map::Fills,
-    spooling::{spool_body, Spooled},
+    spooling::{spool_body, Checks, Spooled},
     status::{Direct, FillError, FillJob, FillStatus, Handover, Head, Recent},
 };
 use crate::{
@@ -131,7 +131,9 @@ where
     });
     tx.send_replace(FillStatus::Streaming { head: head.clone(), written: 0, received: 0 });
     let expected = fills.digests.as_ref().and_then(|d| d.get(&job.key));
-    let written = match spool_body(body, &head, &tx, expected).await {
+    let document = job.remote.package.format().document(&job.path).map(|d| (d, fills.document_budget));
+    let checks = Checks { expected, zip: fills.zip_budget, document };
+    let written = match spool_body(body, &head, &tx, checks).await {
         Ok(Spooled::Whole(written)) => written,
         Ok(Spooled::NoRoom { at, pending, rest, error }) => {
             // The disk filled up part way: the clients read what is spooled,

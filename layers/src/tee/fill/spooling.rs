@@ -12,13 +12,22 @@ use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 
-use super::status::{FillError, FillStatus, Head};
+use super::{
+    map::clients,
+    status::{FillError, FillStatus, Head},
+};
 use crate::{
     body::ArtifactBody,
+    budget::{Cancel, DocumentBudget, ZipBudget},
     digest::Expected,
     error::{UpstreamError, UpstreamErrorKind},
+    format::Document,
     tee::spool,
 };
+
+/// How often a check over the whole file looks whether a client still
+/// waits for it: it stops well within 2 s of the last one leaving.
+const CLIENT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How spooling a body ended, when upstream did not fail.
 pub(super) enum Spooled {
@@ -77,8 +86,9 @@ pub(super) async fn spool_body(
     mut body: ArtifactBody,
     head: &Head,
     tx: &watch::Sender<FillStatus>,
-    expected: Option<Expected>,
+    checks: Checks,
 ) -> Result<Spooled, FillError> {
+    let Checks { expected, zip: budget, document } = checks;
     let mut hasher = expected.as_ref().and_then(|e| e.hasher()).map(|h| Arc::new(Mutex::new(h)));
     let (mut written, mut received) = (0u64, 0u64);
     let mut writing: Option<Writing> = None;
@@ -150,12 +160,24 @@ pub(super) async fn spool_body(
                 Ok(hasher.map(|h| h.finish()).unwrap_or_default())
             }
             // Hashed over the whole file (a Go module zip), while the
-            // client's last byte waits.
+            // client's answer waits; stopped once no client waits for it
+            // (nothing is cached then: the next request starts again).
             None => {
                 let (file, check) = (head.file.clone(), expected.clone());
-                tokio::task::spawn_blocking(move || check.of_file(&file, written))
-                    .await
-                    .map_err(|e| FillError::Store(e.to_string().into()))?
+                let cancel = Arc::new(Cancel::default());
+                let stop = cancel.clone();
+                let mut checking =
+                    tokio::task::spawn_blocking(move || check.of_file(&file, written, &budget, &stop));
+                loop {
+                    tokio::select! {
+                        done = &mut checking => break done.map_err(|e| FillError::Store(e.to_string().into()))?,
+                        _ = tokio::time::sleep(CLIENT_POLL) => {
+                            if clients(tx) == 0 {
+                                cancel.cancel();
+                            }
+                        }
+                    }
+                }
             }
         };
         let problem = match got {
@@ -172,5 +194,32 @@ pub(super) async fn spool_body(
             return Err(FillError::Upstream(UpstreamError::new(UpstreamErrorKind::Body, problem)));
         }
     }
+    if let Some((document, budget)) = document.filter(|(_, budget)| written <= budget.output_bytes as u64) {
+        // A document that describes more than its budget (YAML aliases) is
+        // refused before it is stored, so the cache never keeps what every
+        // request would refuse again. One larger than the budget is not
+        // read back: the rewrite refuses it by its size.
+        let file = head.file.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let mut bytes = vec![0; written as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, 0).map_err(|e| e.to_string())?;
+            document.measure(&bytes, &budget).map_err(|over| over.to_string())
+        })
+        .await
+        .map_err(|e| FillError::Store(e.to_string().into()))?;
+        if let Err(over) = measured {
+            return Err(FillError::Upstream(UpstreamError::new(UpstreamErrorKind::Other, over)));
+        }
+    }
     Ok(Spooled::Whole(written))
+}
+
+/// What a body is checked against once it is all spooled.
+pub(super) struct Checks {
+    /// The digest promised for it.
+    pub(super) expected: Option<Expected>,
+    /// What a check over the whole file may inflate.
+    pub(super) zip: ZipBudget,
+    /// The metadata document it is, and what such a document may describe.
+    pub(super) document: Option<(&'static dyn Document, DocumentBudget)>,
 }
