@@ -14,11 +14,12 @@ use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
 use super::{
-    refusal::{is_json, refusal, ClientAddr},
+    refusal::{is_json, refusal},
     time, Audit, AuditEvent, Mode, Policy, PolicyStats, Verdict,
 };
 use crate::{
     body::{self, read_capped, ArtifactBody},
+    client::ClientAddr,
     error::BoxError,
     format::{Coordinates, Format},
     path::ArtifactPath,
@@ -113,14 +114,11 @@ where
         }
         let format = remote.package.format();
         let coordinates = req.extensions().get::<Coordinates>().cloned();
-        let client = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_owned())
-            .or_else(|| req.extensions().get::<ClientAddr>().map(|a| a.0.clone()))
-            .unwrap_or_else(|| "unknown".into());
+        // Decided at the edge; `X-Forwarded-For` is the edge's to judge.
+        let client = match req.extensions().get::<ClientAddr>() {
+            Some(ClientAddr(addr)) => addr.to_string(),
+            None => "unknown".into(),
+        };
         let judge = Judge {
             inner: inner.clone(),
             remote,
