@@ -8,11 +8,12 @@ use std::{
 };
 
 use artifactapi_layers::{
+    client::{ClientAddr, TrustedProxies},
     coord::Coordinator,
     digest::ExpectedDigests,
     error::{json_error, BoxError},
     local::LocalRepo,
-    policy::{Audit, ClientAddr, PolicyLayer, PolicyStats},
+    policy::{Audit, PolicyLayer, PolicyStats},
     rescue::{Refused, RescueLayer},
     store::{
         breaker::Breaker, hot::HotIndex, hot_blobs::HotBlobs, now_ms, BlobStore, Budget, Index, Keeper, Store,
@@ -460,12 +461,10 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .service(LocalRepo::new(store.clone(), spool, settings.max_upload_bytes));
 
     let admin = AdminToken::new(settings.admin_token.clone());
-    let access = crate::access_log::AccessLog::open(
-        &settings.access_log,
-        settings.log_json,
-        settings.trusted_proxies.clone(),
-    )
-    .map_err(|e| format!("ACCESS_LOG {:?}: {e}", settings.access_log))?;
+    // Who the client is: one rule for the access log and the artifact routes.
+    let trusted = TrustedProxies::new(settings.trusted_proxies.iter().copied());
+    let access = crate::access_log::AccessLog::open(&settings.access_log, settings.log_json, trusted.clone())
+        .map_err(|e| format!("ACCESS_LOG {:?}: {e}", settings.access_log))?;
     let members = Dispatch {
         proxy: BoxCloneSyncService::new(proxy),
         local: BoxCloneSyncService::new(local),
@@ -478,8 +477,9 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
     let group = ServiceBuilder::new().layer(policy).layer(groups).service(members.clone());
     let group = BoxCloneSyncService::new(group);
     let dispatch = Dispatch { group: Some(group), ..members };
-    let artifacts = Artifacts::new(RemoteResolveLayer::new(remotes.clone()), dispatch.clone());
-    let registry = Artifacts::new(RemoteResolveLayer::registry(remotes.clone()), dispatch);
+    let artifacts =
+        Artifacts::new(RemoteResolveLayer::new(remotes.clone()), dispatch.clone(), trusted.clone());
+    let registry = Artifacts::new(RemoteResolveLayer::registry(remotes.clone()), dispatch, trusted);
     let draining = Arc::new(AtomicBool::new(false));
     let reload =
         Reload { remotes: remotes.clone(), config: Arc::new(RwLock::new(Arc::new(config.masked()))) };
@@ -535,14 +535,16 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
 /// error shape, by asking what caused it, and writes the cache headers)
 /// around the front door ([`RemoteResolveLayer`], the one place a path
 /// becomes a remote, an artifact path and package coordinates: `/api/...`
-/// or `/v2/...`) and [`Dispatch`].
+/// or `/v2/...`) and [`Dispatch`]. It decides who the client is, once
+/// ([`ClientAddr`]), for whatever inside names one.
 #[derive(Clone)]
 pub(crate) struct Artifacts {
     front: BoxCloneSyncService<Request<Body>, Response<ArtifactBody>, Infallible>,
+    trusted: TrustedProxies,
 }
 
 impl Artifacts {
-    fn new(door: RemoteResolveLayer, dispatch: Dispatch) -> Self {
+    fn new(door: RemoteResolveLayer, dispatch: Dispatch, trusted: TrustedProxies) -> Self {
         let front = ServiceBuilder::new()
             // Errors become answers: JSON {"error", "remote", "path"}, or
             // the registry's {"errors": [...]} for docker remotes.
@@ -550,7 +552,7 @@ impl Artifacts {
             // 404 for an unknown remote, 400 for a refused path.
             .layer(door)
             .service(dispatch);
-        Self { front: BoxCloneSyncService::new(front) }
+        Self { front: BoxCloneSyncService::new(front), trusted }
     }
 }
 
@@ -564,10 +566,10 @@ impl Service<Request<Body>> for Artifacts {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        // The peer's address, for the policy's audit lines.
         if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().copied()
         {
-            req.extensions_mut().insert(ClientAddr(peer.ip().to_string()));
+            let client = self.trusted.client(peer.ip(), req.headers());
+            req.extensions_mut().insert(ClientAddr(client));
         }
         let call = self.front.clone().oneshot(req);
         Box::pin(async move { Ok(call.await?.map(Body::new)) })

@@ -1,6 +1,7 @@
 //! Access logs (`ACCESS_LOG`): a line for a miss, a hit and an error, as JSON
 //! and in nginx's combined format; `X-Forwarded-For` believed only from
-//! `TRUSTED_PROXIES`.
+//! `TRUSTED_PROXIES`, read from the right, `ip:port` and `[v6]:port`
+//! entries included; the policy's audit line names the same client.
 
 mod support;
 
@@ -138,4 +139,110 @@ async fn a_client_gone_before_the_answer_gets_a_499_line() {
     })
     .await;
     drop(silent);
+}
+
+/// A client whose connections come from `local`: every 127.0.0.0/8 address
+/// is this machine's, so one proxy sees a trusted and an untrusted peer.
+fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(local.parse::<std::net::IpAddr>().ok())
+        .build()
+        .unwrap()
+}
+
+/// Each case: the peer it comes from, its `X-Forwarded-For` lines and the
+/// client it names, with `TRUSTED_PROXIES=127.0.0.1, 10.0.0.0/8`.
+const CASES: [(&str, &str, &[&str], &str); 6] = [
+    ("port", "127.0.0.1", &["spoofed, 203.0.113.7:4711"], "203.0.113.7"),
+    ("v6-port", "127.0.0.1", &["spoofed, [2001:db8::7]:443"], "2001:db8::7"),
+    // Two trusted hops on the right, over two header lines.
+    ("chain", "127.0.0.1", &["198.51.100.66, 203.0.113.9:5000", "10.1.2.3, 10.0.0.5:8080"], "203.0.113.9"),
+    // What cannot be read stops the walk at the trusted hop that wrote it.
+    ("unreadable", "127.0.0.1", &["203.0.113.7, unknown"], "127.0.0.1"),
+    // A peer that is not trusted is the client, whatever it forwards.
+    ("untrusted", "127.0.0.2", &["203.0.113.7"], "127.0.0.2"),
+    ("untrusted-port", "127.0.0.2", &["198.51.100.66, 203.0.113.7:4711"], "127.0.0.2"),
+];
+
+const TRUSTED: (&str, &str) = ("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8");
+
+async fn send_cases(proxy: &Binary, path_of: impl Fn(&str) -> String) {
+    for (case, from, forwarded, _) in CASES {
+        let mut req = client_from(from).get(proxy.url(&path_of(case)));
+        for line in forwarded {
+            req = req.header("x-forwarded-for", *line);
+        }
+        req.send().await.unwrap().bytes().await.unwrap();
+    }
+}
+
+fn json_lines(path: &std::path::Path) -> Vec<Value> {
+    lines(path).iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_is_the_right_most_forwarded_address_not_a_trusted_proxy_with_ports_read() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let env = [
+        ("ACCESS_LOG".to_owned(), log.display().to_string()),
+        ("LOG_FORMAT".to_owned(), "json".to_owned()),
+        (TRUSTED.0.to_owned(), TRUSTED.1.to_owned()),
+    ];
+    let proxy = Binary::start(CONFIG, &upstream.url(), &env);
+    send_cases(&proxy, |case| format!("/api/files/case/{case}.tgz")).await;
+    eventually("a line per case", PATIENCE, || async {
+        lines(&log).iter().filter(|l| l.contains("/case/")).count() == CASES.len()
+    })
+    .await;
+    let logged = json_lines(&log);
+    for (case, from, forwarded, client) in CASES {
+        let path = format!("/api/files/case/{case}.tgz");
+        let line = logged.iter().find(|l| l["path"] == path.as_str()).unwrap();
+        assert_eq!(line["client"], client, "{case}: from {from} with {forwarded:?}: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_line_names_the_client_the_access_log_names_not_a_forged_first_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, audit) = (dir.path().join("access.log"), dir.path().join("audit.jsonl"));
+    let env = [
+        ("ACCESS_LOG".to_owned(), log.display().to_string()),
+        ("LOG_FORMAT".to_owned(), "json".to_owned()),
+        ("AUDIT_LOG".to_owned(), audit.display().to_string()),
+        (TRUSTED.0.to_owned(), TRUSTED.1.to_owned()),
+    ];
+    // A denied name is refused without asking upstream for the file.
+    let upstream = Upstream::start().await;
+    let config = "remotes:\n  npm:\n    base_url: \"{upstream}\"\n    package: npm\n    \
+                  policy: { deny: [\"bad\"] }\n  grouped:\n    type: group\n    package: npm\n    \
+                  members: [npm]\n";
+    let proxy = Binary::start(config, &upstream.url(), &env);
+    send_cases(&proxy, |_| "/api/npm/bad/-/bad-1.0.0.tgz".into()).await;
+    // Through a group, the member's policy audits the group's client.
+    send_cases(&proxy, |_| "/api/grouped/bad/-/bad-1.0.0.tgz".into()).await;
+    let expected: Vec<&str> = CASES.iter().chain(CASES.iter()).map(|c| c.3).collect();
+    eventually("an audit line per request", PATIENCE, || async { lines(&audit).len() >= expected.len() })
+        .await;
+    let audited = json_lines(&audit);
+    let clients: Vec<&str> = audited.iter().map(|l| l["client"].as_str().unwrap()).collect();
+    assert_eq!(clients, expected, "{audited:#?}");
+    assert!(audited.iter().all(|l| l["remote"] == "npm" && l["action"] == "refused"), "{audited:#?}");
+    eventually("an access line per request", PATIENCE, || async {
+        lines(&log).iter().filter(|l| l.contains("/bad/-/")).count() == expected.len()
+    })
+    .await;
+    // The access log's lines of two workers may interleave out of order.
+    let mut logged: Vec<String> = json_lines(&log)
+        .iter()
+        .filter(|l| l["path"].as_str().unwrap().contains("/bad/-/"))
+        .map(|l| l["client"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected = expected;
+    logged.sort();
+    expected.sort();
+    assert_eq!(logged, expected, "the access log and the audit agree");
 }

@@ -49,6 +49,7 @@ pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
 pub mod body;
 pub mod budget;
 pub mod cache_lookup;
+pub mod client;
 pub mod content_type;
 pub mod coord;
 pub mod digest;

@@ -11,8 +11,9 @@
 //! `LOG_FORMAT=json` a line is an object with `time`, `client`, `method`,
 //! `path`, `status`, `bytes`, `cache`, `source`, `remote`, `duration_ms` and
 //! `upstream_ms`; otherwise nginx's combined format followed by the same
-//! fields as `key=value`. `client` is the peer address; `X-Forwarded-For`
-//! is believed only from peers in `TRUSTED_PROXIES`.
+//! fields as `key=value`. `client` is decided by the rule every part that
+//! names a client shares ([`TrustedProxies::client`]): the peer address;
+//! `X-Forwarded-For` is believed only from peers in `TRUSTED_PROXIES`.
 //!
 //! The artifact layers fill in what only they know (remote, cache result,
 //! source, upstream time) through the [`AccessNote`] extension.
@@ -29,11 +30,11 @@ use std::{
     time::Instant,
 };
 
+use artifactapi_layers::client::TrustedProxies;
 use axum::{extract::ConnectInfo, http::Request, response::Response};
 use bytes::Bytes;
 use http::{uri::PathAndQuery, HeaderValue, Method, Version};
 use http_body::{Frame, SizeHint};
-use ipnet::IpNet;
 use tower::{Layer, Service};
 
 use pending::Pending;
@@ -107,14 +108,18 @@ pub struct AccessLog {
 struct Shared {
     pending: &'static Pending,
     json: bool,
-    trusted: Vec<IpNet>,
+    trusted: TrustedProxies,
 }
 
 impl AccessLog {
     /// An access log to `target` (`None` when off), JSON lines with `json`,
     /// believing `X-Forwarded-For` from `trusted` peers. It lives as long as
     /// the process.
-    pub fn open(target: &AccessLogTarget, json: bool, trusted: Vec<IpNet>) -> std::io::Result<Option<Self>> {
+    pub fn open(
+        target: &AccessLogTarget,
+        json: bool,
+        trusted: TrustedProxies,
+    ) -> std::io::Result<Option<Self>> {
         let out: Box<dyn std::io::Write + Send> = match target {
             AccessLogTarget::Off => return Ok(None),
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
@@ -132,28 +137,12 @@ impl AccessLog {
         self.shared.pending.write();
     }
 
-    fn trusts(&self, addr: &IpAddr) -> bool {
-        self.shared.trusted.iter().any(|net| net.contains(addr))
-    }
-
     /// The client of `req`: the peer, or what a trusted proxy forwarded.
     fn client<B>(&self, req: &Request<B>) -> Client {
-        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let Some(peer) = peer else { return Client::Unknown };
-        if !self.trusts(&peer) {
-            return Client::Peer(peer);
+        match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(peer)) => Client::Peer(self.shared.trusted.client(peer.ip(), req.headers())),
+            None => Client::Unknown,
         }
-        // From the right: the first address not one of our trusted proxies.
-        let forwarded: Vec<IpAddr> = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse().ok())
-            .collect();
-        let client = forwarded.iter().rev().find(|a| !self.trusts(a)).or(forwarded.first());
-        Client::Peer(client.copied().unwrap_or(peer))
     }
 }
 

@@ -13,6 +13,7 @@ use tower::{Service, ServiceExt};
 
 use crate::{
     body::ArtifactBody,
+    client::ClientAddr,
     error::{find_cause, BoxError, UpstreamStatus},
     format::Coordinates,
     path::ArtifactPath,
@@ -43,6 +44,8 @@ pub(super) struct Asker<S> {
     coordinates: Option<Coordinates>,
     method: Method,
     headers: HeaderMap,
+    /// A member's policy audits the group's client.
+    client: Option<ClientAddr>,
 }
 
 /// Headers that make a member's answer depend on what the client has
@@ -67,6 +70,7 @@ impl<S> Asker<S> {
             coordinates,
             method: parts.method,
             headers: parts.headers,
+            client: parts.extensions.get::<ClientAddr>().copied(),
         }
     }
 
@@ -135,6 +139,9 @@ impl<S> Asker<S> {
         extensions.insert(path.clone());
         extensions.insert(Door::Remotes);
         extensions.insert(ViaGroup { group: self.group.clone(), guarded: self.guarded });
+        if let Some(client) = self.client {
+            extensions.insert(client);
+        }
         let coordinates = match path.cache_key("") == self.path.cache_key("") {
             true => self.coordinates.clone(),
             false => member.package.format().coordinates(path),

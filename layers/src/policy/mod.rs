@@ -25,7 +25,6 @@ pub mod version;
 use std::time::Duration;
 
 pub use audit::{Audit, AuditEvent, PolicyStats};
-pub use refusal::ClientAddr;
 pub use service::{PolicyLayer, PolicyService};
 pub use version::{Range, Scheme};
 

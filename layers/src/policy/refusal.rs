@@ -1,5 +1,4 @@
-//! What the policy answers a client: the 403 of a refused version, and
-//! where the client's address for the audit comes from.
+//! What the policy answers a client: the 403 of a refused version.
 
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -8,10 +7,6 @@ use crate::{
     body::{self, ArtifactBody},
     path::ArtifactPath,
 };
-
-/// The client's address, attached by the server.
-#[derive(Debug, Clone)]
-pub struct ClientAddr(pub String);
 
 pub(super) fn is_json<T>(res: &Response<T>) -> bool {
     res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"))

@@ -17,11 +17,12 @@ use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
 use super::{
-    refusal::{self, is_json, ClientAddr},
+    refusal::{self, is_json},
     time, Audit, AuditEvent, Mode, Policy, PolicyStats, Unclassified, Verdict, Withheld,
 };
 use crate::{
     body::{self, read_capped, ArtifactBody},
+    client::ClientAddr,
     error::BoxError,
     extensions::CacheStatus,
     format::{Format, PathKind},
@@ -119,14 +120,11 @@ where
         }
         let format = remote.package.format();
         let kind = format.classify(&path);
-        let client = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_owned())
-            .or_else(|| req.extensions().get::<ClientAddr>().map(|a| a.0.clone()))
-            .unwrap_or_else(|| "unknown".into());
+        // Decided at the edge; `X-Forwarded-For` is the edge's to judge.
+        let client = match req.extensions().get::<ClientAddr>() {
+            Some(ClientAddr(addr)) => addr.to_string(),
+            None => "unknown".into(),
+        };
         let judge = Judge {
             inner: inner.clone(),
             remote,

@@ -12,7 +12,9 @@
 //! the JSON body `{"error", "remote", "path"}` by default, the registry's
 //! `{"errors": [...]}` for docker), adds `Retry-After` and `Allow`, and
 //! writes `X-Cache-Status` and `X-Artifact-Source` from the answer's
-//! [`CacheStatus`] extension: the one place those headers are written.
+//! [`CacheStatus`] extension: the one place those headers are written. It
+//! also marks every answer as content that must not run on this origin
+//! ([`put_sandbox_headers`]).
 //!
 //! ```
 //! use artifactapi_layers::{rescue::{Refused, RescueLayer}, BoxError, ArtifactBody};
@@ -210,6 +212,21 @@ pub fn put_cache_headers<B>(response: &mut Response<B>) {
     }
 }
 
+/// Writes `Content-Security-Policy: sandbox` and `X-Content-Type-Options:
+/// nosniff`. An artifact answer carries upstream's (or an uploader's)
+/// bytes on this proxy's origin, where `/ui/` lives: an HTML page upstream
+/// serves (a directory listing, a file it marks `inline`) would otherwise
+/// run its scripts with this origin's rights. `sandbox` gives the document
+/// an opaque origin and no scripts; `nosniff` keeps a browser from finding
+/// HTML in a file labelled as something else. Package managers and
+/// registry clients ignore both. Written on every answer, errors included,
+/// since an upstream error page is upstream's content too.
+pub fn put_sandbox_headers<B>(response: &mut Response<B>) {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+}
+
 /// Applies [`Rescue`] to a service.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RescueLayer;
@@ -230,7 +247,8 @@ impl<S> Layer<S> for RescueLayer {
 }
 
 /// Middleware at the edge: answers every error of `inner` (see [`answer`])
-/// and writes the cache headers of every answer ([`put_cache_headers`]).
+/// and writes the cache headers ([`put_cache_headers`]) and the sandbox
+/// headers ([`put_sandbox_headers`]) of every answer.
 #[derive(Debug, Clone)]
 pub struct Rescue<S> {
     inner: S,
@@ -281,16 +299,18 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match std::task::ready!(this.inner.poll(cx)) {
+        let mut res = match std::task::ready!(this.inner.poll(cx)) {
             Ok(mut res) => {
                 put_cache_headers(&mut res);
-                Poll::Ready(Ok(res))
+                res
             }
             Err(e) => {
                 let (remote, path) = this.named.take().unwrap_or_default();
-                Poll::Ready(Ok(answer(&*e, &remote, &path)))
+                answer(&*e, &remote, &path)
             }
-        }
+        };
+        put_sandbox_headers(&mut res);
+        Poll::Ready(Ok(res))
     }
 }
 

@@ -113,3 +113,28 @@ async fn a_cause_is_found_down_the_source_chain() {
     let (status, _, body) = rescued(Box::new(Wrapped(Refused::new(StatusCode::GONE, "gone")))).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::GONE, Some("gone")));
 }
+
+#[tokio::test]
+async fn every_answer_is_sandboxed_and_unsniffable_errors_included() {
+    let html = RescueLayer::new().layer(service_fn(|_req: Request<()>| async {
+        let mut res = Response::new(crate::body::full("<script>alert(1)</script>"));
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("script-src *"));
+        Ok::<_, BoxError>(res)
+    }));
+    let failing = RescueLayer::new().layer(service_fn(|_req: Request<()>| async {
+        let passed_on = UpstreamStatus::new(StatusCode::SERVICE_UNAVAILABLE, None);
+        Err::<Response<ArtifactBody>, BoxError>(passed_on.into())
+    }));
+    let answers = [
+        html.oneshot(Request::get("/r/dir/").body(()).unwrap()).await.unwrap(),
+        failing.oneshot(Request::get("/r/a").body(()).unwrap()).await.unwrap(),
+    ];
+    for res in answers {
+        assert_eq!(
+            res.headers().get_all(header::CONTENT_SECURITY_POLICY).iter().collect::<Vec<_>>(),
+            ["sandbox"]
+        );
+        assert_eq!(res.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    }
+}
