@@ -408,7 +408,8 @@ remotes:
     assert!(lock.contains("/remote/plain/cool/-/cool-1.1.0.tgz"), "{lock}");
     let ci = root.join("project-ci");
     std::fs::create_dir_all(&ci).unwrap();
-    let pinned = lock.replace("/remote/plain/cool/-/cool-1.1.0.tgz", "/remote/npm/cool/-/anything/cool-1.1.0.tgz");
+    let pinned =
+        lock.replace("/remote/plain/cool/-/cool-1.1.0.tgz", "/remote/npm/cool/-/anything/cool-1.1.0.tgz");
     std::fs::write(ci.join("package-lock.json"), pinned).unwrap();
     std::fs::copy(root.join("project-plain/package.json"), ci.join("package.json")).unwrap();
     let mut cmd = npm(&ci, &registry("npm"), &["ci"], &ci);
@@ -428,7 +429,8 @@ remotes:
 
     // Another route is checked against the packument's integrity too.
     let res = client().get(registry("plain") + "cool/-/tampered/cool-1.0.0.tgz").send().await.unwrap();
-    let whole = res.status() == 200 && res.bytes().await.is_ok_and(|b| &b[..] == b"not the published tarball");
+    let whole =
+        res.status() == 200 && res.bytes().await.is_ok_and(|b| &b[..] == b"not the published tarball");
     assert!(!whole, "tampered bytes were served whole");
     support::committed(&proxy).await;
     let listed = proxy.listing("plain").await;
@@ -445,7 +447,10 @@ remotes:
     assert!(doc["versions"].get("1.1.0").is_none(), "{doc}");
     assert_eq!(npm_install(root, &registry("guarded"), "guarded", "cool").await.unwrap(), "1.0.0");
     let lock = std::fs::read_to_string(root.join("project-guarded/package-lock.json")).unwrap();
-    assert!(lock.contains("/remote/guarded/cool/-/cool-1.0.0.tgz") && !lock.contains("/remote/plain/"), "{lock}");
+    assert!(
+        lock.contains("/remote/guarded/cool/-/cool-1.0.0.tgz") && !lock.contains("/remote/plain/"),
+        "{lock}"
+    );
     let res = client().get(registry("guarded") + "cool/-/cool-1.1.0.tgz").send().await.unwrap();
     assert_eq!(res.status(), 403, "the group's link for the hidden version is refused");
 
@@ -467,7 +472,8 @@ remotes:
     assert_eq!(res.status(), 200);
 
     let lines = audit_lines(&audit);
-    let unclassified = lines.iter().any(|l| l["remote"] == "npm" && l["rule"] == "unclassified" && l["action"] == "refused");
+    let unclassified =
+        lines.iter().any(|l| l["remote"] == "npm" && l["rule"] == "unclassified" && l["action"] == "refused");
     assert!(unclassified, "{lines:#?}");
     let refused_route = lines.iter().any(|l| {
         l["remote"] == "npm" && l["action"] == "refused" && l["versions"] == serde_json::json!(["1.1.0"])
@@ -509,8 +515,11 @@ async fn pip_gets_no_young_sdist_of_any_suffix_and_no_file_beside_a_denied_page(
     let bad = root.join("www/simple/bad");
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("bad-1.0.tar.gz"), b"a denied sdist").unwrap();
-    std::fs::write(bad.join("index.html"), "<html><body><a href=\"bad-1.0.tar.gz\">bad-1.0.tar.gz</a></body></html>")
-        .unwrap();
+    std::fs::write(
+        bad.join("index.html"),
+        "<html><body><a href=\"bad-1.0.tar.gz\">bad-1.0.tar.gz</a></body></html>",
+    )
+    .unwrap();
     let (_index, port) = serve_static_index(root);
     let yaml = format!(
         "remotes:\n  py: {{ base_url: \"http://127.0.0.1:{port}/\", package: pypi, policy: {{ min_release_age: 7d }} }}\n  \
@@ -521,12 +530,15 @@ async fn pip_gets_no_young_sdist_of_any_suffix_and_no_file_beside_a_denied_page(
     let venv = support::pypi::venv();
     let pip = |args: &[&str], target: &Path| {
         let mut cmd = Command::new(venv.join("bin/python"));
-        cmd.args(["-m", "pip", "install", "--no-cache-dir", "--no-build-isolation", "--target"]).arg(target).args(args);
+        cmd.args(["-m", "pip", "install", "--no-cache-dir", "--no-build-isolation", "--target"])
+            .arg(target)
+            .args(args);
         clean(&mut cmd, &root.join("home"));
         cmd
     };
     let target = root.join("target");
-    let (ok, log) = support::pypi::run(pip(&["--index-url", &proxy.url("/api/py/simple/"), "cool"], &target)).await;
+    let (ok, log) =
+        support::pypi::run(pip(&["--index-url", &proxy.url("/api/py/simple/"), "cool"], &target)).await;
     assert!(ok, "pip install through the cooldown:\n{log}");
     let installed = std::fs::read_to_string(target.join("cool/__init__.py")).unwrap();
     assert!(installed.contains("'1.0'"), "the hour-old 2.0 sdist is not taken: {installed}");
@@ -537,7 +549,10 @@ async fn pip_gets_no_young_sdist_of_any_suffix_and_no_file_beside_a_denied_page(
         .await
         .unwrap();
     let text = res.text().await.unwrap();
-    assert!(!text.contains("cool-2.0.tgz") && !text.contains("cool-3.0.weird") && text.contains(wheel), "{text}");
+    assert!(
+        !text.contains("cool-2.0.tgz") && !text.contains("cool-3.0.weird") && text.contains(wheel),
+        "{text}"
+    );
     assert_eq!(client().get(proxy.url("/api/py/packages/cool-2.0.tgz")).send().await.unwrap().status(), 403);
     let res = client().get(proxy.url("/api/py/packages/cool-3.0.weird")).send().await.unwrap();
     assert_eq!(res.status(), 403, "a file of no kind the format knows is refused under a policy");

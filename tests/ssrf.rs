@@ -208,7 +208,11 @@ async fn urls_that_upstream_documents_name_pass_the_egress_gate() {
         json(serde_json::json!({ "providers.v1": format!("http://{inside}/v1/providers/") })),
         &[],
     );
-    upstream.put("/tfdl/.well-known/terraform.json", json(serde_json::json!({ "providers.v1": "/tfdl/v1/providers/" })), &[]);
+    upstream.put(
+        "/tfdl/.well-known/terraform.json",
+        json(serde_json::json!({ "providers.v1": "/tfdl/v1/providers/" })),
+        &[],
+    );
     upstream.put(
         "/tfdl/v1/providers/hashicorp/null/3.2.1/download/linux/amd64",
         json(serde_json::json!({
@@ -219,7 +223,9 @@ async fn urls_that_upstream_documents_name_pass_the_egress_gate() {
         &[],
     );
 
-    let zip = format!("/api/tf-dl/{host}/hashicorp/null/3.2.1/linux_amd64/terraform-provider-null_3.2.1_linux_amd64.zip");
+    let zip = format!(
+        "/api/tf-dl/{host}/hashicorp/null/3.2.1/linux_amd64/terraform-provider-null_3.2.1_linux_amd64.zip"
+    );
     let cases = [
         ("/api/crates/dl/serde/1.0.0/download".to_owned(), "private network refused"),
         ("/api/crates-bounce/dl/serde/1.0.0/download".to_owned(), "private network refused"),
@@ -242,7 +248,9 @@ async fn urls_that_upstream_documents_name_pass_the_egress_gate() {
     for remote in ["crates", "crates-bounce", "tf", "tf-dl"] {
         let listed = proxy.listing(remote).await;
         assert!(
-            listed.iter().all(|(path, _)| !path.ends_with(".zip") && !path.ends_with("/download") && !path.ends_with("index.json")),
+            listed.iter().all(|(path, _)| !path.ends_with(".zip")
+                && !path.ends_with("/download")
+                && !path.ends_with("index.json")),
             "{remote}: {listed:?}"
         );
     }

@@ -71,7 +71,9 @@ impl Ctx<'_> {
                     self.name
                 ));
                 let files = [&m.pypi_files_remote, &m.npm_files_remote, &m.helm_files_remote];
-                for files in files.into_iter().flatten().filter(|f| all.get(*f).is_some_and(|f| f.policy.is_none())) {
+                for files in
+                    files.into_iter().flatten().filter(|f| all.get(*f).is_some_and(|f| f.policy.is_none()))
+                {
                     self.warnings.push(format!(
                         "remotes.{}: member {name:?} links files to {files:?}, which has no policy: \
                          those links bypass the group's policy",

@@ -332,7 +332,11 @@ fn a_group_policy_that_a_member_lacks_is_a_warning() {
     let group = config.remotes.get("g").unwrap().policy.clone().unwrap();
     assert_eq!(group.unclassified, artifactapi_layers::policy::Unclassified::Allow);
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
-    assert!(config.warnings[0].contains("remotes.g") && config.warnings[0].contains("\"b\""), "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].contains("remotes.g") && config.warnings[0].contains("\"b\""),
+        "{:?}",
+        config.warnings
+    );
 }
 
 #[test]

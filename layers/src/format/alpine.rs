@@ -22,7 +22,8 @@ impl Format for Alpine {
         if path.file_name() == "APKINDEX.tar.gz" {
             return PathKind::Metadata(None);
         }
-        package_of(path.file_name()).map_or(PathKind::Unknown, |(name, version)| PathKind::file(name, version))
+        package_of(path.file_name())
+            .map_or(PathKind::Unknown, |(name, version)| PathKind::file(name, version))
     }
 
     fn names_files(&self) -> bool {

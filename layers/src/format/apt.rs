@@ -47,9 +47,7 @@ impl Format for Apt {
         if is_index(path) {
             return PathKind::Metadata(None);
         }
-        package_of(path.file_name())
-            .and_then(Coordinates::into_file)
-            .unwrap_or(PathKind::Unknown)
+        package_of(path.file_name()).and_then(Coordinates::into_file).unwrap_or(PathKind::Unknown)
     }
 
     fn names_files(&self) -> bool {

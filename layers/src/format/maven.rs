@@ -166,7 +166,10 @@ mod tests {
         let at = |p: &str| coordinates_at(&Maven, p);
         assert_eq!(at("org/example/lib/1.0/lib-1.0.jar"), version_of("org.example:lib", "1.0"));
         // A checksum is the artifact's metadata, not a file of the version.
-        assert_eq!(at("org/example/lib/1.0/lib-1.0-sources.jar.sha1"), Some(Coordinates::new("org.example:lib", None)));
+        assert_eq!(
+            at("org/example/lib/1.0/lib-1.0-sources.jar.sha1"),
+            Some(Coordinates::new("org.example:lib", None))
+        );
         assert_eq!(at("org/example/lib/maven-metadata.xml"), Some(Coordinates::new("org.example:lib", None)));
         for p in [
             "lib-1.0.jar",

@@ -1,8 +1,8 @@
 //! Helpers the formats' tests share, the registry of formats, and a toy
 //! format registered from outside the built-in list.
 
-use super::*;
 pub(crate) use super::Coordinates;
+use super::*;
 pub(crate) use crate::pattern::{Class, Classifier, Decision, Pattern};
 
 /// A remote of `package` with the user's patterns.

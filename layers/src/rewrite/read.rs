@@ -219,7 +219,13 @@ impl<S> BodyRewrite<S> {
                     // upstream for the record again, once.
                     (Err(_), Some(store)) if first => {
                         first = false;
-                        expire_metadata(store.clone(), vec![record.cache_key(&remote.name)]).await;
+                        // A record that is a document (npm's packument) is
+                        // cached per variant.
+                        let keys = match remote.package.format().document(record) {
+                            Some(_) => format::listing_keys(&[(remote.clone(), record.clone())]),
+                            None => vec![record.cache_key(&remote.name)],
+                        };
+                        expire_metadata(store.clone(), keys).await;
                     }
                     (Err(why), _) => return Err(refuse(record, why)),
                 }

@@ -146,7 +146,9 @@ impl Format for Pypi {
         let lists =
             lister.name == remote.name || lister.files.as_ref().is_some_and(|f| f.remote == remote.name);
         match self.classify(path) {
-            PathKind::File { name, .. } if lists => ArtifactPath::parse(&format!("simple/{name}/"), None).ok(),
+            PathKind::File { name, .. } if lists => {
+                ArtifactPath::parse(&format!("simple/{name}/"), None).ok()
+            }
             _ => None,
         }
     }
