@@ -87,6 +87,18 @@ async fn npm_install(root: &Path, registry: &str, tag: &str, spec: &str) -> Resu
     Ok(manifest["version"].as_str().unwrap().to_owned())
 }
 
+/// `npm ci` through `registry` in a fresh project with the `package.json` of
+/// `project` and the lock file `lock`: whether it passed, and npm's output.
+async fn npm_ci(root: &Path, registry: &str, project: &str, lock: &str) -> (bool, String) {
+    let ci = root.join(format!("ci-{project}"));
+    std::fs::create_dir_all(&ci).unwrap();
+    std::fs::write(ci.join("package-lock.json"), lock).unwrap();
+    std::fs::copy(root.join(project).join("package.json"), ci.join("package.json")).unwrap();
+    let mut cmd = npm(&ci, registry, &["ci"], &ci);
+    cmd.arg("--cache").arg(root.join(format!("cache-ci-{project}")));
+    run(cmd).await
+}
+
 fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -165,13 +177,8 @@ remotes:
     // npm ci with 1.1.0 pinned in the lock file (made through the reporting
     // remote, pointed at the enforcing one): the 403 stops it.
     let lock = std::fs::read_to_string(root.join("project-report/package-lock.json")).unwrap();
-    let ci = root.join("project-ci");
-    std::fs::create_dir_all(&ci).unwrap();
-    std::fs::write(ci.join("package-lock.json"), lock.replace("/remote/reporting/", "/remote/npm/")).unwrap();
-    std::fs::copy(root.join("project-report/package.json"), ci.join("package.json")).unwrap();
-    let mut cmd = npm(&ci, &registry("npm"), &["ci"], &ci);
-    cmd.arg("--cache").arg(root.join("cache-ci"));
-    let (ok, log) = run(cmd).await;
+    let lock = lock.replace("/remote/reporting/", "/remote/npm/");
+    let (ok, log) = npm_ci(root, &registry("npm"), "project-report", &lock).await;
     assert!(!ok && log.contains("403"), "npm ci of a pinned young version:\n{log}");
 
     let lines = audit_lines(&audit);
@@ -406,15 +413,9 @@ remotes:
     assert_eq!(npm_install(root, &registry("plain"), "plain", "cool@1.1.0").await.unwrap(), "1.1.0");
     let lock = std::fs::read_to_string(root.join("project-plain/package-lock.json")).unwrap();
     assert!(lock.contains("/remote/plain/cool/-/cool-1.1.0.tgz"), "{lock}");
-    let ci = root.join("project-ci");
-    std::fs::create_dir_all(&ci).unwrap();
     let pinned =
         lock.replace("/remote/plain/cool/-/cool-1.1.0.tgz", "/remote/npm/cool/-/anything/cool-1.1.0.tgz");
-    std::fs::write(ci.join("package-lock.json"), pinned).unwrap();
-    std::fs::copy(root.join("project-plain/package.json"), ci.join("package.json")).unwrap();
-    let mut cmd = npm(&ci, &registry("npm"), &["ci"], &ci);
-    cmd.arg("--cache").arg(root.join("cache-ci"));
-    let (ok, log) = run(cmd).await;
+    let (ok, log) = npm_ci(root, &registry("npm"), "project-plain", &pinned).await;
     assert!(!ok && log.contains("403"), "npm ci of a young version by another route:\n{log}");
     let res = client().get(registry("npm") + "cool/-/anything/cool-1.1.0.tgz").send().await.unwrap();
     assert_eq!(res.status(), 403);
@@ -428,9 +429,13 @@ remotes:
     assert_eq!(body["policy"], "unclassified", "{body}");
 
     // Another route is checked against the packument's integrity too.
-    let res = client().get(registry("plain") + "cool/-/tampered/cool-1.0.0.tgz").send().await.unwrap();
-    let whole =
-        res.status() == 200 && res.bytes().await.is_ok_and(|b| &b[..] == b"not the published tarball");
+    // (The transfer breaks off: before or after the answer's head.)
+    let whole = match client().get(registry("plain") + "cool/-/tampered/cool-1.0.0.tgz").send().await {
+        Ok(res) => {
+            res.status() == 200 && res.bytes().await.is_ok_and(|b| &b[..] == b"not the published tarball")
+        }
+        Err(_) => false,
+    };
     assert!(!whole, "tampered bytes were served whole");
     support::committed(&proxy).await;
     let listed = proxy.listing("plain").await;
