@@ -391,7 +391,8 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         )
     })?);
     let policy_stats = Arc::new(PolicyStats::default());
-    let policy = PolicyLayer::new(audit, policy_stats.clone(), settings.metadata_max_bytes);
+    let policy = PolicyLayer::new(audit, policy_stats.clone(), settings.metadata_max_bytes)
+        .lookups_per_request(settings.lookup_max_requests);
     let metrics = Arc::new(
         Metrics::new(store.clone(), vec![tee.stats()], groups.stats(), policy_stats, remotes.clone())
             .with_local_tier(local)

@@ -38,9 +38,12 @@
 //! # How to add a format
 //!
 //! 1. Write a module here with a unit struct that implements [`Format`]: its
-//!    [`name`](Format::name) (the `package:` value) and whatever of the
+//!    [`name`](Format::name) (the `package:` value), how it
+//!    [`classify`](Format::classify)s a path (metadata, a file of a named
+//!    version, or neither: what a policy refuses) and whether it
+//!    [`names_files`](Format::names_files) at all, and whatever of the
 //!    defaulted methods applies to it, with unit tests for its built-in
-//!    patterns and metadata detection.
+//!    patterns, its classification and its metadata detection.
 //! 2. Add it to [`BUILTIN`] (one line). [`Formats::register`] adds one at
 //!    run time instead, as the test at the end of this file does with a toy
 //!    format.

@@ -40,13 +40,23 @@ pub struct PolicyLayer {
     audit: Arc<Audit>,
     stats: Arc<PolicyStats>,
     max_bytes: usize,
+    lookups: usize,
 }
 
 impl PolicyLayer {
     /// Decisions written to `audit` and counted in `stats`; documents of at
     /// most `max_bytes` are filtered.
     pub fn new(audit: Arc<Audit>, stats: Arc<PolicyStats>, max_bytes: usize) -> Self {
-        Self { audit, stats, max_bytes }
+        Self { audit, stats, max_bytes, lookups: DEFAULT_LOOKUPS }
+    }
+
+    /// At most `lookups` upstream requests per request for the publish times
+    /// of the versions a document lists (`LOOKUP_MAX_REQUESTS`); past it,
+    /// versions whose times are not cached count as too young until a later
+    /// request has read them.
+    pub fn lookups_per_request(mut self, lookups: usize) -> Self {
+        self.lookups = lookups;
+        self
     }
 }
 
@@ -59,6 +69,7 @@ impl<S> Layer<S> for PolicyLayer {
             audit: self.audit.clone(),
             stats: self.stats.clone(),
             max_bytes: self.max_bytes,
+            lookups: self.lookups,
         }
     }
 }
@@ -70,6 +81,7 @@ pub struct PolicyService<S> {
     audit: Arc<Audit>,
     stats: Arc<PolicyStats>,
     max_bytes: usize,
+    lookups: usize,
 }
 
 /// One request's context.
@@ -83,8 +95,9 @@ struct Judge<S, B> {
     audit: Arc<Audit>,
     stats: Arc<PolicyStats>,
     max_bytes: usize,
-    /// Look-ups that went upstream (see [`MAX_LOOKUPS`]).
+    /// Look-ups that went upstream, and how many may.
     lookups: AtomicUsize,
+    max_lookups: usize,
     body: std::marker::PhantomData<fn() -> B>,
 }
 
@@ -136,6 +149,7 @@ where
             stats: self.stats.clone(),
             max_bytes: self.max_bytes,
             lookups: AtomicUsize::new(0),
+            max_lookups: self.lookups,
             body: std::marker::PhantomData,
         };
         Box::pin(async move {
@@ -172,10 +186,9 @@ where
     }
 }
 
-/// How many look-ups one request may send upstream (the publish times of
-/// the versions a document lists); past it, versions whose times are not
-/// cached count as unknown (too young) until a later request learns them.
-pub(super) const MAX_LOOKUPS: usize = 4;
+/// How many look-ups one request may send upstream by default (the publish
+/// times of the versions a document lists).
+const DEFAULT_LOOKUPS: usize = 4;
 
 impl<S, B> Judge<S, B>
 where
@@ -199,7 +212,7 @@ where
         if let Some(coordinates) = self.format.classify(path).coordinates() {
             extensions.insert(coordinates);
         }
-        if self.lookups.load(Ordering::Relaxed) >= MAX_LOOKUPS {
+        if self.lookups.load(Ordering::Relaxed) >= self.max_lookups {
             tracing::info!(remote = %self.remote.name, path = %path.display(), "look-up budget spent: judged unknown");
             return None;
         }
