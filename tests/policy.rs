@@ -381,7 +381,9 @@ async fn npm_tarball_routes_and_groups_cannot_step_around_the_policy() {
     serve_cool(root, &upstream).await;
     // The young tarball by another route (as verdaccio serves scoped ones),
     // and the old one's bytes tampered with under a third.
-    let young = npm_pack(root, "cool", "1.1.0").await;
+    // (The very bytes the packument promises: on a proxy that does not
+    // judge the route, `npm ci` would install them.)
+    let young = std::fs::read(root.join("sources/1.1.0/cool/cool-1.1.0.tgz")).unwrap();
     upstream.put("/cool/-/anything/cool-1.1.0.tgz", young, &[]);
     upstream.put("/cool/-/tampered/cool-1.0.0.tgz", b"not the published tarball".to_vec(), &[]);
     let audit = root.join("audit.jsonl");
