@@ -7,6 +7,9 @@
 //! produce (bytes, nesting, entries) and an integrity check what it would
 //! inflate, and both stop at their budget with an error naming the setting
 //! that sets it. Such an error is a 502, and nothing is cached.
+//!
+//! A little over 400 lines with its tests (from line 337): the document
+//! budget and the YAML and JSON scans that apply it are one concern.
 
 use std::{
     cell::Cell,

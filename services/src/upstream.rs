@@ -6,6 +6,10 @@
 //! behalf and nothing is decompressed, so what is stored is exactly what
 //! upstream sent, with its `Content-Encoding`.
 //!
+//! A little over 400 lines: the service, the exchange it prepares and the
+//! hop-by-hop sending (with its redirects and one client per origin) are
+//! the one path every upstream byte takes.
+//!
 //! Every URL passes one egress gate before a byte is sent to it
 //! ([`crate::egress`]): the remote's base, a URL a document located (a Cargo
 //! download, a Terraform provider's `download_url`), a checksum database, a

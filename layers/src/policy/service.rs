@@ -1,6 +1,12 @@
 //! The policy as a layer: files of hidden versions refused, documents that
 //! list versions filtered on the way out, Go's `@latest` answered with the
 //! newest version the policy lets through.
+//!
+//! Over 400 lines: the layer and the one request's judge (`Judge`: files,
+//! unclassified paths, documents, `@latest`, and the budgeted look-ups of
+//! publish times they share). Splitting the judge's four answers apart would
+//! split the look-up budget they count together; its tests are against the
+//! binary, in `tests/policy.rs`.
 
 use std::{
     sync::{
