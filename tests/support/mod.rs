@@ -10,6 +10,7 @@ pub mod npm;
 pub mod pypi;
 pub mod registry;
 pub mod s3relay;
+pub mod tcprelay;
 
 use std::{
     collections::HashMap,

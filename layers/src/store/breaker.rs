@@ -10,8 +10,19 @@
 //! What sits above decides what a failed call means: a hit on an entry held
 //! in memory ([`super::hot::HotIndex`]) is still served, a miss is served
 //! from upstream without being cached, and readiness says the index is down.
+//!
+//! A lost connection is known sooner than a slow one. A pool retries a
+//! refused connection until its acquire timeout, so whenever a call fails,
+//! or has not answered within [`SLOW_CALL`], the breaker asks the index
+//! whether a new connection can be made at all ([`Index::connects`], one
+//! check at a time, its answer shared by every call that waits). Refused,
+//! reset or closed: the breaker opens on that first failure, and every read
+//! still waiting fails at once. A write waits for its own outcome (it may
+//! have reached the database), then fails or succeeds as it does. A check
+//! that cannot tell (it timed out) counts as today: one failure more.
 
 use std::{
+    future::Future,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, Weak,
@@ -20,6 +31,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use super::{BlobRow, Cold, Entry, Flushed, Index, Refresh, Served, StoreError, Usage};
 
@@ -32,11 +44,22 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(1);
 /// Failures in a row (calls or probes) that open the breaker.
 pub const FAILURES_TO_OPEN: u32 = 2;
 
+/// How long a call may go unanswered before the breaker checks whether the
+/// index can be reached at all.
+pub const SLOW_CALL: Duration = Duration::from_millis(100);
+
+/// How long one connection check's answer stands for the calls after it.
+const CHECK_STANDS: Duration = Duration::from_millis(250);
+
 /// An index behind a circuit breaker.
 pub struct Breaker {
     inner: Arc<dyn Index>,
     open: AtomicBool,
     state: Mutex<State>,
+    /// Wakes the reads waiting on the index when the breaker opens.
+    opened_now: Notify,
+    /// The last connection check: one at a time, its answer shared.
+    check: tokio::sync::Mutex<Option<(Instant, Reach)>>,
     /// How many times the breaker opened.
     pub opened: AtomicU64,
 }
@@ -48,6 +71,24 @@ struct State {
     since: Option<Instant>,
 }
 
+/// What a connection check found.
+#[derive(Debug, Clone)]
+enum Reach {
+    /// A connection can be made (or it could not be told).
+    Unknown,
+    /// Refused, reset or closed.
+    Lost(String),
+}
+
+/// Whether a call may be abandoned once the breaker opens.
+#[derive(Clone, Copy, PartialEq)]
+enum Call {
+    /// A read: nothing changes if it is dropped.
+    Read,
+    /// A write may have reached the database: it waits for its outcome.
+    Write,
+}
+
 impl Breaker {
     /// Puts `inner` behind a breaker, with its prober running for as long
     /// as the breaker lives.
@@ -56,6 +97,8 @@ impl Breaker {
             inner,
             open: AtomicBool::new(false),
             state: Mutex::default(),
+            opened_now: Notify::new(),
+            check: tokio::sync::Mutex::new(None),
             opened: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&breaker);
@@ -80,13 +123,28 @@ impl Breaker {
     fn failed(&self, error: &str) {
         let mut state = self.state.lock().expect("breaker lock");
         state.failures += 1;
-        if state.failures >= FAILURES_TO_OPEN && !self.open.load(Ordering::Relaxed) {
-            state.reason = error.to_owned();
-            state.since = Some(Instant::now());
-            self.open.store(true, Ordering::Relaxed);
-            self.opened.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error, "the index does not answer: circuit open, requests no longer wait for it");
+        if state.failures >= FAILURES_TO_OPEN {
+            self.open_with(&mut state, error);
         }
+    }
+
+    /// The index cannot be reached: open now, and wake the waiting reads.
+    fn lost(&self, error: &str) {
+        let mut state = self.state.lock().expect("breaker lock");
+        state.failures = state.failures.max(FAILURES_TO_OPEN);
+        self.open_with(&mut state, error);
+    }
+
+    fn open_with(&self, state: &mut State, error: &str) {
+        if self.open.load(Ordering::Relaxed) {
+            return;
+        }
+        state.reason = error.to_owned();
+        state.since = Some(Instant::now());
+        self.open.store(true, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.opened_now.notify_waiters();
+        tracing::error!(error, "the index does not answer: circuit open, requests no longer wait for it");
     }
 
     fn succeeded(&self) {
@@ -98,40 +156,117 @@ impl Breaker {
         }
     }
 
+    /// Asks whether a new connection can be made, unless a check answered
+    /// moments ago; opens the breaker when it cannot.
+    async fn reach(&self) -> Reach {
+        let mut last = self.check.lock().await;
+        if let Some((at, reach)) = &*last {
+            if at.elapsed() < CHECK_STANDS {
+                return reach.clone();
+            }
+        }
+        let reach = match tokio::time::timeout(PROBE_DEADLINE, self.inner.connects()).await {
+            Ok(Err(StoreError::Unreachable(reason))) => Reach::Lost(reason),
+            _ => Reach::Unknown,
+        };
+        if let Reach::Lost(reason) = &reach {
+            self.lost(reason);
+        }
+        *last = Some((Instant::now(), reach.clone()));
+        reach
+    }
+
+    /// Resolves once the index is known to be unreachable: at once when
+    /// the breaker opens, or when a check started after [`SLOW_CALL`] finds
+    /// the connection lost; never otherwise.
+    async fn unreachable(&self) {
+        let opened = self.opened_now.notified();
+        tokio::pin!(opened);
+        opened.as_mut().enable();
+        if self.is_open() {
+            return;
+        }
+        let slow_then_check = async {
+            tokio::time::sleep(SLOW_CALL).await;
+            if let Reach::Unknown = self.reach().await {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = opened => {}
+            () = slow_then_check => {}
+        }
+    }
+
     /// Runs an index call unless the breaker is open, and learns from it.
     async fn guard<T>(
         &self,
-        call: impl std::future::Future<Output = Result<T, StoreError>>,
+        kind: Call,
+        call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         if self.is_open() {
             return Err(self.refused());
         }
-        let result = call.await;
+        let result = match kind {
+            Call::Read => {
+                tokio::select! {
+                    result = call => result,
+                    () = self.unreachable() => return Err(self.refused()),
+                }
+            }
+            Call::Write => {
+                tokio::pin!(call);
+                tokio::select! {
+                    result = &mut call => result,
+                    // Others learn of a lost connection; this write waits.
+                    () = self.unreachable() => call.await,
+                }
+            }
+        };
         match &result {
             Ok(_) | Err(StoreError::NotFound) => {
                 if self.state.lock().expect("breaker lock").failures > 0 {
                     self.succeeded();
                 }
             }
-            Err(e) => self.failed(&e.to_string()),
+            Err(e) => {
+                if let Reach::Unknown = self.reach().await {
+                    self.failed(&e.to_string());
+                }
+            }
         }
         result
     }
 }
 
 /// Asks the index whether it answers, every [`PROBE_EVERY`], until the
-/// breaker is dropped.
+/// breaker is dropped. While open, a connection that cannot be made says
+/// enough: the pool is not asked.
 async fn probe(breaker: Weak<Breaker>) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         let Some(breaker) = breaker.upgrade() else { return };
-        match tokio::time::timeout(PROBE_DEADLINE, breaker.inner.ping()).await {
+        if breaker.is_open() {
+            if let Reach::Lost(_) = breaker.reach().await {
+                continue;
+            }
+        }
+        let ping = tokio::time::timeout(PROBE_DEADLINE, breaker.inner.ping());
+        let answer = tokio::select! {
+            answer = ping => answer,
+            () = breaker.unreachable(), if !breaker.is_open() => continue,
+        };
+        match answer {
             Ok(Ok(())) => {
                 if breaker.is_open() || breaker.state.lock().expect("breaker lock").failures > 0 {
                     breaker.succeeded();
                 }
             }
-            Ok(Err(e)) => breaker.failed(&e.to_string()),
+            Ok(Err(e)) => {
+                if let Reach::Unknown = breaker.reach().await {
+                    breaker.failed(&e.to_string());
+                }
+            }
             Err(_) => breaker.failed(&format!("no answer within {PROBE_DEADLINE:?}")),
         }
     }
@@ -140,27 +275,27 @@ async fn probe(breaker: Weak<Breaker>) {
 #[async_trait]
 impl Index for Breaker {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.guard(self.inner.get(key)).await
+        self.guard(Call::Read, self.inner.get(key)).await
     }
 
     async fn put(&self, entry: Entry) -> Result<Option<Entry>, StoreError> {
-        self.guard(self.inner.put(entry)).await
+        self.guard(Call::Write, self.inner.put(entry)).await
     }
 
     async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.guard(self.inner.remove(key)).await
+        self.guard(Call::Write, self.inner.remove(key)).await
     }
 
     async fn remove_if(&self, key: &str, blob: &str) -> Result<Option<Entry>, StoreError> {
-        self.guard(self.inner.remove_if(key, blob)).await
+        self.guard(Call::Write, self.inner.remove_if(key, blob)).await
     }
 
     async fn refresh(&self, key: &str, blob: &str, refresh: &Refresh) -> Result<bool, StoreError> {
-        self.guard(self.inner.refresh(key, blob, refresh)).await
+        self.guard(Call::Write, self.inner.refresh(key, blob, refresh)).await
     }
 
     async fn list(&self, remote: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.guard(self.inner.list(remote, after, limit)).await
+        self.guard(Call::Read, self.inner.list(remote, after, limit)).await
     }
 
     async fn flush(
@@ -169,7 +304,7 @@ impl Index for Breaker {
         drop_immutable: bool,
         now_ms: i64,
     ) -> Result<Flushed, StoreError> {
-        self.guard(self.inner.flush(remote, drop_immutable, now_ms)).await
+        self.guard(Call::Write, self.inner.flush(remote, drop_immutable, now_ms)).await
     }
 
     async fn expire_under(
@@ -179,22 +314,22 @@ impl Index for Breaker {
         keep: &str,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        self.guard(self.inner.expire_under(remote, dir, keep, now_ms)).await
+        self.guard(Call::Write, self.inner.expire_under(remote, dir, keep, now_ms)).await
     }
 
     async fn find_path(&self, remote: &str, path: &str) -> Result<Vec<Entry>, StoreError> {
-        self.guard(self.inner.find_path(remote, path)).await
+        self.guard(Call::Read, self.inner.find_path(remote, path)).await
     }
 
     async fn touch(&self, accesses: &[Served]) -> Result<(), StoreError> {
-        self.guard(self.inner.touch(accesses)).await
+        self.guard(Call::Write, self.inner.touch(accesses)).await
     }
 
     async fn served(
         &self,
         keys: &[String],
     ) -> Result<std::collections::HashMap<String, (u64, i64)>, StoreError> {
-        self.guard(self.inner.served(keys)).await
+        self.guard(Call::Read, self.inner.served(keys)).await
     }
 
     async fn coldest(
@@ -203,31 +338,35 @@ impl Index for Breaker {
         after: Option<(i64, &str)>,
         limit: usize,
     ) -> Result<Vec<Cold>, StoreError> {
-        self.guard(self.inner.coldest(remote, after, limit)).await
+        self.guard(Call::Read, self.inner.coldest(remote, after, limit)).await
     }
 
     async fn blob_in_use(&self, blob: &str) -> Result<bool, StoreError> {
-        self.guard(self.inner.blob_in_use(blob)).await
+        self.guard(Call::Read, self.inner.blob_in_use(blob)).await
     }
 
     async fn touch_prefix(&self, remote: &str, prefix: &str, at: i64) -> Result<(), StoreError> {
-        self.guard(self.inner.touch_prefix(remote, prefix, at)).await
+        self.guard(Call::Write, self.inner.touch_prefix(remote, prefix, at)).await
     }
 
     async fn has_prefix(&self, remote: &str, prefix: &str) -> Result<bool, StoreError> {
-        self.guard(self.inner.has_prefix(remote, prefix)).await
+        self.guard(Call::Read, self.inner.has_prefix(remote, prefix)).await
     }
 
     async fn blob_rows(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<BlobRow>, StoreError> {
-        self.guard(self.inner.blob_rows(after, limit)).await
+        self.guard(Call::Read, self.inner.blob_rows(after, limit)).await
     }
 
     async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
-        self.guard(self.inner.usage()).await
+        self.guard(Call::Read, self.inner.usage()).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.guard(self.inner.ping()).await
+        self.guard(Call::Read, self.inner.ping()).await
+    }
+
+    async fn connects(&self) -> Result<(), StoreError> {
+        self.inner.connects().await
     }
 }
 
@@ -236,16 +375,36 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryIndex;
 
-    /// An index that fails (slowly) while `down` is set.
+    /// An index that fails (slowly) while `down` is set. While `lost` is
+    /// set too, a new connection is refused, and a call waits out a pool's
+    /// 5 s acquire timeout as a pool that retries refused connections does.
     struct Flaky {
         inner: MemoryIndex,
         down: AtomicBool,
+        lost: AtomicBool,
         calls: AtomicU64,
+        writes_done: AtomicU64,
+    }
+
+    fn flaky(down: bool) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner: MemoryIndex::new(),
+            down: AtomicBool::new(down),
+            lost: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            writes_done: AtomicU64::new(0),
+        })
     }
 
     impl Flaky {
         async fn check(&self) -> Result<(), StoreError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.lost.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return Err(StoreError::Backend(
+                    "pool timed out while waiting for an open connection".into(),
+                ));
+            }
             if self.down.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 return Err(StoreError::Backend("pool timed out".into()));
@@ -261,7 +420,9 @@ mod tests {
             self.inner.get(key).await
         }
         async fn put(&self, entry: Entry) -> Result<Option<Entry>, StoreError> {
-            self.check().await?;
+            let checked = self.check().await;
+            self.writes_done.fetch_add(1, Ordering::SeqCst);
+            checked?;
             self.inner.put(entry).await
         }
         async fn remove(&self, key: &str) -> Result<Option<Entry>, StoreError> {
@@ -329,15 +490,17 @@ mod tests {
         async fn ping(&self) -> Result<(), StoreError> {
             self.check().await
         }
+        async fn connects(&self) -> Result<(), StoreError> {
+            match self.lost.load(Ordering::SeqCst) {
+                true => Err(StoreError::Unreachable("Connection refused (os error 111)".into())),
+                false => Ok(()),
+            }
+        }
     }
 
     #[tokio::test]
     async fn opens_on_failures_fails_fast_while_open_and_closes_when_the_index_answers() {
-        let flaky = Arc::new(Flaky {
-            inner: MemoryIndex::new(),
-            down: AtomicBool::new(false),
-            calls: AtomicU64::new(0),
-        });
+        let flaky = flaky(false);
         let breaker = Breaker::new(flaky.clone());
         assert!(breaker.get("k").await.unwrap().is_none());
         flaky.down.store(true, Ordering::SeqCst);
@@ -366,11 +529,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_prober_opens_it_before_any_request_waits() {
-        let flaky = Arc::new(Flaky {
-            inner: MemoryIndex::new(),
-            down: AtomicBool::new(true),
-            calls: AtomicU64::new(0),
-        });
+        let flaky = flaky(true);
         let breaker = Breaker::new(flaky.clone());
         tokio::time::timeout(PROBE_EVERY * 6, async {
             while !breaker.is_open() {
@@ -379,5 +538,106 @@ mod tests {
         })
         .await
         .expect("opened by probes alone");
+    }
+
+    fn entry(key: &str) -> Entry {
+        Entry {
+            key: key.into(),
+            remote: "r".into(),
+            path: key.into(),
+            blob: "b".into(),
+            size: 1,
+            class: super::super::EntryClass::Immutable,
+            headers: Vec::new(),
+            cached_at_ms: 0,
+            expires_at_ms: None,
+            policy: None,
+        }
+    }
+
+    /// Refused connections, behind a pool that retries them for 5 s: the
+    /// reads already waiting fail once the first of them has waited
+    /// SLOW_CALL, the breaker opens on that one failure, and later reads
+    /// fail at once. A write waits for its own outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_connection_opens_it_at_once_and_fails_the_waiting_reads() {
+        let flaky = flaky(false);
+        let breaker = Breaker::new(flaky.clone());
+        assert!(breaker.get("k").await.unwrap().is_none());
+        flaky.down.store(true, Ordering::SeqCst);
+        flaky.lost.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        let write = tokio::spawn({
+            let breaker = breaker.clone();
+            async move { breaker.put(entry("w")).await }
+        });
+        let reads: Vec<_> = (0..3)
+            .map(|i| {
+                let breaker = breaker.clone();
+                tokio::spawn(async move {
+                    let failed = breaker.get(&format!("k{i}")).await.unwrap_err().to_string();
+                    (failed, started.elapsed())
+                })
+            })
+            .collect();
+        for read in reads {
+            let (failed, after) = read.await.unwrap();
+            // The reason is the refusal, not a timeout counted twice.
+            assert!(failed.contains("circuit open") && failed.contains("Connection refused"), "{failed}");
+            assert!(after < Duration::from_secs(2), "a read waited {after:?}: the pool's timeout is 5 s");
+        }
+        assert!(breaker.is_open(), "opened on the first refused connection");
+        assert_eq!(breaker.opened.load(Ordering::SeqCst), 1);
+        assert_eq!(flaky.writes_done.load(Ordering::SeqCst), 0, "the write is still waiting");
+        let failed = write.await.unwrap().unwrap_err().to_string();
+        assert!(failed.contains("pool timed out"), "the write's own outcome: {failed}");
+        assert_eq!(flaky.writes_done.load(Ordering::SeqCst), 1);
+        let calls = flaky.calls.load(Ordering::SeqCst);
+        assert!(breaker.get("k").await.is_err());
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), calls, "open: the index is not asked");
+        // Connections are accepted again: the prober closes it.
+        flaky.lost.store(false, Ordering::SeqCst);
+        flaky.down.store(false, Ordering::SeqCst);
+        tokio::time::timeout(PROBE_EVERY * 6, async {
+            while breaker.is_open() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the prober closes the breaker");
+        assert!(breaker.get("k").await.unwrap().is_none());
+    }
+
+    /// A slow index with connections still possible is not unreachable:
+    /// the call waits for its answer, and one failure does not open it.
+    #[tokio::test]
+    async fn a_slow_index_is_waited_for_and_counts_as_one_failure() {
+        let flaky = flaky(true);
+        let breaker = Breaker::new(flaky.clone());
+        let started = Instant::now();
+        let failed = breaker.get("k").await.unwrap_err().to_string();
+        assert!(failed.contains("pool timed out") && !failed.contains("circuit open"), "{failed}");
+        assert!(started.elapsed() >= Duration::from_millis(300), "waited for the index's own answer");
+        assert!(!breaker.is_open());
+    }
+
+    /// With nothing asking, the prober opens it on a refused connection:
+    /// the reason is the refusal, found on the first probe, not
+    /// [`FAILURES_TO_OPEN`] probes that time out.
+    #[tokio::test]
+    async fn the_prober_opens_it_on_a_refused_connection() {
+        let flaky = flaky(false);
+        let breaker = Breaker::new(flaky.clone());
+        flaky.down.store(true, Ordering::SeqCst);
+        flaky.lost.store(true, Ordering::SeqCst);
+        tokio::time::timeout(PROBE_EVERY * 20, async {
+            while !breaker.is_open() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("opened by the prober");
+        let refused = breaker.refused().to_string();
+        assert!(refused.contains("Connection refused"), "{refused}");
     }
 }

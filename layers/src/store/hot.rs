@@ -231,6 +231,10 @@ impl Index for HotIndex {
         self.inner.ping().await
     }
 
+    async fn connects(&self) -> Result<(), StoreError> {
+        self.inner.connects().await
+    }
+
     async fn expire_under(
         &self,
         remote: &str,

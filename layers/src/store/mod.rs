@@ -131,6 +131,10 @@ pub enum StoreError {
     /// The backend (database, object store) failed.
     #[error("store backend failed: {0}")]
     Backend(String),
+    /// No connection to the backend can be made: it was refused, reset or
+    /// closed. Known at once, unlike a backend that is merely slow.
+    #[error("store backend unreachable: {0}")]
+    Unreachable(String),
 }
 
 /// What a refresh changes in an entry whose bytes stay the same.
@@ -236,6 +240,14 @@ pub trait Index: Send + Sync + 'static {
     /// Whether the index answers at all (for health and readiness).
     async fn ping(&self) -> Result<(), StoreError> {
         self.get("\u{1f}ping").await.map(|_| ())
+    }
+    /// Whether a new connection to the index can be opened now, asked
+    /// without waiting for a pool (which retries a refused connection until
+    /// its acquire timeout): [`StoreError::Unreachable`] when it is refused,
+    /// reset or closed; any other error when that cannot be told. An index
+    /// with no connection to lose answers `Ok`.
+    async fn connects(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

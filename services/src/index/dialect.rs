@@ -34,6 +34,9 @@ pub trait Dialect: Database + sealed::Sealed {
         pool: &Pool<Self>,
         keys: &[String],
     ) -> impl Future<Output = Result<HashMap<String, (u64, i64)>, StoreError>> + Send;
+    /// Whether a new connection can be made now, without the pool's retries
+    /// ([`artifactapi_layers::store::Index::connects`]).
+    fn connects(pool: &Pool<Self>) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 mod sealed {
@@ -74,6 +77,11 @@ impl Dialect for Sqlite {
             .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
+    }
+
+    // A file in this process: no connection to lose.
+    async fn connects(_pool: &Pool<Self>) -> Result<(), StoreError> {
+        Ok(())
     }
 
     // A page of keys, one indexed lookup each (in-process: microseconds).
@@ -129,6 +137,25 @@ impl Dialect for Postgres {
         .await
         .map_err(backend)?;
         Ok(())
+    }
+
+    // One connection of its own, opened and closed: the pool would retry a
+    // refused one until its acquire timeout. An I/O error (refused, reset,
+    // closed) or a server that says it takes no connections now (SQLSTATE
+    // 57P03: starting up, shutting down) is an unreachable index.
+    async fn connects(pool: &Pool<Self>) -> Result<(), StoreError> {
+        use sqlx::{ConnectOptions, Connection};
+        match pool.connect_options().connect().await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Err(sqlx::Error::Io(e)) => Err(StoreError::Unreachable(e.to_string())),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("57P03") => {
+                Err(StoreError::Unreachable(e.to_string()))
+            }
+            Err(e) => Err(backend(e)),
+        }
     }
 
     async fn served(pool: &Pool<Self>, keys: &[String]) -> Result<HashMap<String, (u64, i64)>, StoreError> {

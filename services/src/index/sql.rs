@@ -428,4 +428,8 @@ where
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(backend)
     }
+
+    async fn connects(&self) -> Result<(), StoreError> {
+        DB::connects(&self.pool).await
+    }
 }
