@@ -542,3 +542,60 @@ async fn a_burst_of_fills_is_evicted_as_it_lands_not_on_the_next_interval() {
     let items = listing(&proxy, "files").await;
     assert_eq!(items["items"][0]["path"], format!("large/{SIZE}/f6.bin"));
 }
+
+/// Least recently used, under load (issue 39): with a 20 MB budget, a
+/// small file read between each of five 5 MiB fills is the one file that
+/// stays with the newest fills; repeated 20 times, with two threads
+/// spinning to load the CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_read_between_fills_outlives_them_even_with_the_cpu_loaded() {
+    const SIZE: u64 = 5 * 1024 * 1024;
+    let upstream = Upstream::start().await;
+    let yaml = "remotes:\n  files:\n    base_url: \"{upstream}\"\n";
+    let env = [("CACHE_MAX_BYTES", "20000000"), ("CACHE_EVICT_INTERVAL", "3600")];
+    let proxy = Proxy::start_with(yaml, &upstream.url(), &env).await;
+    let spinning = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let spinning = spinning.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        })
+        .collect();
+    let mut lost = Vec::new();
+    for round in 0..20 {
+        let kept = format!("/rel/kept-{round}.tgz");
+        upstream.put(&kept, vec![round as u8; 1000], &[]);
+        assert_eq!(get(&proxy, &format!("/api/files{kept}"), None).await.1, "MISS");
+        for i in 1..=5 {
+            let (status, _, body) =
+                get(&proxy, &format!("/api/files/large/{SIZE}/r{round}-f{i}.bin"), None).await;
+            assert_eq!((status, body.len() as u64), (200, SIZE));
+            let (status, _, body) = get(&proxy, &format!("/api/files{kept}"), None).await;
+            assert_eq!((status, body.len()), (200, 1000));
+        }
+        support::committed(&proxy).await;
+        let listed = listing(&proxy, "files").await;
+        let paths: Vec<&str> =
+            listed["items"].as_array().unwrap().iter().filter_map(|item| item["path"].as_str()).collect();
+        if !paths.contains(&&kept[1..]) || upstream.count("GET", &kept) != 1 {
+            lost.push((
+                round,
+                paths.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                upstream.count("GET", &kept),
+            ));
+        }
+    }
+    spinning.store(false, std::sync::atomic::Ordering::Relaxed);
+    for spinner in spinners {
+        spinner.join().unwrap();
+    }
+    assert!(
+        lost.is_empty(),
+        "the file read between fills was evicted (round, what was left, fetches): {lost:?}"
+    );
+}

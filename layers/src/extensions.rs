@@ -39,9 +39,6 @@ pub struct StoreAs {
     /// manifest fetched by tag, under its digest). The body's digest was
     /// checked before these are written.
     pub aliases: Vec<(Arc<str>, ArtifactPath)>,
-    /// The `ETag` stored with the entry instead of upstream's (the MD5 a
-    /// RubyGems compact index client checks).
-    pub etag: Option<String>,
 }
 
 /// Validators for a conditional upstream request (`If-None-Match`,

@@ -13,6 +13,7 @@ use crate::{
     body::ArtifactBody,
     error::BoxError,
     extensions::{CacheStatus, Classification, Conditional, NotModified, StaleEntry},
+    path::ArtifactPath,
     pattern::Class,
     remote::Remote,
     remote_resolve::ResolvedRemote,
@@ -42,6 +43,9 @@ struct Plan {
     entry: Arc<Entry>,
     policy: CachePolicy,
     policy_req: Request<()>,
+    /// The format decides the entry's `ETag` (the RubyGems MD5): a 304
+    /// refreshes upstream's validators in the policy, never that header.
+    etag_owned: bool,
 }
 
 /// Whether `entry`, expired, is revalidated rather than fetched again.
@@ -86,7 +90,9 @@ fn plan<B>(req: &Request<B>) -> Option<(Plan, HeaderMap)> {
     if validators.is_empty() {
         return None;
     }
-    let plan = Plan { remote: remote.clone(), entry: entry.clone(), policy, policy_req };
+    let etag_owned =
+        req.extensions().get::<ArtifactPath>().is_some_and(|p| remote.package.format().etag_is_md5(p));
+    let plan = Plan { remote: remote.clone(), entry: entry.clone(), policy, policy_req, etag_owned };
     Some((plan, validators))
 }
 
@@ -136,7 +142,9 @@ async fn refresh(store: &Store, plan: &Plan, answer: &HeaderMap) -> Entry {
         AfterResponse::Modified(..) => plan.policy.clone(),
     };
     let mut headers = plan.entry.headers.clone();
-    for name in [header::ETAG, header::LAST_MODIFIED] {
+    let owned = if plan.etag_owned { Some(header::ETAG) } else { None };
+    for name in [header::ETAG, header::LAST_MODIFIED].into_iter().filter(|name| Some(name) != owned.as_ref())
+    {
         if let Some(value) = answer.get(&name).and_then(|v| v.to_str().ok()) {
             headers.retain(|(k, _)| k != name.as_str());
             headers.push((name.as_str().to_owned(), value.to_owned()));

@@ -57,6 +57,15 @@ impl S3TeeLayer {
 }
 
 impl S3TeeLayer {
+    /// How long a committed fill stays joinable (two seconds by default):
+    /// a request that looked the key up in the index just before the
+    /// commit is answered from the finished fill. Tests set it to hold a
+    /// fill for as long as they look at it, or to have none.
+    pub fn linger(mut self, linger: std::time::Duration) -> Self {
+        Arc::get_mut(&mut self.fills).expect("configured before the layer is used").linger = linger;
+        self
+    }
+
     /// Forgets a finished fill of `key` and a remembered 404 for it, so that
     /// the next request for a purged entry goes upstream.
     pub fn forget(&self, key: &str) {

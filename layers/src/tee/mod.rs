@@ -64,4 +64,6 @@ pub use layer::S3TeeLayer;
 pub use service::S3Tee;
 
 #[cfg(test)]
+mod one_answer;
+#[cfg(test)]
 mod tests;

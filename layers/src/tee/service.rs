@@ -89,10 +89,18 @@ where
         return Err(Box::new(UpstreamStatus::new(StatusCode::NOT_FOUND, None)));
     }
 
-    if req.method() == Method::HEAD {
+    // A format that decides a header from the whole body (the RubyGems MD5
+    // `ETag`) is answered once the body is complete, a HEAD too (from a
+    // GET's fill): every answer then has the headers the entry stores.
+    let decided_at_commit = remote.package.format().etag_is_md5(&path);
+    let method = req.method().clone();
+    if method == Method::HEAD && !decided_at_commit {
         // A fill in flight already knows the answer's head.
         if let Some(mut rx) = fills.find(&key) {
             if let Ok(Waited::Head(head, complete)) = wait_head(&mut rx).await {
+                if complete.is_some() {
+                    fills.store().access.served(&key, &remote.name, &path.display());
+                }
                 let status = if complete.is_some() { CacheStatus::Hit } else { status };
                 let mut response = Response::new(body::empty());
                 respond::put_headers(&mut response, &head.headers, status);
@@ -111,7 +119,9 @@ where
         }
         return answer;
     }
-    if req.method() != Method::GET {
+    if method == Method::HEAD {
+        *req.method_mut() = Method::GET;
+    } else if method != Method::GET {
         return inner.oneshot(req).await;
     }
 
@@ -142,7 +152,7 @@ where
             Coordinated::Committed(entry) => {
                 // Another replica fetched it while this one waited.
                 let store = fills.store();
-                return Ok(serve_entry(store, &entry, &Method::GET, &client_headers, CacheStatus::Hit).await?);
+                return Ok(serve_entry(store, &entry, &method, &client_headers, CacheStatus::Hit).await?);
             }
         }
     }
@@ -158,16 +168,16 @@ where
     // upstream was not asked for this request.
     let status = if joined_complete { CacheStatus::Hit } else { status };
 
-    if client_headers.contains_key(header::RANGE) || checked_whole {
+    if client_headers.contains_key(header::RANGE) || checked_whole || decided_at_commit {
         let (head, written) = match wait_complete(&mut rx).await? {
             Waited::Head(head, written) => (head, written.unwrap_or_default()),
             Waited::NotModified(headers) => return Ok(not_modified(headers)),
             // Uncached: the whole body (a server may answer a Range with 200).
             Waited::Direct(direct) => return direct_answer(&direct, status),
         };
-        let stored = Stored { headers: &head.headers, size: written, status };
+        let stored = Stored { headers: head.complete_headers(), size: written, status };
         let source = Source::Spool(head.file.clone());
-        return Ok(stored.answer(&Method::GET, &client_headers, source).await?);
+        return Ok(stored.answer(&method, &client_headers, source).await?);
     }
 
     let (head, complete) = match wait_head(&mut rx).await? {

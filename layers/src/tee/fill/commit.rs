@@ -11,13 +11,15 @@ use crate::{
 };
 
 /// Makes the spool durable as a blob, then writes the index row: only then
-/// is the entry visible. Answers the entry's time to live.
+/// is the entry visible. `(size, completed_ms)`: the body's size, and when
+/// its clients had the whole of it (the entry's time of storing and of
+/// last use). Answers the entry's time to live.
 pub(super) async fn commit(
     store: &Store,
     job: &FillJob,
     head: &Head,
     spool_path: &std::path::Path,
-    size: u64,
+    (size, completed_ms): (u64, i64),
     store_as: &StoreAs,
     flushed: bool,
 ) -> Result<Option<Duration>, StoreError> {
@@ -42,16 +44,8 @@ pub(super) async fn commit(
             Class::Immutable => EntryClass::Immutable,
             Class::Mutable { .. } => EntryClass::Mutable,
         },
-        headers: match store_as.etag.clone() {
-            Some(etag) => {
-                let mut headers = head.headers.clone();
-                headers.retain(|(name, _)| name != "etag");
-                headers.push(("etag".to_owned(), etag));
-                headers
-            }
-            None => head.headers.clone(),
-        },
-        cached_at_ms: now,
+        headers: head.complete_headers().to_vec(),
+        cached_at_ms: completed_ms,
         expires_at_ms: match ttl {
             // Declared out of date while this fill ran: stored, but expired.
             Some(_) if flushed && job.class != Class::Immutable => Some(now - 1),

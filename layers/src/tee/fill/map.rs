@@ -18,7 +18,7 @@ use tower::Service;
 use tracing::Instrument;
 
 use super::{
-    run::run,
+    run::{run, LINGER},
     status::{FillJob, FillStatus},
 };
 use crate::{
@@ -54,6 +54,8 @@ pub(crate) struct Fills {
     pub(crate) stats: Arc<TeeStats>,
     /// Flushes that fills in flight must honour.
     pub(crate) flushes: FlushMarks,
+    /// How long a committed fill stays joinable (two seconds unless set).
+    pub(crate) linger: Duration,
 }
 
 /// What the tee has done, for metrics. Counters only grow.
@@ -110,6 +112,7 @@ impl Fills {
             zip_budget: ZipBudget::default(),
             stats: Arc::default(),
             flushes: FlushMarks::default(),
+            linger: LINGER,
         }
     }
 
@@ -210,7 +213,12 @@ impl Fills {
             // lingering from an earlier fetch) holds bytes that old.
             let predates_expiry = job.replaces.is_some_and(|expired_at| *started_ms < expired_at);
             if !(complete && (never_fresh || predates_expiry)) {
-                if !complete {
+                if complete {
+                    // Answered from the cache, as a hit on the entry is: the
+                    // access counts for eviction (an entry read only from
+                    // its finished fill would otherwise age as if unread).
+                    self.store.access.served(&job.key, &job.remote.name, &job.path.display());
+                } else {
                     self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
                     tracing::Span::current().record("coalesced", true);
                 }

@@ -33,7 +33,7 @@ const ROOM_TO_SPARE: u64 = 1 << 20;
 /// How long a committed fill stays joinable. A request that looked the key
 /// up in the index just before the commit finds the finished fill here
 /// instead of starting a second upstream fetch.
-const LINGER: Duration = Duration::from_secs(2);
+pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 /// Runs one fill; answers how long it should stay joinable afterwards.
 pub(super) async fn run<S, B>(
@@ -89,7 +89,12 @@ where
             fills.stats.store_full.fetch_add(1, Ordering::Relaxed);
             fills.stats.short_of_room.notify_one();
             span.record("outcome", "uncached: no room");
-            let headers = respond::stored_headers(response.headers(), &job.path);
+            let mut headers = respond::stored_headers(response.headers(), &job.path);
+            if job.remote.package.format().etag_is_md5(&job.path) {
+                // Upstream's would fail the client's check, and the body is
+                // not held to compute the one it checks.
+                headers.retain(|(name, _)| name != header::ETAG.as_str());
+            }
             let body = Mutex::new(Some(response.into_body()));
             tx.send_replace(FillStatus::Direct(Arc::new(Direct {
                 headers,
@@ -115,11 +120,13 @@ where
         headers: {
             let mut headers = respond::stored_headers(&parts.headers, &job.path);
             if md5_etag {
-                // Upstream's own would fail the client's check: none on a miss.
+                // Upstream's own would fail the client's check; it stays in
+                // the cache policy, as the validator sent upstream.
                 headers.retain(|(name, _)| name != header::ETAG.as_str());
             }
             headers
         },
+        whole: std::sync::OnceLock::new(),
         content_length: parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -160,14 +167,32 @@ where
             return None;
         }
     };
-    // The `ETag` the format's clients check: the MD5 of the whole file.
-    let etag = match md5_etag {
-        true => {
-            let file = head.file.clone();
-            tokio::task::spawn_blocking(move || md5_of(&file, written)).await.ok().and_then(Result::ok)
+    // The headers of the whole body, decided once: every answer from now
+    // on (this fill's clients, the stored entry, a revalidated one) has
+    // them. The `ETag` the format's clients check is the MD5 of the file.
+    if md5_etag {
+        let file = head.file.clone();
+        match tokio::task::spawn_blocking(move || md5_of(&file, written)).await {
+            Ok(Ok(etag)) => {
+                let mut headers = head.headers.clone();
+                headers.push((header::ETAG.as_str().to_owned(), etag));
+                let _ = head.whole.set(headers);
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the digest task failed".to_owned(),
+                };
+                tracing::warn!(remote = %job.remote.name, path = %job.path.display(), error, "cannot read the spool back; nothing cached");
+                fills.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tx.send_replace(FillStatus::Failed(FillError::Store(
+                    format!("cannot read the spool: {error}").into(),
+                )));
+                let _ = tokio::fs::remove_file(&spool_path).await;
+                return None;
+            }
         }
-        false => None,
-    };
+    }
     // What a new version of this file makes out of date (apt: a release
     // file's index files; Maven: a metadata file's checksums) expires before
     // any client has the new version's last byte, so a client that has seen
@@ -186,6 +211,11 @@ where
     // From before the clients see the body complete until its row is
     // written: a flush waits for this commit, or this commit sees the flush.
     let _committing = fills.flushes.gate.read().await;
+    // When the clients have the whole body: the entry was last served
+    // then, not when its row is written (after the blob is made durable,
+    // which takes long on a busy disk), so a file read after this one's
+    // last byte is always the more recently used.
+    let completed_ms = now_ms();
     tx.send_replace(FillStatus::Complete { head: head.clone(), written });
     span.record("bytes", written);
     let flushed = fills.flushes.since(&job.remote.name, job.started_ms);
@@ -197,14 +227,14 @@ where
         return None;
     }
     let expired = flushed == Flushed::Expired;
-    let store_as = StoreAs { etag, ..store_as };
-    let committed = commit(&fills.store, &job, &head, &spool_path, written, &store_as, expired).await;
+    let committed =
+        commit(&fills.store, &job, &head, &spool_path, (written, completed_ms), &store_as, expired).await;
     span.record("outcome", if committed.is_ok() { "stored" } else { "not stored" });
     match committed {
         // Only an entry that stays fresh longer than the linger may be
         // answered from the finished fill: `mutable_ttl: 0` means every
         // request asks upstream.
-        Ok(ttl) if ttl.is_none_or(|t| t > LINGER) => Some(LINGER),
+        Ok(ttl) if ttl.is_none_or(|t| t > fills.linger) => Some(fills.linger),
         Ok(_) => None,
         Err(e) => {
             fills.stats.store_failures.fetch_add(1, Ordering::Relaxed);

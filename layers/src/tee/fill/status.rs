@@ -62,8 +62,14 @@ pub(crate) struct Direct {
 /// The answer's head, and the spool its body is in.
 #[derive(Debug)]
 pub(crate) struct Head {
-    /// The headers to answer (and store) with.
+    /// The headers to answer with while the body streams: upstream's, as
+    /// stored, without any header the format decides from the whole body.
     pub(crate) headers: Vec<(String, String)>,
+    /// The headers of the complete body, as stored with the entry: set
+    /// before the fill says it is complete, when the format decides one
+    /// from the whole body (the RubyGems MD5 `ETag`). Every client of such
+    /// a fill waits for the body to be complete and answers with these.
+    pub(crate) whole: std::sync::OnceLock<Vec<(String, String)>>,
     /// Upstream's `Content-Length`, when it sent one.
     pub(crate) content_length: Option<u64>,
     /// The spool file.
@@ -75,6 +81,15 @@ pub(crate) struct Head {
     /// fill take them from here instead of reading the spool back (no copy,
     /// no blocking read, no wait for the write).
     pub(crate) recent: Mutex<Recent>,
+}
+
+impl Head {
+    /// The headers to answer with once the body is complete, the same as
+    /// the entry stores: every later answer (a store hit, a memory copy, a
+    /// revalidated entry) carries these.
+    pub(crate) fn complete_headers(&self) -> &[(String, String)] {
+        self.whole.get().unwrap_or(&self.headers)
+    }
 }
 
 /// How much of what a fill wrote last stays in memory for its clients.
