@@ -283,7 +283,11 @@ async fn downloads_are_checked_against_the_index_also_after_a_restart() {
             Err(_) => true,
         };
         assert!(failed, "a download that does not match its cksum is never served whole");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The failed fill is done with only after its client heard of the
+        // failure; a request before that would join it.
+        let metrics = proxy.url("/metrics");
+        eventually("the failed fill to finish", PATIENCE, || async { fills_in_flight(&metrics).await == 0 })
+            .await;
         assert_eq!(files.count("GET", "/files/2/ev-1.0.0.crate"), attempt, "and never cached");
     }
     files.put("/files/2/ev-1.0.0.crate", good.clone(), &[]);

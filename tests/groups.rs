@@ -13,12 +13,12 @@ use std::{
 };
 
 use support::{
-    client, committed,
+    client, committed, eventually,
     gomod::{go, publish},
     nginx,
     npm::{npm, package, run, Verdaccio},
     pypi::{clean, make_wheel, serve_static_index, static_index, venv, PypiServer},
-    Proxy, Upstream,
+    Proxy, Upstream, PATIENCE,
 };
 
 /// Publishes `name`@`version` to `registry`, with an `origin.txt` saying
@@ -330,7 +330,7 @@ async fn the_go_command_through_a_first_group_never_asks_the_second_member_about
 async fn merged_documents_are_merged_again_only_when_a_member_changed() {
     let a = Upstream::start().await;
     let b = Upstream::start().await;
-    a.put("/example.com/m/@v/list", "v1.0.0\nv1.1.0\n", &[]);
+    a.put("/example.com/m/@v/list", "v1.0.0\nv1.1.0\n", &[("etag", "\"a1\"")]);
     b.put("/example.com/m/@v/list", "v1.1.0\nv2.0.0\n", &[]);
     a.put(
         "/config.json",
@@ -376,16 +376,20 @@ async fn merged_documents_are_merged_again_only_when_a_member_changed() {
         .unwrap();
     assert_eq!(res.status(), 304);
 
-    // A member's answer changes: merged again, once.
+    // A member's answer changes: merged again, once (once the copies expire).
     committed(&proxy).await;
     b.put("/example.com/m/@v/list", "v1.1.0\nv2.0.0\nv2.1.0\n", &[]);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(list().await.0, "v1.0.0\nv1.1.0\nv2.0.0\nv2.1.0\n");
-    assert_eq!(list().await.0, "v1.0.0\nv1.1.0\nv2.0.0\nv2.1.0\n");
+    let changed = "v1.0.0\nv1.1.0\nv2.0.0\nv2.1.0\n";
+    eventually("b's new version in the merge", PATIENCE, || async { list().await.0 == changed }).await;
     assert_eq!(merges().await, 2.0);
-    // Unchanged after revalidation (member a's 304): the kept merge.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    list().await;
+    // Unchanged after revalidation (a's 304 to the ETag of its list, its only
+    // document with a validator): the kept merge.
+    let revalidations = || a.requests().iter().filter(|s| s.headers.contains_key("if-none-match")).count();
+    let before = revalidations();
+    eventually("member a's list revalidated", PATIENCE, || async {
+        list().await.0 == changed && revalidations() > before
+    })
+    .await;
     assert_eq!(merges().await, 2.0, "a revalidated, unchanged member does not cause a merge");
 
     let config =

@@ -16,11 +16,11 @@ mod support;
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sha1::{Digest, Sha1};
-use support::{client, committed, nginx, Proxy, Upstream};
+use support::{client, committed, eventually, nginx, Proxy, Upstream, PATIENCE};
 
 /// Debian's Maven repository.
 const DEBIAN_REPO: &str = "/usr/share/maven-repo";
@@ -270,16 +270,38 @@ async fn artifacts_are_checked_against_their_sha1_and_metadata_checksums_follow_
     publish("1.0");
     assert_eq!(get(meta).await.2.unwrap(), revision("1.0").into_bytes());
     committed(&proxy).await;
-    let read = Instant::now();
+    // On an idle machine the checksum is then still fresh when the metadata
+    // expires; what is asserted below holds however late this test runs.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     get(&format!("{meta}.sha1")).await.2.unwrap();
     committed(&proxy).await;
+    let (_, own_expiry) = times(&proxy, &format!("{meta}.sha1")).await;
     publish("1.1");
-    tokio::time::sleep(Duration::from_millis(3300).saturating_sub(read.elapsed())).await;
-    // The metadata has expired, its checksum not yet: the new metadata
-    // takes the old checksum with it.
-    let document = get(meta).await.2.unwrap();
-    assert_eq!(document, revision("1.1").into_bytes());
+    eventually("the metadata's new revision", PATIENCE, || async {
+        get(meta).await.2.unwrap() == revision("1.1").into_bytes()
+    })
+    .await;
+    committed(&proxy).await;
+    // The new revision expired the checksum when it was stored: not at the
+    // checksum's own expiry, which it would keep otherwise.
+    let (stored, _) = times(&proxy, meta).await;
+    let (_, expiry) = times(&proxy, &format!("{meta}.sha1")).await;
+    assert!(
+        expiry != own_expiry && expiry <= stored,
+        "the checksum expires at {expiry}, its own expiry was {own_expiry}, the new metadata was stored at {stored}"
+    );
     let sum = String::from_utf8(get(&format!("{meta}.sha1")).await.2.unwrap()).unwrap();
-    assert_eq!(sum, sha1_hex(&document), "the checksum is the new metadata's");
+    assert_eq!(sum, sha1_hex(revision("1.1").as_bytes()), "the checksum is the new metadata's");
+    assert_eq!(upstream.count("GET", &format!("/{meta}.sha1")), 2, "asked of upstream again");
+}
+
+/// When the entry at `path` of the `maven` remote was stored and when it
+/// expires (RFC 3339, UTC, to the millisecond: they compare as strings).
+async fn times(proxy: &Proxy, path: &str) -> (String, String) {
+    let res = client().get(proxy.url("/artifacts/maven?limit=1000")).send().await.unwrap();
+    let listing: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    let item = listing["items"].as_array().unwrap().iter().find(|i| i["path"] == path);
+    let item = item.unwrap_or_else(|| panic!("{path} is not listed: {listing}"));
+    let time = |field: &str| item[field].as_str().unwrap_or_else(|| panic!("no {field}: {item}")).to_owned();
+    (time("cached_at"), time("expires_at"))
 }

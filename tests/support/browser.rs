@@ -121,6 +121,11 @@ impl Browser {
         self.call(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or("").to_owned()
     }
 
+    /// What `script` (a function body) returns, run in the page.
+    pub async fn script(&self, script: &str) -> Value {
+        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": [] }))).await
+    }
+
     /// The text of an open alert or prompt, if one is open.
     pub async fn alert(&self) -> Option<String> {
         self.call(reqwest::Method::GET, "/alert/text", None).await.as_str().map(str::to_owned)

@@ -37,6 +37,8 @@
 
 mod members;
 mod merged;
+#[cfg(test)]
+mod tests;
 
 use std::{
     sync::{atomic::AtomicU64, Arc},

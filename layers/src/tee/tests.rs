@@ -309,3 +309,44 @@ async fn a_client_that_keeps_up_and_one_that_lags_both_get_every_byte() {
     let entry = f.index.get(&key("big.bin")).await.unwrap().unwrap();
     assert!(f.blobs.get(&entry.blob).unwrap() == expected[..], "the stored blob is the body");
 }
+
+/// A Go module zip is checked against the `h1:` its checksum database
+/// promised: with the go command's own answer for the fixture it is served
+/// and stored; with any other `h1:` the request fails, naming the mismatch,
+/// and nothing is stored.
+#[tokio::test]
+async fn a_go_zip_is_served_and_stored_only_when_its_h1_is_the_one_promised() {
+    use crate::{
+        digest::{Expected, ExpectedDigests},
+        format::go::h1::{self, fixture},
+    };
+    let path = "example.com/h1fixture/@v/v1.0.0.zip";
+    let upstream = || {
+        service_fn(|_req: Request<()>| async {
+            Ok::<_, BoxError>(Response::new(body::full(Bytes::from_static(fixture::ZIP))))
+        })
+    };
+    let promising = |f: &Fixture, h1: &str| {
+        let digests = Arc::new(ExpectedDigests::new(16));
+        digests.expect(key(path), Expected::go_h1(h1, true).unwrap());
+        f.layer().verify_with(digests)
+    };
+
+    // Another module's hash: a well-formed `h1:`, not this zip's.
+    let wrong = h1::go_mod(b"module example.com/other\n");
+    let f = Fixture::new();
+    match promising(&f, &wrong).layer(upstream()).oneshot(request(path)).await {
+        Ok(res) => panic!("answered {} for a zip the checksum database does not vouch for", res.status()),
+        Err(e) => {
+            let e = e.to_string();
+            let said = format!("the checksum database promised {wrong}, upstream sent {}", fixture::H1);
+            assert!(e.contains("digest mismatch") && e.contains(&said), "{e}");
+        }
+    }
+    assert!(f.index.get(&key(path)).await.unwrap().is_none(), "the failed check stored nothing");
+
+    let f = Fixture::new();
+    let res = promising(&f, fixture::H1).layer(upstream()).oneshot(request(path)).await.unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), fixture::ZIP);
+    assert!(f.committed(&key(path)).await);
+}

@@ -99,3 +99,50 @@ fn insert(doc: &mut Value, object: &str, key: &str, value: Value) {
 fn pointer_escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::super::Npm;
+    use crate::{format::Format, path::ArtifactPath};
+
+    /// The keys of `doc[field]`, sorted.
+    fn keys(doc: &Value, field: &str) -> Vec<String> {
+        let mut keys: Vec<String> =
+            doc[field].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn a_withheld_version_leaves_versions_time_and_dist_tags() {
+        let packument = json!({
+            "name": "acme-utils",
+            "dist-tags": {"latest": "2.0.0", "stable": "1.1.0", "next": "3.0.0-rc.1", "beta": "2.0.0"},
+            "versions": {"1.0.0": {"v": 1}, "1.1.0": {"v": 2}, "2.0.0": {"v": 3}, "3.0.0-rc.1": {"v": 4}},
+            "time": {"created": "2020-01-01T00:00:00.000Z", "modified": "2025-01-01T00:00:00.000Z",
+                     "1.0.0": "2020-01-01T00:00:00.000Z", "1.1.0": "2021-01-01T00:00:00.000Z",
+                     "2.0.0": "2025-01-01T00:00:00.000Z", "3.0.0-rc.1": "2025-01-01T00:00:00.000Z"}
+        });
+        let withheld = ["2.0.0", "3.0.0-rc.1"];
+        let keep = |v: Option<&str>| v.is_some_and(|v| !withheld.contains(&v));
+        let path = ArtifactPath::parse("acme-utils", None).unwrap();
+        let body = serde_json::to_vec(&packument).unwrap();
+        let filtered: Value =
+            serde_json::from_slice(&Npm.filter_versions(&path, &body, true, &keep).unwrap()).unwrap();
+
+        assert_eq!(keys(&filtered, "versions"), ["1.0.0", "1.1.0"]);
+        assert_eq!(filtered["versions"]["1.1.0"], json!({"v": 2}), "what is kept is kept whole");
+        assert_eq!(keys(&filtered, "time"), ["1.0.0", "1.1.0", "created", "modified"]);
+        // `latest` falls back to the newest release left; other tags of a
+        // withheld version go.
+        assert_eq!(filtered["dist-tags"], json!({"latest": "1.1.0", "stable": "1.1.0"}));
+        assert_eq!(filtered["name"], "acme-utils");
+
+        let all = |_: Option<&str>| true;
+        let unfiltered: Value =
+            serde_json::from_slice(&Npm.filter_versions(&path, &body, true, &all).unwrap()).unwrap();
+        assert_eq!(unfiltered, packument, "nothing withheld, nothing changed");
+    }
+}

@@ -5,13 +5,24 @@ use futures_util::TryStreamExt;
 
 use super::*;
 
-/// A memory store that counts the reads that reach it, each answered after
-/// a short wait (so that concurrent readers meet).
-#[derive(Default)]
+/// A memory store that counts the reads that reach it; while `open` is
+/// false, reads wait (so that concurrent readers meet).
 struct Counting {
     blobs: MemoryBlobs,
     reads: AtomicUsize,
     heads: AtomicUsize,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Counting {
+    fn default() -> Self {
+        Self {
+            blobs: MemoryBlobs::default(),
+            reads: AtomicUsize::default(),
+            heads: AtomicUsize::default(),
+            open: tokio::sync::watch::channel(true).0,
+        }
+    }
 }
 
 #[async_trait]
@@ -28,7 +39,7 @@ impl BlobStore for Counting {
         range: Option<Range<u64>>,
     ) -> Result<(BlobStream, Option<u64>), StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = self.open.subscribe().wait_for(|open| *open).await;
         self.blobs.open_sized(key, range).await
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -75,6 +86,25 @@ fn copy_path(dir: &Path, key: &str, size: usize) -> PathBuf {
     dir.join("local/blobs").join(format!("{key}~{size}"))
 }
 
+/// Polls `done` every 10 ms, failing the test, naming `what`, after 20 s (a
+/// busy machine).
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("gave up waiting for: {what}"));
+}
+
+/// How many readers follow the fill of `key`'s copy, besides the one that
+/// started it (each holds the fill, as do the tier and the leading reader).
+fn followers(tier: &LocalTier, key: &str) -> usize {
+    let state = tier.0.state.lock().unwrap();
+    state.filling.get(key).map_or(0, |filling| Arc::strong_count(filling).saturating_sub(2))
+}
+
 #[tokio::test]
 async fn a_stored_blob_is_read_from_its_copy_without_asking_the_store() {
     let (store, tier, dir) = tier(1 << 20).await;
@@ -93,6 +123,8 @@ async fn concurrent_first_reads_make_one_store_read_and_leave_a_copy() {
     let bytes = body(3_000_000, 2);
     std::fs::write(dir.path().join("b"), &bytes).unwrap();
     store.blobs.put_file("r/cd/2/big.bin", &dir.path().join("b"), 3_000_000).await.unwrap();
+    // The first read of the store waits until the other five readers follow it.
+    store.open.send_replace(false);
     let readers: Vec<_> = (0..6)
         .map(|i| {
             let tier = tier.clone();
@@ -100,19 +132,15 @@ async fn concurrent_first_reads_make_one_store_read_and_leave_a_copy() {
             tokio::spawn(async move { read(&tier, "r/cd/2/big.bin", range).await.unwrap() })
         })
         .collect();
+    eventually("five readers following the first", || followers(&tier, "r/cd/2/big.bin") == 5).await;
+    store.open.send_replace(true);
     for (i, reader) in readers.into_iter().enumerate() {
         let got = reader.await.unwrap();
         let want = if i % 2 == 0 { &bytes[..] } else { &bytes[..1000] };
         assert!(got == want, "reader {i} got {} bytes", got.len());
     }
     assert_eq!(store.reads.load(Ordering::SeqCst), 1, "one read of the store for six readers");
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while tier.usage().0 == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
+    eventually("the copy", || tier.usage().0 == 1).await;
     assert_eq!(read(&tier, "r/cd/2/big.bin", None).await.unwrap(), bytes);
     assert_eq!(store.reads.load(Ordering::SeqCst), 1, "then read from the copy");
     // A range from the middle of a blob with no copy goes to the store as it is.
@@ -142,13 +170,10 @@ async fn a_short_or_missing_copy_is_read_again_and_repaired() {
     assert_eq!(read(&tier, "r/ef/3/a.rpm", Some(0..100_000)).await.unwrap(), bytes);
     assert_eq!(store.reads.load(Ordering::SeqCst), 1);
     assert_eq!(tier.stats().repairs.load(Ordering::SeqCst), 1);
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while tier.usage().0 != 1 || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) != 100_000 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    eventually("the copy is whole again", || {
+        tier.usage().0 == 1 && std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 100_000
     })
-    .await
-    .expect("the copy is whole again");
+    .await;
     std::fs::remove_file(&file).unwrap();
     assert_eq!(read(&tier, "r/ef/3/a.rpm", Some(0..100_000)).await.unwrap(), bytes);
     assert_eq!(tier.stats().repairs.load(Ordering::SeqCst), 2);
@@ -167,9 +192,10 @@ async fn the_budget_holds_and_the_least_recently_used_copy_goes_first() {
     }
     assert_eq!(tier.usage().0, 2);
     assert_eq!(tier.stats().evictions.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The evicted copy's file is deleted after its place is given up.
+    eventually("the evicted copy's file deleted", || !copy_path(dir.path(), "r/00/1/f", 100_000).exists())
+        .await;
     assert!(copy_path(dir.path(), "r/00/0/f", 100_000).exists());
-    assert!(!copy_path(dir.path(), "r/00/1/f", 100_000).exists(), "its file is deleted");
     // Larger than the whole budget: served, never kept.
     put(&tier, dir.path(), "r/00/9/huge", &body(300_000, 9)).await;
     assert_eq!(tier.usage().0, 2);
