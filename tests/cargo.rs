@@ -15,7 +15,6 @@ mod support;
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
 };
 
 use support::{
@@ -200,7 +199,13 @@ async fn cargo_builds_through_the_proxy_cold_warm_yanked_and_with_upstream_down(
     registry.yank("leaf", "1.0.0");
     let leaf11 = "pub fn word() -> &'static str { \"hi\" }\n";
     registry.publish(&packer, "leaf", "1.1.0", &[], leaf11).await;
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Asked until the cached index file has expired and is fetched again.
+    let leaf_index = format!("{index}{}", index_file("leaf"));
+    eventually("leaf's index file fetched again", PATIENCE, || async {
+        let text = client().get(&leaf_index).send().await.unwrap().text().await.unwrap();
+        text.contains("\"1.1.0\"")
+    })
+    .await;
 
     // Warm, with a fresh CARGO_HOME: no download asked of upstream again,
     // the yanked version included.
