@@ -28,6 +28,9 @@ use crate::{
     Remotes, RevalidateLayer, S3TeeLayer,
 };
 
+/// An answer as the walk notes it: which path, the cache status, the `ETag`.
+type Seen = (&'static str, String, Option<String>);
+
 type Svc = BoxCloneService<Request<()>, Response<body::ArtifactBody>, BoxError>;
 
 /// What upstream was asked: method, path, and the `If-None-Match` sent.
@@ -119,6 +122,17 @@ impl Stack {
         panic!("{path} was never committed");
     }
 
+    /// A GET, a HEAD and a `Range` of `path`, noted in `seen` under `names`
+    /// with the cache status and `ETag` of each answer.
+    async fn get_head_and_range(&self, path: &str, names: [&'static str; 3], seen: &mut Vec<Seen>) {
+        let asks = [(Method::GET, None), (Method::HEAD, None), (Method::GET, Some("bytes=4-"))];
+        for (name, (method, range)) in names.into_iter().zip(asks) {
+            let headers: Vec<_> = range.map(|r| ("range", r)).into_iter().collect();
+            let (res, _) = self.send(method, path, &headers).await;
+            seen.push((name, status_of(&res).to_owned(), etag_of(&res).map(str::to_owned)));
+        }
+    }
+
     fn upstream_gets(&self, path: &str) -> usize {
         self.asked.lock().unwrap().iter().filter(|(m, p, _)| m == Method::GET && p == path).count()
     }
@@ -174,28 +188,12 @@ async fn a_header_the_format_decides_is_the_same_on_every_path() {
             let (res, got) = stack.send(Method::GET, path, &[]).await;
             assert_eq!(got, BYTES.as_bytes(), "{what}");
             seen.push(("miss", status_of(&res).to_owned(), etag_of(&res).map(str::to_owned)));
-            for (name, method, range) in [
-                ("fill", Method::GET, None),
-                ("fill HEAD", Method::HEAD, None),
-                ("fill range", Method::GET, Some("bytes=4-")),
-            ] {
-                let headers: Vec<_> = range.map(|r| ("range", r)).into_iter().collect();
-                let (res, _) = stack.send(method, path, &headers).await;
-                seen.push((name, status_of(&res).to_owned(), etag_of(&res).map(str::to_owned)));
-            }
+            stack.get_head_and_range(path, ["fill", "fill HEAD", "fill range"], &mut seen).await;
             assert_eq!(stack.upstream_gets(&format!("/{path}")), 1, "{what}: the fill answered");
             // The store, and its memory copy.
             stack.committed(path).await;
             stack.tee.forget_all(None);
-            for (name, method, range) in [
-                ("store", Method::GET, None),
-                ("store HEAD", Method::HEAD, None),
-                ("store range", Method::GET, Some("bytes=4-")),
-            ] {
-                let headers: Vec<_> = range.map(|r| ("range", r)).into_iter().collect();
-                let (res, _) = stack.send(method, path, &headers).await;
-                seen.push((name, status_of(&res).to_owned(), etag_of(&res).map(str::to_owned)));
-            }
+            stack.get_head_and_range(path, ["store", "store HEAD", "store range"], &mut seen).await;
             let (res, _) = stack.send(Method::GET, path, &[("if-none-match", md5.as_str())]).await;
             assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{what}: the client's copy is current");
             assert_eq!(stack.upstream_gets(&format!("/{path}")), 1, "{what}: the store answered");
