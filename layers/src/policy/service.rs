@@ -6,7 +6,7 @@
 //! unclassified paths, documents, `@latest`, and the budgeted look-ups of
 //! publish times they share). Splitting the judge's four answers apart would
 //! split the look-up budget they count together; its tests are against the
-//! binary, in `tests/policy.rs`.
+//! binary, in `tests/integration/policy.rs`.
 
 use std::{
     sync::{

@@ -1,5 +1,5 @@
 //! The SQLite index on its own: concurrent writers, pages, flushes, reopening.
-//! The conformance suite every index passes is `tests/backends.rs`.
+//! The conformance suite every index passes is `tests/integration/backends.rs`.
 
 use artifactapi_layers::store::{Entry, EntryClass, Index, Refresh, Revalidated};
 
