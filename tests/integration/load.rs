@@ -17,7 +17,7 @@
 //!
 //! `load` runs for `LOAD_SECONDS` (default 40) with every test run;
 //! `soak` is the same for `LOAD_SECONDS` (default 1800) and is ignored:
-//! `cargo nextest run --test load --run-ignored only soak` (`.config/nextest.toml`
+//! `cargo nextest run -E 'test(=load::soak)' --run-ignored only` (`.config/nextest.toml`
 //! lets it run past the usual termination and runs nothing beside either).
 
 use std::{
@@ -65,7 +65,7 @@ async fn load() {
 
 /// The long run; see the module documentation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a 30-minute soak: cargo nextest run --test load --run-ignored only soak"]
+#[ignore = "a 30-minute soak: cargo nextest run -E 'test(=load::soak)' --run-ignored only"]
 async fn soak() {
     run(1800).await;
 }
