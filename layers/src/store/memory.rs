@@ -27,6 +27,17 @@ pub struct MemoryIndex {
     /// Times served and when last, per key.
     served: Mutex<HashMap<String, (u64, i64)>>,
     cold_rows: AtomicUsize,
+    /// Called with each entry before it is put (a test's way into the
+    /// moment a row is on its way).
+    before_put: Mutex<Option<BeforePut>>,
+}
+
+struct BeforePut(Box<dyn Fn(&Entry) + Send + Sync>);
+
+impl std::fmt::Debug for BeforePut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforePut")
+    }
 }
 
 impl MemoryIndex {
@@ -45,6 +56,11 @@ impl MemoryIndex {
         self.len() == 0
     }
 
+    /// Runs `hook` with each entry before it is put.
+    pub fn before_put(&self, hook: impl Fn(&Entry) + Send + Sync + 'static) {
+        *self.before_put.lock().expect("hook lock") = Some(BeforePut(Box::new(hook)));
+    }
+
     /// How many rows [`Index::coldest`] has answered in all: what eviction
     /// walks have read.
     pub fn coldest_rows_read(&self) -> usize {
@@ -59,6 +75,9 @@ impl Index for MemoryIndex {
     }
 
     async fn put(&self, entry: Entry) -> Result<Option<Entry>, StoreError> {
+        if let Some(hook) = &*self.before_put.lock().expect("hook lock") {
+            (hook.0)(&entry);
+        }
         let mut entries = self.entries.lock().expect("index lock");
         Ok(entries.insert(entry.key.clone(), entry))
     }

@@ -350,3 +350,35 @@ async fn a_go_zip_is_served_and_stored_only_when_its_h1_is_the_one_promised() {
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), fixture::ZIP);
     assert!(f.committed(&key(path)).await);
 }
+
+#[tokio::test]
+async fn a_mark_made_while_the_row_is_on_its_way_still_expires_the_entry() {
+    // The marker (a file of the document fetched for the first time) marks
+    // the key and then reads the index: a row still on its way is not there
+    // to expire, and the fill had decided its expiry before the mark.
+    let f = Fixture::new();
+    let marks = f.store.marks.clone();
+    let marked = key("pkg/index.json");
+    f.index.before_put(move |entry| {
+        if entry.key == marked {
+            marks.mark(&entry.key);
+        }
+    });
+    let upstream = service_fn(|_req: Request<()>| async {
+        Ok::<_, BoxError>(Response::new(body::full(Bytes::from_static(b"{\"new\":true}"))))
+    });
+    let mut req = request("pkg/index.json");
+    req.extensions_mut().insert(Classification(Class::Mutable { builtin: false }));
+    let res = f.layer().layer(upstream).oneshot(req).await.unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "{\"new\":true}");
+    assert!(f.committed(&key("pkg/index.json")).await);
+    let mut entry = f.index.get(&key("pkg/index.json")).await.unwrap().unwrap();
+    for _ in 0..2000 {
+        if !entry.is_fresh(crate::store::now_ms()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        entry = f.index.get(&key("pkg/index.json")).await.unwrap().unwrap();
+    }
+    assert!(!entry.is_fresh(crate::store::now_ms()), "stored, then expired by the mark it missed");
+}

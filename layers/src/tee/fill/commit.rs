@@ -7,7 +7,7 @@ use super::status::{FillJob, Head};
 use crate::{
     extensions::StoreAs,
     pattern::Class,
-    store::{is_shared_blob, new_blob_key, now_ms, Entry, EntryClass, Store, StoreError},
+    store::{is_shared_blob, new_blob_key, now_ms, Entry, EntryClass, Refresh, Store, StoreError},
 };
 
 /// Makes the spool durable as a blob, then writes the index row: only then
@@ -69,10 +69,20 @@ pub(super) async fn commit(
             Err(e) => tracing::warn!(key = %path.display(), error = %e, "could not store an alias entry"),
         }
     }
+    let stored_fresh = entry.expires_at_ms.is_some_and(|at| now < at);
     let committed = store.index.put(entry).await;
     if committed.is_ok() {
         // Eviction checks the budget at once, not on its next round.
         store.growth.add(&job.remote.name, size);
+        if stored_fresh && store.marks.marked_since(&job.key, job.started_ms) {
+            // Marked while the row was on its way: the marker read the index
+            // before the row landed and found nothing fresh to expire. (A
+            // mark after this look finds the row.)
+            let expired = Refresh { expires_at_ms: Some(now_ms() - 1), revalidated: None };
+            if let Err(e) = store.index.refresh(&job.key, &blob, &expired).await {
+                tracing::warn!(key = %job.path.display(), error = %e, "could not expire an entry marked out of date");
+            }
+        }
     }
     match committed {
         Ok(Some(old)) if old.blob != blob => {
