@@ -608,7 +608,9 @@ impl Service<Request<Body>> for Dispatch {
         };
         let refuse = |refused: Refused| -> Self::Future { Box::pin(async move { Err(refused.into()) }) };
         let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-        let stack = match (door, remote.package.format().is_registry(), &remote.kind) {
+        let registry =
+            remote.package.format().spec().served_at == artifactapi_layers::format::ServedAt::Registry;
+        let stack = match (door, registry, &remote.kind) {
             (Door::Registry, ..) if read_only => self.registry.clone(),
             (Door::Registry, ..) => {
                 return refuse(Refused::method(

@@ -103,6 +103,6 @@ pub mod headers {
 
 /// Where upstream serves the requested file, when the format says it is not
 /// the path under `base_url` (see
-/// [`Format::locate`](crate::format::Format::locate)).
+/// [`Relocation::locate`](crate::format::Relocation::locate)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl(pub url::Url);

@@ -155,19 +155,14 @@ impl Classifier {
     /// A classifier from the user's patterns plus `package`'s built-in mutable
     /// ones. `immutable: None` (the key absent) allows every path.
     pub fn new(immutable: Option<Vec<Pattern>>, mutable: Vec<Pattern>, package: Package) -> Self {
-        let format = package.format();
-        let builtin_mutable = format
-            .builtin_mutable()
+        let spec = package.format().spec();
+        let builtin_mutable = spec
+            .mutable
             .iter()
             .filter(|b| !mutable.iter().any(|m| m.as_str() == **b))
             .map(|b| Pattern::new(b).expect("built-in patterns compile"))
             .collect();
-        Self {
-            immutable,
-            user_mutable: mutable,
-            builtin_mutable,
-            gate_all: format.patterns_gate_every_path(),
-        }
+        Self { immutable, user_mutable: mutable, builtin_mutable, gate_all: spec.patterns_gate_every_path }
     }
 
     /// Classifies a decoded artifact path.

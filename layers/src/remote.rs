@@ -208,13 +208,9 @@ pub struct Remote {
     pub tls: Option<Arc<UpstreamTls>>,
     /// Metadata file-URL rewriting for PyPI and npm.
     pub files: Option<FilesRewrite>,
-    /// Docker: more registry host names (`host` or `host:port`, lower case)
-    /// that containerd's `?ns=` names this remote by, besides its
-    /// `base_url`'s own (Docker Hub pulls say `docker.io`).
-    pub registry_hosts: Vec<String>,
-    /// Go: the checksum database passed through at `sumdb/{its host}/...`
-    /// (`go_sumdb_url`).
-    pub go_sumdb: Option<Url>,
+    /// Its format's options, from the format's own `remotes.yaml` keys
+    /// (read back with [`Remote::options`]).
+    pub format_options: crate::format::options::FormatOptions,
     /// The most this remote's entries may take (`cache.max_bytes`).
     pub max_bytes: Option<u64>,
     /// Supply-chain policy (`policy:`).
@@ -236,25 +232,10 @@ impl Remote {
             credentials: None,
             tls: None,
             files: None,
-            registry_hosts: Vec::new(),
-            go_sumdb: None,
+            format_options: Default::default(),
             max_bytes: None,
             policy: None,
         }
-    }
-
-    /// Whether containerd's `?ns={host}` names this remote: the host (with
-    /// its port, when `base_url` gives one) of `base_url`, or one of
-    /// `registry_hosts`. Case-insensitive.
-    pub fn answers_for_registry(&self, host: &str) -> bool {
-        let own = self.base_url().and_then(|url| {
-            let name = url.host_str()?;
-            Some(match url.port() {
-                Some(port) => format!("{name}:{port}"),
-                None => name.to_owned(),
-            })
-        });
-        own.iter().chain(&self.registry_hosts).any(|h| h.eq_ignore_ascii_case(host))
     }
 
     /// The upstream base URL, for a proxying remote.

@@ -290,19 +290,19 @@ fn prepare<B>(req: &Request<B>) -> Result<(Exchange<'static>, Arc<Remote>), BoxE
             format!("remote {} is a local repository and has no upstream", remote.name),
         )));
     };
-    let format = remote.package.format();
+    let routes = remote.package.format().routes();
     let (url, own) = if let Some(UpstreamUrl(url)) = req.extensions().get::<UpstreamUrl>() {
         // Where the format located the file (a Cargo download, from the
         // registry's `dl` template): judged by the gate like any URL, the
         // remote's credentials and TLS only on its own origin.
         (url.clone(), Some(base.clone()))
     } else {
-        match format.fetched_elsewhere(remote, path) {
+        match routes.and_then(|r| r.fetched_elsewhere(remote, path)) {
             // Another upstream the format passes through (a Go checksum
             // database) gets neither the remote's credentials nor its TLS.
             Some((other, there)) => (upstream_url(other, &there)?, None),
             None => {
-                let own = format.upstream_path(path);
+                let own = routes.and_then(|r| r.upstream_path(path));
                 (upstream_url(base, own.as_ref().unwrap_or(path))?, Some(base.clone()))
             }
         }

@@ -1,4 +1,5 @@
-//! The file as written: serde structs that refuse unknown keys.
+//! The file as written: serde structs that refuse unknown keys (a remote's
+//! keys that a format owns are kept as written, for the format to read).
 
 use std::{collections::BTreeMap, fmt};
 
@@ -36,9 +37,11 @@ fn unique_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Strin
     d.deserialize_map(Names)
 }
 
-/// One remote as written.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// One remote as written. Deserialized key by key ([`RemoteVisitor`]):
+/// the common keys into their fields, the keys some format owns into
+/// `format_keys`, and any other key refused as serde refuses an unknown
+/// field (with the key's place in the file).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RemoteConfig {
     /// Upstream URL (remotes only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,7 +49,7 @@ pub struct RemoteConfig {
     /// `remote` (default), `local` or `group`.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// `generic` (default), `alpine`, `rpm`, `docker`, `pypi` or `npm`.
+    /// The package format's name (`generic` by default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
     /// Free text.
@@ -76,27 +79,10 @@ pub struct RemoteConfig {
     /// Upstream password or token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
-    /// PyPI: the files URL written in index pages.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pypi_files_url: Option<String>,
-    /// PyPI: our remote that serves those files.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pypi_files_remote: Option<String>,
-    /// npm: the tarball URL prefix written in metadata.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub npm_files_url: Option<String>,
-    /// npm: our remote that serves those tarballs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub npm_files_remote: Option<String>,
-    /// Docker: more registry host names containerd's `?ns=` may name this remote by.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registry_hosts: Option<Vec<String>>,
-    /// Go: the checksum database passed through at `sumdb/{its host}/`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub go_sumdb_url: Option<String>,
-    /// Helm: the remote whose `base_url` holds charts the index names.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub helm_files_remote: Option<String>,
+    /// The keys a format owns (`go_sumdb_url`, `registry_hosts`, ...), as
+    /// written: the remote's format reads and checks them.
+    #[serde(flatten)]
+    pub format_keys: BTreeMap<String, serde_yaml_ng::Value>,
     /// Groups: the member remotes, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<MemberConfig>>,
@@ -198,4 +184,88 @@ pub struct CacheConfig {
     /// Legacy name of `mutable_ttl`.
     #[serde(skip_serializing)]
     pub index_ttl: Option<u64>,
+}
+
+/// The common keys of a remote, in the order serde's "expected one of"
+/// lists them.
+const COMMON_KEYS: &[&str] = &[
+    "base_url",
+    "type",
+    "package",
+    "description",
+    "immutable_patterns",
+    "mutable_patterns",
+    "include_patterns",
+    "index_patterns",
+    "check_mutable_updates",
+    "cache",
+    "username",
+    "password",
+    "members",
+    "resolve",
+    "policy",
+    "tls",
+];
+
+impl<'de> Deserialize<'de> for RemoteConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RemoteVisitor)
+    }
+}
+
+/// Reads a remote's keys one at a time, so that an error names the key and
+/// its line as a derived struct's would.
+struct RemoteVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RemoteVisitor {
+    type Value = RemoteConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of a remote's settings")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RemoteConfig, A::Error> {
+        use serde::de::Error;
+        let mut rc = RemoteConfig::default();
+        while let Some(key) = map.next_key::<String>()? {
+            macro_rules! fields {
+                ($($name:literal => $field:ident),* $(,)?) => {
+                    match key.as_str() {
+                        $($name => {
+                            if rc.$field.is_some() {
+                                return Err(A::Error::duplicate_field($name));
+                            }
+                            rc.$field = Some(map.next_value()?);
+                        })*
+                        _ if artifactapi_layers::format::Formats::builtin().owners_of(&key).is_empty() => {
+                            return Err(A::Error::unknown_field(&key, COMMON_KEYS));
+                        }
+                        _ => {
+                            let value = map.next_value()?;
+                            rc.format_keys.insert(key, value);
+                        }
+                    }
+                };
+            }
+            fields!(
+                "base_url" => base_url,
+                "type" => kind,
+                "package" => package,
+                "description" => description,
+                "immutable_patterns" => immutable_patterns,
+                "mutable_patterns" => mutable_patterns,
+                "include_patterns" => include_patterns,
+                "index_patterns" => index_patterns,
+                "check_mutable_updates" => check_mutable_updates,
+                "cache" => cache,
+                "username" => username,
+                "password" => password,
+                "members" => members,
+                "resolve" => resolve,
+                "policy" => policy,
+                "tls" => tls,
+            );
+        }
+        Ok(rc)
+    }
 }

@@ -3,7 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use artifactapi_layers::remote::{Group, Member, Resolve};
+use artifactapi_layers::{
+    format::Groupable,
+    remote::{Group, Member, Resolve},
+    Package,
+};
 
 use super::{
     file::{MemberConfig, RemoteConfig},
@@ -24,17 +28,9 @@ impl Ctx<'_> {
             }
         };
         let package = rc.package.as_deref().unwrap_or("generic");
-        if matches!(package, "rubygems" | "helm" | "terraform") {
-            self.problem(
-                "type",
-                format!("{package} remotes cannot be grouped yet: their indexes are not merged"),
-            );
-        }
-        if package == "docker" {
-            self.problem(
-                "type",
-                "registry remotes cannot be grouped: a client pulls each image from one mirror",
-            );
+        let format = Package::parse(package).map(Package::format);
+        if let Some(Groupable::No(why)) = format.map(|f| f.spec().grouping) {
+            self.problem("type", why);
         }
         let Some(written) = rc.members.as_ref().filter(|m| !m.is_empty()) else {
             self.problem("members", "a group needs at least one member");
@@ -70,10 +66,10 @@ impl Ctx<'_> {
                      /api/{name}/... serves what the group hides; give the member the policy too",
                     self.name
                 ));
-                let files = [&m.pypi_files_remote, &m.npm_files_remote, &m.helm_files_remote];
-                for files in
-                    files.into_iter().flatten().filter(|f| all.get(*f).is_some_and(|f| f.policy.is_none()))
-                {
+                let remote_keys =
+                    format.and_then(|f| f.configured()).map(|c| c.remote_keys()).unwrap_or_default();
+                let files = remote_keys.iter().filter_map(|k| m.format_keys.get(*k)?.as_str());
+                for files in files.filter(|f| all.get(*f).is_some_and(|f| f.policy.is_none())) {
                     self.warnings.push(format!(
                         "remotes.{}: member {name:?} links files to {files:?}, which has no policy: \
                          those links bypass the group's policy",

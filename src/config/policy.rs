@@ -4,7 +4,7 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use artifactapi_layers::{
-    format::Format,
+    format::{Format, Formats, ServedAt},
     policy::{osv, Denial, Mode, Policy, Range, Subject, Unclassified, Versions},
     Package,
 };
@@ -17,12 +17,13 @@ impl Ctx<'_> {
     pub(super) fn policy(&mut self, written: Option<&PolicyConfig>, package: Package) -> Option<Arc<Policy>> {
         let written = written?;
         let format: &dyn Format = package.format();
-        if format.is_registry() {
+        let spec = format.spec();
+        if spec.served_at == ServedAt::Registry {
             self.problem(
                 "policy",
                 "registry remotes take no policy yet: their clients ask by tag and digest",
             );
-        } else if !format.names_files() {
+        } else if !spec.names_files {
             self.problem(
                 "policy",
                 format!(
@@ -32,7 +33,7 @@ impl Ctx<'_> {
                 ),
             );
         }
-        let normalize = |name: &str| format.normalize_name(name);
+        let normalize = |name: &str| spec.normalize(name);
         let min_release_age = written.min_release_age.as_deref().and_then(|text| match duration(text) {
             Some(age) => Some(age),
             None => {
@@ -43,10 +44,17 @@ impl Ctx<'_> {
                 None
             }
         });
-        if min_release_age.is_some() && !format.publish_times() {
+        let gives_times = |f: &dyn Format| f.versions().is_some_and(|v| v.publish_times());
+        if min_release_age.is_some() && !gives_times(format) {
+            let formats = Formats::builtin();
+            let those: Vec<_> = formats
+                .names()
+                .into_iter()
+                .filter(|n| formats.get(n).is_some_and(|p| gives_times(p.format())))
+                .collect();
             self.problem(
                 "policy.min_release_age",
-                format!("`{}` metadata gives no publish times (npm, pypi and go do)", package.as_str()),
+                format!("`{}` metadata gives no publish times ({} do)", package.as_str(), those.join(", ")),
             );
         }
         let allow = written
@@ -76,7 +84,7 @@ impl Ctx<'_> {
             deny.push(Denial { name: normalize(&subject.name), versions, rule: "deny".into() });
         }
         if let Some(file) = &written.deny_file {
-            match osv::ecosystem(package.as_str()) {
+            match spec.osv_ecosystem {
                 None => {
                     self.problem("policy.deny_file", format!("`{}` has no OSV ecosystem", package.as_str()))
                 }

@@ -5,7 +5,11 @@
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 use artifactapi_layers::{
-    format::Formats, remote::FilesRewrite, Classifier, Credentials, Package, Pattern, Remote, RemoteKind, Ttl,
+    format::{
+        options::{KeyReader, Own},
+        Formats,
+    },
+    Classifier, Credentials, Package, Pattern, Remote, RemoteKind, Ttl,
 };
 use url::Url;
 
@@ -119,17 +123,8 @@ impl Ctx<'_> {
         let ttl = self.ttl(&cache);
         let credentials = self.credentials(rc);
         let tls = self.tls(rc.tls.as_ref(), rc.kind.as_deref().unwrap_or("remote") == "remote");
-        let files = self.files_rewrite(rc, all);
-        if rc.helm_files_remote.is_some() && !package.format().own_keys().contains(&"helm_files_remote") {
-            let owners = Formats::builtin().owners_of("helm_files_remote").join(", ");
-            self.problem(
-                "helm_files_remote",
-                format!("only a remote of package {owners} has a files remote for charts"),
-            );
-        }
+        let own = self.format_keys(rc, all, package);
         let max_bytes = self.max_bytes(&cache);
-        let registry_hosts = self.registry_hosts(rc, package);
-        let go_sumdb = self.go_sumdb(rc, package);
         let policy = self.policy(rc.policy.as_ref(), package);
         if policy.is_some() && rc.kind.as_deref() == Some("local") {
             self.problem(
@@ -150,9 +145,8 @@ impl Ctx<'_> {
             check_mutable_updates: rc.check_mutable_updates.unwrap_or(false),
             credentials,
             tls,
-            files,
-            registry_hosts,
-            go_sumdb,
+            files: own.files,
+            format_options: own.options,
             max_bytes,
             policy,
         })
@@ -266,52 +260,6 @@ impl Ctx<'_> {
         }
     }
 
-    /// The files URL written in index pages or metadata (PyPI, npm) and our
-    /// remote that serves those files: both or neither, and the remote must
-    /// exist.
-    fn files_rewrite(
-        &mut self,
-        rc: &RemoteConfig,
-        all: &BTreeMap<String, RemoteConfig>,
-    ) -> Option<FilesRewrite> {
-        let mut files = None;
-        for (url_key, url, remote_key, target) in [
-            ("pypi_files_url", &rc.pypi_files_url, "pypi_files_remote", &rc.pypi_files_remote),
-            ("npm_files_url", &rc.npm_files_url, "npm_files_remote", &rc.npm_files_remote),
-        ] {
-            if let Some(url) = url {
-                self.url(url_key, url);
-            }
-            if let Some(target) = target {
-                if !all.contains_key(target) {
-                    self.problem(remote_key, format!("names no remote: {target:?}"));
-                }
-            }
-            match (url, target) {
-                (Some(url), Some(target)) => {
-                    files = Some(FilesRewrite { url: url.clone(), remote: target.clone() })
-                }
-                (Some(_), None) => {
-                    self.problem(remote_key, format!("`{url_key}` is set without `{remote_key}`"))
-                }
-                (None, Some(_)) => {
-                    self.problem(url_key, format!("`{remote_key}` is set without `{url_key}`"))
-                }
-                (None, None) => {}
-            }
-        }
-        if let Some(target) = &rc.helm_files_remote {
-            match all.get(target).and_then(|t| t.base_url.as_ref()) {
-                None => {
-                    self.problem("helm_files_remote", format!("names no remote with a base_url: {target:?}"))
-                }
-                // Absolute chart URLs into that remote's base URL go to it.
-                Some(url) => files = Some(FilesRewrite { url: url.clone(), remote: target.clone() }),
-            }
-        }
-        files
-    }
-
     /// `cache.max_bytes`: a number of bytes or a size such as `20G`.
     fn max_bytes(&mut self, cache: &CacheConfig) -> Option<u64> {
         let value = cache.max_bytes.as_ref()?;
@@ -327,38 +275,48 @@ impl Ctx<'_> {
         bytes
     }
 
-    /// The checksum database a Go remote passes through.
-    fn go_sumdb(&mut self, rc: &RemoteConfig, package: Package) -> Option<Url> {
-        let value = rc.go_sumdb_url.as_deref()?;
-        if !package.format().own_keys().contains(&"go_sumdb_url") {
-            let owners = Formats::builtin().owners_of("go_sumdb_url").join(", ");
-            self.problem(
-                "go_sumdb_url",
-                format!("only a remote of package {owners} has a checksum database"),
-            );
-            return None;
+    /// The keys the remote's format owns, read by the format; a key another
+    /// format owns is a problem here.
+    fn format_keys(
+        &mut self,
+        rc: &RemoteConfig,
+        all: &BTreeMap<String, RemoteConfig>,
+        package: Package,
+    ) -> Own {
+        let configured = package.format().configured();
+        let owned = configured.map(|c| c.keys()).unwrap_or_default();
+        for key in rc.format_keys.keys().filter(|k| !owned.contains(&k.as_str())) {
+            let owners = Formats::builtin().owners_of(key).join(", ");
+            self.problem(key, format!("only a remote of package {owners} has `{key}`"));
         }
-        self.url("go_sumdb_url", value)
+        match configured {
+            Some(configured) => configured.read(&mut Keys { ctx: self, rc, all }),
+            None => Own::default(),
+        }
+    }
+}
+
+/// A remote's format keys, as its format reads them.
+struct Keys<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    rc: &'c RemoteConfig,
+    all: &'c BTreeMap<String, RemoteConfig>,
+}
+
+impl KeyReader for Keys<'_, '_> {
+    fn value(&self, key: &str) -> Option<&serde_yaml_ng::Value> {
+        self.rc.format_keys.get(key)
     }
 
-    /// More host names a registry client may name this remote by, for the
-    /// formats that have them; lower-cased.
-    fn registry_hosts(&mut self, rc: &RemoteConfig, package: Package) -> Vec<String> {
-        let Some(hosts) = &rc.registry_hosts else {
-            return Vec::new();
-        };
-        if !package.format().own_keys().contains(&"registry_hosts") {
-            let owners = Formats::builtin().owners_of("registry_hosts").join(", ");
-            self.problem("registry_hosts", format!("only a remote of package {owners} has registry hosts"));
-            return Vec::new();
-        }
-        for host in hosts {
-            let valid =
-                !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
-            if !valid {
-                self.problem("registry_hosts", format!("{host:?} is not a host or host:port"));
-            }
-        }
-        hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+    fn url(&mut self, key: &str, value: &str) -> Option<Url> {
+        self.ctx.url(key, value)
+    }
+
+    fn base_url_of(&self, name: &str) -> Option<Option<String>> {
+        self.all.get(name).map(|remote| remote.base_url.clone())
+    }
+
+    fn problem(&mut self, key: &str, reason: String) {
+        self.ctx.problem(key, reason)
     }
 }

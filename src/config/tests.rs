@@ -1,6 +1,9 @@
 use std::time::Duration;
 
-use artifactapi_layers::{Class, Decision, RemoteKind};
+use artifactapi_layers::{
+    format::{go::GoOptions, options::RegistryHosts},
+    Class, Decision, RemoteKind,
+};
 
 use super::*;
 
@@ -38,9 +41,9 @@ fn registry_hosts_belong_to_docker_remotes() {
     )
     .unwrap();
     let hub = config.remotes.get("hub").unwrap();
-    assert!(hub.answers_for_registry("docker.io"));
-    assert!(hub.answers_for_registry("registry-1.docker.io"));
-    assert!(!hub.answers_for_registry("quay.io"));
+    assert!(RegistryHosts::answers_for(hub, "docker.io"));
+    assert!(RegistryHosts::answers_for(hub, "registry-1.docker.io"));
+    assert!(!RegistryHosts::answers_for(hub, "quay.io"));
     let problems = problems(
         "remotes:\n  files:\n    base_url: https://github.com\n    registry_hosts: ['github.com']\n  hub:\n    base_url: https://registry-1.docker.io\n    package: docker\n    registry_hosts: ['bad host/x']\n",
     );
@@ -55,7 +58,8 @@ fn a_checksum_database_belongs_to_go_remotes() {
         parse("remotes:\n  go:\n    base_url: https://proxy.golang.org\n    package: go\n    go_sumdb_url: https://sum.golang.org\n")
             .unwrap();
     let go = config.remotes.get("go").unwrap();
-    assert_eq!(go.go_sumdb.as_ref().map(|u| u.as_str()), Some("https://sum.golang.org/"));
+    let sumdb = go.options::<GoOptions>().and_then(|o| o.sumdb.as_ref());
+    assert_eq!(sumdb.map(|u| u.as_str()), Some("https://sum.golang.org/"));
     let problems = problems(
         "remotes:\n  files:\n    base_url: https://github.com\n    go_sumdb_url: https://sum.golang.org\n  go:\n    base_url: https://proxy.golang.org\n    package: go\n    go_sumdb_url: ftp://sum.golang.org\n",
     );

@@ -8,6 +8,7 @@ use std::{
 };
 
 use artifactapi::{config, settings::VARIABLES};
+use artifactapi_layers::format::options::RegistryHosts;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
@@ -117,7 +118,7 @@ fn the_deployment_agrees_with_the_code_and_the_other_manifests() {
     let config =
         config::parse_with_env(remotes_yaml, &|name: &str| referenced.contains(name).then(|| "x".into()))
             .unwrap_or_else(|e| panic!("the ConfigMap's remotes.yaml: {e}"));
-    assert!(config.remotes.get("dockerhub").is_some_and(|r| r.answers_for_registry("docker.io")));
+    assert!(config.remotes.get("dockerhub").is_some_and(|r| RegistryHosts::answers_for(r, "docker.io")));
 
     // Secrets referenced exist with those keys.
     let secret = find(&docs, "Secret", "artifactapi-secrets");
@@ -301,6 +302,6 @@ fn the_registry_mirror_examples_parse() {
             assert!(table || pair, "{registry}/hosts.toml: {line}");
         }
         // containerd's ns for this registry finds a remote of the example configuration.
-        assert!(example.remotes.iter().any(|r| r.answers_for_registry(registry)), "{registry}");
+        assert!(example.remotes.iter().any(|r| RegistryHosts::answers_for(r, registry)), "{registry}");
     }
 }

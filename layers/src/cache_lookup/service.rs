@@ -123,13 +123,17 @@ where
 /// The keys of the documents the request's entry pairs with.
 fn paired_keys<B>(req: &Request<B>) -> Vec<String> {
     match (req.extensions().get::<ResolvedRemote>(), req.extensions().get::<ArtifactPath>()) {
-        (Some(ResolvedRemote(remote)), Some(path)) => remote.package.format().paired_with(&remote.name, path),
+        (Some(ResolvedRemote(remote)), Some(path)) => remote
+            .package
+            .format()
+            .freshness()
+            .map_or_else(Vec::new, |f| f.served_as_long_as(&remote.name, path)),
         _ => Vec::new(),
     }
 }
 
 /// Whether `entry`, expired, was fetched with a fresh document it pairs with
-/// (not after it): see [`Format::paired_with`](crate::format::Format::paired_with).
+/// (not after it): see [`Freshness::served_as_long_as`](crate::format::Freshness::served_as_long_as).
 async fn paired_with_fresh(store: &Store, pairs: Vec<String>, entry: &Entry) -> bool {
     for key in pairs {
         if let Ok(Some(release)) = store.index.get(&key).await {

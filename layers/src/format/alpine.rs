@@ -1,19 +1,17 @@
 //! Alpine `apk` repositories: `APKINDEX.tar.gz` changes with every publish;
 //! packages are `{name}-{version}-r{release}.apk`.
 
-use super::{Format, PathKind};
+use super::{Format, PathKind, Spec};
 use crate::path::ArtifactPath;
 
 /// Alpine `apk` repositories.
 pub(super) struct Alpine;
 
 impl Format for Alpine {
-    fn name(&self) -> &'static str {
-        "alpine"
-    }
-
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[r"APKINDEX\.tar\.gz$"]
+    fn spec(&self) -> &'static Spec {
+        static SPEC: Spec =
+            Spec { mutable: &[r"APKINDEX\.tar\.gz$"], names_files: true, ..Spec::plain("alpine") };
+        &SPEC
     }
 
     /// `APKINDEX.tar.gz` is metadata; a package file names its package and
@@ -24,10 +22,6 @@ impl Format for Alpine {
         }
         package_of(path.file_name())
             .map_or(PathKind::Unknown, |(name, version)| PathKind::file(name, version))
-    }
-
-    fn names_files(&self) -> bool {
-        true
     }
 }
 

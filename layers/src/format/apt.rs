@@ -3,8 +3,8 @@
 //! "Hash Sum mismatch").
 //!
 //! Two rules, for `apt` and `generic` remotes (a seed configuration mirrors
-//! apt as `generic`), through [`Format::replacement_expires_under`] and
-//! [`Format::paired_with`]: when a release file is replaced with new bytes,
+//! apt as `generic`), through [`Freshness::new_version_expires_under`](crate::format::Freshness::new_version_expires_under) and
+//! [`Freshness::served_as_long_as`](crate::format::Freshness::served_as_long_as): when a release file is replaced with new bytes,
 //! the mutable entries under its directory are expired, so the index files
 //! are fetched again along with it; and an expired index file (`Packages*`,
 //! `Sources*`, `Contents-*`, `Translation-*`…) is still served while a release
@@ -12,7 +12,7 @@
 //! pair and upstream is not asked for one without the other. (Repositories
 //! with `Acquire-By-Hash` are consistent anyway: by-hash files are immutable.)
 
-use super::{Coordinates, Format, PathKind};
+use super::{Coordinates, Format, Freshness, PathKind, Spec};
 use crate::path::ArtifactPath;
 
 /// Debian-style repositories (`package: apt`): release and index files are
@@ -21,23 +21,16 @@ use crate::path::ArtifactPath;
 pub(super) struct Apt;
 
 impl Format for Apt {
-    fn name(&self) -> &'static str {
-        "apt"
-    }
-
-    fn replacement_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
-        replacement_expires_under(path)
-    }
-
-    fn paired_with(&self, remote: &str, path: &ArtifactPath) -> Vec<String> {
-        paired_with(remote, path)
-    }
-
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[
-            r"(^|/)(In)?Release(\.gpg)?$",
-            r"(^|/)(Packages|Sources|Contents-[^/]*|Translation-[^/]*|Components-[^/]*|Commands-[^/]*|icons-[^/]*)(\.(gz|bz2|xz|lzma|zst))?$",
-        ]
+    fn spec(&self) -> &'static Spec {
+        static SPEC: Spec = Spec {
+            mutable: &[
+                r"(^|/)(In)?Release(\.gpg)?$",
+                r"(^|/)(Packages|Sources|Contents-[^/]*|Translation-[^/]*|Components-[^/]*|Commands-[^/]*|icons-[^/]*)(\.(gz|bz2|xz|lzma|zst))?$",
+            ],
+            names_files: true,
+            ..Spec::plain("apt")
+        };
+        &SPEC
     }
 
     /// Release and index files, their signatures and `by-hash/` files are
@@ -50,8 +43,26 @@ impl Format for Apt {
         package_of(path.file_name()).and_then(Coordinates::into_file).unwrap_or(PathKind::Unknown)
     }
 
-    fn names_files(&self) -> bool {
-        true
+    fn freshness(&self) -> Option<&dyn Freshness> {
+        Some(&ReleaseConsistency)
+    }
+}
+
+/// apt's release consistency, here and on `generic` remotes (seed
+/// configurations mirror Debian repositories as `generic`).
+pub(super) struct ReleaseConsistency;
+
+impl Freshness for ReleaseConsistency {
+    fn new_version_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
+        replacement_expires_under(path)
+    }
+
+    fn served_as_long_as(&self, remote: &str, path: &ArtifactPath) -> Vec<String> {
+        paired_with(remote, path)
+    }
+
+    fn etag_is_md5_of_body(&self, _path: &ArtifactPath) -> bool {
+        false
     }
 }
 

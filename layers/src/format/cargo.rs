@@ -6,14 +6,16 @@
 //! `{remote}/dl/{crate}/{version}/download` and its `api` goes, so `cargo
 //! publish` through the mirror is refused by cargo itself. A download is
 //! immutable, fetched from upstream's own `dl` template
-//! ([`Format::locate`]) and checked against the `cksum` of its version's
-//! index line ([`Format::vouches`]) before it is stored. Yanked versions stay
+//! ([`Relocation::locate`](crate::format::Relocation::locate)) and checked against the `cksum` of its version's
+//! index line ([`Integrity::vouches`](crate::format::Integrity::vouches)) before it is stored. Yanked versions stay
 //! downloadable: lock files name them.
 
 use serde_json::Value;
 use url::Url;
 
-use super::{Document, Format, LinkMap, Negotiated, Part, PathKind};
+use super::{
+    Document, Documents, Format, Grouping, Integrity, LinkMap, Negotiated, Part, PathKind, Relocation, Spec,
+};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Cargo sparse registries.
@@ -22,13 +24,15 @@ pub(super) struct Cargo;
 /// The registry's `config.json`.
 struct Config;
 
-impl Format for Cargo {
-    fn name(&self) -> &'static str {
-        "cargo"
-    }
+static SPEC: Spec = Spec {
+    mutable: &[r"^config\.json$", r"^[12]/[^/]+$", r"^3/[^/]/[^/]+$", r"^[^/]{2}/[^/]{2}/[^/]+$"],
+    names_files: true,
+    ..Spec::plain("cargo")
+};
 
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[r"^config\.json$", r"^[12]/[^/]+$", r"^3/[^/]/[^/]+$", r"^[^/]{2}/[^/]{2}/[^/]+$"]
+impl Format for Cargo {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     /// `config.json` and a crate's index file are metadata (the index
@@ -47,14 +51,34 @@ impl Format for Cargo {
         }
     }
 
-    fn names_files(&self) -> bool {
-        true
+    fn documents(&self) -> Option<&dyn Documents> {
+        Some(self)
     }
 
+    fn integrity(&self) -> Option<&dyn Integrity> {
+        Some(self)
+    }
+
+    fn relocation(&self) -> Option<&dyn Relocation> {
+        Some(self)
+    }
+
+    fn grouping(&self) -> Option<&dyn Grouping> {
+        Some(self)
+    }
+}
+
+impl Documents for Cargo {
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
         (path.decoded() == "config.json").then_some(&Config as &'static dyn Document)
     }
 
+    fn listed_in(&self, _lister: &Remote, _remote: &Remote, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
+    }
+}
+
+impl Integrity for Cargo {
     /// A download is vouched for by its crate's index file.
     fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
         let record = || ArtifactPath::parse(&index_path(download(path)?.0)?, None).ok();
@@ -70,38 +94,9 @@ impl Format for Cargo {
         let cksum = line.get("cksum").and_then(Value::as_str).unwrap_or_default();
         Expected::sha256_hex(cksum).ok_or_else(|| format!("the index line of {name} {version} has no cksum"))
     }
+}
 
-    /// A crate's index file, for a download or the index file itself.
-    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
-        let name = match download(path) {
-            Some((name, _)) => name.to_owned(),
-            None => self.coordinates(path)?.name,
-        };
-        ArtifactPath::parse(&index_path(&name)?, None).ok()
-    }
-
-    fn merges(&self, path: &ArtifactPath) -> bool {
-        download(path).is_none() && self.coordinates(path).is_some()
-    }
-
-    /// Index lines by version, the earliest member winning a version.
-    fn merge(&self, _path: &ArtifactPath, parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for part in parts {
-            for line in part.body.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
-                let entry: Value =
-                    serde_json::from_slice(line).map_err(|e| format!("not an index line: {e}"))?;
-                let version = entry.get("vers").and_then(Value::as_str).ok_or("an index line has no vers")?;
-                if seen.insert(version.to_owned()) {
-                    out.extend_from_slice(line);
-                    out.push(b'\n');
-                }
-            }
-        }
-        Ok(out)
-    }
-
+impl Relocation for Cargo {
     fn located_by(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
         download(path).and_then(|_| ArtifactPath::parse("config.json", None).ok())
     }
@@ -134,6 +129,39 @@ impl Format for Cargo {
             url = url.replace("{sha256-checksum}", &sum.hex());
         }
         Ok(url)
+    }
+}
+
+impl Grouping for Cargo {
+    /// A crate's index file, for a download or the index file itself.
+    fn owner_document(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let name = match download(path) {
+            Some((name, _)) => name.to_owned(),
+            None => Format::classify(self, path).coordinates()?.name,
+        };
+        ArtifactPath::parse(&index_path(&name)?, None).ok()
+    }
+
+    fn merges(&self, path: &ArtifactPath) -> bool {
+        download(path).is_none() && Format::classify(self, path).coordinates().is_some()
+    }
+
+    /// Index lines by version, the earliest member winning a version.
+    fn merge(&self, _path: &ArtifactPath, parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for part in parts {
+            for line in part.body.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
+                let entry: Value =
+                    serde_json::from_slice(line).map_err(|e| format!("not an index line: {e}"))?;
+                let version = entry.get("vers").and_then(Value::as_str).ok_or("an index line has no vers")?;
+                if seen.insert(version.to_owned()) {
+                    out.extend_from_slice(line);
+                    out.push(b'\n');
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -276,7 +304,7 @@ mod tests {
         let merged = String::from_utf8(Cargo.merge(&path("se/rd/serde"), &parts).unwrap()).unwrap();
         assert_eq!(merged, "{\"vers\":\"1.0.0\",\"m\":\"a\"}\n{\"vers\":\"2.0.0\"}\n");
         assert!(Cargo.merges(&path("se/rd/serde")) && !Cargo.merges(&path("config.json")));
-        assert_eq!(Cargo.metadata_of(&path("dl/Serde/1.0.0/download")), Some(path("se/rd/serde")));
+        assert_eq!(Cargo.owner_document(&path("dl/Serde/1.0.0/download")), Some(path("se/rd/serde")));
     }
 
     struct Here;

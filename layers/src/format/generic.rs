@@ -8,8 +8,9 @@ use crate::path::ArtifactPath;
 pub(super) struct Generic;
 
 impl super::Format for Generic {
-    fn name(&self) -> &'static str {
-        "generic"
+    fn spec(&self) -> &'static super::Spec {
+        static SPEC: super::Spec = super::Spec::plain("generic");
+        &SPEC
     }
 
     /// Plain files name no package: a policy cannot judge them.
@@ -17,16 +18,8 @@ impl super::Format for Generic {
         super::PathKind::Unknown
     }
 
-    fn names_files(&self) -> bool {
-        false
-    }
-
-    fn replacement_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
-        super::apt::replacement_expires_under(path)
-    }
-
-    fn paired_with(&self, remote: &str, path: &ArtifactPath) -> Vec<String> {
-        super::apt::paired_with(remote, path)
+    fn freshness(&self) -> Option<&dyn super::Freshness> {
+        Some(&super::apt::ReleaseConsistency)
     }
 }
 

@@ -12,11 +12,15 @@
 use serde_yaml_ng::Value;
 use url::Url;
 
-use super::{rewrite_link, Document, Format, LinkMap, Negotiated, PathKind};
+use super::{
+    options::{Configured, FormatOptions, KeyReader, Own},
+    rewrite_link, Document, Documents, Format, Groupable, LinkMap, Negotiated, PathKind, Spec,
+};
 use crate::{
     budget::{DocumentBudget, Exceeded},
     digest::Expected,
     path::ArtifactPath,
+    remote::FilesRewrite,
     remote::Remote,
 };
 
@@ -38,17 +42,16 @@ struct Index;
 
 const INDEX: &str = "index.yaml";
 
+static SPEC: Spec = Spec {
+    mutable: &[r"(^|/)index\.yaml$"],
+    names_files: true,
+    grouping: Groupable::No("helm remotes cannot be grouped yet: their indexes are not merged"),
+    ..Spec::plain("helm")
+};
+
 impl Format for Helm {
-    fn name(&self) -> &'static str {
-        "helm"
-    }
-
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[r"(^|/)index\.yaml$"]
-    }
-
-    fn own_keys(&self) -> &'static [&'static str] {
-        &["helm_files_remote"]
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     /// A chart archive's chart and version (`cert-manager-v1.13.0.tgz`: the
@@ -69,10 +72,16 @@ impl Format for Helm {
         chart_of(file).map_or(PathKind::Unknown, |(name, version)| PathKind::file(name, version))
     }
 
-    fn names_files(&self) -> bool {
-        true
+    fn documents(&self) -> Option<&dyn Documents> {
+        Some(self)
     }
 
+    fn configured(&self) -> Option<&dyn Configured> {
+        Some(self)
+    }
+}
+
+impl Documents for Helm {
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
         (path.file_name() == INDEX).then_some(&Index as &'static dyn Document)
     }
@@ -123,6 +132,29 @@ impl Document for Index {
             }
         }
         serde_yaml_ng::to_string(&index).map(String::into_bytes).map_err(|e| e.to_string())
+    }
+}
+
+impl Configured for Helm {
+    fn keys(&self) -> &'static [&'static str] {
+        &["helm_files_remote"]
+    }
+
+    fn remote_keys(&self) -> &'static [&'static str] {
+        &["helm_files_remote"]
+    }
+
+    /// Absolute chart URLs into the `helm_files_remote`'s base URL go to it.
+    fn read(&self, keys: &mut dyn KeyReader) -> Own {
+        let target = keys.string("helm_files_remote");
+        let files = target.and_then(|target| match keys.base_url_of(&target).flatten() {
+            Some(url) => Some(FilesRewrite { url, remote: target }),
+            None => {
+                keys.problem("helm_files_remote", format!("names no remote with a base_url: {target:?}"));
+                None
+            }
+        });
+        Own { options: FormatOptions::default(), files }
     }
 }
 

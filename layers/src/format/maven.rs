@@ -15,7 +15,7 @@
 //! through the cache, so the client's own check of it is then a hit. Where
 //! upstream has neither, the artifact is stored as it is.
 
-use super::{Format, PathKind};
+use super::{Format, Freshness, Grouping, Integrity, Part, PathKind, Spec};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Maven repositories.
@@ -27,13 +27,16 @@ const CHECKSUMS: [&str; 4] = [".md5", ".sha1", ".sha256", ".sha512"];
 /// The file name of the repository metadata.
 const METADATA: &str = "maven-metadata.xml";
 
-impl Format for Maven {
-    fn name(&self) -> &'static str {
-        "maven"
-    }
+static SPEC: Spec = Spec {
+    mutable: &[r"(^|/)maven-metadata\.xml(\.(md5|sha1|sha256|sha512))?$", r"/[^/]*-SNAPSHOT[^/]*$"],
+    names_files: true,
+    osv_ecosystem: Some("Maven"),
+    ..Spec::plain("maven")
+};
 
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[r"(^|/)maven-metadata\.xml(\.(md5|sha1|sha256|sha512))?$", r"/[^/]*-SNAPSHOT[^/]*$"]
+impl Format for Maven {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     /// `maven-metadata.xml` (and its checksums) is metadata, an
@@ -66,18 +69,20 @@ impl Format for Maven {
         PathKind::file(name, *version)
     }
 
-    fn names_files(&self) -> bool {
-        true
+    fn integrity(&self) -> Option<&dyn Integrity> {
+        Some(self)
     }
 
-    /// An artifact's `maven-metadata.xml`, for any file of one of its
-    /// versions or the metadata itself.
-    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
-        let name = self.coordinates(path)?.name;
-        let (group, artifact) = name.rsplit_once(':')?;
-        ArtifactPath::parse(&format!("{}/{artifact}/{METADATA}", group.replace('.', "/")), None).ok()
+    fn freshness(&self) -> Option<&dyn Freshness> {
+        Some(self)
     }
 
+    fn grouping(&self) -> Option<&dyn Grouping> {
+        Some(self)
+    }
+}
+
+impl Integrity for Maven {
     /// An artifact (not metadata, a checksum, a signature or a moving
     /// snapshot) is vouched for by its `.sha1`, else its `.sha256`.
     fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
@@ -107,17 +112,19 @@ impl Format for Maven {
         };
         expected.ok_or_else(|| format!("the checksum file does not start with a SHA-1 or SHA-256: {word:?}"))
     }
+}
 
+impl Freshness for Maven {
     /// A new `maven-metadata.xml` makes the mutable entries of its
     /// directory (its checksums, and moving snapshots below) out of date.
-    fn replacement_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
+    fn new_version_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
         let decoded = path.decoded();
         let dir = decoded.strip_suffix(METADATA)?;
         (dir.is_empty() || dir.ends_with('/')).then_some(dir)
     }
 
     /// A checksum of the metadata pairs with the metadata.
-    fn paired_with(&self, remote: &str, path: &ArtifactPath) -> Vec<String> {
+    fn served_as_long_as(&self, remote: &str, path: &ArtifactPath) -> Vec<String> {
         let decoded = path.decoded();
         CHECKSUMS
             .iter()
@@ -126,6 +133,29 @@ impl Format for Maven {
             .filter_map(|document| ArtifactPath::parse(document, None).ok())
             .map(|document| document.cache_key(remote))
             .collect()
+    }
+
+    fn etag_is_md5_of_body(&self, _path: &ArtifactPath) -> bool {
+        false
+    }
+}
+
+impl Grouping for Maven {
+    /// An artifact's `maven-metadata.xml`, for any file of one of its
+    /// versions or the metadata itself.
+    fn owner_document(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let name = Format::classify(self, path).coordinates()?.name;
+        let (group, artifact) = name.rsplit_once(':')?;
+        ArtifactPath::parse(&format!("{}/{artifact}/{METADATA}", group.replace('.', "/")), None).ok()
+    }
+
+    /// Its documents are not merged: the first member that has one answers.
+    fn merges(&self, _path: &ArtifactPath) -> bool {
+        false
+    }
+
+    fn merge(&self, _path: &ArtifactPath, _parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
+        Err("this format merges no documents".into())
     }
 }
 
@@ -208,10 +238,10 @@ mod tests {
     #[test]
     fn metadata_checksums_follow_the_metadata() {
         let meta = path("org/example/lib/maven-metadata.xml");
-        assert_eq!(Maven.replacement_expires_under(&meta), Some("org/example/lib/"));
-        assert_eq!(Maven.replacement_expires_under(&path("org/example/lib/1.0/lib-1.0.jar")), None);
+        assert_eq!(Maven.new_version_expires_under(&meta), Some("org/example/lib/"));
+        assert_eq!(Maven.new_version_expires_under(&path("org/example/lib/1.0/lib-1.0.jar")), None);
         let sha1 = path("org/example/lib/maven-metadata.xml.sha1");
-        assert_eq!(Maven.paired_with("m", &sha1), vec![meta.cache_key("m")]);
-        assert!(Maven.paired_with("m", &path("org/example/lib/1.0/lib-1.0.jar.sha1")).is_empty());
+        assert_eq!(Maven.served_as_long_as("m", &sha1), vec![meta.cache_key("m")]);
+        assert!(Maven.served_as_long_as("m", &path("org/example/lib/1.0/lib-1.0.jar.sha1")).is_empty());
     }
 }

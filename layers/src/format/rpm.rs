@@ -1,23 +1,24 @@
 //! RPM repositories (dnf, yum): `repodata/` changes with every publish;
 //! packages are `{name}-{version}-{release}.{arch}.rpm`.
 
-use super::{Format, PathKind};
+use super::{Format, PathKind, Spec};
 use crate::path::ArtifactPath;
 
 /// RPM repositories.
 pub(super) struct Rpm;
 
 impl Format for Rpm {
-    fn name(&self) -> &'static str {
-        "rpm"
-    }
-
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[
-            r"repomd\.xml(\.asc|\.key)?$",
-            r"repodata/[^/]+\.(xml|sqlite|yaml|asc|txt)(\.(gz|bz2|xz|zst))?$",
-            r"Packages\.gz$",
-        ]
+    fn spec(&self) -> &'static Spec {
+        static SPEC: Spec = Spec {
+            mutable: &[
+                r"repomd\.xml(\.asc|\.key)?$",
+                r"repodata/[^/]+\.(xml|sqlite|yaml|asc|txt)(\.(gz|bz2|xz|zst))?$",
+                r"Packages\.gz$",
+            ],
+            names_files: true,
+            ..Spec::plain("rpm")
+        };
+        &SPEC
     }
 
     /// Repository metadata (`repomd.xml` and its signature and key,
@@ -33,10 +34,6 @@ impl Format for Rpm {
             return PathKind::Metadata(None);
         }
         package_of(file).map_or(PathKind::Unknown, |(name, version)| PathKind::file(name, version))
-    }
-
-    fn names_files(&self) -> bool {
-        true
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Bundler checks a compact index file's `ETag` as the quoted MD5 of the
 //! whole file (on a 206 it must match the file it appended to), so the cache
-//! gives these files that `ETag` ([`Format::etag_is_md5`]); a new
+//! gives these files that `ETag` ([`Freshness::etag_is_md5_of_body`](crate::format::Freshness::etag_is_md5_of_body)); a new
 //! `versions` expires the cached `info/` files (each line of `versions`
 //! names its info file's MD5, and a new one may change any of them).
 //!
@@ -13,19 +13,22 @@
 //! line in `info/{name}`, read through the cache. A gem's name may contain
 //! `-`: the name is the prefix whose `info` file exists, longest first.
 
-use super::{Format, PathKind};
+use super::{Format, Freshness, Groupable, Grouping, Integrity, Part, PathKind, Spec};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// RubyGems servers.
 pub(super) struct RubyGems;
 
-impl Format for RubyGems {
-    fn name(&self) -> &'static str {
-        "rubygems"
-    }
+static SPEC: Spec = Spec {
+    mutable: &[r"^versions$", r"^names$", r"^info/[^/]+$", r"^(latest_|prerelease_)?specs\.4\.8(\.gz)?$"],
+    names_files: true,
+    grouping: Groupable::No("rubygems remotes cannot be grouped yet: their indexes are not merged"),
+    ..Spec::plain("rubygems")
+};
 
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[r"^versions$", r"^names$", r"^info/[^/]+$", r"^(latest_|prerelease_)?specs\.4\.8(\.gz)?$"]
+impl Format for RubyGems {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     /// The compact index (`versions`, `names`, `info/{name}`, its gem's)
@@ -59,15 +62,20 @@ impl Format for RubyGems {
         }
     }
 
-    fn names_files(&self) -> bool {
-        true
+    fn integrity(&self) -> Option<&dyn Integrity> {
+        Some(self)
     }
 
-    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
-        let name = self.coordinates(path)?.name;
-        ArtifactPath::parse(&format!("info/{name}"), None).ok()
+    fn freshness(&self) -> Option<&dyn Freshness> {
+        Some(self)
     }
 
+    fn grouping(&self) -> Option<&dyn Grouping> {
+        Some(self)
+    }
+}
+
+impl Integrity for RubyGems {
     /// A gem is vouched for by its name's `info` file: each possible name,
     /// longest first.
     fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
@@ -101,15 +109,37 @@ impl Format for RubyGems {
         }
         Err(format!("the info file lists no version of {file}"))
     }
+}
 
+impl Freshness for RubyGems {
     /// A new `versions` may list new MD5s for any `info/` file.
-    fn replacement_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
+    fn new_version_expires_under<'p>(&self, path: &'p ArtifactPath) -> Option<&'p str> {
         (path.decoded() == "versions").then_some("info/")
     }
 
-    fn etag_is_md5(&self, path: &ArtifactPath) -> bool {
+    fn etag_is_md5_of_body(&self, path: &ArtifactPath) -> bool {
         let decoded = path.decoded();
         decoded == "versions" || decoded == "names" || decoded.starts_with("info/")
+    }
+
+    fn served_as_long_as(&self, _remote: &str, _path: &ArtifactPath) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl Grouping for RubyGems {
+    fn owner_document(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let name = Format::classify(self, path).coordinates()?.name;
+        ArtifactPath::parse(&format!("info/{name}"), None).ok()
+    }
+
+    /// Its documents are not merged: the first member that has one answers.
+    fn merges(&self, _path: &ArtifactPath) -> bool {
+        false
+    }
+
+    fn merge(&self, _path: &ArtifactPath, _parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
+        Err("this format merges no documents".into())
     }
 }
 
@@ -185,6 +215,6 @@ mod tests {
         assert_eq!(RubyGems.vouches(info.as_bytes(), &gem).unwrap().hex(), b);
         assert_eq!(RubyGems.vouches(info.as_bytes(), &path("gems/my-gem-1.1.0-java.gem")).unwrap().hex(), a);
         assert!(RubyGems.vouches(info.as_bytes(), &path("gems/my-gem-2.0.0.gem")).is_err());
-        assert!(RubyGems.etag_is_md5(&path("info/my-gem")) && !RubyGems.etag_is_md5(&gem));
+        assert!(RubyGems.etag_is_md5_of_body(&path("info/my-gem")) && !RubyGems.etag_is_md5_of_body(&gem));
     }
 }

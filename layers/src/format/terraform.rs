@@ -20,7 +20,11 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::{Document, Format, LinkMap, Negotiated, PathKind};
+use super::{
+    options::{Configured, FormatOptions, KeyReader, Own, RegistryHosts},
+    Document, Documents, Format, Groupable, Integrity, LinkMap, Negotiated, PathKind, Relocation, Routes,
+    Spec,
+};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Provider network mirrors.
@@ -68,17 +72,16 @@ fn archive(path: &str) -> Option<(Parts<'_>, &str, &str, &str)> {
     Some((p, version, os, arch))
 }
 
+static SPEC: Spec = Spec {
+    mutable: &[r"/index\.json$", r"^v1/providers/[^/]+/[^/]+/versions$", r"^\.well-known/terraform\.json$"],
+    names_files: true,
+    grouping: Groupable::No("terraform remotes cannot be grouped yet: their indexes are not merged"),
+    ..Spec::plain("terraform")
+};
+
 impl Format for Terraform {
-    fn name(&self) -> &'static str {
-        "terraform"
-    }
-
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[r"/index\.json$", r"^v1/providers/[^/]+/[^/]+/versions$", r"^\.well-known/terraform\.json$"]
-    }
-
-    fn own_keys(&self) -> &'static [&'static str] {
-        &["registry_hosts"]
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     /// `{namespace}/{type}`, and the version of a `{version}.json` or an archive.
@@ -111,10 +114,28 @@ impl Format for Terraform {
         }
     }
 
-    fn names_files(&self) -> bool {
-        true
+    fn documents(&self) -> Option<&dyn Documents> {
+        Some(self)
     }
 
+    fn integrity(&self) -> Option<&dyn Integrity> {
+        Some(self)
+    }
+
+    fn relocation(&self) -> Option<&dyn Relocation> {
+        Some(self)
+    }
+
+    fn routes(&self) -> Option<&dyn Routes> {
+        Some(self)
+    }
+
+    fn configured(&self) -> Option<&dyn Configured> {
+        Some(self)
+    }
+}
+
+impl Documents for Terraform {
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
         let p = parts(path.decoded())?;
         match p.rest[..] {
@@ -124,22 +145,12 @@ impl Format for Terraform {
         }
     }
 
-    /// Both documents come from the registry's versions list.
-    fn upstream_path(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
-        self.document(path)?;
-        let p = parts(path.decoded())?;
-        ArtifactPath::parse(&format!("v1/providers/{}/{}/versions", p.namespace, p.kind), None).ok()
+    fn listed_in(&self, _lister: &Remote, _remote: &Remote, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
     }
+}
 
-    /// A hostname this remote does not mirror is not here.
-    fn answers_itself(&self, remote: &Remote, path: &ArtifactPath) -> Option<StatusCode> {
-        if path.decoded().starts_with("v1/providers/") {
-            return None;
-        }
-        let p = parts(path.decoded())?;
-        (!remote.answers_for_registry(p.hostname)).then_some(StatusCode::NOT_FOUND)
-    }
-
+impl Integrity for Terraform {
     /// An archive is vouched for, and located, by its download answer.
     fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
         archive(path.decoded()).and_then(|_| self.located_by(path)).into_iter().collect()
@@ -151,7 +162,9 @@ impl Format for Terraform {
         let shasum = answer["shasum"].as_str().ok_or("the download answer has no shasum")?;
         Expected::sha256_hex(shasum).ok_or_else(|| format!("the shasum {shasum:?} is not a SHA-256"))
     }
+}
 
+impl Relocation for Terraform {
     /// An archive is located by its download answer; the registry's
     /// documents (and the mirror's, made from them) by its discovery.
     fn located_by(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
@@ -187,6 +200,32 @@ impl Format for Terraform {
             }
         };
         Ok(format!("{base}{rest}"))
+    }
+}
+
+impl Routes for Terraform {
+    /// Both documents come from the registry's versions list.
+    fn upstream_path(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        self.document(path)?;
+        let p = parts(path.decoded())?;
+        ArtifactPath::parse(&format!("v1/providers/{}/{}/versions", p.namespace, p.kind), None).ok()
+    }
+
+    /// A hostname this remote does not mirror is not here.
+    fn answers_itself(&self, remote: &Remote, path: &ArtifactPath) -> Option<StatusCode> {
+        if path.decoded().starts_with("v1/providers/") {
+            return None;
+        }
+        let p = parts(path.decoded())?;
+        (!RegistryHosts::answers_for(remote, p.hostname)).then_some(StatusCode::NOT_FOUND)
+    }
+
+    fn fetched_elsewhere<'r>(
+        &self,
+        _remote: &'r Remote,
+        _path: &ArtifactPath,
+    ) -> Option<(&'r url::Url, ArtifactPath)> {
+        None
     }
 }
 
@@ -312,6 +351,20 @@ impl Document for VersionJson {
     }
 }
 
+impl Configured for Terraform {
+    fn keys(&self) -> &'static [&'static str] {
+        &[RegistryHosts::KEY]
+    }
+
+    fn remote_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn read(&self, keys: &mut dyn KeyReader) -> Own {
+        Own { options: RegistryHosts::read(keys).map(FormatOptions::new).unwrap_or_default(), files: None }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,7 +401,7 @@ mod tests {
             Terraform.answers_itself(&remote, &path("other.example/a/b/index.json")),
             Some(StatusCode::NOT_FOUND)
         );
-        remote.registry_hosts = vec!["registry.terraform.io".into()];
+        remote.format_options = FormatOptions::new(RegistryHosts(vec!["registry.terraform.io".into()]));
         assert_eq!(Terraform.answers_itself(&remote, &path("registry.terraform.io/a/b/index.json")), None);
     }
 

@@ -201,7 +201,9 @@ where
             } else {
                 let parts: Vec<Part<'_>> =
                     answers.iter().map(|a| Part { body: &a.body, json: a.json() }).collect();
-                let merged = format.merge(path, &parts).map_err(|e| -> BoxError {
+                let merge = |grouping: &dyn crate::format::Grouping| grouping.merge(path, &parts);
+                let merged = format.grouping().map_or(Err("this format merges no documents".into()), merge);
+                let merged = merged.map_err(|e| -> BoxError {
                     let message = format!("cannot merge the members' documents: {e}");
                     Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
                 })?;
@@ -214,7 +216,12 @@ where
                         Some(version) => !hidden.versions.iter().any(|v| v == version),
                         None => !hidden.unversioned,
                     };
-                    format.filter_versions(path, &merged, first.json(), &keep).map_err(|e| -> BoxError {
+                    let filter = |v: &dyn crate::format::Versions| {
+                        v.filter_versions(path, &merged, first.json(), &keep)
+                    };
+                    let filtered =
+                        format.versions().map_or(Err("this format lists no versions".into()), filter);
+                    filtered.map_err(|e| -> BoxError {
                         let message = format!("cannot keep hidden versions out of the merge: {e}");
                         Box::new(UpstreamError::new(UpstreamErrorKind::Other, message))
                     })?

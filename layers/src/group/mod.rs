@@ -10,12 +10,12 @@
 //!   each package name, the first allowed member whose metadata knows it
 //!   answers for that name alone, metadata and files. A file's owner is
 //!   found by asking the members, in order, for the document that lists
-//!   the name's versions ([`Format::metadata_of`]); only the owner is asked
+//!   the name's versions ([`Grouping::owner_document`](crate::format::Grouping::owner_document)); only the owner is asked
 //!   for the file, so a later member can neither add versions to nor shadow
 //!   an earlier member's name. The owner is remembered for the group's
 //!   `mutable_ttl`.
-//! - `merge`: a document the format merges ([`Format::merges`]) is asked of
-//!   every allowed member and merged ([`Format::merge`]), the earliest
+//! - `merge`: a document the format merges ([`Grouping::merges`](crate::format::Grouping::merges)) is asked of
+//!   every allowed member and merged ([`Grouping::merge`](crate::format::Grouping::merge)), the earliest
 //!   member winning what they share; the merged bytes are kept with a
 //!   fingerprint of the members' answers and merged again only when one of
 //!   those changed, within a byte budget (least recently used first out).
@@ -190,15 +190,15 @@ where
         Box::pin(async move {
             let path = asker.path().clone();
             match resolve {
-                Resolve::Merge if format.merges(&path) => {
+                Resolve::Merge if format.grouping().is_some_and(|g| g.merges(&path)) => {
                     let (merged, stats, budget) = (&this.merged, &this.stats, &this.budget);
                     merged::answer(&asker, &members, format, merged, stats, this.max_bytes, budget).await
                 }
                 Resolve::Merge => asker.first_answer(&members, &path).await.map(|(_, res)| res),
                 Resolve::First => {
-                    let metadata = format.metadata_of(&path);
+                    let metadata = format.grouping().and_then(|g| g.owner_document(&path));
                     let (name, ttl) = (group.name.as_str(), group.ttl.mutable);
-                    match metadata.filter(|m| m.cache_key("") != path.cache_key("")) {
+                    match metadata.clone().filter(|m| m.cache_key("") != path.cache_key("")) {
                         // A file: its name's owner alone is asked, once one
                         // is found.
                         Some(metadata) => {
@@ -209,7 +209,7 @@ where
                         }
                         None => {
                             let (owner, res) = asker.first_answer(&members, &path).await?;
-                            if let (Some(metadata), Some(owner)) = (format.metadata_of(&path), owner) {
+                            if let (Some(metadata), Some(owner)) = (metadata, owner) {
                                 this.owners.remember(name, &metadata, &owner, ttl);
                             }
                             Ok(res)

@@ -8,12 +8,12 @@
 //! ([`PolicyLayer`]): a file of a hidden version is refused 403 with a JSON
 //! body naming the policy; a document that lists versions (npm packuments,
 //! PyPI pages, Go `@v/list` and `@latest`) is filtered on the way out, per
-//! request, through the format ([`Format::filter_versions`]). Publish
+//! request, through the format ([`Versions::filter_versions`](crate::format::Versions::filter_versions)). Publish
 //! times come from the format's metadata, fetched through the cache; a
 //! version whose time cannot be learned counts as too young (fail closed)
 //! unless allowed.
 //!
-//! [`Format::filter_versions`]: crate::format::Format::filter_versions
+//! [`Versions::filter_versions`](crate::format::Versions::filter_versions): crate::format::Versions::filter_versions
 
 mod audit;
 pub mod osv;

@@ -9,17 +9,6 @@ use serde_json::Value;
 
 use super::{Denial, Range, Versions};
 
-/// The OSV ecosystem of a package format, where OSV has one.
-pub fn ecosystem(format: &str) -> Option<&'static str> {
-    Some(match format {
-        "npm" => "npm",
-        "pypi" => "PyPI",
-        "go" => "Go",
-        "maven" => "Maven",
-        _ => return None,
-    })
-}
-
 /// The denials the records at `path` (a file or a directory of `.json`
 /// files) make for `ecosystem`, names normalized by `normalize`.
 pub fn load(path: &Path, ecosystem: &str, normalize: &dyn Fn(&str) -> String) -> Result<Vec<Denial>, String> {

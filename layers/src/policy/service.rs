@@ -159,7 +159,7 @@ where
             body: std::marker::PhantomData,
         };
         Box::pin(async move {
-            if let Some(list) = format.latest_list(&path) {
+            if let Some(list) = format.versions().and_then(|v| v.latest_list(&path)) {
                 return judge.latest(list, req).await;
             }
             let name = match kind {
@@ -176,7 +176,11 @@ where
                         None => inner.oneshot(req).await,
                     };
                 }
-                PathKind::Metadata(Some(name)) if format.lists_versions(&path) => name,
+                PathKind::Metadata(Some(name))
+                    if format.versions().is_some_and(|v| v.lists_versions(&path)) =>
+                {
+                    name
+                }
                 PathKind::Metadata(_) => return inner.oneshot(req).await,
             };
             // The whole document, to filter: the client's validators are
@@ -240,17 +244,18 @@ where
         if !self.policy.has_cooldown() {
             return Vec::new();
         }
-        if let Some((document, accept)) = self.format.times_document(&self.path, None) {
+        let Some(versions_of) = self.format.versions() else { return Vec::new() };
+        if let Some((document, accept)) = versions_of.times_document(&self.path, None) {
             return match self.fetch(&document, Some(accept)).await {
-                Some((body, _)) => self.format.publish_times_in(&body),
+                Some((body, _)) => versions_of.publish_times_in(&body),
                 None => Vec::new(),
             };
         }
         let mut out = Vec::new();
         for version in versions {
-            if let Some((document, accept)) = self.format.times_document(&self.path, Some(version)) {
+            if let Some((document, accept)) = versions_of.times_document(&self.path, Some(version)) {
                 if let Some((body, _)) = self.fetch(&document, Some(accept)).await {
-                    out.extend(self.format.publish_times_in(&body));
+                    out.extend(versions_of.publish_times_in(&body));
                 }
             }
         }
@@ -259,7 +264,7 @@ where
 
     fn verdict(&self, name: &str, version: &str, times: &[(String, i64)]) -> Verdict {
         let published = times.iter().find(|(v, _)| v == version).map(|(_, t)| *t);
-        self.policy.judge(self.format.version_scheme(), name, version, published, now_ms())
+        self.policy.judge(self.format.spec().scheme, name, version, published, now_ms())
     }
 
     fn record(&self, name: &str, versions: Vec<String>, rule: &str, action: &'static str) {
@@ -278,7 +283,7 @@ where
     /// A file of `name`@`version`: its refusal, if the policy refuses it.
     async fn file(&self, name: &str, version: &str) -> Result<Option<Response<ArtifactBody>>, BoxError> {
         let denied =
-            self.policy.judge(self.format.version_scheme(), name, version, Some(i64::MIN / 2), now_ms());
+            self.policy.judge(self.format.spec().scheme, name, version, Some(i64::MIN / 2), now_ms());
         let verdict = match denied {
             Verdict::Denied(_) => denied,
             _ if self.policy.has_cooldown() => {
@@ -338,7 +343,10 @@ where
         let Some(body) = read_capped(body, self.max_bytes).await? else {
             return Err(format!("a document larger than {} bytes cannot be filtered", self.max_bytes).into());
         };
-        let listed = self.format.listed_versions(&self.path, &body, json).unwrap_or_default();
+        let Some(versions_of) = self.format.versions() else {
+            return Err("this format lists no versions".into());
+        };
+        let listed = versions_of.listed_versions(&self.path, &body, json).unwrap_or_default();
         let times = self.times(&listed.versions).await;
         let mut hidden: Vec<(String, Verdict)> = Vec::new();
         let mut allowed = Vec::new();
@@ -378,7 +386,7 @@ where
                     Some(version) => !hidden.iter().any(|(v, _)| v == version),
                     None => !unversioned,
                 };
-                Bytes::from(self.format.filter_versions(&self.path, &body, json, &keep)?)
+                Bytes::from(versions_of.filter_versions(&self.path, &body, json, &keep)?)
             }
         };
         let etag = format!("W/\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
@@ -405,14 +413,17 @@ where
     /// through, else the newest listed version it does let through.
     async fn latest(&self, list: ArtifactPath, req: Request<B>) -> Result<Response<ArtifactBody>, BoxError> {
         let name = self.format.coordinates(&self.path).map(|c| c.name).unwrap_or_default();
+        let Some(versions_of) = self.format.versions() else {
+            return Err("this format lists no versions".into());
+        };
         let res = self.inner.clone().oneshot(req).await?;
         if res.status() != StatusCode::OK {
             return Ok(res);
         }
         let (parts, body) = res.into_parts();
         let body = read_capped(body, self.max_bytes).await?.unwrap_or_default();
-        let named = self.format.listed_versions(&self.path, &body, true).unwrap_or_default().versions;
-        let times = self.format.publish_times_in(&body);
+        let named = versions_of.listed_versions(&self.path, &body, true).unwrap_or_default().versions;
+        let times = versions_of.publish_times_in(&body);
         let verdicts: Vec<Verdict> = named.iter().map(|v| self.verdict(&name, v, &times)).collect();
         let report = self.policy.mode == Mode::Report;
         if !verdicts.iter().any(Verdict::blocks) || report {
@@ -423,12 +434,12 @@ where
         }
         let versions = match self.fetch(&list, None).await {
             Some((list_body, json)) => {
-                self.format.listed_versions(&list, &list_body, json).unwrap_or_default().versions
+                versions_of.listed_versions(&list, &list_body, json).unwrap_or_default().versions
             }
             None => Vec::new(),
         };
         let times = self.times(&versions).await;
-        let scheme = self.format.version_scheme();
+        let scheme = self.format.spec().scheme;
         let newest = versions
             .iter()
             .filter(|v| !self.verdict(&name, v, &times).blocks())
@@ -437,7 +448,7 @@ where
         if let Some(verdict) = verdicts.first() {
             self.record(&name, named.clone(), verdict.rule(), "hidden");
         }
-        let answer = match newest.and_then(|v| self.format.times_document(&self.path, Some(&v))) {
+        let answer = match newest.and_then(|v| versions_of.times_document(&self.path, Some(&v))) {
             Some((info, accept)) => self.fetch(&info, Some(accept)).await,
             None => None,
         };

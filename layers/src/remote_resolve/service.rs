@@ -118,7 +118,8 @@ where
         };
         // Errors from here on are answered in the remote's format.
         let raised = (remote.package, remote.name.clone(), path.decoded().to_owned());
-        if let Some(status) = remote.package.format().answers_itself(&remote, &path) {
+        if let Some(status) = remote.package.format().routes().and_then(|r| r.answers_itself(&remote, &path))
+        {
             let (format, remote, path) = raised;
             if status.is_success() {
                 let mut res = Response::new(crate::body::empty());
@@ -227,7 +228,10 @@ mod tests {
         pypi.package = Package::parse("pypi").unwrap();
         let mut hub = Remote::proxy("hub", "https://registry-1.docker.io".parse().unwrap());
         hub.package = Package::parse("docker").unwrap();
-        hub.registry_hosts = vec!["docker.io".into()];
+        hub.format_options =
+            crate::format::options::FormatOptions::new(crate::format::options::RegistryHosts(vec![
+                "docker.io".into(),
+            ]));
         let remotes: SharedRemotes = Arc::new(crate::remote::Remotes::new([pypi, hub])).into();
         let inner = service_fn(|req: Request<()>| async move {
             if req.uri().path().ends_with("/fail") || req.uri().path().contains("/manifests/fail") {

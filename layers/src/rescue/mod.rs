@@ -8,7 +8,7 @@
 //! [`StoreError`]. The front door wraps each in [`Raised`], naming the
 //! format whose error shape answers it. [`RescueLayer`] goes outermost: it
 //! works out a [`Problem`] (status, message, cause) and asks the format for
-//! the answer ([`Format::error_answer`](crate::format::Format::error_answer):
+//! the answer ([`Spec::error_answer`](crate::format::Spec::error_answer):
 //! the JSON body `{"error", "remote", "path"}` by default, the registry's
 //! `{"errors": [...]}` for docker), adds `Retry-After` and `Allow`, and
 //! writes `X-Cache-Status` and `X-Artifact-Source` from the answer's
@@ -190,7 +190,7 @@ pub fn answer(e: &(dyn StdError + 'static), remote: &str, path: &str) -> Respons
         Some(raised) => (raised.format, raised.remote.as_str(), raised.path.as_str()),
         None => (Package::GENERIC, remote, &*requested),
     };
-    let mut answer = format.format().error_answer(&Problem::of(e, remote, path));
+    let mut answer = format.format().spec().error_answer(&Problem::of(e, remote, path));
     if let Some(retry_after) = find_cause::<UpstreamStatus>(e).and_then(UpstreamStatus::retry_after) {
         answer.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
     }

@@ -90,8 +90,10 @@ fn plan<B>(req: &Request<B>) -> Option<(Plan, HeaderMap)> {
     if validators.is_empty() {
         return None;
     }
-    let etag_owned =
-        req.extensions().get::<ArtifactPath>().is_some_and(|p| remote.package.format().etag_is_md5(p));
+    let etag_owned = req
+        .extensions()
+        .get::<ArtifactPath>()
+        .is_some_and(|p| remote.package.format().freshness().is_some_and(|f| f.etag_is_md5_of_body(p)));
     let plan = Plan { remote: remote.clone(), entry: entry.clone(), policy, policy_req, etag_owned };
     Some((plan, validators))
 }

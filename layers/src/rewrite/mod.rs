@@ -19,7 +19,7 @@
 //! document promises for a file is checked when that file is fetched.
 //!
 //! The documents that list a file are the formats' to say
-//! ([`listed_in`](crate::format::Format::listed_in)). When a file is fetched
+//! ([`listed_in`](crate::format::Documents::listed_in)). When a file is fetched
 //! for the first time, they are marked expired, so a fresh publish becomes
 //! visible without tiny TTLs. When a file that is not cached is asked for
 //! and no digest for it is in memory (after a restart, or after the client's
@@ -28,7 +28,7 @@
 //! what the document promises.
 //!
 //! A file the format says a record vouches for
-//! ([`vouched_by`](crate::format::Format::vouched_by): Go's checksum
+//! ([`vouched_by`](crate::format::Integrity::vouched_by): Go's checksum
 //! database) is checked the same way: when it is not cached and no digest
 //! for it is in memory, the record is read through the cache and what it
 //! says recorded for the fill to check ([`read`]).
@@ -297,7 +297,7 @@ where
         let head = req.method() == Method::HEAD;
         let (max, budget) = (self.max_bytes, self.budget);
         let reader = self.clone();
-        let located = remote.package.format().located_by(&path);
+        let located = remote.package.format().relocation().and_then(|r| r.located_by(&path));
         Box::pin(async move {
             let mut req = req;
             if let Some(located) = located {

@@ -54,10 +54,10 @@ impl<S> BodyRewrite<S> {
             _ => Vec::new(),
         };
         let records = match (&self.digests, fetch) {
-            (Some(_), true) => format.vouched_by(&remote, &path),
+            (Some(_), true) => format.integrity().map_or_else(Vec::new, |i| i.vouched_by(&remote, &path)),
             _ => Vec::new(),
         };
-        let located = fetch.then(|| format.located_by(&path)).flatten();
+        let located = fetch.then(|| format.relocation()?.located_by(&path)).flatten();
         let Some((store, _)) =
             self.store.clone().filter(|_| !listings.is_empty() || !records.is_empty() || located.is_some())
         else {
@@ -131,7 +131,9 @@ impl<S> BodyRewrite<S> {
         let res = inner.oneshot(req).await.map_err(|e| refuse(format!("{}: {e}", document.display())))?;
         let bytes =
             read_capped(res.into_body(), self.max_bytes).await?.ok_or_else(|| refuse("too large".into()))?;
-        let location = format.locate(&bytes, path, vouched).map_err(refuse)?;
+        let relocation =
+            format.relocation().ok_or_else(|| refuse("this format's files are under its base URL".into()))?;
+        let location = relocation.locate(&bytes, path, vouched).map_err(refuse)?;
         let base = remote.base_url().ok_or_else(|| refuse("a local repository has no upstream".into()))?;
         let url = base.join(&location).map_err(|e| refuse(format!("{location:?}: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -212,7 +214,8 @@ impl<S> BodyRewrite<S> {
                         break None;
                     }
                 };
-                match (remote.package.format().vouches(&bytes, &path), &store) {
+                let vouches = remote.package.format().integrity().map(|i| i.vouches(&bytes, &path));
+                match (vouches.unwrap_or_else(|| Err("this format keeps no records".into())), &store) {
                     (Ok(expected), _) => break Some(expected),
                     // The cached record may predate the file (a lock file
                     // made elsewhere names a version published since): ask

@@ -177,7 +177,7 @@ async fn a_header_the_format_decides_is_the_same_on_every_path() {
     for format in BUILTIN.iter().copied() {
         for &path in PATHS {
             let artifact = ArtifactPath::parse(path, None).unwrap();
-            if !format.etag_is_md5(&artifact) {
+            if !format.freshness().is_some_and(|f| f.etag_is_md5_of_body(&artifact)) {
                 continue;
             }
             walked += 1;

@@ -92,7 +92,7 @@ where
     // A format that decides a header from the whole body (the RubyGems MD5
     // `ETag`) is answered once the body is complete, a HEAD too (from a
     // GET's fill): every answer then has the headers the entry stores.
-    let decided_at_commit = remote.package.format().etag_is_md5(&path);
+    let decided_at_commit = remote.package.format().freshness().is_some_and(|f| f.etag_is_md5_of_body(&path));
     let method = req.method().clone();
     if method == Method::HEAD && !decided_at_commit {
         // A fill in flight already knows the answer's head.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use http::StatusCode;
 
 use super::reference::{self, Target};
+use crate::format::{options::RegistryHosts, ServedAt};
 use crate::{
     error::BoxError,
     path::ArtifactPath,
@@ -69,15 +70,17 @@ pub fn resolve(rest: &str, query: Option<&str>, remotes: &Remotes) -> Result<Res
 /// it: the first component when it is a docker remote's name, otherwise the
 /// remote for containerd's `ns`.
 fn remote_for(remotes: &Remotes, components: &[&str], ns: Option<&str>) -> Option<(Arc<Remote>, usize)> {
-    let is_docker =
-        |r: &Remote| r.package.format().is_registry() && matches!(r.kind, RemoteKind::Remote { .. });
+    let is_docker = |r: &Remote| {
+        r.package.format().spec().served_at == ServedAt::Registry
+            && matches!(r.kind, RemoteKind::Remote { .. })
+    };
     if components.len() >= 2 {
         if let Some(remote) = remotes.get(components[0]).filter(|r| is_docker(r)) {
             return Some((remote.clone(), 1));
         }
     }
     let ns = ns?;
-    let found = remotes.iter().find(|r| is_docker(r) && r.answers_for_registry(ns)).cloned();
+    let found = remotes.iter().find(|r| is_docker(r) && RegistryHosts::answers_for(r, ns)).cloned();
     found.map(|r| (r, 0))
 }
 
@@ -110,7 +113,8 @@ mod tests {
 
     fn remotes() -> Remotes {
         let mut hub = docker("dockerhub", "https://registry-1.docker.io");
-        hub.registry_hosts = vec!["docker.io".into()];
+        hub.format_options =
+            crate::format::options::FormatOptions::new(RegistryHosts(vec!["docker.io".into()]));
         let local = docker("local", "http://127.0.0.1:5000");
         let files = Remote::proxy("files", "https://github.com".parse().unwrap());
         Remotes::new([hub, local, files])

@@ -71,7 +71,7 @@ pub fn registry_error(
     answer
 }
 
-/// The registry answer to `problem` (see [`Format::error_answer`](crate::format::Format::error_answer)).
+/// The registry answer to `problem` (see [`Spec::error_answer`](crate::format::Spec::error_answer)).
 pub(super) fn answer(problem: &Problem<'_>) -> Response<ArtifactBody> {
     // The path is `{name}/{target}` once resolved, the path after `/v2/`
     // before that.

@@ -14,11 +14,12 @@ pub mod errors;
 pub mod media;
 pub mod reference;
 
-use http::Response;
-
 use self::reference::Target;
-use super::{Format, Package, PathKind};
-use crate::{body::ArtifactBody, path::ArtifactPath, rescue::Problem};
+use super::{
+    options::{Configured, FormatOptions, KeyReader, Own, RegistryHosts},
+    Errors, Format, Groupable, Package, PathKind, Routes, ServedAt, Spec,
+};
+use crate::{path::ArtifactPath, remote::Remote};
 
 /// Docker and OCI registries.
 pub(super) struct Docker;
@@ -27,26 +28,20 @@ pub(super) struct Docker;
 /// no remote.
 pub const REGISTRY: Package = Package(&Docker);
 
+static SPEC: Spec = Spec {
+    // Tags move; digests never do.
+    mutable: &[r"/manifests/(?!sha256:)", r"/tags/list$"],
+    names_files: true,
+    patterns_gate_every_path: true,
+    served_at: ServedAt::Registry,
+    grouping: Groupable::No("registry remotes cannot be grouped: a client pulls each image from one mirror"),
+    errors: Errors::Own(errors::answer),
+    ..Spec::plain("docker")
+};
+
 impl Format for Docker {
-    fn name(&self) -> &'static str {
-        "docker"
-    }
-
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        // Tags move; digests never do.
-        &[r"/manifests/(?!sha256:)", r"/tags/list$"]
-    }
-
-    fn patterns_gate_every_path(&self) -> bool {
-        true
-    }
-
-    fn is_registry(&self) -> bool {
-        true
-    }
-
-    fn own_keys(&self) -> &'static [&'static str] {
-        &["registry_hosts"]
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     /// The image name, and the tag or digest of a manifest.
@@ -61,16 +56,44 @@ impl Format for Docker {
         }
     }
 
-    fn names_files(&self) -> bool {
-        true
+    fn routes(&self) -> Option<&dyn Routes> {
+        Some(self)
     }
 
+    fn configured(&self) -> Option<&dyn Configured> {
+        Some(self)
+    }
+}
+
+impl Routes for Docker {
     fn upstream_path(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
         ArtifactPath::parse(&format!("v2/{}", path.raw()), path.query()).ok()
     }
 
-    fn error_answer(&self, problem: &Problem<'_>) -> Response<ArtifactBody> {
-        errors::answer(problem)
+    fn answers_itself(&self, _remote: &Remote, _path: &ArtifactPath) -> Option<http::StatusCode> {
+        None
+    }
+
+    fn fetched_elsewhere<'r>(
+        &self,
+        _remote: &'r Remote,
+        _path: &ArtifactPath,
+    ) -> Option<(&'r url::Url, ArtifactPath)> {
+        None
+    }
+}
+
+impl Configured for Docker {
+    fn keys(&self) -> &'static [&'static str] {
+        &[RegistryHosts::KEY]
+    }
+
+    fn remote_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn read(&self, keys: &mut dyn KeyReader) -> Own {
+        Own { options: RegistryHosts::read(keys).map(FormatOptions::new).unwrap_or_default(), files: None }
     }
 }
 
@@ -107,7 +130,7 @@ mod tests {
 
     #[test]
     fn coordinates_are_the_image_and_its_reference() {
-        let at = |p: &str| Docker.coordinates(&ArtifactPath::parse(p, None).unwrap());
+        let at = |p: &str| Format::classify(&Docker, &ArtifactPath::parse(p, None).unwrap()).coordinates();
         assert_eq!(at("library/nginx/manifests/1.27"), Some(Coordinates::new("library/nginx", Some("1.27"))));
         let digest = format!("sha256:{}", "0".repeat(64));
         assert_eq!(at(&format!("a/b/c/manifests/{digest}")), Some(Coordinates::new("a/b/c", Some(&digest))));

@@ -25,7 +25,10 @@ pub mod h1;
 use http::StatusCode;
 use url::Url;
 
-use super::{Format, Listed, Part, PathKind};
+use super::{
+    options::{Configured, FormatOptions, KeyReader, Own},
+    Format, Grouping, Integrity, Listed, Part, PathKind, Routes, Spec, Versions,
+};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Go module proxies.
@@ -40,49 +43,75 @@ macro_rules! canonical {
     };
 }
 
+static SPEC: Spec = Spec {
+    mutable: &[
+        r"/@v/list$",
+        r"/@latest$",
+        // An `.info` of anything but a canonical version: a branch, a
+        // commit, a version query upstream resolves.
+        concat!(r"/@v/(?!", canonical!(), r"\.info$)[^/]+\.info$"),
+        r"^sumdb/[^/]+/(latest|supported)$",
+    ],
+    names_files: true,
+    osv_ecosystem: Some("Go"),
+    ..Spec::plain("go")
+};
+
 impl Format for Go {
-    fn name(&self) -> &'static str {
-        "go"
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[
-            r"/@v/list$",
-            r"/@latest$",
-            // An `.info` of anything but a canonical version: a branch, a
-            // commit, a version query upstream resolves.
-            concat!(r"/@v/(?!", canonical!(), r"\.info$)[^/]+\.info$"),
-            r"^sumdb/[^/]+/(latest|supported)$",
-        ]
-    }
-
-    fn own_keys(&self) -> &'static [&'static str] {
-        &["go_sumdb_url"]
-    }
-
-    fn answers_itself(&self, remote: &Remote, path: &ArtifactPath) -> Option<StatusCode> {
-        let rest = path.decoded().strip_prefix("sumdb/")?;
-        match sumdb_path(remote, rest) {
-            Some("supported") => Some(StatusCode::OK),
-            Some(_) => None,
-            None => Some(StatusCode::NOT_FOUND),
+    /// The checksum database's paths are metadata, and so are a module's
+    /// `@v/list` and `@latest`; a version's `.info`, `.mod` and `.zip` are
+    /// the module's (decoded) at that version. The query string plays no
+    /// part. Anything else is unknown.
+    fn classify(&self, path: &ArtifactPath) -> PathKind {
+        let path = path.decoded();
+        if path.starts_with("sumdb/") {
+            return PathKind::Metadata(None);
         }
+        if let Some(module) = path.strip_suffix("/@v/list").or_else(|| path.strip_suffix("/@latest")) {
+            return decode(module).map_or(PathKind::Unknown, PathKind::metadata_of);
+        }
+        let file = || {
+            let (module, file) = path.rsplit_once("/@v/")?;
+            let version = [".info", ".mod", ".zip"].iter().find_map(|ext| file.strip_suffix(ext))?;
+            if version.is_empty() || version.contains('/') {
+                return None;
+            }
+            Some(PathKind::file(decode(module)?, decode(version)?))
+        };
+        file().unwrap_or(PathKind::Unknown)
     }
 
-    fn fetched_elsewhere<'r>(
-        &self,
-        remote: &'r Remote,
-        path: &ArtifactPath,
-    ) -> Option<(&'r Url, ArtifactPath)> {
-        let rest = sumdb_path(remote, path.raw().strip_prefix("sumdb/")?)?;
-        Some((remote.go_sumdb.as_ref()?, ArtifactPath::parse(rest, path.query()).ok()?))
+    fn integrity(&self) -> Option<&dyn Integrity> {
+        Some(self)
     }
 
+    fn routes(&self) -> Option<&dyn Routes> {
+        Some(self)
+    }
+
+    fn grouping(&self) -> Option<&dyn Grouping> {
+        Some(self)
+    }
+
+    fn versions(&self) -> Option<&dyn Versions> {
+        Some(self)
+    }
+
+    fn configured(&self) -> Option<&dyn Configured> {
+        Some(self)
+    }
+}
+
+impl Integrity for Go {
     /// `sumdb/{host}/lookup/{module}@{version}` for a canonical version's
     /// `.zip` or `.mod`, on a remote with a checksum database.
     fn vouched_by(&self, remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
         let record = || {
-            let host = remote.go_sumdb.as_ref()?.host_str()?;
+            let host = remote.options::<GoOptions>()?.sumdb.as_ref()?.host_str()?;
             let (module, version, _) = module_file(path)?;
             ArtifactPath::parse(&format!("sumdb/{host}/lookup/{module}@{version}"), None).ok()
         };
@@ -108,9 +137,35 @@ impl Format for Go {
         Expected::go_h1(sum, zip)
             .ok_or_else(|| format!("the lookup record's hash {sum:?} is not an h1: hash"))
     }
+}
 
+impl Routes for Go {
+    fn answers_itself(&self, remote: &Remote, path: &ArtifactPath) -> Option<StatusCode> {
+        let rest = path.decoded().strip_prefix("sumdb/")?;
+        match sumdb_path(remote, rest) {
+            Some("supported") => Some(StatusCode::OK),
+            Some(_) => None,
+            None => Some(StatusCode::NOT_FOUND),
+        }
+    }
+
+    fn fetched_elsewhere<'r>(
+        &self,
+        remote: &'r Remote,
+        path: &ArtifactPath,
+    ) -> Option<(&'r Url, ArtifactPath)> {
+        let rest = sumdb_path(remote, path.raw().strip_prefix("sumdb/")?)?;
+        Some((remote.options::<GoOptions>()?.sumdb.as_ref()?, ArtifactPath::parse(rest, path.query()).ok()?))
+    }
+
+    fn upstream_path(&self, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
+    }
+}
+
+impl Grouping for Go {
     /// A module's `@v/list`, for any of its paths.
-    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+    fn owner_document(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
         let decoded = path.decoded();
         if decoded.starts_with("sumdb/") {
             return None;
@@ -140,7 +195,9 @@ impl Format for Go {
         }
         Ok(out.into_bytes())
     }
+}
 
+impl Versions for Go {
     fn publish_times(&self) -> bool {
         true
     }
@@ -178,7 +235,7 @@ impl Format for Go {
         path: &ArtifactPath,
         version: Option<&str>,
     ) -> Option<(ArtifactPath, &'static str)> {
-        let list = self.metadata_of(path)?;
+        let list = self.owner_document(path)?;
         let module = list.raw().strip_suffix("/@v/list")?;
         Some((ArtifactPath::parse(&format!("{module}/@v/{}.info", version?), None).ok()?, "application/json"))
     }
@@ -195,34 +252,7 @@ impl Format for Go {
     }
 
     fn latest_list(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
-        path.decoded().ends_with("/@latest").then(|| self.metadata_of(path)).flatten()
-    }
-
-    /// The checksum database's paths are metadata, and so are a module's
-    /// `@v/list` and `@latest`; a version's `.info`, `.mod` and `.zip` are
-    /// the module's (decoded) at that version. The query string plays no
-    /// part. Anything else is unknown.
-    fn classify(&self, path: &ArtifactPath) -> PathKind {
-        let path = path.decoded();
-        if path.starts_with("sumdb/") {
-            return PathKind::Metadata(None);
-        }
-        if let Some(module) = path.strip_suffix("/@v/list").or_else(|| path.strip_suffix("/@latest")) {
-            return decode(module).map_or(PathKind::Unknown, PathKind::metadata_of);
-        }
-        let file = || {
-            let (module, file) = path.rsplit_once("/@v/")?;
-            let version = [".info", ".mod", ".zip"].iter().find_map(|ext| file.strip_suffix(ext))?;
-            if version.is_empty() || version.contains('/') {
-                return None;
-            }
-            Some(PathKind::file(decode(module)?, decode(version)?))
-        };
-        file().unwrap_or(PathKind::Unknown)
-    }
-
-    fn names_files(&self) -> bool {
-        true
+        path.decoded().ends_with("/@latest").then(|| self.owner_document(path)).flatten()
     }
 }
 
@@ -243,7 +273,7 @@ fn module_file(path: &ArtifactPath) -> Option<(&str, &str, bool)> {
 /// the database `remote` passes through.
 fn sumdb_path<'p>(remote: &Remote, rest: &'p str) -> Option<&'p str> {
     let (name, path) = rest.split_once('/')?;
-    let host = remote.go_sumdb.as_ref()?.host_str()?;
+    let host = remote.options::<GoOptions>()?.sumdb.as_ref()?.host_str()?;
     (name.eq_ignore_ascii_case(host) && !path.is_empty()).then_some(path)
 }
 
@@ -266,6 +296,29 @@ pub(super) fn decode(encoded: &str) -> Option<String> {
         }
     }
     (!bang && !out.is_empty()).then_some(out)
+}
+
+/// A Go remote's own options.
+#[derive(Debug, Clone, Default)]
+pub struct GoOptions {
+    /// The checksum database passed through at `sumdb/{its host}/...`
+    /// (`go_sumdb_url`).
+    pub sumdb: Option<url::Url>,
+}
+
+impl Configured for Go {
+    fn keys(&self) -> &'static [&'static str] {
+        &["go_sumdb_url"]
+    }
+
+    fn remote_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn read(&self, keys: &mut dyn KeyReader) -> Own {
+        let sumdb = keys.string("go_sumdb_url").and_then(|url| keys.url("go_sumdb_url", &url));
+        Own { options: FormatOptions::new(GoOptions { sumdb }), files: None }
+    }
 }
 
 #[cfg(test)]
@@ -329,7 +382,8 @@ mod tests {
         let mut remote = Remote::proxy("go", "http://proxy.example/".parse().unwrap());
         let zip = path("github.com/!burnt!sushi/toml/@v/v1.3.2.zip");
         assert!(Go.vouched_by(&remote, &zip).is_empty(), "no database, no record");
-        remote.go_sumdb = Some("https://sum.golang.org".parse().unwrap());
+        remote.format_options =
+            FormatOptions::new(GoOptions { sumdb: Some("https://sum.golang.org".parse().unwrap()) });
         let record = path("sumdb/sum.golang.org/lookup/github.com/!burnt!sushi/toml@v1.3.2");
         assert_eq!(Go.vouched_by(&remote, &zip), vec![record.clone()]);
         assert_eq!(Go.vouched_by(&remote, &path("github.com/!burnt!sushi/toml/@v/v1.3.2.mod")), vec![record]);
@@ -372,9 +426,9 @@ mod tests {
             "example.com/!upper/greet/@latest",
             "example.com/!upper/greet/@v/list",
         ] {
-            assert_eq!(Go.metadata_of(&path(p)), list, "{p}");
+            assert_eq!(Go.owner_document(&path(p)), list, "{p}");
         }
-        assert_eq!(Go.metadata_of(&path("sumdb/sum.golang.org/lookup/a@v1.0.0")), None);
+        assert_eq!(Go.owner_document(&path("sumdb/sum.golang.org/lookup/a@v1.0.0")), None);
         let (a, b) = (b"v1.0.0\nv1.1.0\n".as_slice(), b"v1.1.0\nv2.0.0\n".as_slice());
         let parts = [Part { body: a, json: false }, Part { body: b, json: false }];
         assert_eq!(Go.merge(&path("m/@v/list"), &parts).unwrap(), b"v1.0.0\nv1.1.0\nv2.0.0\n");

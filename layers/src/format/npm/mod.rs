@@ -10,7 +10,11 @@ mod versions;
 
 use versions::{filter_packument, merge_packuments};
 
-use super::{rewrite_link, Document, Format, LinkMap, Listed, Negotiated, Part, PathKind};
+use super::{
+    options::{files_rewrite, Configured, FormatOptions, KeyReader, Own},
+    rewrite_link, Document, Documents, Format, Grouping, Integrity, LinkMap, Listed, Negotiated, Part,
+    PathKind, Spec, Versions,
+};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// npm registries (`package: npm`): every path but a tarball is a packument.
@@ -19,13 +23,11 @@ pub(super) struct Npm;
 /// A packument, full or abbreviated.
 struct Packument;
 
-impl Format for Npm {
-    fn name(&self) -> &'static str {
-        "npm"
-    }
+static SPEC: Spec = Spec { names_files: true, osv_ecosystem: Some("npm"), ..Spec::plain("npm") };
 
-    fn own_keys(&self) -> &'static [&'static str] {
-        &["npm_files_url", "npm_files_remote"]
+impl Format for Npm {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     /// A packument is its package's metadata (`express`, `@scope/name`,
@@ -60,17 +62,49 @@ impl Format for Npm {
         }
     }
 
-    fn names_files(&self) -> bool {
-        true
+    fn documents(&self) -> Option<&dyn Documents> {
+        Some(self)
     }
 
+    fn integrity(&self) -> Option<&dyn Integrity> {
+        Some(self)
+    }
+
+    fn grouping(&self) -> Option<&dyn Grouping> {
+        Some(self)
+    }
+
+    fn versions(&self) -> Option<&dyn Versions> {
+        Some(self)
+    }
+
+    fn configured(&self) -> Option<&dyn Configured> {
+        Some(self)
+    }
+}
+
+impl Documents for Npm {
+    fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
+        (!path.decoded().ends_with(".tgz")).then_some(&Packument as &'static dyn Document)
+    }
+
+    /// A tarball's packument: `{package}/-/{file}.tgz` is listed in
+    /// `{package}`, on the same remote.
+    fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let decoded = path.decoded();
+        let (package, _) = decoded.split_once("/-/").filter(|_| lister.name == remote.name)?;
+        ArtifactPath::parse(package, None).ok().filter(|_| decoded.ends_with(".tgz"))
+    }
+}
+
+impl Integrity for Npm {
     /// A tarball is vouched for by its packument's `dist.integrity` (else
     /// `dist.shasum`): whichever route it was asked by, so a tarball asked
     /// for by a path no packument links is still checked.
     fn vouched_by(&self, _remote: &Remote, path: &ArtifactPath) -> Vec<ArtifactPath> {
         match self.classify(path) {
             PathKind::File { .. } if path.decoded().ends_with(".tgz") => {
-                self.metadata_of(path).into_iter().collect()
+                self.owner_document(path).into_iter().collect()
             }
             _ => Vec::new(),
         }
@@ -90,13 +124,11 @@ impl Format for Npm {
         let shasum = || dist.get("shasum").and_then(Value::as_str).and_then(Expected::sha1_hex);
         integrity.or_else(shasum).ok_or_else(|| format!("the packument gives {name} {version} no digest"))
     }
+}
 
-    fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
-        (!path.decoded().ends_with(".tgz")).then_some(&Packument as &'static dyn Document)
-    }
-
+impl Grouping for Npm {
     /// A packument is its own; a tarball's is its package's.
-    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+    fn owner_document(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
         let decoded = path.decoded();
         let package = match decoded.split_once("/-/") {
             Some((package, _)) if decoded.ends_with(".tgz") => package,
@@ -117,7 +149,9 @@ impl Format for Npm {
     fn merge(&self, _path: &ArtifactPath, parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
         merge_packuments(parts)
     }
+}
 
+impl Versions for Npm {
     fn publish_times(&self) -> bool {
         true
     }
@@ -150,7 +184,7 @@ impl Format for Npm {
         path: &ArtifactPath,
         _version: Option<&str>,
     ) -> Option<(ArtifactPath, &'static str)> {
-        Some((self.metadata_of(path)?, accept_for(FULL)))
+        Some((self.owner_document(path)?, accept_for(FULL)))
     }
 
     fn publish_times_in(&self, body: &[u8]) -> Vec<(String, i64)> {
@@ -163,12 +197,8 @@ impl Format for Npm {
             .collect()
     }
 
-    /// A tarball's packument: `{package}/-/{file}.tgz` is listed in
-    /// `{package}`, on the same remote.
-    fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
-        let decoded = path.decoded();
-        let (package, _) = decoded.split_once("/-/").filter(|_| lister.name == remote.name)?;
-        ArtifactPath::parse(package, None).ok().filter(|_| decoded.ends_with(".tgz"))
+    fn latest_list(&self, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
     }
 }
 
@@ -255,6 +285,23 @@ fn rewrite_packument(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result<Vec<u
     serde_json::to_vec(&doc).map_err(|e| e.to_string())
 }
 
+impl Configured for Npm {
+    fn keys(&self) -> &'static [&'static str] {
+        &["npm_files_url", "npm_files_remote"]
+    }
+
+    fn remote_keys(&self) -> &'static [&'static str] {
+        &["npm_files_remote"]
+    }
+
+    fn read(&self, keys: &mut dyn KeyReader) -> Own {
+        Own {
+            options: FormatOptions::default(),
+            files: files_rewrite(keys, "npm_files_url", "npm_files_remote"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -284,8 +331,9 @@ mod tests {
 
     #[test]
     fn a_tarballs_metadata_is_its_packument() {
-        let at =
-            |p: &str| Npm.metadata_of(&ArtifactPath::parse(p, None).unwrap()).map(|p| p.decoded().to_owned());
+        let at = |p: &str| {
+            Npm.owner_document(&ArtifactPath::parse(p, None).unwrap()).map(|p| p.decoded().to_owned())
+        };
         assert_eq!(at("@acme/utils/-/utils-1.0.0.tgz").as_deref(), Some("@acme/utils"));
         assert_eq!(at("acme-utils").as_deref(), Some("acme-utils"));
         assert_eq!(at("-/v1/search"), None);

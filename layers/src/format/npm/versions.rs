@@ -105,7 +105,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::super::Npm;
-    use crate::{format::Format, path::ArtifactPath};
+    use crate::{format::Versions, path::ArtifactPath};
 
     /// The keys of `doc[field]`, sorted.
     fn keys(doc: &Value, field: &str) -> Vec<String> {

@@ -5,7 +5,11 @@ use url::Url;
 
 mod merge;
 
-use super::{rewrite_link, Coordinates, Document, Format, LinkMap, Listed, Negotiated, Part, PathKind};
+use super::{
+    options::{files_rewrite, Configured, FormatOptions, KeyReader, Own},
+    rewrite_link, Coordinates, Document, Documents, Format, Grouping, LinkMap, Listed, Negotiated, Part,
+    PathKind, Spec, Versions,
+};
 use crate::{digest::Expected, path::ArtifactPath, remote::Remote};
 
 /// Python package indexes (`package: pypi`): PEP 503/691 simple pages are
@@ -15,17 +19,23 @@ pub(super) struct Pypi;
 /// A simple page, in either representation.
 struct SimplePage;
 
+static SPEC: Spec = Spec {
+    mutable: &[r"^simple(/|$)"],
+    names_files: true,
+    scheme: crate::policy::Scheme::Pep440,
+    normalize: Some(normalize_name),
+    osv_ecosystem: Some("PyPI"),
+    ..Spec::plain("pypi")
+};
+
+/// A project name as PEP 503 compares them (as written when it is not one).
+fn normalize_name(name: &str) -> String {
+    normalize(name).unwrap_or_else(|| name.to_owned())
+}
+
 impl Format for Pypi {
-    fn name(&self) -> &'static str {
-        "pypi"
-    }
-
-    fn builtin_mutable(&self) -> &'static [&'static str] {
-        &[r"^simple(/|$)"]
-    }
-
-    fn own_keys(&self) -> &'static [&'static str] {
-        &["pypi_files_url", "pypi_files_remote"]
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
     /// A distribution file names its project and version, wherever it is
@@ -45,17 +55,46 @@ impl Format for Pypi {
         sidecar.map_or(PathKind::Unknown, |c| PathKind::Metadata(Some(c.name)))
     }
 
-    fn names_files(&self) -> bool {
-        true
+    fn documents(&self) -> Option<&dyn Documents> {
+        Some(self)
     }
 
+    fn grouping(&self) -> Option<&dyn Grouping> {
+        Some(self)
+    }
+
+    fn versions(&self) -> Option<&dyn Versions> {
+        Some(self)
+    }
+
+    fn configured(&self) -> Option<&dyn Configured> {
+        Some(self)
+    }
+}
+
+impl Documents for Pypi {
     fn document(&self, path: &ArtifactPath) -> Option<&'static dyn Document> {
         self.merges(path).then_some(&SimplePage as &'static dyn Document)
     }
 
+    /// A new file's simple page, on the index that serves its own files
+    /// (like pypiserver) or lists those of `pypi_files_remote`.
+    fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let lists =
+            lister.name == remote.name || lister.files.as_ref().is_some_and(|f| f.remote == remote.name);
+        match self.classify(path) {
+            PathKind::File { name, .. } if lists => {
+                ArtifactPath::parse(&format!("simple/{name}/"), None).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Grouping for Pypi {
     /// A project's page is its own; a file's is its project's.
-    fn metadata_of(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
-        let name = self.coordinates(path)?.name;
+    fn owner_document(&self, path: &ArtifactPath) -> Option<ArtifactPath> {
+        let name = Format::classify(self, path).coordinates()?.name;
         ArtifactPath::parse(&format!("simple/{name}/"), None).ok()
     }
 
@@ -68,15 +107,9 @@ impl Format for Pypi {
     fn merge(&self, _path: &ArtifactPath, parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
         merge::merge(parts)
     }
+}
 
-    fn version_scheme(&self) -> crate::policy::Scheme {
-        crate::policy::Scheme::Pep440
-    }
-
-    fn normalize_name(&self, name: &str) -> String {
-        normalize(name).unwrap_or_else(|| name.to_owned())
-    }
-
+impl Versions for Pypi {
     fn publish_times(&self) -> bool {
         true
     }
@@ -120,7 +153,7 @@ impl Format for Pypi {
         path: &ArtifactPath,
         _version: Option<&str>,
     ) -> Option<(ArtifactPath, &'static str)> {
-        Some((self.metadata_of(path)?, accept_for(JSON)))
+        Some((self.owner_document(path)?, accept_for(JSON)))
     }
 
     /// A version's time is its earliest file's `upload-time`.
@@ -140,17 +173,8 @@ impl Format for Pypi {
         times
     }
 
-    /// A new file's simple page, on the index that serves its own files
-    /// (like pypiserver) or lists those of `pypi_files_remote`.
-    fn listed_in(&self, lister: &Remote, remote: &Remote, path: &ArtifactPath) -> Option<ArtifactPath> {
-        let lists =
-            lister.name == remote.name || lister.files.as_ref().is_some_and(|f| f.remote == remote.name);
-        match self.classify(path) {
-            PathKind::File { name, .. } if lists => {
-                ArtifactPath::parse(&format!("simple/{name}/"), None).ok()
-            }
-            _ => None,
-        }
+    fn latest_list(&self, _path: &ArtifactPath) -> Option<ArtifactPath> {
+        None
     }
 }
 
@@ -393,6 +417,23 @@ fn rewrite_json(body: &[u8], page: &Url, map: &dyn LinkMap) -> Result<Vec<u8>, S
         }
     }
     serde_json::to_vec(&doc).map_err(|e| e.to_string())
+}
+
+impl Configured for Pypi {
+    fn keys(&self) -> &'static [&'static str] {
+        &["pypi_files_url", "pypi_files_remote"]
+    }
+
+    fn remote_keys(&self) -> &'static [&'static str] {
+        &["pypi_files_remote"]
+    }
+
+    fn read(&self, keys: &mut dyn KeyReader) -> Own {
+        Own {
+            options: FormatOptions::default(),
+            files: files_rewrite(keys, "pypi_files_url", "pypi_files_remote"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ where
             fills.stats.short_of_room.notify_one();
             span.record("outcome", "uncached: no room");
             let mut headers = respond::stored_headers(response.headers(), &job.path);
-            if job.remote.package.format().etag_is_md5(&job.path) {
+            if job.remote.package.format().freshness().is_some_and(|f| f.etag_is_md5_of_body(&job.path)) {
                 // Upstream's would fail the client's check, and the body is
                 // not held to compute the one it checks.
                 headers.retain(|(name, _)| name != header::ETAG.as_str());
@@ -105,7 +105,7 @@ where
         }
     }
     let store_as = response.extensions().get::<StoreAs>().cloned().unwrap_or_default();
-    let md5_etag = job.remote.package.format().etag_is_md5(&job.path);
+    let md5_etag = job.remote.package.format().freshness().is_some_and(|f| f.etag_is_md5_of_body(&job.path));
     let (parts, body) = response.into_parts();
     let (spool_path, file) = match spool::create(&fills.spool_dir) {
         Ok(created) => created,
@@ -199,7 +199,9 @@ where
     // it never gets an older companion from the cache afterwards.
     let expires_under = match job.class {
         Class::Immutable => None,
-        Class::Mutable { .. } => job.remote.package.format().replacement_expires_under(&job.path),
+        Class::Mutable { .. } => {
+            job.remote.package.format().freshness().and_then(|f| f.new_version_expires_under(&job.path))
+        }
     };
     if let Some(dir) = expires_under {
         if matches!(fills.store.index.get(&job.key).await, Ok(Some(_))) {
