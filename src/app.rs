@@ -340,78 +340,161 @@ pub(crate) type Stack = BoxCloneSyncService<Request<Body>, Response<ArtifactBody
 /// The whole application: management endpoints and the artifact routes.
 pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError> {
     let remotes = SharedRemotes::new(Arc::new(config.remotes.clone()));
-    let Backends { store, spool, coordinator, kinds, hot, local, breaker } = open_backends(settings).await?;
-    spawn_clean_up(store.clone(), spool.clone(), settings.cleanup_interval, settings.cleanup_grace);
-    let upstream = UpstreamFetch::new(&settings.upstream)?;
+    let backends = open_backends(settings).await?;
+    spawn_clean_up(
+        backends.store.clone(),
+        backends.spool.clone(),
+        settings.cleanup_interval,
+        settings.cleanup_grace,
+    );
     // Digests promised by package metadata, checked when the files are fetched.
     let digests = Arc::new(ExpectedDigests::new(200_000));
-
-    // One map of fills for every stack: a key is fetched once, whoever asks.
-    let tee = match &coordinator {
-        Some(redis) => S3TeeLayer::with_coordinator(store.clone(), spool.clone(), redis.clone()),
-        None => S3TeeLayer::new(store.clone(), spool.clone()),
-    }
-    .verify_with(digests.clone())
-    .check_within(settings.document_budget, settings.zip_budget);
-    if let Some(redis) = &coordinator {
-        // Other replicas' writes, purges and flushes make our memory copies
-        // stale: hot index entries, and finished fills still joinable.
-        let tee = tee.clone();
-        let local = local.clone();
-        redis.listen(move |notice| match notice {
-            Notice::BlobDeleted(key) => {
-                if let Some(local) = &local {
-                    local.forget(key);
-                }
-                None
-            }
-            Notice::Changed(key) => {
-                hot.invalidate(key);
-                tee.forget(key);
-                None
-            }
-            Notice::All => {
-                hot.clear();
-                tee.forget_all(None);
-                None
-            }
-            Notice::Flushing { remote, remove_immutable } => {
-                let (tee, remote) = (tee.clone(), remote.map(str::to_owned));
-                Some(Box::pin(async move { tee.flushing(remote.as_deref(), remove_immutable).await }))
-            }
-        });
-    }
+    let tee = fill_layer(settings, &backends, &digests);
+    follow_other_replicas(&backends, &tee);
     let groups = GroupLayer::new(remotes.clone(), settings.metadata_max_bytes)
         .within(settings.document_budget)
         .keep_merged_within(settings.group_merged_max_bytes);
-    let audit = Arc::new(Audit::new(settings.audit_log.as_deref()).map_err(|e| {
-        format!(
-            "AUDIT_LOG {}: {e}",
-            settings.audit_log.as_deref().unwrap_or(std::path::Path::new("")).display()
-        )
-    })?);
-    let policy_stats = Arc::new(PolicyStats::default());
-    let policy = PolicyLayer::new(audit, policy_stats.clone(), settings.metadata_max_bytes)
-        .lookups_per_request(settings.lookup_max_requests);
+    let (policy, policy_stats) = policy_layer(settings)?;
     let metrics = Arc::new(
-        Metrics::new(store.clone(), vec![tee.stats()], groups.stats(), policy_stats, remotes.clone())
-            .with_local_tier(local)
-            .with_breaker(breaker)
-            .with_store_budget(settings.cache_max_bytes),
+        Metrics::new(
+            backends.store.clone(),
+            vec![tee.stats()],
+            groups.stats(),
+            policy_stats,
+            remotes.clone(),
+        )
+        .with_local_tier(backends.local.clone())
+        .with_breaker(backends.breaker.clone())
+        .with_store_budget(settings.cache_max_bytes),
     );
-    spawn_eviction(store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
-    // A snapshot a minute of each remote's totals: the page's last hour.
-    let tally = metrics.clone();
+    spawn_eviction(backends.store.clone(), remotes.clone(), settings, metrics.clone(), tee.stats());
+    spawn_tally(metrics.clone());
+
+    let admin = AdminToken::new(settings.admin_token.clone());
+    let Stacks { proxy, local, registry } =
+        stacks(settings, &backends, &remotes, &tee, &digests, &policy, &metrics)?;
+    let members = Dispatch { proxy, local, registry, group: None, admin: admin.clone() };
+    // Groups: a service over their members' stacks (members are never
+    // groups themselves).
+    let group = ServiceBuilder::new().layer(policy).layer(groups).service(members.clone());
+    let dispatch = Dispatch { group: Some(BoxCloneSyncService::new(group)), ..members };
+    // Who the client is: one rule for the access log and the artifact routes.
+    let trusted = TrustedProxies::new(settings.trusted_proxies.iter().copied());
+    let access = crate::access_log::AccessLog::open(&settings.access_log, settings.log_json, trusted.clone())
+        .map_err(|e| format!("ACCESS_LOG {:?}: {e}", settings.access_log))?;
+    let artifacts =
+        Artifacts::new(RemoteResolveLayer::new(remotes.clone()), dispatch.clone(), trusted.clone());
+    let registry = Artifacts::new(RemoteResolveLayer::registry(remotes.clone()), dispatch, trusted);
+    let draining = Arc::new(AtomicBool::new(false));
+    let reload =
+        Reload { remotes: remotes.clone(), config: Arc::new(RwLock::new(Arc::new(config.masked()))) };
+    let Backends { store, kinds, coordinator, .. } = backends;
+    let state = manage::State {
+        metrics,
+        tee,
+        remotes,
+        config: reload.config.clone(),
+        store,
+        artifacts: artifacts.clone(),
+        draining: draining.clone(),
+        kinds,
+        coordinator,
+        admin_required: settings.admin_token.is_some(),
+    };
+    let router = routes(state, admin, artifacts, registry);
+    Ok(App { router, access, draining, reload })
+}
+
+/// One map of fills for every stack: a key is fetched once, whoever asks
+/// (across replicas, with Redis).
+fn fill_layer(settings: &Settings, backends: &Backends, digests: &Arc<ExpectedDigests>) -> S3TeeLayer {
+    let (store, spool) = (backends.store.clone(), backends.spool.clone());
+    match &backends.coordinator {
+        Some(redis) => S3TeeLayer::with_coordinator(store, spool, redis.clone()),
+        None => S3TeeLayer::new(store, spool),
+    }
+    .verify_with(digests.clone())
+    .check_within(settings.document_budget, settings.zip_budget)
+}
+
+/// Other replicas' writes, purges and flushes make this one's memory copies
+/// stale: hot index entries, local tier files, and finished fills still
+/// joinable.
+fn follow_other_replicas(backends: &Backends, tee: &S3TeeLayer) {
+    let Some(redis) = &backends.coordinator else { return };
+    let (tee, local, hot) = (tee.clone(), backends.local.clone(), backends.hot.clone());
+    redis.listen(move |notice| match notice {
+        Notice::BlobDeleted(key) => {
+            if let Some(local) = &local {
+                local.forget(key);
+            }
+            None
+        }
+        Notice::Changed(key) => {
+            hot.invalidate(key);
+            tee.forget(key);
+            None
+        }
+        Notice::All => {
+            hot.clear();
+            tee.forget_all(None);
+            None
+        }
+        Notice::Flushing { remote, remove_immutable } => {
+            let (tee, remote) = (tee.clone(), remote.map(str::to_owned));
+            Some(Box::pin(async move { tee.flushing(remote.as_deref(), remove_immutable).await }))
+        }
+    });
+}
+
+/// The supply-chain policy layer and its counters.
+fn policy_layer(settings: &Settings) -> Result<(PolicyLayer, Arc<PolicyStats>), BoxError> {
+    let audit = Arc::new(Audit::new(settings.audit_log.as_deref()).map_err(|e| {
+        let path = settings.audit_log.as_deref().unwrap_or(std::path::Path::new(""));
+        format!("AUDIT_LOG {}: {e}", path.display())
+    })?);
+    let stats = Arc::new(PolicyStats::default());
+    let layer = PolicyLayer::new(audit, stats.clone(), settings.metadata_max_bytes)
+        .lookups_per_request(settings.lookup_max_requests);
+    Ok((layer, stats))
+}
+
+/// A snapshot a minute of each remote's totals: the page's last hour.
+fn spawn_tally(metrics: Arc<Metrics>) {
     tokio::spawn(async move {
         let mut minute = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             minute.tick().await;
-            tally.tally.remember();
+            metrics.tally.remember();
         }
     });
+}
 
-    // Remotes (behind the front door, see `Artifacts`). Outermost first;
-    // each layer may answer on its own.
+/// The stacks of the remotes behind the front door (see [`Artifacts`]),
+/// outermost layer first, each of which may answer on its own: remotes
+/// and the registry share one cache chain over their own upstream
+/// services; local repositories store uploads.
+fn stacks(
+    settings: &Settings,
+    backends: &Backends,
+    remotes: &SharedRemotes,
+    tee: &S3TeeLayer,
+    digests: &Arc<ExpectedDigests>,
+    policy: &PolicyLayer,
+    metrics: &Arc<Metrics>,
+) -> Result<Stacks, BoxError> {
+    let store = &backends.store;
+    let upstream = UpstreamFetch::new(&settings.upstream)?;
+    let cache = ServiceBuilder::new()
+        // Fresh entries answered from the store; expired ones attached.
+        .layer(CacheLookupLayer::new(store.clone()))
+        // Upstream failed (unreachable, timeout, 5xx, 429): the expired copy.
+        .layer(StaleOnErrorLayer::new(store.clone()))
+        // Expired mutable entries with validators: one conditional request.
+        .layer(RevalidateLayer::new(store.clone()))
+        // One fill per key, streamed to every client and into the store.
+        .layer(tee.clone())
+        .layer(ObserveLayer::upstream(metrics.clone()));
     let proxy = ServiceBuilder::new()
         // 403 when no pattern allows the path; attaches its class.
         .layer(PatternGuardLayer::new())
@@ -428,76 +511,41 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
                 .verify_with(digests.clone())
                 .refresh_metadata_in(store.clone(), remotes.clone()),
         )
-        // Fresh entries answered from the store; expired ones attached.
-        .layer(CacheLookupLayer::new(store.clone()))
-        // Upstream failed (unreachable, timeout, 5xx, 429): the expired copy.
-        .layer(StaleOnErrorLayer::new(store.clone()))
-        // Expired mutable entries with validators: one conditional request.
-        .layer(RevalidateLayer::new(store.clone()))
-        // One fill per key (across replicas with Redis), streamed to every
-        // client and into the store.
-        .layer(tee.clone())
-        .layer(ObserveLayer::upstream(metrics.clone()))
+        .layer(cache.clone())
         .service(upstream.clone());
-
     // The registry: the same path rules; the request shaped for the cache
     // (manifests keyed by the accepted types, HEAD from a full fetch); the
-    // same cache layers; its upstream service authenticates and checks digests.
-    let tokens = Arc::new(Tokens::new(coordinator.clone().map(|c| c as Arc<dyn Coordinator>)));
+    // same cache; its upstream service authenticates and checks digests.
+    let tokens = Arc::new(Tokens::new(backends.coordinator.clone().map(|c| c as Arc<dyn Coordinator>)));
     let registry = ServiceBuilder::new()
         .layer(PatternGuardLayer::new())
         .layer(RegistryRequestLayer)
         .layer(ObserveLayer::requests(metrics.clone()))
-        .layer(CacheLookupLayer::new(store.clone()))
-        .layer(StaleOnErrorLayer::new(store.clone()))
-        .layer(RevalidateLayer::new(store.clone()))
-        .layer(tee.clone())
-        .layer(ObserveLayer::upstream(metrics.clone()))
+        .layer(cache)
         .service(RegistryUpstream::new(upstream, tokens));
-
     // Local repositories: the same path rules, then uploads and downloads.
     let local = ServiceBuilder::new()
         .layer(PatternGuardLayer::new())
         .layer(ObserveLayer::requests(metrics.clone()))
-        .service(LocalRepo::new(store.clone(), spool, settings.max_upload_bytes));
-
-    let admin = AdminToken::new(settings.admin_token.clone());
-    // Who the client is: one rule for the access log and the artifact routes.
-    let trusted = TrustedProxies::new(settings.trusted_proxies.iter().copied());
-    let access = crate::access_log::AccessLog::open(&settings.access_log, settings.log_json, trusted.clone())
-        .map_err(|e| format!("ACCESS_LOG {:?}: {e}", settings.access_log))?;
-    let members = Dispatch {
+        .service(LocalRepo::new(store.clone(), backends.spool.clone(), settings.max_upload_bytes));
+    Ok(Stacks {
         proxy: BoxCloneSyncService::new(proxy),
         local: BoxCloneSyncService::new(local),
         registry: BoxCloneSyncService::new(registry),
-        group: None,
-        admin: admin.clone(),
-    };
-    // Groups: a service over their members' stacks (members are never
-    // groups themselves).
-    let group = ServiceBuilder::new().layer(policy).layer(groups).service(members.clone());
-    let group = BoxCloneSyncService::new(group);
-    let dispatch = Dispatch { group: Some(group), ..members };
-    let artifacts =
-        Artifacts::new(RemoteResolveLayer::new(remotes.clone()), dispatch.clone(), trusted.clone());
-    let registry = Artifacts::new(RemoteResolveLayer::registry(remotes.clone()), dispatch, trusted);
-    let draining = Arc::new(AtomicBool::new(false));
-    let reload =
-        Reload { remotes: remotes.clone(), config: Arc::new(RwLock::new(Arc::new(config.masked()))) };
-    let state = manage::State {
-        metrics,
-        tee: tee.clone(),
-        remotes: remotes.clone(),
-        config: reload.config.clone(),
-        store,
-        artifacts: artifacts.clone(),
-        draining: draining.clone(),
-        kinds,
-        coordinator,
-        admin_required: settings.admin_token.is_some(),
-    };
+    })
+}
 
-    let router = Router::new()
+/// The stacks a remote's requests go through, by the remote's kind.
+struct Stacks {
+    proxy: Stack,
+    local: Stack,
+    registry: Stack,
+}
+
+/// The management endpoints, the operator page and the artifact routes.
+fn routes(state: manage::State, admin: AdminToken, artifacts: Artifacts, registry: Artifacts) -> Router {
+    let guarded = |admin: &AdminToken| from_fn_with_state(admin.clone(), require_admin);
+    Router::new()
         .route("/", get(manage::root))
         .route("/ui", get(|| async { axum::response::Redirect::permanent("/ui/") }))
         .route("/ui/", get(crate::ui::overview))
@@ -508,18 +556,9 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .route("/config", get(manage::config))
         .route("/metrics", get(manage::metrics))
         .route("/artifacts/{remote}", get(manage::list))
-        .route(
-            "/cache-artifact",
-            post(manage::cache_artifacts).route_layer(from_fn_with_state(admin.clone(), require_admin)),
-        )
-        .route(
-            "/cache/flush",
-            put(manage::flush).route_layer(from_fn_with_state(admin.clone(), require_admin)),
-        )
-        .route(
-            "/cache/{remote}/{*path}",
-            delete(manage::purge).route_layer(from_fn_with_state(admin, require_admin)),
-        )
+        .route("/cache-artifact", post(manage::cache_artifacts).route_layer(guarded(&admin)))
+        .route("/cache/flush", put(manage::flush).route_layer(guarded(&admin)))
+        .route("/cache/{remote}/{*path}", delete(manage::purge).route_layer(guarded(&admin)))
         .nest_service("/api/v1/remote", artifacts.clone())
         .nest_service("/api", artifacts)
         .with_state(state)
@@ -527,8 +566,7 @@ pub async fn build(settings: &Settings, config: &Config) -> Result<App, BoxError
         .layer(CatchPanicLayer::custom(|_| {
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "", "").map(Body::new)
         }))
-        .layer(TraceLayer::new_for_http());
-    Ok(App { router, access, draining, reload })
+        .layer(TraceLayer::new_for_http())
 }
 
 /// The edge of the artifact routes: the one rescue ([`RescueLayer`], which
