@@ -51,21 +51,7 @@ impl Format for Cargo {
         }
     }
 
-    fn documents(&self) -> Option<&dyn Documents> {
-        Some(self)
-    }
-
-    fn integrity(&self) -> Option<&dyn Integrity> {
-        Some(self)
-    }
-
-    fn relocation(&self) -> Option<&dyn Relocation> {
-        Some(self)
-    }
-
-    fn grouping(&self) -> Option<&dyn Grouping> {
-        Some(self)
-    }
+    crate::capabilities!(documents, integrity, relocation, grouping);
 }
 
 impl Documents for Cargo {

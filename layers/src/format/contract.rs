@@ -129,6 +129,24 @@ impl std::fmt::Debug for Errors {
     }
 }
 
+/// The accessors of the capabilities a format implements on itself, inside
+/// its `impl Format`: `capabilities!(documents, integrity);` answers
+/// `Some(self)` from [`Format::documents`] and [`Format::integrity`].
+#[macro_export]
+macro_rules! capabilities {
+    ($($capability:ident),* $(,)?) => { $( $crate::capabilities!(@one $capability); )* };
+    (@one documents) => { fn documents(&self) -> Option<&dyn $crate::format::Documents> { Some(self) } };
+    (@one integrity) => { fn integrity(&self) -> Option<&dyn $crate::format::Integrity> { Some(self) } };
+    (@one relocation) => { fn relocation(&self) -> Option<&dyn $crate::format::Relocation> { Some(self) } };
+    (@one routes) => { fn routes(&self) -> Option<&dyn $crate::format::Routes> { Some(self) } };
+    (@one freshness) => { fn freshness(&self) -> Option<&dyn $crate::format::Freshness> { Some(self) } };
+    (@one grouping) => { fn grouping(&self) -> Option<&dyn $crate::format::Grouping> { Some(self) } };
+    (@one versions) => { fn versions(&self) -> Option<&dyn $crate::format::Versions> { Some(self) } };
+    (@one configured) => {
+        fn configured(&self) -> Option<&dyn $crate::format::options::Configured> { Some(self) }
+    };
+}
+
 /// A package format: a [`Spec`], what it makes of a path, and the
 /// capabilities it has. A capability it does not have answers `None`.
 pub trait Format: Send + Sync + 'static {

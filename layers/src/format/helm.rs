@@ -72,13 +72,7 @@ impl Format for Helm {
         chart_of(file).map_or(PathKind::Unknown, |(name, version)| PathKind::file(name, version))
     }
 
-    fn documents(&self) -> Option<&dyn Documents> {
-        Some(self)
-    }
-
-    fn configured(&self) -> Option<&dyn Configured> {
-        Some(self)
-    }
+    crate::capabilities!(documents, configured);
 }
 
 impl Documents for Helm {

@@ -69,17 +69,7 @@ impl Format for Maven {
         PathKind::file(name, *version)
     }
 
-    fn integrity(&self) -> Option<&dyn Integrity> {
-        Some(self)
-    }
-
-    fn freshness(&self) -> Option<&dyn Freshness> {
-        Some(self)
-    }
-
-    fn grouping(&self) -> Option<&dyn Grouping> {
-        Some(self)
-    }
+    crate::capabilities!(integrity, freshness, grouping);
 }
 
 impl Integrity for Maven {

@@ -141,9 +141,28 @@ impl Remote {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistryHosts(pub Vec<String>);
 
+/// `registry_hosts` as the registry formats read it ([`RegistryHosts::KEYS`]).
+pub struct RegistryHostKeys;
+
+impl Configured for RegistryHostKeys {
+    fn keys(&self) -> &'static [&'static str] {
+        &[RegistryHosts::KEY]
+    }
+
+    fn remote_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn read(&self, keys: &mut dyn KeyReader) -> Own {
+        Own { options: RegistryHosts::read(keys).map(FormatOptions::new).unwrap_or_default(), files: None }
+    }
+}
+
 impl RegistryHosts {
     /// The key.
     pub const KEY: &'static str = "registry_hosts";
+    /// Its reader, for a format's [`Format::configured`](super::Format::configured).
+    pub const KEYS: RegistryHostKeys = RegistryHostKeys;
 
     /// Reads and checks `registry_hosts`.
     pub fn read(keys: &mut dyn KeyReader) -> Option<Self> {

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{
-    options::{Configured, FormatOptions, KeyReader, Own, RegistryHosts},
+    options::{Configured, RegistryHosts},
     Document, Documents, Format, Groupable, Integrity, LinkMap, Negotiated, PathKind, Relocation, Routes,
     Spec,
 };
@@ -114,25 +114,12 @@ impl Format for Terraform {
         }
     }
 
-    fn documents(&self) -> Option<&dyn Documents> {
-        Some(self)
-    }
-
-    fn integrity(&self) -> Option<&dyn Integrity> {
-        Some(self)
-    }
-
-    fn relocation(&self) -> Option<&dyn Relocation> {
-        Some(self)
-    }
-
-    fn routes(&self) -> Option<&dyn Routes> {
-        Some(self)
-    }
-
+    /// `registry_hosts`, read as every registry format reads it.
     fn configured(&self) -> Option<&dyn Configured> {
-        Some(self)
+        Some(&RegistryHosts::KEYS)
     }
+
+    crate::capabilities!(documents, integrity, relocation, routes);
 }
 
 impl Documents for Terraform {
@@ -351,20 +338,6 @@ impl Document for VersionJson {
     }
 }
 
-impl Configured for Terraform {
-    fn keys(&self) -> &'static [&'static str] {
-        &[RegistryHosts::KEY]
-    }
-
-    fn remote_keys(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn read(&self, keys: &mut dyn KeyReader) -> Own {
-        Own { options: RegistryHosts::read(keys).map(FormatOptions::new).unwrap_or_default(), files: None }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,7 +374,8 @@ mod tests {
             Terraform.answers_itself(&remote, &path("other.example/a/b/index.json")),
             Some(StatusCode::NOT_FOUND)
         );
-        remote.format_options = FormatOptions::new(RegistryHosts(vec!["registry.terraform.io".into()]));
+        remote.format_options =
+            crate::format::options::FormatOptions::new(RegistryHosts(vec!["registry.terraform.io".into()]));
         assert_eq!(Terraform.answers_itself(&remote, &path("registry.terraform.io/a/b/index.json")), None);
     }
 

@@ -100,37 +100,7 @@ impl Format for Toy {
         }
     }
 
-    fn documents(&self) -> Option<&dyn Documents> {
-        Some(self)
-    }
-
-    fn integrity(&self) -> Option<&dyn Integrity> {
-        Some(self)
-    }
-
-    fn relocation(&self) -> Option<&dyn Relocation> {
-        Some(self)
-    }
-
-    fn routes(&self) -> Option<&dyn Routes> {
-        Some(self)
-    }
-
-    fn freshness(&self) -> Option<&dyn Freshness> {
-        Some(self)
-    }
-
-    fn grouping(&self) -> Option<&dyn Grouping> {
-        Some(self)
-    }
-
-    fn versions(&self) -> Option<&dyn Versions> {
-        Some(self)
-    }
-
-    fn configured(&self) -> Option<&dyn Configured> {
-        Some(self)
-    }
+    crate::capabilities!(documents, integrity, relocation, routes, freshness, grouping, versions, configured);
 }
 
 impl Documents for Toy {

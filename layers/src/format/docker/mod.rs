@@ -16,7 +16,7 @@ pub mod reference;
 
 use self::reference::Target;
 use super::{
-    options::{Configured, FormatOptions, KeyReader, Own, RegistryHosts},
+    options::{Configured, RegistryHosts},
     Errors, Format, Groupable, Package, PathKind, Routes, ServedAt, Spec,
 };
 use crate::{path::ArtifactPath, remote::Remote};
@@ -56,13 +56,12 @@ impl Format for Docker {
         }
     }
 
-    fn routes(&self) -> Option<&dyn Routes> {
-        Some(self)
+    /// `registry_hosts`, read as every registry format reads it.
+    fn configured(&self) -> Option<&dyn Configured> {
+        Some(&RegistryHosts::KEYS)
     }
 
-    fn configured(&self) -> Option<&dyn Configured> {
-        Some(self)
-    }
+    crate::capabilities!(routes);
 }
 
 impl Routes for Docker {
@@ -80,20 +79,6 @@ impl Routes for Docker {
         _path: &ArtifactPath,
     ) -> Option<(&'r url::Url, ArtifactPath)> {
         None
-    }
-}
-
-impl Configured for Docker {
-    fn keys(&self) -> &'static [&'static str] {
-        &[RegistryHosts::KEY]
-    }
-
-    fn remote_keys(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn read(&self, keys: &mut dyn KeyReader) -> Own {
-        Own { options: RegistryHosts::read(keys).map(FormatOptions::new).unwrap_or_default(), files: None }
     }
 }
 

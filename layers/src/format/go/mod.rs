@@ -85,25 +85,7 @@ impl Format for Go {
         file().unwrap_or(PathKind::Unknown)
     }
 
-    fn integrity(&self) -> Option<&dyn Integrity> {
-        Some(self)
-    }
-
-    fn routes(&self) -> Option<&dyn Routes> {
-        Some(self)
-    }
-
-    fn grouping(&self) -> Option<&dyn Grouping> {
-        Some(self)
-    }
-
-    fn versions(&self) -> Option<&dyn Versions> {
-        Some(self)
-    }
-
-    fn configured(&self) -> Option<&dyn Configured> {
-        Some(self)
-    }
+    crate::capabilities!(integrity, routes, grouping, versions, configured);
 }
 
 impl Integrity for Go {

@@ -62,25 +62,7 @@ impl Format for Npm {
         }
     }
 
-    fn documents(&self) -> Option<&dyn Documents> {
-        Some(self)
-    }
-
-    fn integrity(&self) -> Option<&dyn Integrity> {
-        Some(self)
-    }
-
-    fn grouping(&self) -> Option<&dyn Grouping> {
-        Some(self)
-    }
-
-    fn versions(&self) -> Option<&dyn Versions> {
-        Some(self)
-    }
-
-    fn configured(&self) -> Option<&dyn Configured> {
-        Some(self)
-    }
+    crate::capabilities!(documents, integrity, grouping, versions, configured);
 }
 
 impl Documents for Npm {

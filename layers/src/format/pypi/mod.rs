@@ -55,21 +55,7 @@ impl Format for Pypi {
         sidecar.map_or(PathKind::Unknown, |c| PathKind::Metadata(Some(c.name)))
     }
 
-    fn documents(&self) -> Option<&dyn Documents> {
-        Some(self)
-    }
-
-    fn grouping(&self) -> Option<&dyn Grouping> {
-        Some(self)
-    }
-
-    fn versions(&self) -> Option<&dyn Versions> {
-        Some(self)
-    }
-
-    fn configured(&self) -> Option<&dyn Configured> {
-        Some(self)
-    }
+    crate::capabilities!(documents, grouping, versions, configured);
 }
 
 impl Documents for Pypi {
