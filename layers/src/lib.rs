@@ -62,6 +62,7 @@ pub mod path;
 pub mod pattern;
 pub mod pattern_guard;
 pub mod policy;
+pub mod problem;
 pub mod range;
 pub mod remote;
 pub mod remote_resolve;

@@ -22,7 +22,7 @@ use url::Url;
 use super::{options::Configured, Document, Listed, Part, PathKind};
 use crate::{
     body::ArtifactBody, digest::Expected, error::json_error, path::ArtifactPath, policy::Scheme,
-    remote::Remote, rescue::Problem,
+    problem::Problem, remote::Remote,
 };
 
 /// What a format is, as data.

@@ -32,8 +32,8 @@ use crate::{
     error::BoxError,
     path::ArtifactPath,
     policy::Scheme,
+    problem::Problem,
     remote::Remote,
-    rescue::Problem,
     BodyRewriteLayer, Class, Classifier, Decision, PatternGuardLayer, RemoteResolveLayer, Remotes,
 };
 

@@ -1,12 +1,15 @@
 //! The rescue's tests: each cause's answer, the format's shape, the cache
 //! headers written at the edge.
 
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use tower::{service_fn, ServiceExt};
 
 use super::*;
-use crate::error::UpstreamErrorKind;
+use crate::{
+    error::{UpstreamError, UpstreamErrorKind},
+    store::StoreError,
+};
 
 async fn rescued(e: BoxError) -> (StatusCode, Option<HeaderValue>, serde_json::Value) {
     let e = std::sync::Mutex::new(Some(e));

@@ -17,8 +17,8 @@ use crate::format::{options::RegistryHosts, ServedAt};
 use crate::{
     error::BoxError,
     path::ArtifactPath,
+    problem::Refused,
     remote::{Remote, RemoteKind, Remotes},
-    rescue::Refused,
 };
 
 /// What a `/v2/` request asks for, attached as a request extension.

@@ -8,7 +8,7 @@ use super::reference::{self, Invalid, Target};
 use crate::{
     body::{self, ArtifactBody},
     error::find_cause,
-    rescue::{Cause, Problem},
+    problem::{Cause, Problem},
 };
 
 /// The error codes of the distribution specification this proxy answers.
@@ -133,7 +133,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::{error::UpstreamStatus, rescue::Refused};
+    use crate::{error::UpstreamStatus, problem::Refused};
 
     async fn answered(e: &(dyn std::error::Error + 'static), path: &str) -> (StatusCode, serde_json::Value) {
         let res = answer(&Problem::of(e, "hub", path));
