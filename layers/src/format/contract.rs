@@ -19,10 +19,10 @@
 use http::{Response, StatusCode};
 use url::Url;
 
-use super::{options::Configured, Document, Listed, Part, PathKind};
+use super::{options::Configured, version::Scheme, Document, Listed, Part, PathKind};
 use crate::{
-    body::ArtifactBody, digest::Expected, error::json_error, path::ArtifactPath, policy::Scheme,
-    problem::Problem, remote::Remote,
+    body::ArtifactBody, digest::Expected, error::json_error, path::ArtifactPath, problem::Problem,
+    remote::Remote,
 };
 
 /// What a format is, as data.

@@ -66,6 +66,8 @@ mod terraform;
 
 mod contract;
 pub mod options;
+pub mod time;
+pub mod version;
 
 pub use contract::{
     Documents, Errors, Format, Freshness, Groupable, Grouping, Integrity, Relocation, Routes, ServedAt, Spec,

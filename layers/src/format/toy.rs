@@ -23,6 +23,7 @@ use super::{
     options::{Configured, FormatOptions, KeyReader, Own},
     rewrite_link,
     tests::BUILTIN_MUTABLE,
+    version::Scheme,
     Document, Documents, Errors, Format, Formats, Freshness, Groupable, Grouping, Integrity, LinkMap, Listed,
     Negotiated, Part, PathKind, Relocation, Routes, ServedAt, Spec, Versions,
 };
@@ -31,7 +32,6 @@ use crate::{
     digest::Expected,
     error::BoxError,
     path::ArtifactPath,
-    policy::Scheme,
     problem::Problem,
     remote::Remote,
     BodyRewriteLayer, Class, Classifier, Decision, PatternGuardLayer, RemoteResolveLayer, Remotes,

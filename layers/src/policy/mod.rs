@@ -19,11 +19,10 @@ mod audit;
 pub mod osv;
 mod refusal;
 mod service;
-pub mod time;
-pub mod version;
 
 use std::time::Duration;
 
+pub use crate::format::{time, version};
 pub use audit::{Audit, AuditEvent, PolicyStats};
 pub use service::{PolicyLayer, PolicyService};
 pub use version::{Range, Scheme};

@@ -227,7 +227,7 @@ impl Versions for Go {
         let (Some(version), Some(time)) = (info["Version"].as_str(), info["Time"].as_str()) else {
             return Vec::new();
         };
-        match crate::policy::time::parse_rfc3339(time) {
+        match crate::format::time::parse_rfc3339(time) {
             Some(t) => vec![(version.to_owned(), t)],
             None => Vec::new(),
         }

@@ -175,7 +175,7 @@ impl Versions for Npm {
         times
             .iter()
             .filter(|(v, _)| !matches!(v.as_str(), "created" | "modified"))
-            .filter_map(|(v, t)| Some((v.clone(), crate::policy::time::parse_rfc3339(t.as_str()?)?)))
+            .filter_map(|(v, t)| Some((v.clone(), crate::format::time::parse_rfc3339(t.as_str()?)?)))
             .collect()
     }
 

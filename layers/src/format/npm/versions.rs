@@ -52,7 +52,7 @@ pub(super) fn merge_packuments(parts: &[Part<'_>]) -> Result<Vec<u8>, String> {
 /// See `Npm::filter_versions`.
 pub(super) fn filter_packument(body: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Vec<u8>, String> {
     let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not a packument: {e}"))?;
-    let scheme = crate::policy::Scheme::Semver;
+    let scheme = crate::format::version::Scheme::Semver;
     let mut left: Vec<String> = Vec::new();
     if let Some(versions) = doc.get_mut("versions").and_then(Value::as_object_mut) {
         versions.retain(|v, _| keep(v));

@@ -22,7 +22,7 @@ struct SimplePage;
 static SPEC: Spec = Spec {
     mutable: &[r"^simple(/|$)"],
     names_files: true,
-    scheme: crate::policy::Scheme::Pep440,
+    scheme: crate::format::version::Scheme::Pep440,
     normalize: Some(normalize_name),
     osv_ecosystem: Some("PyPI"),
     ..Spec::plain("pypi")
@@ -148,7 +148,7 @@ impl Versions for Pypi {
         let mut times: Vec<(String, i64)> = Vec::new();
         for file in doc.get("files").and_then(Value::as_array).into_iter().flatten() {
             let version = file["filename"].as_str().and_then(distribution_of).and_then(|c| c.version);
-            let time = file["upload-time"].as_str().and_then(crate::policy::time::parse_rfc3339);
+            let time = file["upload-time"].as_str().and_then(crate::format::time::parse_rfc3339);
             if let (Some(version), Some(time)) = (version, time) {
                 match times.iter_mut().find(|(v, _)| *v == version) {
                     Some((_, t)) => *t = (*t).min(time),
