@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn the_three_encodings_of_a_scoped_name_share_a_key() {
-        let keys: Vec<_> = ["@s%2fn", "@s%2Fn", "@s/n"].iter().map(|r| ok(r).cache_key("npm")).collect();
+        let keys: Vec<_> = ["@s%2fn", "@s%2Fn", "@s/n"].iter().map(|r| ok(r).cache_key("r")).collect();
         assert_eq!(keys[0], keys[1]);
         assert_eq!(keys[1], keys[2]);
     }
@@ -235,7 +235,7 @@ mod tests {
         let p = ok("simple/requests/");
         assert_eq!(p.decoded(), "simple/requests/");
         assert_eq!(p.raw(), "simple/requests/");
-        assert_ne!(p.cache_key("pypi"), ok("simple/requests").cache_key("pypi"));
+        assert_ne!(p.cache_key("r"), ok("simple/requests").cache_key("r"));
         assert_eq!(ok("simple/").decoded(), "simple/");
         assert_eq!(p.file_name(), "");
     }
